@@ -1,0 +1,29 @@
+"""convprof: exact params, MACs and FLOPs of PyTorch models, per layer and in total."""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+
+from convprof.api import profile
+from convprof.formulas import register
+from convprof.recorder import ForwardError
+from convprof.render import render
+from convprof.report import CONVENTION, Layer, Report, Totals, Unexplained
+
+try:
+    __version__ = version("convprof")
+except PackageNotFoundError:  # running from a source tree that was never installed
+    __version__ = "0+unknown"
+
+__all__ = [
+    "CONVENTION",
+    "ForwardError",
+    "Layer",
+    "Report",
+    "Totals",
+    "Unexplained",
+    "__version__",
+    "profile",
+    "register",
+    "render",
+]

@@ -1,0 +1,43 @@
+"""The entry point: ``profile(model, args, kwargs)`` = record, then count."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+from convprof.counter import count
+from convprof.recorder import record
+from convprof.report import Report
+
+
+def _positional(args: Any) -> tuple[Any, ...]:
+    if isinstance(args, torch.Tensor):
+        return (args,)
+    if isinstance(args, tuple):
+        return args
+    raise TypeError(
+        f"convprof.profile: args must be a Tensor or a tuple of positional inputs, got {type(args).__name__}"
+    )
+
+
+def profile(model: nn.Module, args: Any, kwargs: Mapping[str, Any] | None = None) -> Report:
+    """Params, MACs and FLOPs of ``model(*args, **kwargs)``, per layer and in total.
+
+    One forward pass in eval mode under ``torch.no_grad()``; the model is left exactly as it
+    was. ``args`` is a Tensor or a tuple of positional inputs, ``kwargs`` a dict of keyword
+    inputs. A forward that raises gives :class:`ForwardError` naming the module that was
+    running.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"convprof.profile: model must be a torch.nn.Module, got {type(model).__name__}")
+    positional = _positional(args)
+    if kwargs is None:
+        kwargs = {}
+    if not isinstance(kwargs, Mapping) or not all(isinstance(k, str) for k in kwargs):
+        raise TypeError(
+            f"convprof.profile: kwargs must be a dict of keyword inputs, got {type(kwargs).__name__}"
+        )
+    return count(record(model, positional, dict(kwargs)))

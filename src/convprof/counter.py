@@ -1,0 +1,112 @@
+"""Counting: a Trace in, a Report out. Plain arithmetic over records; no torch machinery and no
+formatting.
+
+For each module call, the module formula (looked up through the MRO) gives the cost of the
+module's own code; without one, the op formulas of the operators that ran directly inside it
+add up, and operators without a formula are collected as unexplained. Calls of one module
+merge into one row. Parameters go to the first row, in execution order, whose module owns
+them, so tied weights count once; modules that never ran keep their parameters in rows with
+``calls == 0``, and the params column adds up to ``sum(p.numel() for p in model.parameters())``.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+from convprof.formulas import module_formula, op_formula
+from convprof.records import ConvSpec, ModuleCall, ModuleInfo, Trace
+from convprof.report import Layer, Report, Totals, Unexplained
+
+
+def conv_kind(spec: ConvSpec) -> str:
+    """``depthwise``: one group per input channel (channel multipliers included);
+    ``grouped``: any other grouping (a grouped 1x1 too); ``pointwise``: all-ones kernel;
+    ``standard``: the rest."""
+    if spec.groups > 1 and spec.groups == spec.in_channels:
+        return "depthwise"
+    if spec.groups > 1:
+        return "grouped"
+    if all(k == 1 for k in spec.kernel_size):
+        return "pointwise"
+    return "standard"
+
+
+def call_macs(call: ModuleCall) -> tuple[int, list[str]]:
+    """MACs of one call's own code and the operators in it that nothing explains."""
+    formula = module_formula(call.module.type)
+    if formula is not None:
+        return formula(call), []
+    macs, unexplained = 0, []
+    for op in call.ops:
+        op_cost = op_formula(op.op)
+        if op_cost is None:
+            unexplained.append(op.op)
+        else:
+            macs += op_cost(op)
+    return macs, unexplained
+
+
+@dataclass
+class _Row:
+    info: ModuleInfo
+    first: ModuleCall | None
+    macs: int = 0
+    calls: int = 0
+    params: int = 0
+    unexplained: Counter[str] = field(default_factory=Counter)
+
+    def freeze(self) -> Layer:
+        spec = self.info.conv
+        x = self.first.inputs[0][1].shape if self.first and self.first.inputs else None
+        y = self.first.outputs[0].shape if self.first and self.first.outputs else None
+        return Layer(
+            name=self.info.name,
+            type=self.info.type_name,
+            kind=conv_kind(spec) if spec else None,
+            input_shape=x,
+            output_shape=y,
+            params=self.params,
+            macs=self.macs,
+            calls=self.calls,
+            has_children=self.info.has_children,
+            kernel_size=spec.kernel_size if spec else None,
+            stride=spec.stride if spec else None,
+            padding=spec.padding if spec else None,
+            dilation=spec.dilation if spec else None,
+            groups=spec.groups if spec else None,
+            unexplained=tuple(sorted(self.unexplained)),
+        )
+
+
+def count(trace: Trace) -> Report:
+    rows: dict[str, _Row] = {}
+    unexplained: dict[str, tuple[int, list[str]]] = {}
+    for call in trace.calls:
+        row = rows.setdefault(call.module.name, _Row(call.module, call))
+        macs, missing = call_macs(call)
+        row.macs += macs
+        row.calls += 1
+        row.unexplained.update(missing)
+        for op in missing:
+            seen_calls, where = unexplained.get(op, (0, []))
+            if call.module.name not in where:
+                where.append(call.module.name)
+            unexplained[op] = (seen_calls + 1, where)
+    for info in trace.modules:
+        if info.name not in rows and info.params:
+            rows[info.name] = _Row(info, None)
+    seen: set[int] = set()
+    for row in rows.values():
+        for param in row.info.params:
+            if param.key not in seen:
+                seen.add(param.key)
+                row.params += param.numel
+    layers = tuple(row.freeze() for row in rows.values() if row.calls or row.params)
+    return Report(
+        model=trace.model,
+        inputs=tuple(t.shape for t in trace.inputs),
+        layers=layers,
+        total=Totals(params=sum(r.params for r in layers), macs=sum(r.macs for r in layers)),
+        unexplained=tuple(Unexplained(op, calls, tuple(names)) for op, (calls, names) in unexplained.items()),
+    )

@@ -1,0 +1,28 @@
+"""Cost formulas: the registry and the built-in families, registered on import."""
+
+from __future__ import annotations
+
+from convprof.formulas import attention, conv, free, linear
+from convprof.formulas.registry import (
+    ModuleFormula,
+    OpClass,
+    OpFormula,
+    classify,
+    module_formula,
+    op_formula,
+    register,
+)
+
+__all__ = [
+    "ModuleFormula",
+    "OpClass",
+    "OpFormula",
+    "attention",
+    "classify",
+    "conv",
+    "free",
+    "linear",
+    "module_formula",
+    "op_formula",
+    "register",
+]

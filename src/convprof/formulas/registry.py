@@ -1,0 +1,127 @@
+"""The cost registry: which function gives the MACs of a module call or of an operator call.
+
+Two tables, one public ``register``:
+
+* **module formulas**, keyed by ``nn.Module`` subclass and looked up through ``type(m).__mro__``,
+  so a subclass of ``nn.Conv2d`` needs nothing. A module formula is the cost of the module's own
+  code: it replaces the operators that ran directly inside that module (children still count
+  for themselves). It is how a module whose implementation varies (the fast path of
+  ``nn.MultiheadAttention``) or hides its arithmetic in a custom kernel gets an exact count.
+* **op formulas**, keyed by ATen operator name, for compute that no module formula covers:
+  ``F.conv2d``, ``x @ w``, ``scaled_dot_product_attention`` inside any module.
+
+Operators that do no multiply-accumulate under the convention (pointwise, reductions, views,
+norms, pooling, data movement) are *free*; everything else without a formula is *unexplained*
+and reported, never counted as a silent zero. The built-in formulas use this same ``register``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from enum import Enum
+from typing import TypeVar, overload
+
+import torch
+from torch import nn
+
+from convprof.records import ModuleCall, OpCall
+
+ModuleFormula = Callable[[ModuleCall], int]
+OpFormula = Callable[[OpCall], int]
+OpTarget = torch._ops.OpOverload | torch._ops.OpOverloadPacket | str
+
+_M = TypeVar("_M", bound=ModuleFormula)
+_O = TypeVar("_O", bound=OpFormula)
+
+_MODULE_FORMULAS: dict[type, ModuleFormula] = {}
+_OP_FORMULAS: dict[str, OpFormula] = {}
+_FREE_OPS: set[str] = set()
+_FREE_TAGS = (torch.Tag.pointwise, torch.Tag.reduction, torch.Tag.inplace_view)
+
+
+class OpClass(Enum):
+    """How the recorder treats an operator: count it, skip it, or report it."""
+
+    FORMULA = "formula"
+    FREE = "free"
+    UNEXPLAINED = "unexplained"
+
+
+def op_name(target: OpTarget) -> str:
+    """``aten.mm`` for a packet, ``aten.mm.default`` for an overload; strings pass through."""
+    return target if isinstance(target, str) else str(target)
+
+
+@overload
+def register(target: type[nn.Module]) -> Callable[[_M], _M]: ...
+@overload
+def register(target: OpTarget) -> Callable[[_O], _O]: ...
+def register(target: type[nn.Module] | OpTarget) -> Callable[[_M], _M] | Callable[[_O], _O]:
+    """Register the MAC formula of a module type or of an operator (packet or one overload).
+
+    A later registration for the same target replaces the earlier one, so a user can override
+    a built-in formula.
+    """
+    if isinstance(target, type):
+        if not issubclass(target, nn.Module):
+            raise TypeError(f"register() takes an nn.Module subclass or an operator, got {target!r}")
+        module_type = target
+
+        def add_module(formula: _M) -> _M:
+            _MODULE_FORMULAS[module_type] = formula
+            return formula
+
+        return add_module
+    if not isinstance(target, (str, torch._ops.OpOverload, torch._ops.OpOverloadPacket)):
+        raise TypeError(f"register() takes an nn.Module subclass or an operator, got {target!r}")
+    name = op_name(target)
+
+    def add_op(formula: _O) -> _O:
+        _OP_FORMULAS[name] = formula
+        _FREE_OPS.discard(name)
+        return formula
+
+    return add_op
+
+
+def register_free(targets: Iterable[OpTarget]) -> None:
+    """Declare operators that do no multiply-accumulate under the convention."""
+    _FREE_OPS.update(op_name(t) for t in targets)
+
+
+def module_formula(module_type: type) -> ModuleFormula | None:
+    """The formula of the nearest class in the MRO that has one."""
+    for cls in module_type.__mro__:
+        formula = _MODULE_FORMULAS.get(cls)
+        if formula is not None:
+            return formula
+    return None
+
+
+def _packet(name: str) -> str:
+    return name.rsplit(".", 1)[0] if name.count(".") >= 2 else name
+
+
+def op_formula(name: str) -> OpFormula | None:
+    """The formula for ``aten.mm.default``: registered for the overload or for its packet."""
+    return _OP_FORMULAS.get(name) or _OP_FORMULAS.get(_packet(name))
+
+
+def classify(op: torch._ops.OpOverload) -> OpClass:
+    """Whether an operator is counted, free under the convention, or unexplained."""
+    name = str(op)
+    if op_formula(name) is not None:
+        return OpClass.FORMULA
+    if name in _FREE_OPS or _packet(name) in _FREE_OPS:
+        return OpClass.FREE
+    if op.is_view or _tagged_free(op):
+        return OpClass.FREE
+    return OpClass.UNEXPLAINED
+
+
+def _tagged_free(op: torch._ops.OpOverload) -> bool:
+    """PyTorch tags pointwise ops and reductions, but not every overload of them (``gelu_``,
+    ``relu.out``): one tagged overload makes the whole packet free."""
+    packet = op.overloadpacket
+    overloads = (getattr(packet, name) for name in packet.overloads())
+    return any(tag in candidate.tags for candidate in (op, *overloads) for tag in _FREE_TAGS)

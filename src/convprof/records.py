@@ -1,0 +1,131 @@
+"""Frozen facts that one forward pass revealed.
+
+Records are the hand-off between the only module that touches PyTorch's machinery
+(:mod:`convprof.recorder`) and everything downstream. They hold shapes and plain values,
+never tensors, so counting, reporting and rendering stay pure arithmetic and a record can be
+built by hand in a test.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from math import prod
+
+Shape = tuple[int, ...]
+Plain = int | float | bool | str | None | tuple["Plain", ...]
+
+
+@dataclass(frozen=True, slots=True)
+class TensorMeta:
+    """Shape and element type of one tensor: what a cost formula may look at."""
+
+    shape: Shape
+    dtype: str
+    itemsize: int
+
+    @property
+    def numel(self) -> int:
+        return prod(self.shape)
+
+
+ArgValue = TensorMeta | Plain | tuple["ArgValue", ...]
+
+
+@dataclass(frozen=True, slots=True)
+class OpCall:
+    """One ATen operator call seen by the dispatch mode.
+
+    ``args`` mirrors the operator's positional arguments (tensors replaced by their
+    :class:`TensorMeta`), so an op formula reads them by position as in the schema.
+    """
+
+    op: str
+    args: tuple[ArgValue, ...]
+    kwargs: tuple[tuple[str, ArgValue], ...] = ()
+    outputs: tuple[TensorMeta, ...] = ()
+
+    def tensor(self, index: int) -> TensorMeta:
+        """The positional argument ``index``, which the schema says is a tensor."""
+        value = self.args[index]
+        if not isinstance(value, TensorMeta):
+            raise TypeError(f"{self.op}: argument {index} is not a tensor ({value!r})")
+        return value
+
+
+@dataclass(frozen=True, slots=True)
+class ParamInfo:
+    """A parameter a module owns directly; ``key`` identifies the tensor so tied weights count once."""
+
+    name: str
+    key: int
+    shape: Shape
+
+    @property
+    def numel(self) -> int:
+        return prod(self.shape)
+
+
+@dataclass(frozen=True, slots=True)
+class ConvSpec:
+    """Hyperparameters of a conv-family module, as the module declares them."""
+
+    in_channels: int
+    out_channels: int
+    kernel_size: Shape
+    stride: Shape
+    padding: Shape | str
+    dilation: Shape
+    groups: int
+    transposed: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ModuleInfo:
+    """What a module is, independent of any call: name, type, own parameters, plain attributes."""
+
+    name: str
+    type: type
+    params: tuple[ParamInfo, ...]
+    config: tuple[tuple[str, Plain], ...] = ()
+    conv: ConvSpec | None = None
+    has_children: bool = False
+
+    @property
+    def type_name(self) -> str:
+        return self.type.__name__
+
+    def attr(self, key: str) -> Plain:
+        """A plain attribute of the module (``in_features``, ``num_heads``, ...), or None."""
+        return dict(self.config).get(key)
+
+    def param(self, name: str) -> ParamInfo | None:
+        return next((p for p in self.params if p.name == name), None)
+
+
+@dataclass(frozen=True, slots=True)
+class ModuleCall:
+    """One call of a module's forward: its tensor inputs by argument name, outputs, and the
+    operators that ran while it was the innermost module running."""
+
+    module: ModuleInfo
+    inputs: tuple[tuple[str, TensorMeta], ...]
+    outputs: tuple[TensorMeta, ...]
+    ops: tuple[OpCall, ...] = ()
+
+    def input(self, name: str, position: int = 0) -> TensorMeta | None:
+        """The tensor input called ``name``, else the one at ``position``, else None."""
+        for key, meta in self.inputs:
+            if key == name:
+                return meta
+        return self.inputs[position][1] if len(self.inputs) > position else None
+
+
+@dataclass(frozen=True, slots=True)
+class Trace:
+    """Everything one forward pass revealed: modules in ``named_modules()`` order and calls in
+    the order they started."""
+
+    model: str
+    inputs: tuple[TensorMeta, ...]
+    modules: tuple[ModuleInfo, ...]
+    calls: tuple[ModuleCall, ...] = field(default=())

@@ -1,0 +1,136 @@
+"""The report: frozen rows and totals, numbers only.
+
+Rows carry each module's *own* cost (``macs`` of the operators it ran itself, ``params`` it
+owns and no earlier row counted), so every column adds up to the totals; ``rollup(depth)``
+gives inclusive figures per name prefix, as fvcore's table does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+from convprof.records import Shape
+
+SCHEMA = 1
+CONVENTION = (
+    "MACs = multiply-accumulates of convolutions, linear layers, matmuls and attention, "
+    "bias excluded; FLOPs = 2 x MACs; params counted once per tensor"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Layer:
+    """One module of the model: its own params and MACs over all its calls.
+
+    ``kind`` is set on conv-family rows: ``"standard"``, ``"grouped"``, ``"depthwise"`` or
+    ``"pointwise"``; the conv fields (``kernel_size`` ... ``groups``) likewise.
+    """
+
+    name: str
+    type: str
+    kind: str | None
+    input_shape: Shape | None
+    output_shape: Shape | None
+    params: int
+    macs: int
+    calls: int
+    has_children: bool = False
+    kernel_size: Shape | None = None
+    stride: Shape | None = None
+    padding: Shape | str | None = None
+    dilation: Shape | None = None
+    groups: int | None = None
+    unexplained: tuple[str, ...] = ()
+
+    @property
+    def flops(self) -> int:
+        return 2 * self.macs
+
+    @property
+    def depth(self) -> int:
+        return self.name.count(".") + 1 if self.name else 0
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["flops"] = self.flops
+        return data
+
+
+@dataclass(frozen=True, slots=True)
+class Totals:
+    params: int
+    macs: int
+
+    @property
+    def flops(self) -> int:
+        return 2 * self.macs
+
+
+@dataclass(frozen=True, slots=True)
+class Unexplained:
+    """Operators that ran without a formula and are not free under the convention: their
+    compute is *not* in the totals, and the report says so."""
+
+    op: str
+    calls: int
+    layers: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    model: str
+    inputs: tuple[Shape, ...]
+    layers: tuple[Layer, ...]
+    total: Totals
+    unexplained: tuple[Unexplained, ...] = ()
+    convention: str = CONVENTION
+
+    @property
+    def complete(self) -> bool:
+        """True when every operator that ran was counted by a formula or is free."""
+        return not self.unexplained
+
+    def rollup(self, depth: int) -> tuple[Layer, ...]:
+        """Rows merged by the first ``depth`` components of their names, inclusive of
+        everything below; a group keeps the metadata of the module that names it."""
+        if depth < 0:
+            raise ValueError(f"depth must be 0 or more, got {depth}")
+        groups: dict[str, list[Layer]] = {}
+        for layer in self.layers:
+            key = ".".join(layer.name.split(".")[:depth]) if layer.name else ""
+            groups.setdefault(key, []).append(layer)
+        rows = []
+        for key, members in groups.items():
+            head = next((m for m in members if m.name == key), members[0])
+            collapsed = len(members) > 1 or (head.has_children and head.depth == depth)
+            rows.append(
+                replace(
+                    head,
+                    name=key,
+                    params=sum(m.params for m in members),
+                    macs=sum(m.macs for m in members),
+                    has_children=head.has_children and not collapsed,
+                    kind=head.kind if len(members) == 1 else None,
+                    unexplained=tuple(op for m in members for op in m.unexplained),
+                )
+            )
+        return tuple(rows)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable form with stable keys (``schema`` versions it)."""
+        return {
+            "schema": SCHEMA,
+            "convention": self.convention,
+            "model": self.model,
+            "inputs": [list(s) for s in self.inputs],
+            "total": {"params": self.total.params, "macs": self.total.macs, "flops": self.total.flops},
+            "complete": self.complete,
+            "unexplained": [asdict(u) for u in self.unexplained],
+            "layers": [layer.to_dict() for layer in self.layers],
+        }
+
+    def __str__(self) -> str:
+        from convprof.render import render
+
+        return render(self)

@@ -1,0 +1,42 @@
+"""Quantities: parse ``"3.5M"`` and format ``2.16G``, in one place for tables, budgets and the CLI."""
+
+from __future__ import annotations
+
+import re
+
+_SCALE = {"": 1, "k": 10**3, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}
+_QUANTITY = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([kKMGT]?)\s*$")
+
+
+def parse_quantity(value: int | str) -> int:
+    """An exact integer from an int or a string such as ``"240"``, ``"2.2k"``, ``"300M"``,
+    ``"1.5e9"``. Anything else is a ValueError that quotes the input."""
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise ValueError(f"expected an integer or a string like '300M', got {value!r}")
+    if isinstance(value, int):
+        if value < 0:
+            raise ValueError(f"quantity must not be negative, got {value}")
+        return value
+    match = _QUANTITY.match(value)
+    if match is None:
+        raise ValueError(
+            f"cannot read quantity {value!r}: expected a number with an optional suffix "
+            "k/K, M, G or T (e.g. '240', '2.2k', '300M', '1.5e9')"
+        )
+    number, suffix = match.groups()
+    return round(float(number) * _SCALE[suffix])
+
+
+def format_quantity(value: int | float, digits: int = 2) -> str:
+    """Human form with a K/M/G/T suffix and ``digits`` decimals: ``300774272 -> '300.77M'``."""
+    magnitude = abs(value)
+    for suffix in ("T", "G", "M", "K"):
+        scale = _SCALE[suffix]
+        if magnitude >= scale:
+            return f"{value / scale:.{digits}f}{suffix}"
+    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+
+def format_shape(shape: tuple[int, ...]) -> str:
+    """``(1, 3, 224, 224) -> '1x3x224x224'``; a 0-d tensor is ``'scalar'``."""
+    return "x".join(str(d) for d in shape) if shape else "scalar"
