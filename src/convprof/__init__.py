@@ -7,6 +7,7 @@ from importlib.metadata import PackageNotFoundError, version
 from convprof.api import profile
 from convprof.formulas import register
 from convprof.recorder import ForwardError
+from convprof.records import ModuleCall, OpCall, TensorMeta
 from convprof.render import render
 from convprof.report import CONVENTION, Layer, Report, Totals, Unexplained
 
@@ -19,7 +20,10 @@ __all__ = [
     "CONVENTION",
     "ForwardError",
     "Layer",
+    "ModuleCall",
+    "OpCall",
     "Report",
+    "TensorMeta",
     "Totals",
     "Unexplained",
     "__version__",

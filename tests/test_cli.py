@@ -1,0 +1,81 @@
+"""The command line, through main(argv)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from torch import nn
+
+from convprof.cli import main
+
+
+def tutorial_pair() -> nn.Module:
+    """Spec target for 'tests.test_cli:tutorial_pair' (the seed's depthwise + pointwise)."""
+    return nn.Sequential(nn.Conv2d(6, 6, 2, groups=6, bias=False), nn.Conv2d(6, 10, 1, bias=False))
+
+
+def not_a_model() -> int:
+    return 3
+
+
+def test_profile_torchvision_default_input(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["profile", "torchvision:mobilenet_v2"]) == 0
+    out = capsys.readouterr().out
+    # torchvision's MobileNet_V2_Weights.IMAGENET1K_V1: num_params 3,504,872, _ops 0.301 GMACs
+    assert "Total params: 3,504,872 (3.50M)" in out
+    assert "Total MACs:   300,774,272 (300.77M)" in out
+    assert "features.1.conv.0.0" in out and "depthwise" in out
+
+
+def test_profile_callable_spec_json(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["profile", "tests.test_cli:tutorial_pair", "--input", "1,6,4,4", "--format", "json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["total"]["params"] == 24 + 60
+    assert data["total"]["macs"] == 216 + 540
+
+
+def test_several_inputs_and_depth(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["profile", "tests.test_cli:tutorial_pair", "--input", "1x6x4x4", "--depth", "0"]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[2].split()[:2] == ["(root)", "Sequential"]
+
+
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["profile", "nonsense"], "is not 'package.module:callable'"),
+        (["profile", "torchvision:no_such_net"], "no model called 'no_such_net'"),
+        (["profile", "no_such_pkg.mod:f", "--input", "1"], "cannot import 'no_such_pkg.mod'"),
+        (["profile", "tests.test_cli:missing", "--input", "1"], "has no attribute 'missing'"),
+        (["profile", "tests.test_cli:not_a_model", "--input", "1"], "returned int, not a torch.nn.Module"),
+        (["profile", "tests.test_cli:tutorial_pair"], "--input is required"),
+        (["profile", "torchvision:resnet18", "--input", "1,3,zz"], "bad shape '1,3,zz'"),
+        (["profile", "torchvision:resnet18", "--input", "0,3,4,4"], "bad shape '0,3,4,4'"),
+        (["profile", "tests.test_cli:tutorial_pair", "--input", "1,5,4,4"], "in module '0' (Conv2d)"),
+        (["profile", "torchvision:resnet18", "--depth", "-1"], "--depth must be 0 or more"),
+    ],
+)
+def test_usage_errors_exit_2_with_one_line(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        code = main(argv)
+        raise SystemExit(code)
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err
+    assert err.count("\n") == 1 and err.startswith("convprof: error: ")
+
+
+def test_python_dash_m() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "convprof", "profile", "tests.test_cli:tutorial_pair", "--input", "1,6,4,4",
+         "--format", "csv"],
+        capture_output=True, text=True, check=True,
+    )
+    assert done.stdout.splitlines()[0].startswith("name,type,kind")
+    assert torch.__version__  # the subprocess imported the same torch

@@ -1,0 +1,125 @@
+"""Rendering: rows add up to the totals, depth roll-ups, formats, determinism, golden table."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+import convprof
+from convprof.units import format_quantity, parse_quantity
+
+GOLDEN = Path(__file__).parent / "golden"
+UPDATE = os.environ.get("CONVPROF_UPDATE_GOLDEN") == "1"  # set to rewrite golden files
+
+
+def separable() -> nn.Module:
+    """The tutorial's depthwise-separable pair inside a named block."""
+    block = nn.Sequential(
+        nn.Conv2d(6, 6, 2, groups=6, bias=False), nn.BatchNorm2d(6), nn.ReLU(),
+        nn.Conv2d(6, 10, 1, bias=False),
+    )
+    return nn.Sequential(block, nn.Flatten(), nn.Linear(90, 2))
+
+
+@pytest.fixture
+def report() -> convprof.Report:
+    return convprof.profile(separable(), torch.ones(1, 6, 4, 4))
+
+
+def test_golden_table(report: convprof.Report) -> None:
+    # The golden file's numbers are the tutorial's: 24/216 depthwise, 60/540 pointwise;
+    # BatchNorm 6+6 params; Linear 90*2 + 2 params and 90*2 MACs. They are asserted below
+    # independently of the file, which pins the layout.
+    text = convprof.render(report)
+    path = GOLDEN / "separable_table.txt"
+    if UPDATE:
+        path.write_text(text)
+    assert text == path.read_text()
+    rows = {layer.name: layer for layer in report.layers}
+    assert (rows["0.0"].params, rows["0.0"].macs) == (24, 216)
+    assert (rows["0.3"].params, rows["0.3"].macs) == (60, 540)
+    assert (rows["2"].params, rows["2"].macs) == (90 * 2 + 2, 90 * 2)
+    assert report.total.macs == 216 + 540 + 180
+
+
+def test_rows_add_up_to_totals(report: convprof.Report) -> None:
+    assert sum(layer.params for layer in report.layers) == report.total.params == 24 + 12 + 60 + 182
+    assert sum(layer.macs for layer in report.layers) == report.total.macs
+    for depth in range(4):
+        rolled = report.rollup(depth)
+        assert sum(r.params for r in rolled) == report.total.params
+        assert sum(r.macs for r in rolled) == report.total.macs
+
+
+def test_rollup_by_prefix(report: convprof.Report) -> None:
+    rows = {r.name: r for r in report.rollup(1)}
+    assert list(rows) == ["", "0", "1", "2"]
+    assert (rows["0"].macs, rows["0"].params) == (216 + 540, 24 + 12 + 60)
+    names = [line.split()[0] for line in convprof.render(report, depth=1).splitlines()[2:5]]
+    assert names == ["0", "1", "2"]  # the root has no cost of its own: hidden
+    with pytest.raises(ValueError, match="depth"):
+        report.rollup(-1)
+
+
+def test_render_is_deterministic() -> None:
+    first = convprof.render(convprof.profile(separable(), torch.ones(1, 6, 4, 4)))
+    second = convprof.render(convprof.profile(separable(), torch.ones(1, 6, 4, 4)))
+    assert first == second
+    assert str(convprof.profile(separable(), torch.ones(1, 6, 4, 4))) == first
+
+
+def test_json_is_serialisable_and_complete(report: convprof.Report) -> None:
+    data = json.loads(convprof.render(report, format="json"))
+    assert data["schema"] == 1
+    assert data["total"] == {"params": 278, "macs": 936, "flops": 1872}
+    assert data["convention"].startswith("MACs = multiply-accumulates")
+    assert data["complete"] is True
+    assert [layer["name"] for layer in data["layers"]][:3] == ["", "0", "0.0"]
+    assert data["layers"][2]["kind"] == "depthwise"
+
+
+def test_csv_and_markdown(report: convprof.Report) -> None:
+    rows = list(csv.DictReader(io.StringIO(convprof.render(report, format="csv"))))
+    assert sum(int(r["macs"]) for r in rows) == 936
+    depthwise = next(r for r in rows if r["name"] == "0.0")
+    assert (depthwise["kernel_size"], depthwise["groups"], depthwise["kind"]) == ("2x2", "6", "depthwise")
+    markdown = convprof.render(report, format="markdown")
+    assert markdown.startswith("| Layer ")
+    assert "| 0.3 " in markdown
+    with pytest.raises(ValueError, match="unknown format 'yaml'"):
+        convprof.render(report, format="yaml")
+
+
+def test_footer_states_convention_and_totals(report: convprof.Report) -> None:
+    text = convprof.render(report)
+    assert "Total MACs:   936 (936)" in text
+    assert "Total FLOPs:  1,872 (1.87K)" in text
+    assert convprof.CONVENTION in text
+    assert "complete" in text
+
+
+@pytest.mark.parametrize(
+    "text,value",
+    [("240", 240), ("2.2k", 2200), ("2.2K", 2200), ("300M", 300 * 10**6), ("4.1G", 4_100_000_000),
+     ("1.5e9", 1_500_000_000), (" 7 ", 7), (12, 12)],
+)
+def test_parse_quantity(text: str | int, value: int) -> None:
+    assert parse_quantity(text) == value
+
+
+@pytest.mark.parametrize("bad", ["", "3.5X", "M", "1,000", "-5", "1e", True, 1.5])
+def test_parse_quantity_rejects(bad: object) -> None:
+    with pytest.raises(ValueError, match=r"quantity|expected"):
+        parse_quantity(bad)  # type: ignore[arg-type]
+
+
+def test_format_quantity() -> None:
+    assert [format_quantity(v) for v in (0, 999, 2160, 3_504_872, 300_774_272, 17_564_000_000)] == [
+        "0", "999", "2.16K", "3.50M", "300.77M", "17.56G"]
