@@ -8,7 +8,7 @@ built by hand in a test.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from math import prod
 
 Shape = tuple[int, ...]
@@ -128,4 +128,4 @@ class Trace:
     model: str
     inputs: tuple[TensorMeta, ...]
     modules: tuple[ModuleInfo, ...]
-    calls: tuple[ModuleCall, ...] = field(default=())
+    calls: tuple[ModuleCall, ...] = ()
