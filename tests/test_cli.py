@@ -8,6 +8,7 @@ import sys
 
 import pytest
 import torch
+import torchvision
 from torch import nn
 
 from convprof.cli import main
@@ -25,9 +26,14 @@ def not_a_model() -> int:
 def test_profile_torchvision_default_input(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["profile", "torchvision:mobilenet_v2"]) == 0
     out = capsys.readouterr().out
-    # torchvision's MobileNet_V2_Weights.IMAGENET1K_V1: num_params 3,504,872, _ops 0.301 GMACs
-    assert "Total params: 3,504,872 (3.50M)" in out
-    assert "Total MACs:   300,774,272 (300.77M)" in out
+    # The oracle is torchvision's MobileNet_V2_Weights.IMAGENET1K_V1 metadata, at 224x224.
+    meta = torchvision.models.MobileNet_V2_Weights.IMAGENET1K_V1.meta
+    totals = {line.split(":")[0]: int(line.split(":")[1].split("(")[0].replace(",", ""))
+              for line in out.splitlines() if line.startswith("Total ")}
+    assert totals["Total params"] == meta["num_params"] == 3_504_872
+    assert round(totals["Total MACs"] / 1e9, 3) == meta["_ops"] == 0.301
+    assert totals["Total FLOPs"] == 2 * totals["Total MACs"]
+    assert "1x3x224x224" in out
     assert "features.1.conv.0.0" in out and "depthwise" in out
 
 

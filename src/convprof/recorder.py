@@ -35,6 +35,7 @@ from convprof.records import (
     TensorMeta,
     Trace,
 )
+from convprof.units import format_shape
 
 
 class ForwardError(RuntimeError):
@@ -215,7 +216,7 @@ def _module_info(name: str, module: nn.Module) -> ModuleInfo:
 
 
 def _describe(frame: _Frame) -> str:
-    shapes = ", ".join(f"{n}: {'x'.join(map(str, m.shape)) or 'scalar'}" for n, m in frame.inputs)
+    shapes = ", ".join(f"{name}: {format_shape(meta.shape)}" for name, meta in frame.inputs)
     return f"with inputs ({shapes})" if shapes else "with no tensor inputs"
 
 

@@ -53,14 +53,16 @@ def _implied_kwargs(name: str, meta: dict[str, Any]) -> dict[str, Any]:
     return kwargs
 
 
-def torchvision_weights(name: str) -> Weights:
-    """The DEFAULT weights entry of a torchvision classification model."""
+def _default_weights(name: str) -> Any:
     import torchvision
 
     try:
-        entry = torchvision.models.get_model_weights(name).DEFAULT
+        return torchvision.models.get_model_weights(name).DEFAULT
     except (ValueError, KeyError, AttributeError) as exc:
         raise SpecError(f"torchvision has no model called {name!r} with weights") from exc
+
+
+def _summary(entry: Any) -> Weights:
     crop = entry.transforms().crop_size
     size = tuple(crop) * 2 if len(crop) == 1 else tuple(crop)
     return Weights(
@@ -71,14 +73,18 @@ def torchvision_weights(name: str) -> Weights:
     )
 
 
+def torchvision_weights(name: str) -> Weights:
+    """The DEFAULT weights entry of a torchvision classification model."""
+    return _summary(_default_weights(name))
+
+
 def torchvision_model(name: str) -> tuple[nn.Module, Shape]:
     """A torchvision model as its DEFAULT weights imply (untrained), and its input shape."""
     import torchvision
 
-    weights = torchvision_weights(name)
-    meta = torchvision.models.get_model_weights(name).DEFAULT.meta
-    model = torchvision.models.get_model(name, weights=None, **_implied_kwargs(name, meta))
-    return model, weights.input_shape
+    entry = _default_weights(name)
+    model = torchvision.models.get_model(name, weights=None, **_implied_kwargs(name, entry.meta))
+    return model, _summary(entry).input_shape
 
 
 def load(spec: str) -> tuple[nn.Module, Shape | None]:
