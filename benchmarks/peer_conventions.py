@@ -24,7 +24,9 @@ CASES: dict[str, tuple[Callable[[], nn.Module], tuple[int, ...]]] = {
     "Conv2d(6,10,2), no bias, 1x6x4x4 (tutorial)": (lambda: nn.Conv2d(6, 10, 2, bias=False), (1, 6, 4, 4)),
     "Conv2d(6,10,2) with bias": (lambda: nn.Conv2d(6, 10, 2), (1, 6, 4, 4)),
     "ConvTranspose2d(4,2,3,stride=2), no bias, 1x4x7x7": (
-        lambda: nn.ConvTranspose2d(4, 2, 3, stride=2, bias=False), (1, 4, 7, 7)),
+        lambda: nn.ConvTranspose2d(4, 2, 3, stride=2, bias=False),
+        (1, 4, 7, 7),
+    ),
     "BatchNorm2d(8) + ReLU, 1x8x4x4": (lambda: nn.Sequential(nn.BatchNorm2d(8), nn.ReLU()), (1, 8, 4, 4)),
     "Linear(16,32) with bias, 1x16": (lambda: nn.Linear(16, 32), (1, 16)),
 }
@@ -49,13 +51,22 @@ def counts(build: Callable[[], nn.Module], shape: tuple[int, ...]) -> dict[str, 
 
     out["FlopCounterMode"] = quiet(flop_counter)
     import thop
+
     out["thop"] = quiet(lambda: int(thop.profile(build().eval(), inputs=(x,), verbose=False)[0]))
     from ptflops import get_model_complexity_info
-    out["ptflops"] = quiet(lambda: int(get_model_complexity_info(
-        build().eval(), tuple(shape[1:]), as_strings=False, print_per_layer_stat=False)[0]))
+
+    out["ptflops"] = quiet(
+        lambda: int(
+            get_model_complexity_info(
+                build().eval(), tuple(shape[1:]), as_strings=False, print_per_layer_stat=False
+            )[0]
+        )
+    )
     from fvcore.nn import FlopCountAnalysis
+
     out["fvcore"] = quiet(lambda: int(FlopCountAnalysis(build().eval(), x).total()))  # one "flop" per MAC
     import torchinfo
+
     out["torchinfo"] = quiet(
         lambda: int(torchinfo.summary(build().eval(), input_data=x, verbose=0).total_mult_adds)
     )
@@ -68,8 +79,11 @@ def main() -> None:
     print("| case | " + " | ".join(tools) + " |")
     print("|---|" + "---:|" * len(tools))
     for name, row in rows.items():
-        print(f"| {name} | " + " | ".join(f"{row[t]:,}" if isinstance(row[t], int) else str(row[t])
-                                         for t in tools) + " |")
+        print(
+            f"| {name} | "
+            + " | ".join(f"{row[t]:,}" if isinstance(row[t], int) else str(row[t]) for t in tools)
+            + " |"
+        )
 
 
 if __name__ == "__main__":

@@ -37,8 +37,18 @@ def main(argv: list[str] | None = None) -> int:
         gmacs = round(report.total.macs / 1e9, 3)
         ok = report.total.params == weights.num_params and gmacs == weights.gmacs and report.complete
         failures += not ok
-        rows.append((name, "x".join(map(str, shape)), report.total.params, weights.num_params,
-                     gmacs, weights.gmacs, "yes" if ok else "NO", f"{seconds:.2f}"))
+        rows.append(
+            (
+                name,
+                "x".join(map(str, shape)),
+                report.total.params,
+                weights.num_params,
+                gmacs,
+                weights.gmacs,
+                "yes" if ok else "NO",
+                f"{seconds:.2f}",
+            )
+        )
         if not args.markdown:
             print(*rows[-1], sep="\t", flush=True)
     if args.markdown:

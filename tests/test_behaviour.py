@@ -16,8 +16,12 @@ from convprof import ModuleCall
 def small_net() -> nn.Sequential:
     torch.manual_seed(0)
     return nn.Sequential(
-        nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Dropout(0.5),
-        nn.Flatten(), nn.Linear(8 * 6 * 6, 4),
+        nn.Conv2d(3, 8, 3, padding=1),
+        nn.BatchNorm2d(8),
+        nn.ReLU(),
+        nn.Dropout(0.5),
+        nn.Flatten(),
+        nn.Linear(8 * 6 * 6, 4),
     )
 
 
@@ -32,8 +36,13 @@ def snapshot(model: nn.Module) -> dict[str, object]:
         "training": [m.training for m in model.modules()],
         "dicts": [sorted(vars(m)) for m in model.modules()],
         "hooks": [
-            (len(m._forward_hooks), len(m._forward_pre_hooks), len(m._forward_hooks_with_kwargs),
-             len(m._forward_pre_hooks_with_kwargs), len(m._forward_hooks_always_called))
+            (
+                len(m._forward_hooks),
+                len(m._forward_pre_hooks),
+                len(m._forward_hooks_with_kwargs),
+                len(m._forward_pre_hooks_with_kwargs),
+                len(m._forward_hooks_always_called),
+            )
             for m in model.modules()
         ],
         "grads": [p.grad for p in model.parameters()],
@@ -202,6 +211,7 @@ def test_registered_module_formula_applies_to_subclasses() -> None:
 def test_deep_copy_of_model_profiles_the_same() -> None:
     model = small_net()
     clone = copy.deepcopy(model)
-    assert convprof.profile(model, torch.randn(1, 3, 6, 6)).total == convprof.profile(
-        clone, torch.randn(1, 3, 6, 6)
-    ).total
+    assert (
+        convprof.profile(model, torch.randn(1, 3, 6, 6)).total
+        == convprof.profile(clone, torch.randn(1, 3, 6, 6)).total
+    )

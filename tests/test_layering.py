@@ -37,14 +37,15 @@ def test_only_render_imports_tabulate() -> None:
 def test_only_recorder_touches_hooks_and_dispatch() -> None:
     hooks = {"register_forward_hook", "register_forward_pre_hook", "register_module_forward_hook"}
     touching = [
-        f for f, t in FILES.items()
+        f
+        for f, t in FILES.items()
         if calls(t) & hooks or any("_python_dispatch" in n or "fake_tensor" in n for n in imports(t))
     ]
     assert touching == ["recorder.py"]
 
 
 def test_nothing_prints_outside_the_cli() -> None:
-    assert [f for f, t in FILES.items() if "print" in calls(t)] == ["cli.py"]
+    assert [f for f, t in FILES.items() if "print" in calls(t)] == ["cli.py"]  # the plugin writes via pytest
 
 
 def test_counting_reporting_and_rendering_do_not_import_torch() -> None:
@@ -57,6 +58,6 @@ def test_no_grab_bag_modules() -> None:
 
 
 def test_public_surface() -> None:
-    assert sorted(convprof.__all__) == convprof.__all__
+    assert len(set(convprof.__all__)) == len(convprof.__all__)
     for name in convprof.__all__:
         assert hasattr(convprof, name), name

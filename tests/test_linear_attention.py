@@ -78,8 +78,11 @@ def _mha(batch: int, lq: int, lk: int, e: int, kdim: int, vdim: int, extra: int 
     ],
 )
 def test_multihead_attention(
-    kwargs: dict[str, object], q_shape: tuple[int, ...], kv_shape: tuple[int, ...] | None,
-    expected: int, training: bool,
+    kwargs: dict[str, object],
+    q_shape: tuple[int, ...],
+    kv_shape: tuple[int, ...] | None,
+    expected: int,
+    training: bool,
 ) -> None:
     mha = nn.MultiheadAttention(16, 4, **kwargs).train(training)  # type: ignore[arg-type]
     q = torch.randn(q_shape)

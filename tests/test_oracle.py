@@ -32,10 +32,24 @@ def conv_configs(draw: st.DrawFn) -> tuple[nn.Module, torch.Tensor]:
     dilation = draw(st.integers(1, 2))
     padding = draw(st.integers(0, 2))
     size = tuple(draw(st.integers(dilation * (k - 1) + 1, 9)) for k in kernel)
-    cls = {(1, False): nn.Conv1d, (2, False): nn.Conv2d, (3, False): nn.Conv3d,
-           (1, True): nn.ConvTranspose1d, (2, True): nn.ConvTranspose2d, (3, True): nn.ConvTranspose3d}
-    module = cls[dims, transposed](c_in, c_out, kernel, stride=stride, padding=0 if transposed else padding,
-                                   dilation=dilation, groups=groups, bias=draw(st.booleans()))
+    cls = {
+        (1, False): nn.Conv1d,
+        (2, False): nn.Conv2d,
+        (3, False): nn.Conv3d,
+        (1, True): nn.ConvTranspose1d,
+        (2, True): nn.ConvTranspose2d,
+        (3, True): nn.ConvTranspose3d,
+    }
+    module = cls[dims, transposed](
+        c_in,
+        c_out,
+        kernel,
+        stride=stride,
+        padding=0 if transposed else padding,
+        dilation=dilation,
+        groups=groups,
+        bias=draw(st.booleans()),
+    )
     return module, torch.randn(draw(st.integers(1, 3)), c_in, *size)
 
 

@@ -22,7 +22,9 @@ UPDATE = os.environ.get("CONVPROF_UPDATE_GOLDEN") == "1"  # set to rewrite golde
 def separable() -> nn.Module:
     """The tutorial's depthwise-separable pair inside a named block."""
     block = nn.Sequential(
-        nn.Conv2d(6, 6, 2, groups=6, bias=False), nn.BatchNorm2d(6), nn.ReLU(),
+        nn.Conv2d(6, 6, 2, groups=6, bias=False),
+        nn.BatchNorm2d(6),
+        nn.ReLU(),
         nn.Conv2d(6, 10, 1, bias=False),
     )
     return nn.Sequential(block, nn.Flatten(), nn.Linear(90, 2))
@@ -107,8 +109,16 @@ def test_footer_states_convention_and_totals(report: convprof.Report) -> None:
 
 @pytest.mark.parametrize(
     "text,value",
-    [("240", 240), ("2.2k", 2200), ("2.2K", 2200), ("300M", 300 * 10**6), ("4.1G", 4_100_000_000),
-     ("1.5e9", 1_500_000_000), (" 7 ", 7), (12, 12)],
+    [
+        ("240", 240),
+        ("2.2k", 2200),
+        ("2.2K", 2200),
+        ("300M", 300 * 10**6),
+        ("4.1G", 4_100_000_000),
+        ("1.5e9", 1_500_000_000),
+        (" 7 ", 7),
+        (12, 12),
+    ],
 )
 def test_parse_quantity(text: str | int, value: int) -> None:
     assert parse_quantity(text) == value
@@ -122,4 +132,10 @@ def test_parse_quantity_rejects(bad: object) -> None:
 
 def test_format_quantity() -> None:
     assert [format_quantity(v) for v in (0, 999, 2160, 3_504_872, 300_774_272, 17_564_000_000)] == [
-        "0", "999", "2.16K", "3.50M", "300.77M", "17.56G"]
+        "0",
+        "999",
+        "2.16K",
+        "3.50M",
+        "300.77M",
+        "17.56G",
+    ]

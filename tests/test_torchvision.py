@@ -13,10 +13,25 @@ import convprof
 from convprof.zoo import torchvision_model, torchvision_weights
 
 SUBSET = [
-    "resnet18", "resnext50_32x4d", "mobilenet_v2", "mobilenet_v3_small", "efficientnet_b0",
-    "shufflenet_v2_x0_5", "regnet_x_400mf", "regnet_y_400mf", "densenet121", "googlenet",
-    "inception_v3", "convnext_tiny", "vit_b_32", "swin_t", "swin_v2_t", "maxvit_t", "mnasnet0_5",
-    "squeezenet1_1", "alexnet",
+    "resnet18",
+    "resnext50_32x4d",
+    "mobilenet_v2",
+    "mobilenet_v3_small",
+    "efficientnet_b0",
+    "shufflenet_v2_x0_5",
+    "regnet_x_400mf",
+    "regnet_y_400mf",
+    "densenet121",
+    "googlenet",
+    "inception_v3",
+    "convnext_tiny",
+    "vit_b_32",
+    "swin_t",
+    "swin_v2_t",
+    "maxvit_t",
+    "mnasnet0_5",
+    "squeezenet1_1",
+    "alexnet",
 ]
 ALL = torchvision.models.list_models(module=torchvision.models)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from importlib.metadata import PackageNotFoundError, version
 
 from convprof.api import profile
+from convprof.budget import BudgetExceeded, assert_budget
 from convprof.formulas import register
 from convprof.recorder import ForwardError
 from convprof.records import ModuleCall, OpCall, TensorMeta
@@ -18,6 +19,7 @@ except PackageNotFoundError:  # running from a source tree that was never instal
 
 __all__ = [
     "CONVENTION",
+    "BudgetExceeded",
     "ForwardError",
     "Layer",
     "ModuleCall",
@@ -27,6 +29,7 @@ __all__ = [
     "Totals",
     "Unexplained",
     "__version__",
+    "assert_budget",
     "profile",
     "register",
     "render",

@@ -1,22 +1,30 @@
-"""Command line: ``convprof profile SPEC --input 1,3,224,224``.
+"""Command line: ``convprof profile``, ``convprof check``, ``convprof diff``.
 
-A thin front end over :func:`convprof.profile` and :func:`convprof.render`; together with the
-pytest plugin it is the only place that prints. Usage errors (bad spec, bad shape, a model that
-rejects the input) exit 2 with one line on stderr, never a traceback.
+A thin front end over the library; with the pytest plugin it is the only place that prints.
+Exit status: 0 all good; 1 a budget or tolerance is broken; 2 a usage or configuration error
+(bad spec, shape, file, TOML, quantity, or a model that rejects its input), always one line on
+stderr, never a traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
-from typing import NoReturn
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, NoReturn
 
 import torch
 
+from convprof import baseline, config
 from convprof.api import profile
+from convprof.budget import Check, checks
+from convprof.diff import compare
 from convprof.recorder import ForwardError
-from convprof.render import FORMATS, render
+from convprof.records import Shape
+from convprof.render import FORMATS, render, render_diff, rows
+from convprof.report import Report
+from convprof.units import parse_tolerance
 from convprof.zoo import SpecError, load
 
 _DTYPES = {
@@ -25,6 +33,10 @@ _DTYPES = {
     "float16": torch.float16,
     "float64": torch.float64,
 }
+
+
+class UsageError(Exception):
+    """Anything that should end the command with status 2 and one line."""
 
 
 def parse_shape(text: str) -> tuple[int, ...]:
@@ -39,6 +51,13 @@ def parse_shape(text: str) -> tuple[int, ...]:
             f"bad shape {text!r}: expected positive integers separated by commas, e.g. 1,3,224,224"
         )
     return shape
+
+
+def _tolerance(text: str) -> float:
+    try:
+        return parse_tolerance(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 class _Parser(argparse.ArgumentParser):
@@ -63,39 +82,176 @@ def _parser() -> argparse.ArgumentParser:
         help="input shape such as 1,3,224,224; repeat for several inputs "
         "(default for torchvision: the weights' evaluation crop)",
     )
-    prof.add_argument(
-        "--dtype",
-        choices=sorted(_DTYPES),
-        default="float32",
-        help="dtype of the model and inputs (default float32)",
-    )
+    prof.add_argument("--dtype", choices=sorted(_DTYPES), default="float32", help="dtype of model and inputs")
     prof.add_argument("--format", choices=FORMATS, default="table")
     prof.add_argument("--depth", type=int, metavar="N", help="roll rows up to N name components")
+
+    chk = commands.add_parser("check", help="hold every configured model to its budget")
+    chk.add_argument(
+        "--config",
+        type=Path,
+        default=Path("pyproject.toml"),
+        help="TOML file with [[tool.convprof.models]] (default: pyproject.toml)",
+    )
+    chk.add_argument("--baseline", type=Path, help="baseline JSON to compare totals with")
+    chk.add_argument(
+        "--tolerance",
+        type=_tolerance,
+        default=0.0,
+        metavar="PCT",
+        help="allowed growth over the baseline, e.g. 2%% (default 0%%)",
+    )
+    chk.add_argument("--write-baseline", type=Path, metavar="FILE", help="record the current numbers")
+    chk.add_argument("--format", choices=("table", "markdown"), default="table")
+
+    dif = commands.add_parser("diff", help="what changed between two report or baseline files")
+    dif.add_argument("old", type=Path)
+    dif.add_argument("new", type=Path)
+    dif.add_argument("--format", choices=("table", "markdown"), default="table")
+    dif.add_argument(
+        "--tolerance",
+        type=_tolerance,
+        metavar="PCT",
+        help="exit 1 when a total grew by more than this, e.g. 2%%",
+    )
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = _parser()
-    args = parser.parse_args(argv)
+def _profile_spec(spec: str, shapes: Sequence[Shape] | None, dtype: torch.dtype = torch.float32) -> Report:
     try:
-        model, default_shape = load(args.spec)
+        model, default_shape = load(spec)
     except SpecError as exc:
-        print(f"convprof: error: {exc}", file=sys.stderr)
-        return 2
-    shapes = args.input or ([default_shape] if default_shape else None)
+        raise UsageError(str(exc)) from None
+    shapes = shapes or ([default_shape] if default_shape else None)
     if not shapes:
-        print(f"convprof: error: --input is required for {args.spec!r}", file=sys.stderr)
-        return 2
-    if args.depth is not None and args.depth < 0:
-        print("convprof: error: --depth must be 0 or more", file=sys.stderr)
-        return 2
-    dtype = _DTYPES[args.dtype]
+        raise UsageError(f"no input shape for {spec!r}: give --input (or 'input' in the config)")
     model = model.to(dtype)
+    torch.manual_seed(0)
     inputs = tuple(torch.randn(shape, dtype=dtype) for shape in shapes)
     try:
-        report = profile(model, inputs)
+        return profile(model, inputs)
     except ForwardError as exc:
-        print(f"convprof: error: {exc}".splitlines()[0], file=sys.stderr)
-        return 2
+        raise UsageError(str(exc).splitlines()[0]) from None
+
+
+def _cmd_profile(args: argparse.Namespace) -> int:
+    if args.depth is not None and args.depth < 0:
+        raise UsageError("--depth must be 0 or more")
+    report = _profile_spec(args.spec, args.input, _DTYPES[args.dtype])
     sys.stdout.write(render(report, depth=args.depth, format=args.format))
     return 0
+
+
+def _summary_rows(name: str, found: Sequence[Check]) -> list[list[str]]:
+    """One row per total limit; per layer pattern and metric, the module with least headroom."""
+    worst: dict[tuple[str | None, str], tuple[Check, int]] = {}
+    for check in found:
+        key = (check.pattern, check.metric)
+        best, count = worst.get(key, (check, 0))
+        worst[key] = (check if check.headroom < best.headroom else best, count + 1)
+    out = []
+    for (pattern, metric), (check, count) in worst.items():
+        label = (
+            metric
+            if pattern is None
+            else f"{metric} [{check.scope}"
+            + (f", worst of {count} matching {pattern!r}]" if count > 1 else "]")
+        )
+        out.append(
+            [
+                name,
+                label,
+                f"{check.actual:,}",
+                f"{check.limit:,}",
+                f"{100 * check.headroom:.1f}%",
+                "ok" if check.ok else "FAIL",
+            ]
+        )
+    return out
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    try:
+        entries = config.load(args.config)
+        base = baseline.read(args.baseline) if args.baseline else {}
+    except (config.ConfigError, baseline.BaselineError) as exc:
+        raise UsageError(str(exc)) from None
+    table: list[list[str]] = []
+    reports: dict[str, Report] = {}
+    failed = False
+    for i, entry in enumerate(entries, 1):
+        print(
+            f"convprof: [{i}/{len(entries)}] profiling {entry.name} ({entry.model})",
+            file=sys.stderr,
+            flush=True,
+        )
+        report = _profile_spec(entry.model, entry.inputs)
+        reports[entry.name] = report
+        try:
+            found = checks(report, entry.budget)
+        except ValueError as exc:
+            raise UsageError(f"{args.config}: model {entry.name!r}: {exc}") from None
+        table.extend(_summary_rows(entry.name, found))
+        failed |= not all(c.ok for c in found)
+        if not report.complete:
+            ok = entry.budget.allow_incomplete
+            failed |= not ok
+            ops = ", ".join(u.op for u in report.unexplained)
+            table.append([entry.name, "coverage", "incomplete", ops, "", "allowed" if ok else "FAIL"])
+        if entry.name in base:
+            for metric in ("params", "macs", "flops"):
+                old, new = getattr(base[entry.name].total, metric), getattr(report.total, metric)
+                limit = int(old * (1 + args.tolerance))
+                check = Check("total", metric, new, max(limit, old))
+                failed |= not check.ok
+                table.append(
+                    [
+                        entry.name,
+                        f"{metric} vs baseline {old:,}",
+                        f"{new:,}",
+                        f"{check.limit:,}",
+                        f"{100 * check.headroom:.1f}%",
+                        "ok" if check.ok else "FAIL",
+                    ]
+                )
+        elif args.baseline:
+            table.append([entry.name, "baseline", "", "", "", "not in baseline"])
+    headers = ("Model", "Metric", "Actual", "Limit", "Headroom", "Status")
+    sys.stdout.write(rows(headers, table, format=args.format))
+    if args.write_baseline:
+        args.write_baseline.write_text(baseline.dumps(reports))
+        print(f"convprof: baseline written to {args.write_baseline}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _cmd_diff(args: argparse.Namespace) -> int:
+    try:
+        old, new = baseline.read(args.old), baseline.read(args.new)
+    except baseline.BaselineError as exc:
+        raise UsageError(str(exc)) from None
+    if len(old) == 1 and len(new) == 1:  # two single reports: compare them whatever their names
+        old = {next(iter(new)): next(iter(old.values()))}
+    diffs = compare(old, new)
+    sys.stdout.write(render_diff(diffs, format=args.format))
+    if args.tolerance is None:
+        return 0
+    grown = [f"{d.model} {metric}" for d in diffs for metric in d.exceeded(args.tolerance)]
+    for item in grown:
+        print(f"convprof: {item} grew by more than {100 * args.tolerance:g}%", file=sys.stderr)
+    return 1 if grown else 0
+
+
+_COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "profile": _cmd_profile,
+    "check": _cmd_check,
+    "diff": _cmd_diff,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args: Any = _parser().parse_args(argv)
+    try:
+        return _COMMANDS[args.command](args)
+    except UsageError as exc:
+        print(f"convprof: error: {exc}", file=sys.stderr)
+        return 2

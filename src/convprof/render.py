@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 from tabulate import tabulate
 
+from convprof.diff import ModelDiff
 from convprof.report import Layer, Report
 from convprof.units import format_quantity, format_shape
 
@@ -131,3 +132,66 @@ def _csv(layers: Sequence[Layer]) -> str:
             ]
         )
     return out.getvalue()
+
+
+def rows(headers: Sequence[str], cells: Sequence[Sequence[str]], *, format: str = "table") -> str:
+    """A plain table of pre-formatted cells (the ``convprof check`` summary)."""
+    if format not in ("table", "markdown"):
+        raise ValueError(f"unknown format {format!r}; choose table or markdown")
+    numeric = {"Actual", "Limit", "Headroom", "Old", "New", "Change", "%"}
+    return (
+        tabulate(
+            [list(c) for c in cells],
+            headers=list(headers),
+            tablefmt="github" if format == "markdown" else "simple",
+            disable_numparse=True,
+            colalign=tuple("right" if h in numeric else "left" for h in headers),
+        )
+        + "\n"
+    )
+
+
+def _delta(old: int, new: int) -> tuple[str, str]:
+    change = f"{new - old:+,}"
+    percent = f"{100 * (new - old) / old:+.2f}%" if old else ("" if new == old else "new")
+    return change, percent
+
+
+def render_diff(diffs: Sequence[ModelDiff], *, format: str = "table") -> str:
+    """Totals and changed layers of each model; Markdown is ready to post on a pull request.
+
+    Layers without params or MACs on either side (activations, containers) are counted in one
+    line rather than listed: a review wants to see where the cost moved.
+    """
+    totals = []
+    for d in diffs:
+        for metric in ("params", "macs", "flops"):
+            old, new = d.metric(metric)
+            change, percent = _delta(old, new)
+            old_cell = "" if d.old is None else f"{old:,}"
+            new_cell = "" if d.new is None else f"{new:,}"
+            totals.append([d.model, metric, old_cell, new_cell, change, percent])
+    parts = ["### convprof diff\n\n" if format == "markdown" else ""]
+    parts.append(rows(("Model", "Metric", "Old", "New", "Change", "%"), totals, format=format))
+    changes = [(d.model, c) for d in diffs for c in d.layers]
+    costly = [(m, c) for m, c in changes if c.old_params or c.new_params or c.old_macs or c.new_macs]
+    layers = [
+        [
+            model,
+            c.name or "(root)",
+            c.type,
+            c.status,
+            f"{c.old_params:,} -> {c.new_params:,}",
+            f"{c.old_macs:,} -> {c.new_macs:,}",
+        ]
+        for model, c in costly
+    ]
+    if layers:
+        parts.append(
+            "\n" + rows(("Model", "Layer", "Type", "Status", "Params", "MACs"), layers, format=format)
+        )
+    else:
+        parts.append("\nNo layer with params or MACs changed.\n")
+    if len(changes) > len(costly):
+        parts.append(f"\n{len(changes) - len(costly)} layers without params or MACs were added or removed.\n")
+    return "".join(parts)

@@ -56,6 +56,17 @@ class Layer:
         data["flops"] = self.flops
         return data
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Layer:
+        """The inverse of :meth:`to_dict` (JSON turned tuples into lists)."""
+        fields = {k: v for k, v in data.items() if k != "flops"}
+        for key in ("input_shape", "output_shape", "kernel_size", "stride", "dilation", "unexplained"):
+            if fields.get(key) is not None:
+                fields[key] = tuple(fields[key])
+        if isinstance(fields.get("padding"), list):
+            fields["padding"] = tuple(fields["padding"])
+        return cls(**fields)
+
 
 @dataclass(frozen=True, slots=True)
 class Totals:
@@ -116,6 +127,37 @@ class Report:
                 )
             )
         return tuple(rows)
+
+    def inclusive(self) -> dict[str, Totals]:
+        """Params and MACs of every module *with everything below it*, by name."""
+        sums: dict[str, list[int]] = {}
+        for layer in self.layers:
+            parts = layer.name.split(".") if layer.name else []
+            for depth in range(len(parts) + 1):
+                acc = sums.setdefault(".".join(parts[:depth]), [0, 0])
+                acc[0] += layer.params
+                acc[1] += layer.macs
+        return {name: Totals(params, macs) for name, (params, macs) in sums.items()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Report:
+        """Read back what :meth:`to_dict` wrote (``convprof profile --format json``)."""
+        if not isinstance(data, dict) or data.get("schema") != SCHEMA:
+            found = data.get("schema") if isinstance(data, dict) else type(data).__name__
+            raise ValueError(f"not a convprof report of schema {SCHEMA} (schema: {found!r})")
+        try:
+            return cls(
+                model=data["model"],
+                inputs=tuple(tuple(s) for s in data["inputs"]),
+                layers=tuple(Layer.from_dict(layer) for layer in data["layers"]),
+                total=Totals(data["total"]["params"], data["total"]["macs"]),
+                unexplained=tuple(
+                    Unexplained(u["op"], u["calls"], tuple(u["layers"])) for u in data["unexplained"]
+                ),
+                convention=data["convention"],
+            )
+        except (KeyError, TypeError) as exc:
+            raise ValueError(f"malformed convprof report: {type(exc).__name__}: {exc}") from exc
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable form with stable keys (``schema`` versions it)."""

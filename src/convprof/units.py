@@ -27,6 +27,18 @@ def parse_quantity(value: int | str) -> int:
     return round(float(number) * _SCALE[suffix])
 
 
+def parse_tolerance(value: str | float) -> float:
+    """A relative tolerance from ``"2%"``, ``"0.5%"`` or a fraction such as ``0.02``."""
+    text = str(value).strip()
+    try:
+        fraction = float(text[:-1]) / 100 if text.endswith("%") else float(text)
+    except ValueError:
+        fraction = -1.0
+    if not 0 <= fraction < float("inf"):
+        raise ValueError(f"cannot read tolerance {value!r}: expected a percentage such as '2%'")
+    return fraction
+
+
 def format_quantity(value: int | float, digits: int = 2) -> str:
     """Human form with a K/M/G/T suffix and ``digits`` decimals: ``300774272 -> '300.77M'``."""
     magnitude = abs(value)

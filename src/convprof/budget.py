@@ -1,0 +1,246 @@
+"""Budgets: hold a model's params, MACs and FLOPs under agreed limits.
+
+A :class:`Budget` is checked against a :class:`Report` (pure arithmetic, no torch) and yields
+:class:`Violation` rows; :func:`assert_budget` profiles and raises :class:`BudgetExceeded`, an
+``AssertionError`` so pytest shows it as an ordinary failure. Counters whose asserts pass
+silently when an operator is dropped are the problem this solves, so an incomplete report
+(compute that no formula explains) fails a budget too, unless the caller opts out.
+
+Layer limits are keyed by module-name patterns matched one dotted component at a time: ``*``
+matches one component, ``**`` any number, so ``features.*`` means each top-level block of
+``features`` and ``features`` the whole container. Each matching module is held to the limit
+with everything below it. A pattern that matches no module is an error, never a pass.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from fnmatch import fnmatchcase
+from typing import Any
+
+from convprof.report import Report, Totals
+from convprof.units import parse_quantity
+
+METRICS = ("params", "macs", "flops")
+LIMIT_KEYS = tuple(f"max_{m}" for m in METRICS)
+Quantity = int | str
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Upper bounds on params, MACs and FLOPs; None means no limit."""
+
+    max_params: int | None = None
+    max_macs: int | None = None
+    max_flops: int | None = None
+
+    @classmethod
+    def parse(cls, values: Mapping[str, Any], where: str = "budget") -> Limits:
+        """From ``{"max_macs": "300M", ...}``; unknown keys and bad quantities are ValueErrors."""
+        unknown = sorted(set(values) - set(LIMIT_KEYS))
+        if unknown:
+            raise ValueError(f"{where}: unknown limit {unknown[0]!r} (expected {', '.join(LIMIT_KEYS)})")
+        parsed: dict[str, int | None] = {}
+        for key in LIMIT_KEYS:
+            value = values.get(key)
+            try:
+                parsed[key] = None if value is None else parse_quantity(value)
+            except ValueError as exc:
+                raise ValueError(f"{where}: {key}: {exc}") from None
+        return cls(**parsed)
+
+    def items(self) -> list[tuple[str, int]]:
+        """(metric, limit) for each limit that is set."""
+        pairs = zip(METRICS, (self.max_params, self.max_macs, self.max_flops), strict=True)
+        return [(metric, limit) for metric, limit in pairs if limit is not None]
+
+
+@dataclass(frozen=True, slots=True)
+class Budget:
+    total: Limits = Limits()
+    layers: tuple[tuple[str, Limits], ...] = ()
+    allow_incomplete: bool = False
+
+    @classmethod
+    def parse(
+        cls,
+        *,
+        max_params: Quantity | None = None,
+        max_macs: Quantity | None = None,
+        max_flops: Quantity | None = None,
+        layers: Mapping[str, Mapping[str, Any]] | None = None,
+        allow_incomplete: bool = False,
+        where: str = "budget",
+    ) -> Budget:
+        total = Limits.parse({"max_params": max_params, "max_macs": max_macs, "max_flops": max_flops}, where)
+        if layers is not None and not isinstance(layers, Mapping):
+            raise ValueError(f"{where}: layers must map name patterns to limits")
+        per_layer = tuple(
+            (pattern, Limits.parse(limits, f"{where}: layers[{pattern!r}]"))
+            for pattern, limits in (layers or {}).items()
+        )
+        return cls(total, per_layer, allow_incomplete)
+
+
+@dataclass(frozen=True, slots=True)
+class Violation:
+    """One limit broken: ``scope`` is ``"total"`` or a module name (``pattern`` says why)."""
+
+    scope: str
+    metric: str
+    actual: int
+    limit: int
+    pattern: str | None = None
+
+    @property
+    def excess(self) -> int:
+        return self.actual - self.limit
+
+    def describe(self) -> str:
+        where = "total" if self.pattern is None else f"layer {self.scope!r} (limit for {self.pattern!r})"
+        percent = f", +{100 * self.excess / self.limit:.1f}%" if self.limit else ""
+        return (
+            f"{where}: {self.metric} {self.actual:,} > limit {self.limit:,} "
+            f"(over by {self.excess:,}{percent})"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    """One limit as checked: the rows of ``convprof check``'s summary."""
+
+    scope: str
+    metric: str
+    actual: int
+    limit: int
+    pattern: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.actual <= self.limit
+
+    @property
+    def headroom(self) -> float:
+        """Fraction of the limit still free (negative when over)."""
+        if self.limit == 0:
+            return 0.0 if self.actual == 0 else float("-inf")
+        return (self.limit - self.actual) / self.limit
+
+
+def matches(pattern: str, name: str) -> bool:
+    """Component-wise glob: ``*`` is one dotted component, ``**`` any number of them."""
+
+    def walk(pat: list[str], parts: list[str]) -> bool:
+        if not pat:
+            return not parts
+        if pat[0] == "**":
+            return any(walk(pat[1:], parts[i:]) for i in range(len(parts) + 1))
+        return bool(parts) and fnmatchcase(parts[0], pat[0]) and walk(pat[1:], parts[1:])
+
+    return walk(pattern.split("."), name.split(".") if name else [])
+
+
+def _value(totals: Totals, metric: str) -> int:
+    return {"params": totals.params, "macs": totals.macs, "flops": totals.flops}[metric]
+
+
+def checks(report: Report, budget: Budget) -> tuple[Check, ...]:
+    """Every limit of the budget against the report; ValueError for a pattern matching nothing."""
+    rows = [
+        Check("total", metric, _value(report.total, metric), limit) for metric, limit in budget.total.items()
+    ]
+    inclusive = report.inclusive()
+    for pattern, limits in budget.layers:
+        names = [name for name in inclusive if name and matches(pattern, name)]
+        if not names:
+            raise ValueError(f"layer pattern {pattern!r} matches no module of {report.model}")
+        for name in names:
+            rows.extend(
+                Check(name, metric, _value(inclusive[name], metric), limit, pattern)
+                for metric, limit in limits.items()
+            )
+    return tuple(rows)
+
+
+def violations(report: Report, budget: Budget) -> tuple[Violation, ...]:
+    return tuple(
+        Violation(c.scope, c.metric, c.actual, c.limit, c.pattern) for c in checks(report, budget) if not c.ok
+    )
+
+
+def _top_layers(report: Report, metric: str, count: int = 5) -> list[str]:
+    key = "params" if metric == "params" else "macs"
+    rows = sorted(report.layers, key=lambda layer: getattr(layer, key), reverse=True)[:count]
+    total = getattr(report.total, key) or 1
+    return [
+        f"  {layer.name or '(root)'} ({layer.type}): {getattr(layer, key):,} {key} "
+        f"({100 * getattr(layer, key) / total:.1f}%)"
+        for layer in rows
+        if getattr(layer, key)
+    ]
+
+
+class BudgetExceeded(AssertionError):
+    """A budget was broken; ``report`` and ``violations`` say by what."""
+
+    def __init__(self, report: Report, broken: tuple[Violation, ...], incomplete: bool = False) -> None:
+        self.report = report
+        self.violations = broken
+        self.incomplete = incomplete
+        super().__init__(explain(report, broken, incomplete))
+
+
+def explain(report: Report, broken: tuple[Violation, ...], incomplete: bool) -> str:
+    """The failure message: each limit broken, then the layers that cost most."""
+    lines = [f"convprof budget exceeded for {report.model}:"]
+    lines.extend(f"  {v.describe()}" for v in broken)
+    if incomplete:
+        missing = ", ".join(
+            f"{u.op} ({u.calls} call{'s' if u.calls != 1 else ''})" for u in report.unexplained
+        )
+        lines.append(
+            f"  incomplete count: operators without a formula ran ({missing}); the totals are lower "
+            "bounds. Register a formula (convprof.register) or pass allow_incomplete=True."
+        )
+    for metric in dict.fromkeys("params" if v.metric == "params" else "macs" for v in broken):
+        lines.append(f"Layers with the most {metric}:")
+        lines.extend(_top_layers(report, metric))
+    return "\n".join(lines)
+
+
+def enforce(report: Report, budget: Budget) -> Report:
+    """Raise BudgetExceeded unless the report keeps the budget; return the report."""
+    broken = violations(report, budget)
+    incomplete = not report.complete and not budget.allow_incomplete
+    if broken or incomplete:
+        raise BudgetExceeded(report, broken, incomplete)
+    return report
+
+
+def assert_budget(
+    model: Any,
+    args: Any,
+    kwargs: Mapping[str, Any] | None = None,
+    *,
+    max_params: Quantity | None = None,
+    max_macs: Quantity | None = None,
+    max_flops: Quantity | None = None,
+    layers: Mapping[str, Mapping[str, Any]] | None = None,
+    allow_incomplete: bool = False,
+) -> Report:
+    """Profile once and return the report when every limit holds; else raise BudgetExceeded.
+
+    Limits are ints or strings such as ``"300M"``; ``layers`` maps module-name patterns to
+    limits (``{"features.*": {"max_macs": "200M"}}``).
+    """
+    from convprof.api import profile
+
+    budget = Budget.parse(
+        max_params=max_params,
+        max_macs=max_macs,
+        max_flops=max_flops,
+        layers=layers,
+        allow_incomplete=allow_incomplete,
+    )
+    return enforce(profile(model, args, kwargs), budget)

@@ -1,0 +1,99 @@
+"""pytest plugin (registered through the ``pytest11`` entry point; no conftest needed).
+
+* ``convprof_budget`` fixture: ``convprof_budget(model, args, max_macs="300M", ...)`` behaves
+  like :func:`convprof.assert_budget` and returns the report; a broken budget fails the test
+  with the limits broken and the model's layer table in the failure output.
+* ``--convprof-report``: print every report the fixture produced in the terminal summary.
+
+State lives in ``config.stash``, never on private attributes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+import pytest
+
+from convprof.api import profile
+from convprof.budget import Budget, BudgetExceeded, Quantity, enforce
+from convprof.render import render
+from convprof.report import Report
+
+_REPORTS = pytest.StashKey[list[tuple[str, Report]]]()
+
+
+class BudgetFixture(Protocol):
+    def __call__(
+        self,
+        model: Any,
+        args: Any,
+        kwargs: Mapping[str, Any] | None = None,
+        *,
+        max_params: Quantity | None = None,
+        max_macs: Quantity | None = None,
+        max_flops: Quantity | None = None,
+        layers: Mapping[str, Mapping[str, Any]] | None = None,
+        allow_incomplete: bool = False,
+    ) -> Report: ...
+
+
+class BudgetFailure(BudgetExceeded):
+    """BudgetExceeded whose message also carries the layer table, for the failure output."""
+
+    def __str__(self) -> str:
+        return f"{super().__str__()}\n\n{render(self.report)}"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("convprof")
+    group.addoption(
+        "--convprof-report",
+        action="store_true",
+        default=False,
+        help="print the layer table of every model profiled by convprof_budget in the summary",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.stash[_REPORTS] = []
+
+
+@pytest.fixture
+def convprof_budget(request: pytest.FixtureRequest) -> BudgetFixture:
+    """Profile a model and hold it to limits; returns the report."""
+
+    def check(
+        model: Any,
+        args: Any,
+        kwargs: Mapping[str, Any] | None = None,
+        *,
+        max_params: Quantity | None = None,
+        max_macs: Quantity | None = None,
+        max_flops: Quantity | None = None,
+        layers: Mapping[str, Mapping[str, Any]] | None = None,
+        allow_incomplete: bool = False,
+    ) -> Report:
+        budget = Budget.parse(
+            max_params=max_params,
+            max_macs=max_macs,
+            max_flops=max_flops,
+            layers=layers,
+            allow_incomplete=allow_incomplete,
+        )
+        report = profile(model, args, kwargs)
+        request.config.stash[_REPORTS].append((request.node.nodeid, report))
+        try:
+            return enforce(report, budget)
+        except BudgetExceeded as exc:
+            raise BudgetFailure(exc.report, exc.violations, exc.incomplete) from None
+
+    return check
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    if not config.getoption("--convprof-report"):
+        return
+    for nodeid, report in config.stash.get(_REPORTS, []):
+        terminalreporter.write_sep("-", f"convprof: {nodeid}")
+        terminalreporter.write(render(report))

@@ -1,0 +1,144 @@
+"""`convprof check`, `convprof diff` and the config file, through main(argv).
+
+Models come from tests.test_budget (MACs by hand there: 1,332 in total, 120 params)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+import convprof
+from convprof.cli import main
+from convprof.config import ConfigError, load
+from tests.test_budget import PARAMS, TOTAL
+
+ENTRY = """
+[[tool.convprof.models]]
+name = "separable"
+model = "tests.test_budget:separable"
+input = [1, 6, 4, 4]
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "budgets.toml"
+    path.write_text(text)
+    return path
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_check_passes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = write(
+        tmp_path, ENTRY + 'max_macs = "1.4k"\nmax_params = 120\nlayers = { "1.*" = { max_macs = 540 } }\n'
+    )
+    code, out, err = run(capsys, "check", "--config", str(path))
+    assert code == 0
+    assert "[1/1] profiling separable (tests.test_budget:separable)" in err  # progress on stderr
+    lines = {line.split()[1]: line.split() for line in out.splitlines()[2:] if "[" not in line}
+    # headroom: (1,400 - 1,332) / 1,400 = 4.9%; params exactly at the limit: 0.0%
+    assert lines["macs"][2:] == ["1,332", "1,400", "4.9%", "ok"]
+    assert lines["params"][2:] == ["120", "120", "0.0%", "ok"]
+    assert "worst of 2 matching '1.*'" in out  # 1.1 (540) is the worst of 1.0 and 1.1
+
+
+def test_check_fails_with_exit_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = write(tmp_path, ENTRY + "max_macs = 1000\n")
+    code, out, _ = run(capsys, "check", "--config", str(path))
+    assert code == 1
+    assert "FAIL" in out and f"{TOTAL:,}" in out and "-33.2%" in out  # (1000 - 1332) / 1000
+
+
+def test_check_defaults_to_pyproject(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "pyproject.toml").write_text(ENTRY + "max_params = 200\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(Path(__file__).parent.parent))
+    assert run(capsys, "check")[0] == 0
+
+
+@pytest.mark.parametrize(
+    "text,message",
+    [
+        (None, "no such file"),
+        ("[[tool.convprof.models]\nname = 1\n", "TOML syntax error"),
+        ("[tool.other]\nx = 1\n", "no [[tool.convprof.models]] entries"),
+        (ENTRY + "max_mac = 3\n", "model 'separable': unknown key 'max_mac'"),
+        (ENTRY + 'max_macs = "3 apples"\n', "cannot read quantity '3 apples'"),
+        (ENTRY.replace("[1, 6, 4, 4]", "[1, 6, -4, 4]"), "input must be a list of positive integers"),
+        (ENTRY + ENTRY, "model name 'separable' is used twice"),
+        (ENTRY.replace("tests.test_budget:separable", "no_such_module:f"), "cannot import 'no_such_module'"),
+        (ENTRY.replace("[1, 6, 4, 4]", "[1, 5, 4, 4]"), "in module '0' (Conv2d)"),
+        (ENTRY + 'layers = { "head.*" = { max_macs = 1 } }\n', "'head.*' matches no module"),
+        (ENTRY.replace('name = "separable"\n', ""), "'name' is required"),
+    ],
+)
+def test_check_configuration_errors_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str | None, message: str
+) -> None:
+    path = tmp_path / "budgets.toml" if text is None else write(tmp_path, text)
+    code, _, err = run(capsys, "check", "--config", str(path))
+    assert code == 2
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("convprof: error: ") and message in last
+
+
+def test_toml_syntax_error_names_its_line(tmp_path: Path) -> None:
+    path = write(tmp_path, ENTRY + "max_macs = = 3\n")
+    with pytest.raises(ConfigError, match=r"line 6"):
+        load(path)
+
+
+def test_baseline_written_and_enforced(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = write(tmp_path, ENTRY)
+    base = tmp_path / "base.json"
+    assert run(capsys, "check", "--config", str(path), "--write-baseline", str(base))[0] == 0
+    data = json.loads(base.read_text())
+    assert data["models"]["separable"]["total"] == {"params": PARAMS, "macs": TOTAL, "flops": 2 * TOTAL}
+    assert run(capsys, "check", "--config", str(path), "--baseline", str(base))[0] == 0
+    # Pretend the agreed model was 2.5% cheaper: 1,332 is 2.5% over 1,299.5 -> fails at 2%, passes at 3%.
+    data["models"]["separable"]["total"]["macs"] = 1300
+    base.write_text(json.dumps(data))
+    code, out, _ = run(capsys, "check", "--config", str(path), "--baseline", str(base), "--tolerance", "2%")
+    assert code == 1 and "macs vs baseline 1,300" in out
+    assert run(capsys, "check", "--config", str(path), "--baseline", str(base), "--tolerance", "3%")[0] == 0
+
+
+def test_profile_json_and_diff(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    old, new = tmp_path / "old.json", tmp_path / "new.json"
+    code, out, _ = run(
+        capsys, "profile", "tests.test_budget:separable", "--input", "1,6,4,4", "--format", "json"
+    )
+    old.write_text(out)
+    assert convprof.Report.from_dict(json.loads(out)).total.macs == TOTAL
+    _, out, _ = run(
+        capsys, "profile", "tests.test_cli:tutorial_pair", "--input", "1,6,4,4", "--format", "json"
+    )
+    new.write_text(out)  # same model name (Sequential) without the 576-MAC stem: layers moved
+    code, table, _ = run(capsys, "diff", str(old), str(new))
+    assert code == 0
+    totals = {line.split()[1]: line.split()[2:] for line in table.splitlines()[2:5]}
+    # macs 1,332 -> 756: -576 = -43.24%; params 120 -> 84: -36 = -30.00%
+    assert totals["macs"] == ["1,332", "756", "-576", "-43.24%"]
+    assert totals["params"] == ["120", "84", "-36", "-30.00%"]
+    assert "removed" in table and "changed" in table
+    assert run(capsys, "diff", str(new), str(old), "--tolerance", "80%")[0] == 0  # 756 -> 1,332 is +76.2%
+    code, _, err = run(capsys, "diff", str(new), str(old), "--tolerance", "5%")
+    assert code == 1 and "macs grew by more than 5%" in err  # 756 -> 1,332 is +76.2%
+    assert run(capsys, "diff", str(old), str(new), "--tolerance", "0%")[0] == 0  # shrinking never fails
+    code, markdown, _ = run(capsys, "diff", str(old), str(new), "--format", "markdown")
+    assert markdown.startswith("### convprof diff\n") and "| Sequential | macs" in markdown
+
+
+def test_diff_rejects_bad_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    code, _, err = run(capsys, "diff", str(bad), str(bad))
+    assert code == 2 and "not readable JSON" in err
