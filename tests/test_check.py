@@ -46,6 +46,8 @@ def test_check_passes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
     assert lines["macs"][2:] == ["1,332", "1,400", "4.9%", "ok"]
     assert lines["params"][2:] == ["120", "120", "0.0%", "ok"]
     assert "worst of 2 matching '1.*'" in out  # 1.1 (540) is the worst of 1.0 and 1.1
+    code, markdown, _ = run(capsys, "check", "--config", str(path), "--format", "markdown")
+    assert code == 0 and markdown.startswith("| Model ") and "| separable " in markdown
 
 
 def test_check_fails_with_exit_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
