@@ -74,7 +74,8 @@ def main() -> int:
     check("encoder layer fast path", convprof.profile(layer, x), mha(4, 50, 50, 256) + 2 * 200 * 256 * 512)
     for name in ("resnet18", "mobilenet_v2", "convnext_tiny", "vit_b_16", "swin_t", "maxvit_t"):
         weights = torchvision_weights(name)
-        model, shape = torchvision_model(name)
+        loaded = torchvision_model(name)
+        model, shape = loaded.model, loaded.inputs[0]
         for dtype in (torch.float32, torch.bfloat16):
             report = convprof.profile(model.to(dev, dtype), torch.randn(shape, device=dev, dtype=dtype))
             gmacs = round(report.total.macs / 1e9, 3)

@@ -30,7 +30,8 @@ def main(argv: list[str] | None = None) -> int:
     for name in names:
         weights = torchvision_weights(name)
         torch.manual_seed(0)
-        model, shape = torchvision_model(name)
+        loaded = torchvision_model(name)
+        model, shape = loaded.model, loaded.inputs[0]
         start = time.perf_counter()
         report = convprof.profile(model, torch.randn(shape))
         seconds = time.perf_counter() - start

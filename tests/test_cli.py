@@ -57,7 +57,7 @@ def test_several_inputs_and_depth(capsys: pytest.CaptureFixture[str]) -> None:
     "argv,message",
     [
         (["profile", "nonsense"], "is not 'package.module:callable'"),
-        (["profile", "torchvision:no_such_net"], "no model called 'no_such_net'"),
+        (["profile", "torchvision:no_such_net"], "optical flow model 'no_such_net'"),
         (["profile", "no_such_pkg.mod:f", "--input", "1"], "cannot import 'no_such_pkg.mod'"),
         (["profile", "tests.test_cli:missing", "--input", "1"], "has no attribute 'missing'"),
         (["profile", "tests.test_cli:not_a_model", "--input", "1"], "returned int, not a torch.nn.Module"),

@@ -39,7 +39,8 @@ ALL = torchvision.models.list_models(module=torchvision.models)
 def check(name: str) -> None:
     weights = torchvision_weights(name)
     torch.manual_seed(0)
-    model, shape = torchvision_model(name)
+    loaded = torchvision_model(name)
+    model, shape = loaded.model, loaded.inputs[0]
     report = convprof.profile(model, torch.randn(shape))
     assert report.complete, report.unexplained
     assert report.total.params == weights.num_params
@@ -60,7 +61,8 @@ def test_matches_torchvision_metadata_all(name: str) -> None:
 def test_vit_b_16_counts_functional_attention() -> None:
     # Hook-only counters get 11.27 G here: the attention runs inside one fused op.
     weights = torchvision_weights("vit_b_16")
-    model, shape = torchvision_model("vit_b_16")
+    loaded = torchvision_model("vit_b_16")
+    model, shape = loaded.model, loaded.inputs[0]
     report = convprof.profile(model, torch.randn(shape))
     assert (report.total.params, round(report.total.macs / 1e9, 3)) == (weights.num_params, weights.gmacs)
     assert weights.gmacs == 17.564

@@ -7,7 +7,7 @@ from importlib.metadata import PackageNotFoundError, version
 from convprof.api import profile
 from convprof.budget import BudgetExceeded, assert_budget
 from convprof.formulas import register
-from convprof.recorder import ForwardError
+from convprof.recorder import ForwardError, ValuesNeeded
 from convprof.records import ModuleCall, OpCall, TensorMeta
 from convprof.render import render
 from convprof.report import CONVENTION, Layer, Report, Totals, Unexplained
@@ -28,6 +28,7 @@ __all__ = [
     "TensorMeta",
     "Totals",
     "Unexplained",
+    "ValuesNeeded",
     "__version__",
     "assert_budget",
     "profile",

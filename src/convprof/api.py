@@ -23,13 +23,21 @@ def _positional(args: Any) -> tuple[Any, ...]:
     )
 
 
-def profile(model: nn.Module, args: Any, kwargs: Mapping[str, Any] | None = None) -> Report:
+def profile(
+    model: nn.Module, args: Any, kwargs: Mapping[str, Any] | None = None, *, compute: bool = True
+) -> Report:
     """Params, MACs and FLOPs of ``model(*args, **kwargs)``, per layer and in total.
 
     One forward pass in eval mode under ``torch.no_grad()``; the model is left exactly as it
     was. ``args`` is a Tensor or a tuple of positional inputs, ``kwargs`` a dict of keyword
     inputs. A forward that raises gives :class:`ForwardError` naming the module that was
     running.
+
+    ``compute=False`` runs the pass without arithmetic (shapes only, under ``FakeTensorMode``):
+    the same counts at a cost that does not grow with the input, the model's weights neither
+    copied nor moved, the caller's tensors untouched. A model or inputs on the meta device need
+    no option. A forward that needs tensor values (``.item()``, ``nonzero``) then raises
+    :class:`ValuesNeeded`.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"convprof.profile: model must be a torch.nn.Module, got {type(model).__name__}")
@@ -40,4 +48,4 @@ def profile(model: nn.Module, args: Any, kwargs: Mapping[str, Any] | None = None
         raise TypeError(
             f"convprof.profile: kwargs must be a dict of keyword inputs, got {type(kwargs).__name__}"
         )
-    return count(record(model, positional, dict(kwargs)))
+    return count(record(model, positional, dict(kwargs), compute=compute))

@@ -85,6 +85,11 @@ def _parser() -> argparse.ArgumentParser:
     prof.add_argument("--dtype", choices=sorted(_DTYPES), default="float32", help="dtype of model and inputs")
     prof.add_argument("--format", choices=FORMATS, default="table")
     prof.add_argument("--depth", type=int, metavar="N", help="roll rows up to N name components")
+    prof.add_argument(
+        "--no-compute",
+        action="store_true",
+        help="build the model on meta and count without arithmetic (same numbers)",
+    )
 
     chk = commands.add_parser("check", help="hold every configured model to its budget")
     chk.add_argument(
@@ -103,6 +108,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     chk.add_argument("--write-baseline", type=Path, metavar="FILE", help="record the current numbers")
     chk.add_argument("--format", choices=("table", "markdown"), default="table")
+    chk.add_argument(
+        "--no-compute", action="store_true", help="build models on meta; count without arithmetic"
+    )
 
     dif = commands.add_parser("diff", help="what changed between two report or baseline files")
     dif.add_argument("old", type=Path)
@@ -117,27 +125,36 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _profile_spec(spec: str, shapes: Sequence[Shape] | None, dtype: torch.dtype = torch.float32) -> Report:
+def _profile_spec(
+    spec: str, shapes: Sequence[Shape] | None, dtype: torch.dtype = torch.float32, *, compute: bool = True
+) -> Report:
+    """Build the spec's model (on meta when not computing) and profile it on random inputs."""
     try:
-        model, default_shape = load(spec)
+        loaded = load(spec, meta=not compute)
     except SpecError as exc:
         raise UsageError(str(exc)) from None
-    shapes = shapes or ([default_shape] if default_shape else None)
+    if loaded.note:
+        print(f"convprof: note: {loaded.note}", file=sys.stderr)
+    shapes = shapes or loaded.inputs
     if not shapes:
         raise UsageError(f"no input shape for {spec!r}: give --input (or 'input' in the config)")
-    model = model.to(dtype)
+    model = loaded.model.to(dtype)
     torch.manual_seed(0)
-    inputs = tuple(torch.randn(shape, dtype=dtype) for shape in shapes)
+    if compute:
+        inputs = tuple(torch.randn(shape, dtype=dtype) for shape in shapes)
+    else:
+        inputs = tuple(torch.empty(shape, dtype=dtype, device="meta") for shape in shapes)
     try:
-        return profile(model, inputs)
+        return profile(model, inputs, compute=compute)
     except ForwardError as exc:
-        raise UsageError(str(exc).splitlines()[0]) from None
+        hint = " (run without --no-compute)" if not compute else ""
+        raise UsageError(str(exc).splitlines()[0] + hint) from None
 
 
 def _cmd_profile(args: argparse.Namespace) -> int:
     if args.depth is not None and args.depth < 0:
         raise UsageError("--depth must be 0 or more")
-    report = _profile_spec(args.spec, args.input, _DTYPES[args.dtype])
+    report = _profile_spec(args.spec, args.input, _DTYPES[args.dtype], compute=not args.no_compute)
     sys.stdout.write(render(report, depth=args.depth, format=args.format))
     return 0
 
@@ -185,7 +202,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
             file=sys.stderr,
             flush=True,
         )
-        report = _profile_spec(entry.model, entry.inputs)
+        report = _profile_spec(entry.model, entry.inputs, compute=not args.no_compute)
         reports[entry.name] = report
         try:
             found = checks(report, entry.budget)

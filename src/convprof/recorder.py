@@ -2,28 +2,41 @@
 
 This is the only module that touches PyTorch's hook and dispatch machinery. Module forward
 hooks give rows their names, input and output shapes; a ``TorchDispatchMode`` sees every ATen
-operator, including those that no module formula covers (``F.conv2d``, ``x @ w``, attention
-inside custom modules), and attributes each to the innermost module running.
+operator, including those no module formula covers (``F.conv2d``, ``x @ w``, attention in
+custom modules), and attributes each to the innermost module running.
+
+Cost: a dispatch mode alone slows a mobile network's forward by 10-25%. Inside a childless
+module whose operators need no watching (its module formula replaces them, or it is a
+built-in that only runs free operators, see ``formulas.is_quiet``) the mode is popped off the
+dispatch stack and pushed back after, so most operators of a CNN run at full speed.
+
+Zero compute (``compute=False``, or a model or inputs on the meta device): the inputs are
+replaced by meta tensors and the dispatch mode hands every operator meta stand-ins for the
+real tensors it meets (same shape, stride and dtype, no data), so shapes flow and nothing is
+computed; the model's weights are neither copied nor moved and the caller's tensors are not
+touched. This costs a few microseconds per operator, whatever the input size (PyTorch's
+FakeTensorMode does the same job at about ten times the cost per operator). Operators whose
+output depends on values (``.item()``, ``nonzero``) cannot run and raise :class:`ValuesNeeded`.
 
 The pass runs in eval mode under ``torch.no_grad()``, which is what torchvision's published
-figures measure and what keeps BatchNorm statistics still; every module's ``training`` flag is
-set back afterwards, hooks are removed and mutated buffers restored, also when the forward
-raises. Records hold shapes and plain values, never tensors.
+figures measure and what keeps BatchNorm statistics still; every ``training`` flag is set back
+afterwards, hooks are removed, and a buffer that an operator mutates is snapshotted just before
+and restored after, also when the forward raises. Records hold shapes and plain values.
 """
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
-from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_leaves
+from torch.utils._python_dispatch import TorchDispatchMode, _pop_mode, _push_mode
+from torch.utils._pytree import tree_leaves, tree_map_only
 
-from convprof.formulas import OpClass, classify
+from convprof.formulas import OpClass, classify, is_quiet, module_formula
+from convprof.meta_shapes import Shortcut, shortcut_for
 from convprof.records import (
     ArgValue,
     ConvSpec,
@@ -37,17 +50,26 @@ from convprof.records import (
 )
 from convprof.units import format_shape
 
+_VALUE_TAGS = (torch.Tag.data_dependent_output, torch.Tag.dynamic_output_shape)
+
 
 class ForwardError(RuntimeError):
     """The model's forward pass raised; the message names the module that was running."""
 
 
+class ValuesNeeded(ForwardError):
+    """A zero-compute pass reached an operator whose result depends on tensor values."""
+
+
+_DTYPES: dict[torch.dtype, tuple[str, int]] = {}
+
+
 def meta_of(tensor: torch.Tensor) -> TensorMeta:
-    return TensorMeta(
-        shape=tuple(int(d) for d in tensor.shape),
-        dtype=str(tensor.dtype).removeprefix("torch."),
-        itemsize=tensor.element_size(),
-    )
+    dtype = tensor.dtype
+    known = _DTYPES.get(dtype)
+    if known is None:
+        known = _DTYPES[dtype] = (str(dtype).removeprefix("torch."), dtype.itemsize)
+    return TensorMeta(tuple(tensor.shape), known[0], known[1])
 
 
 def _plain(value: Any) -> ArgValue:
@@ -74,6 +96,12 @@ def _named_tensors(name: str, value: Any) -> Iterator[tuple[str, TensorMeta]]:
             yield from _named_tensors(f"{name}[{key!r}]", item)
 
 
+def _outputs(value: Any) -> tuple[TensorMeta, ...]:
+    if isinstance(value, torch.Tensor):
+        return (meta_of(value),)
+    return tuple(meta_of(t) for t in tree_leaves(value) if isinstance(t, torch.Tensor))
+
+
 @dataclass
 class _Frame:
     """A module call in progress."""
@@ -85,14 +113,21 @@ class _Frame:
 
 
 class _Session(TorchDispatchMode):  # type: ignore[no-untyped-call]
-    """Hooks and dispatch for one forward pass; ``frames`` is the stack of running modules."""
+    """Hooks and dispatch for one forward pass; ``stack`` holds the modules running."""
 
-    def __init__(self) -> None:
+    def __init__(
+        self, buffers: dict[int, torch.Tensor] | None, stand_ins: dict[int, torch.Tensor] | None
+    ) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
+        # Zero compute: id of a parameter or buffer -> its meta stand-in (None when computing).
+        self._stand_ins = stand_ins
         self.stack: list[_Frame] = []
         self.calls: list[_Frame] = []
-        self._op_classes: dict[torch._ops.OpOverload, OpClass] = {}
-        self._signatures: dict[type, inspect.Signature | None] = {}
+        self.last_op: torch._ops.OpOverload | None = None
+        self.quiet: _Frame | None = None  # the childless module running with the mode popped
+        self._buffers = buffers  # id -> buffer, when mutations must be undone
+        self.saved: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._op_classes: dict[torch._ops.OpOverload, tuple[OpClass, bool, Shortcut | None]] = {}
 
     def __torch_dispatch__(
         self,
@@ -102,68 +137,89 @@ class _Session(TorchDispatchMode):  # type: ignore[no-untyped-call]
         kwargs: dict[str, Any] | None = None,
     ) -> Any:
         kwargs = kwargs or {}
-        out = func(*args, **kwargs)
-        op_class = self._op_classes.get(func)
-        if op_class is None:
-            op_class = self._op_classes[func] = classify(func)
+        known = self._op_classes.get(func)
+        if known is None:
+            known = self._op_classes[func] = (classify(func), func._schema.is_mutable, shortcut_for(func))
+        op_class, mutable, shortcut = known
+        self.last_op = func
+        out = None
+        if self._stand_ins is not None:
+            args = tuple(self._metas(a) for a in args)
+            if kwargs:
+                kwargs = {k: self._metas(v) for k, v in kwargs.items()}
+            if shortcut is not None:
+                out = shortcut(func, args, kwargs)
+        elif mutable and self._buffers:
+            self._snapshot(args)
+        if out is None:
+            out = func(*args, **kwargs)
         if op_class is not OpClass.FREE and self.stack:
             self.stack[-1].ops.append(
                 OpCall(
                     op=str(func),
                     args=tuple(_plain(a) for a in args),
                     kwargs=tuple((k, _plain(v)) for k, v in kwargs.items()),
-                    outputs=tuple(meta_of(t) for t in tree_leaves(out) if isinstance(t, torch.Tensor)),
+                    outputs=_outputs(out),
                 )
             )
         return out
 
-    def _inputs(
-        self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> tuple[tuple[str, TensorMeta], ...]:
-        """Tensor inputs named after the forward's parameters, so formulas can ask for 'query'."""
-        cls = type(module)
-        if "forward" in module.__dict__:
-            signature = None
-        elif cls in self._signatures:
-            signature = self._signatures[cls]
-        else:
-            try:
-                signature = inspect.signature(module.forward)
-            except (TypeError, ValueError):
-                signature = None
-            self._signatures[cls] = signature
-        named: list[tuple[str, Any]] = []
-        bound = None
-        if signature is not None:
-            try:
-                bound = signature.bind_partial(*args, **kwargs)
-            except TypeError:
-                bound = None
-        if bound is not None:
-            named.extend(bound.arguments.items())
-        else:
-            named.extend((str(i), a) for i, a in enumerate(args))
-            named.extend(kwargs.items())
-        return tuple(item for name, value in named for item in _named_tensors(name, value))
+    def _meta(self, tensor: torch.Tensor) -> torch.Tensor:
+        """A meta tensor like ``tensor`` (itself when it is one): no data is read or copied."""
+        if tensor.is_meta:
+            return tensor
+        assert self._stand_ins is not None
+        known = self._stand_ins.get(id(tensor))
+        if known is not None:
+            return known
+        return torch.empty_strided(tensor.shape, tensor.stride(), dtype=tensor.dtype, device="meta")
 
-    def pre_hook(self, name: str) -> Any:
+    def _metas(self, value: Any) -> Any:
+        """``value`` with every tensor in it (also inside lists, as for ``cat``) made meta."""
+        if isinstance(value, torch.Tensor):
+            return value if value.is_meta else self._meta(value)
+        if isinstance(value, (list, tuple)) and any(isinstance(v, torch.Tensor) for v in value):
+            return type(value)(self._metas(v) for v in value)
+        return value
+
+    def _snapshot(self, args: tuple[Any, ...]) -> None:
+        """Copy a buffer that a mutating operator may write, the first time only."""
+        assert self._buffers is not None
+        for arg in args:
+            key = id(arg)
+            if key in self._buffers and key not in self.saved:
+                self.saved[key] = (arg, arg.detach().clone())
+
+    def restore_mode(self) -> None:
+        """Push the mode back if a quiet module popped it and never got to its post-hook."""
+        if self.quiet is not None:
+            self.quiet = None
+            _push_mode(self)
+
+    def pre_hook(self, name: str, quiet: bool) -> Any:
         def hook(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-            frame = _Frame(name, self._inputs(module, args, kwargs))
+            self.restore_mode()
+            inputs = tuple(item for i, a in enumerate(args) for item in _named_tensors(str(i), a))
+            if kwargs:
+                inputs += tuple(item for k, v in kwargs.items() for item in _named_tensors(k, v))
+            frame = _Frame(name, inputs)
             self.stack.append(frame)
             self.calls.append(frame)
+            if quiet:
+                _pop_mode()
+                self.quiet = frame
 
         return hook
 
     def post_hook(self, name: str) -> Any:
         def hook(module: nn.Module, args: Any, kwargs: Any, output: Any) -> None:
+            self.restore_mode()
             # Pop back to this module's frame: a child whose exception the parent caught
             # never reached its own post-hook.
             while self.stack:
                 frame = self.stack.pop()
                 if frame.name == name:
-                    frame.outputs = tuple(
-                        meta_of(t) for t in tree_leaves(output) if isinstance(t, torch.Tensor)
-                    )
+                    frame.outputs = _outputs(output)
                     return
 
         return hook
@@ -209,7 +265,8 @@ def _module_info(name: str, module: nn.Module) -> ModuleInfo:
         name=name,
         type=type(module),
         params=params,
-        config=_config(module),
+        # Only formulas read attributes; scanning every module's __dict__ costs time.
+        config=_config(module) if module_formula(type(module)) is not None else (),
         conv=_conv_spec(module),
         has_children=next(module.children(), None) is not None,
     )
@@ -220,47 +277,92 @@ def _describe(frame: _Frame) -> str:
     return f"with inputs ({shapes})" if shapes else "with no tensor inputs"
 
 
-def record(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Trace:
+def _owned(named: list[tuple[str, nn.Module]]) -> list[tuple[dict[str, Any], str, torch.Tensor]]:
+    """Every (module._parameters or _buffers, name, tensor): references to put back."""
+    return [
+        (table, key, value)
+        for _, module in named
+        for table in (module._parameters, module._buffers)
+        for key, value in table.items()
+        if value is not None
+    ]
+
+
+def record(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], *, compute: bool = True) -> Trace:
     """Run ``model(*args, **kwargs)`` once and return what it revealed.
 
-    The model comes back exactly as it was: hooks removed, ``training`` flags and buffers
-    restored, no gradients computed, also when the forward raises (then ForwardError).
+    With ``compute=False``, or a model or inputs on the meta device, nothing is computed.
+    The model comes back exactly as it was: hooks removed, ``training`` flags, parameters and
+    buffers restored, no gradients computed, also when the forward raises (then ForwardError).
     """
-    session = _Session()
     named = list(model.named_modules())
+    owned = _owned(named)
+    leaves = [t for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)]
+    computing = compute and not any(t.is_meta for _, _, t in owned) and not any(t.is_meta for t in leaves)
+    if computing:
+        session = _Session({id(t): t for _, _, t in owned}, None)
+    else:
+        stand_ins = {
+            id(t): torch.empty_strided(t.shape, t.stride(), dtype=t.dtype, device="meta")
+            for _, _, t in owned
+            if not t.is_meta
+        }
+        session = _Session(None, stand_ins)
     training = [(m, m.training) for _, m in named]
-    buffers = [(b, b._version, b.detach().clone()) for b in model.buffers() if not b.is_meta]
     handles = []
     try:
         for name, module in named:
-            handles.append(module.register_forward_pre_hook(session.pre_hook(name), with_kwargs=True))
+            # Popping the mode only pays off when the operators can run unwatched.
+            quiet = computing and is_quiet(type(module)) and next(module.children(), None) is None
+            handles.append(module.register_forward_pre_hook(session.pre_hook(name, quiet), with_kwargs=True))
             handles.append(module.register_forward_hook(session.post_hook(name), with_kwargs=True))
         for module, _ in training:
             module.training = False
-        try:
-            with torch.no_grad(), session:
-                model(*args, **kwargs)
-        except Exception as exc:
-            running = session.stack[-1] if session.stack else None
-            where = (
-                f"in module '{running.name or '(root)'}' ({type(dict(named)[running.name]).__name__}) "
-                f"{_describe(running)}"
-                if running is not None
-                else "outside any module"
-            )
-            raise ForwardError(
-                f"forward pass of {type(model).__name__} failed {where}: {type(exc).__name__}: {exc}"
-            ) from exc
+        call_args, call_kwargs = args, kwargs
+        if not computing:
+            call_args, call_kwargs = tree_map_only(torch.Tensor, session._meta, (args, kwargs))
+        with torch.no_grad(), session:
+            try:
+                model(*call_args, **call_kwargs)
+            except Exception as exc:
+                raise _forward_error(model, named, session, exc, computing) from exc
+            finally:
+                session.restore_mode()
     finally:
         for handle in handles:
             handle.remove()
         for module, flag in training:
             module.training = flag
+        for table, key, value in owned:
+            if table.get(key) is not value:  # e.g. `self.buf += 1` rebinding to a stand-in
+                table[key] = value
         with torch.no_grad():
-            for buffer, version, saved in buffers:
-                if buffer._version != version:
-                    buffer.copy_(saved)
+            for buffer, saved in session.saved.values():
+                buffer.copy_(saved)
     infos = {name: _module_info(name, module) for name, module in named}
     calls = tuple(ModuleCall(infos[f.name], f.inputs, f.outputs or (), tuple(f.ops)) for f in session.calls)
     inputs = tuple(item for _, item in _named_tensors("", (args, kwargs)))
     return Trace(type(model).__name__, inputs, tuple(infos.values()), calls)
+
+
+def _forward_error(
+    model: nn.Module, named: list[tuple[str, nn.Module]], session: _Session, exc: Exception, computing: bool
+) -> ForwardError:
+    running = session.stack[-1] if session.stack else None
+    where = (
+        f"in module '{running.name or '(root)'}' ({type(dict(named)[running.name]).__name__}) "
+        f"{_describe(running)}"
+        if running is not None
+        else "outside any module"
+    )
+    op = session.last_op
+    if (
+        not computing
+        and op is not None
+        and (any(tag in op.tags for tag in _VALUE_TAGS) or str(op).startswith("aten._local_scalar_dense"))
+    ):
+        return ValuesNeeded(
+            f"zero-compute pass of {type(model).__name__} stopped {where}: {op} needs real tensor "
+            "values (data-dependent shapes or .item()); profile with compute=True and real inputs"
+        )
+    return ForwardError(f"forward pass of {type(model).__name__} failed {where}: {type(exc).__name__}: {exc}")

@@ -2,21 +2,32 @@
 
 ``torchvision:NAME`` builds the architecture that the model's DEFAULT weights imply, without
 downloading them, so the result is comparable with the weights' published metadata
-(``meta["num_params"]``, ``meta["_ops"]`` in GMACs): the number of classes, and the few
-builder arguments that torchvision overrides when it loads weights (below). The default input
-is the weights' evaluation crop, e.g. 1x3x224x224, 1x3x299x299 for Inception v3.
+(``meta["num_params"]``, ``meta["_ops"]`` in GMACs): the number of classes, and the builder
+arguments that torchvision overrides when it loads weights (below). The default input is the
+one the weights were measured at: the evaluation crop for classification (1x3x224x224,
+1x3x299x299 for Inception v3), 1x3x520x520 for segmentation, 16 frames at the crop for video,
+a pair of 1x3x512x512 frames for optical flow.
+
+With ``meta=True`` the model is built without materialising weights: under
+``torch.device("meta")``, or, for builders that compute on tensors while constructing
+(RegNet calls ``.tolist()``), with each parameter and buffer moved to meta as it is
+registered. :class:`Loaded` says which was done.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import torch
 from torch import nn
 
 from convprof.records import Shape
+
+FAMILIES = ("classification", "segmentation", "video", "optical_flow")
 
 
 class SpecError(ValueError):
@@ -25,20 +36,61 @@ class SpecError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class Weights:
-    """What a torchvision weights entry says about its model: reference counts and input."""
+    """What a torchvision weights entry says about its model: reference counts and inputs."""
 
-    name: str
+    name: str  # e.g. "ResNet50_Weights.IMAGENET1K_V2"
+    model: str  # the builder, e.g. "resnet50"
+    family: str
     num_params: int
     gmacs: float
-    input_shape: Shape
+    inputs: tuple[Shape, ...]
+
+    @property
+    def input_shape(self) -> Shape:
+        return self.inputs[0]
 
 
-def _implied_kwargs(name: str, meta: dict[str, Any]) -> dict[str, Any]:
+@dataclass(frozen=True, slots=True)
+class Loaded:
+    model: nn.Module
+    inputs: tuple[Shape, ...] | None
+    note: str | None = None  # how the model was built, when it is worth saying
+
+
+def _family(name: str) -> str:
+    import torchvision
+
+    for family in FAMILIES:
+        module = torchvision.models if family == "classification" else getattr(torchvision.models, family)
+        if name in torchvision.models.list_models(module=module):
+            return family
+    raise SpecError(f"torchvision has no classification, segmentation, video or optical flow model {name!r}")
+
+
+def _entry(name: str, weights: str | None) -> Any:
+    import torchvision
+
+    enum = torchvision.models.get_model_weights(name)
+    if weights is None:
+        return enum.DEFAULT
+    try:
+        return enum[weights]
+    except KeyError:
+        raise SpecError(
+            f"{name} has no weights {weights!r} (has {', '.join(e.name for e in enum)})"
+        ) from None
+
+
+def _implied_kwargs(name: str, family: str, meta: dict[str, Any]) -> dict[str, Any]:
     """Builder arguments that torchvision sets itself when it loads weights."""
     kwargs: dict[str, Any] = {}
     if "categories" in meta:
         kwargs["num_classes"] = len(meta["categories"])
-    if name == "googlenet":
+    if family == "segmentation":
+        kwargs["weights_backbone"] = None  # the default would download ImageNet weights
+        if not name.startswith("lraspp"):
+            kwargs["aux_loss"] = True
+    elif name == "googlenet":
         # Built with aux heads to load the checkpoint, which are then dropped; its num_params
         # counts the model without them.
         kwargs.update(aux_logits=False, init_weights=False, transform_input=True)
@@ -53,44 +105,105 @@ def _implied_kwargs(name: str, meta: dict[str, Any]) -> dict[str, Any]:
     return kwargs
 
 
-def _default_weights(name: str) -> Any:
-    import torchvision
-
-    try:
-        return torchvision.models.get_model_weights(name).DEFAULT
-    except (ValueError, KeyError, AttributeError) as exc:
-        raise SpecError(f"torchvision has no model called {name!r} with weights") from exc
-
-
-def _summary(entry: Any) -> Weights:
+def _inputs(family: str, entry: Any) -> tuple[Shape, ...]:
+    if family == "segmentation":
+        return ((1, 3, 520, 520),)
+    if family == "optical_flow":
+        return ((1, 3, 512, 512),) * 2
     crop = entry.transforms().crop_size
     size = tuple(crop) * 2 if len(crop) == 1 else tuple(crop)
+    return ((1, 3, 16, *size),) if family == "video" else ((1, 3, *size),)
+
+
+def torchvision_weights(name: str, weights: str | None = None) -> Weights:
+    """A torchvision weights entry (DEFAULT unless named) and what it says about its model."""
+    family = _family(name)
+    entry = _entry(name, weights)
     return Weights(
         name=f"{type(entry).__name__}.{entry.name}",
+        model=name,
+        family=family,
         num_params=int(entry.meta["num_params"]),
         gmacs=float(entry.meta["_ops"]),
-        input_shape=(1, 3, *size),
+        inputs=_inputs(family, entry),
     )
 
 
-def torchvision_weights(name: str) -> Weights:
-    """The DEFAULT weights entry of a torchvision classification model."""
-    return _summary(_default_weights(name))
-
-
-def torchvision_model(name: str) -> tuple[nn.Module, Shape]:
-    """A torchvision model as its DEFAULT weights imply (untrained), and its input shape."""
+def all_weights(families: tuple[str, ...] = FAMILIES) -> list[Weights]:
+    """Every weights entry of the given torchvision families."""
     import torchvision
 
-    entry = _default_weights(name)
-    model = torchvision.models.get_model(name, weights=None, **_implied_kwargs(name, entry.meta))
-    return model, _summary(entry).input_shape
+    found: list[Weights] = []
+    for family in families:
+        module = torchvision.models if family == "classification" else getattr(torchvision.models, family)
+        for name in torchvision.models.list_models(module=module):
+            found.extend(
+                torchvision_weights(name, entry.name) for entry in torchvision.models.get_model_weights(name)
+            )
+    return found
 
 
-def load(spec: str) -> tuple[nn.Module, Shape | None]:
-    """The model a spec names, and its default input shape when the spec implies one."""
+@contextlib.contextmanager
+def _parameters_on_meta() -> Iterator[None]:
+    """Move every parameter and buffer to meta as a module registers it (builder code that
+    needs real tensors still gets them; initialisers then act on meta tensors, for free)."""
+    register_parameter, register_buffer = nn.Module.register_parameter, nn.Module.register_buffer
+
+    def parameter(self: nn.Module, name: str, param: nn.Parameter | None) -> None:
+        if param is not None and not param.is_meta:
+            param = nn.Parameter(param.to("meta"), requires_grad=param.requires_grad)
+        register_parameter(self, name, param)
+
+    def buffer(self: nn.Module, name: str, tensor: torch.Tensor | None, persistent: bool = True) -> None:
+        register_buffer(self, name, None if tensor is None else tensor.to("meta"), persistent)
+
+    nn.Module.register_parameter = parameter  # type: ignore[method-assign]
+    nn.Module.register_buffer = buffer  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        nn.Module.register_parameter = register_parameter  # type: ignore[method-assign]
+        nn.Module.register_buffer = register_buffer  # type: ignore[method-assign]
+
+
+def build(builder: Callable[[], Any], *, meta: bool = False, what: str = "the model") -> Loaded:
+    """Call ``builder``; with ``meta=True`` without materialising its weights."""
+    if not meta:
+        return Loaded(builder(), None)
+    try:
+        with torch.device("meta"):
+            return Loaded(builder(), None)
+    except (NotImplementedError, RuntimeError) as exc:
+        with _parameters_on_meta():
+            model = builder()
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return Loaded(
+            model,
+            None,
+            f"{what} cannot be built under torch.device('meta') (its builder reads tensor values: "
+            f"{reason}); built on the CPU with each parameter and buffer moved to meta as it was created",
+        )
+
+
+def torchvision_model(name: str, weights: str | None = None, *, meta: bool = False) -> Loaded:
+    """A torchvision model as its weights (DEFAULT unless named) imply, untrained, and its inputs."""
+    import torchvision
+
+    info = torchvision_weights(name, weights)
+    entry = _entry(name, weights)
+    kwargs = _implied_kwargs(name, info.family, entry.meta)
+    loaded = build(
+        lambda: torchvision.models.get_model(name, weights=None, **kwargs),
+        meta=meta,
+        what=f"torchvision:{name}",
+    )
+    return Loaded(loaded.model, info.inputs, loaded.note)
+
+
+def load(spec: str, *, meta: bool = False) -> Loaded:
+    """The model a spec names, and its default inputs when the spec implies them."""
     if spec.startswith("torchvision:"):
-        return torchvision_model(spec.removeprefix("torchvision:"))
+        return torchvision_model(spec.removeprefix("torchvision:"), meta=meta)
     module_name, sep, attr = spec.partition(":")
     if not sep or not module_name or not attr:
         raise SpecError(f"model spec {spec!r} is not 'package.module:callable' or 'torchvision:NAME'")
@@ -105,11 +218,10 @@ def load(spec: str) -> tuple[nn.Module, Shape | None]:
             raise SpecError(f"{module_name!r} has no attribute {attr!r} (spec {spec!r})")
     if not callable(target):
         raise SpecError(f"{spec!r} is not callable")
-    builder: Callable[[], Any] = target
     try:
-        model = builder()
+        loaded = build(target, meta=meta, what=spec)
     except Exception as exc:
         raise SpecError(f"calling {spec!r} failed: {type(exc).__name__}: {exc}") from exc
-    if not isinstance(model, nn.Module):
-        raise SpecError(f"{spec!r} returned {type(model).__name__}, not a torch.nn.Module")
-    return model, None
+    if not isinstance(loaded.model, nn.Module):
+        raise SpecError(f"{spec!r} returned {type(loaded.model).__name__}, not a torch.nn.Module")
+    return loaded

@@ -11,7 +11,9 @@ every torchvision classification model and the test suite's models, on CPU and o
 
 from __future__ import annotations
 
-from convprof.formulas.registry import register_free
+from torch import nn
+
+from convprof.formulas.registry import register_free, register_free_modules
 
 _ACTIVATION = (  # elementwise, but carry no pointwise tag in any overload
     "hardswish",
@@ -253,4 +255,77 @@ register_free(
         _CREATION,
     )
     for name in group
+)
+
+# Built-in modules whose forward runs only the operators above (exact types; see
+# registry.register_free_modules). Inside them the recorder need not watch operators at all,
+# which is most of the cost of a pass through a mobile network.
+register_free_modules(
+    [
+        nn.BatchNorm1d,
+        nn.BatchNorm2d,
+        nn.BatchNorm3d,
+        nn.SyncBatchNorm,
+        nn.LayerNorm,
+        nn.GroupNorm,
+        nn.InstanceNorm1d,
+        nn.InstanceNorm2d,
+        nn.InstanceNorm3d,
+        nn.LocalResponseNorm,
+        nn.ReLU,
+        nn.ReLU6,
+        nn.SiLU,
+        nn.GELU,
+        nn.Hardswish,
+        nn.Hardsigmoid,
+        nn.Sigmoid,
+        nn.Tanh,
+        nn.LeakyReLU,
+        nn.PReLU,
+        nn.ELU,
+        nn.SELU,
+        nn.CELU,
+        nn.Mish,
+        nn.Softplus,
+        nn.Hardtanh,
+        nn.Softmax,
+        nn.LogSoftmax,
+        nn.Dropout,
+        nn.Dropout1d,
+        nn.Dropout2d,
+        nn.Dropout3d,
+        nn.AlphaDropout,
+        nn.Identity,
+        nn.Flatten,
+        nn.Unflatten,
+        nn.MaxPool1d,
+        nn.MaxPool2d,
+        nn.MaxPool3d,
+        nn.AvgPool1d,
+        nn.AvgPool2d,
+        nn.AvgPool3d,
+        nn.AdaptiveAvgPool1d,
+        nn.AdaptiveAvgPool2d,
+        nn.AdaptiveAvgPool3d,
+        nn.AdaptiveMaxPool1d,
+        nn.AdaptiveMaxPool2d,
+        nn.AdaptiveMaxPool3d,
+        nn.Upsample,
+        nn.UpsamplingNearest2d,
+        nn.UpsamplingBilinear2d,
+        nn.PixelShuffle,
+        nn.PixelUnshuffle,
+        nn.ChannelShuffle,
+        nn.ZeroPad2d,
+        nn.ConstantPad1d,
+        nn.ConstantPad2d,
+        nn.ConstantPad3d,
+        nn.ReflectionPad1d,
+        nn.ReflectionPad2d,
+        nn.ReflectionPad3d,
+        nn.ReplicationPad1d,
+        nn.ReplicationPad2d,
+        nn.ReplicationPad3d,
+        nn.Embedding,
+    ]
 )

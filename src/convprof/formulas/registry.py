@@ -36,6 +36,7 @@ _O = TypeVar("_O", bound=OpFormula)
 _MODULE_FORMULAS: dict[type, ModuleFormula] = {}
 _OP_FORMULAS: dict[str, OpFormula] = {}
 _FREE_OPS: set[str] = set()
+_FREE_MODULES: set[type] = set()
 _FREE_TAGS = (torch.Tag.pointwise, torch.Tag.reduction, torch.Tag.inplace_view)
 
 
@@ -87,6 +88,21 @@ def register(target: type[nn.Module] | OpTarget) -> Callable[[_M], _M] | Callabl
 def register_free(targets: Iterable[OpTarget]) -> None:
     """Declare operators that do no multiply-accumulate under the convention."""
     _FREE_OPS.update(op_name(t) for t in targets)
+
+
+def register_free_modules(types: Iterable[type[nn.Module]]) -> None:
+    """Declare built-in module types whose forward runs only free operators.
+
+    Matched by *exact* type, never through the MRO: a subclass may add compute in its own
+    forward, so its operators are still recorded.
+    """
+    _FREE_MODULES.update(types)
+
+
+def is_quiet(module_type: type) -> bool:
+    """Whether the operators a (childless) module of this type runs need no recording:
+    its module formula replaces them, or the type is a built-in that only runs free ops."""
+    return module_type in _FREE_MODULES or module_formula(module_type) is not None
 
 
 def module_formula(module_type: type) -> ModuleFormula | None:

@@ -1,0 +1,158 @@
+"""Output stand-ins for the hot operators of a zero-compute pass, without PyTorch's meta kernels.
+
+PyTorch computes meta outputs for many operators through Python decompositions: a BatchNorm
+takes about 0.75 ms, an in-place activation 1 ms, a LayerNorm 1.3 ms, far more than the
+bookkeeping around them. In a zero-compute pass only shapes, dtypes and strides matter, and for
+the few operators that dominate real networks they follow from the inputs directly. Each
+function here returns the stand-in output or None, and None sends the operator to PyTorch's own
+meta kernel, so an unusual call (mixed dtypes, a dtype argument, a non-float tensor) is never
+guessed at. tests/test_zero_compute.py checks that counts match a computing pass.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+Shortcut = Callable[[torch._ops.OpOverload, tuple[Any, ...], dict[str, Any]], Any]
+
+_SAME_AS_INPUT = {
+    # float in, same shape and dtype out, whatever the extra scalar arguments
+    "add",
+    "sub",
+    "mul",
+    "div",
+    "relu",
+    "gelu",
+    "silu",
+    "sigmoid",
+    "tanh",
+    "hardtanh",
+    "hardswish",
+    "hardsigmoid",
+    "clamp",
+    "clamp_min",
+    "clamp_max",
+    "neg",
+    "exp",
+    "sqrt",
+    "rsqrt",
+    "pow",
+    "erf",
+    "leaky_relu",
+    "elu",
+    "mish",
+    "softplus",
+    "abs",
+    "reciprocal",
+    "masked_fill",
+    "roll",
+}
+_NORMS = {
+    "native_batch_norm",
+    "_native_batch_norm_legit",
+    "_native_batch_norm_legit_no_training",
+    "_batch_norm_with_update",
+    "_batch_norm_no_update",
+    "cudnn_batch_norm",
+}
+
+
+def _float(t: Any) -> bool:
+    return isinstance(t, torch.Tensor) and t.dtype.is_floating_point
+
+
+def _elementwise(func: torch._ops.OpOverload, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    first = args[0] if args else None
+    if not isinstance(first, torch.Tensor) or not _float(first) or kwargs.get("out") is not None:
+        return None
+    tensors = [a for a in args if isinstance(a, torch.Tensor)]
+    if func.__name__.endswith("_"):  # in place: the result is the first argument itself
+        return first
+    others = [
+        t for t in tensors[1:] if not (func.__name__.startswith("masked_fill") and t.dtype == torch.bool)
+    ]
+    if any(t.dtype != first.dtype for t in others):
+        return None  # type promotion: let PyTorch decide
+    shapes = [t.shape for t in (first, *others)]
+    if all(s == first.shape for s in shapes):
+        return torch.empty_like(first)
+    shape = torch.broadcast_shapes(*shapes)  # type: ignore[no-untyped-call]
+    return torch.empty(shape, dtype=first.dtype, device="meta")
+
+
+def _norm_outputs(func: torch._ops.OpOverload, x: torch.Tensor, stat_shape: tuple[int, ...]) -> Any:
+    extra = len(func._schema.returns) - 1
+    return (
+        torch.empty_like(x),
+        *(torch.empty(stat_shape, dtype=x.dtype, device="meta") for _ in range(extra)),
+    )
+
+
+def _batch_norm(func: torch._ops.OpOverload, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    # The saved statistics only feed the backward pass; their size does not matter here.
+    return _norm_outputs(func, args[0], (0,)) if _float(args[0]) else None
+
+
+def _layer_norm(func: torch._ops.OpOverload, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    x, normalized = args[0], args[1]
+    if not _float(x):
+        return None
+    axis = x.dim() - len(normalized)
+    return _norm_outputs(func, x, (*x.shape[:axis], *(1,) * len(normalized)))
+
+
+def _softmax(func: torch._ops.OpOverload, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    half_to_float = len(args) > 2 and args[2] is True
+    dtype = kwargs.get("dtype")
+    if not _float(args[0]) or half_to_float or dtype is not None:
+        return None
+    return torch.empty_like(args[0])
+
+
+def _matmul(func: torch._ops.OpOverload, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    a, b = (args[1], args[2]) if func.__name__.startswith(("addmm", "baddbmm")) else (args[0], args[1])
+    if not (_float(a) and _float(b)) or a.dtype != b.dtype or kwargs:
+        return None
+    return torch.empty((*a.shape[:-1], b.shape[-1]), dtype=a.dtype, device="meta")
+
+
+def _cat(func: torch._ops.OpOverload, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    tensors, dim = args[0], (args[1] if len(args) > 1 else kwargs.get("dim", 0))
+    first: torch.Tensor | None = tensors[0] if tensors else None
+    if (
+        first is None
+        or not _float(first)
+        or any(t.dtype != first.dtype or t.dim() != first.dim() for t in tensors)
+    ):
+        return None
+    dim = dim % first.dim()
+    shape = list(first.shape)
+    if any(list(t.shape[:dim]) + list(t.shape[dim + 1 :]) != shape[:dim] + shape[dim + 1 :] for t in tensors):
+        return None
+    shape[dim] = sum(t.shape[dim] for t in tensors)
+    return torch.empty(shape, dtype=first.dtype, device="meta")
+
+
+_TABLE: dict[str, Shortcut] = {
+    **{name: _elementwise for name in _SAME_AS_INPUT},
+    **{f"{name}_": _elementwise for name in _SAME_AS_INPUT},
+    **{name: _batch_norm for name in _NORMS},
+    "native_layer_norm": _layer_norm,
+    "_softmax": _softmax,
+    "_safe_softmax": _softmax,
+    "mm": _matmul,
+    "addmm": _matmul,
+    "bmm": _matmul,
+    "baddbmm": _matmul,
+    "cat": _cat,
+}
+
+
+def shortcut_for(func: torch._ops.OpOverload) -> Shortcut | None:
+    """The stand-in function for an ATen operator, if it has one."""
+    if func.namespace != "aten":
+        return None
+    return _TABLE.get(func._schema.name.removeprefix("aten::"))

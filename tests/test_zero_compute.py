@@ -1,0 +1,162 @@
+"""Zero compute: ``compute=False``, meta models and meta inputs count exactly what a computing
+pass counts, touch nothing, and refuse value-dependent models with a clear error."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import convprof
+from convprof.meta_shapes import shortcut_for
+from tests.test_behaviour import Counting, Tied, assert_unchanged, small_net, snapshot
+from tests.test_conv import CASES as CONV_CASES
+from tests.test_linear_attention import SDPA, Products
+
+MODELS: dict[str, Callable[[], tuple[nn.Module, tuple[Any, ...]]]] = {
+    "small_net": lambda: (small_net(), (torch.randn(2, 3, 6, 6),)),
+    "tied": lambda: (Tied(), (torch.tensor([[1, 2, 3]]),)),
+    "products": lambda: (Products(), (torch.randn(4, 8),)),
+    "sdpa": lambda: (SDPA(), (torch.randn(2, 4, 10, 8),) * 3),
+    "mha": lambda: (nn.MultiheadAttention(16, 4, batch_first=True), (torch.randn(2, 5, 16),) * 3),
+    "encoder_layer": lambda: (
+        nn.TransformerEncoderLayer(32, 4, 64, batch_first=True),
+        (torch.randn(2, 9, 32),),
+    ),
+    "bilinear": lambda: (nn.Bilinear(3, 4, 5), (torch.randn(7, 3), torch.randn(7, 4))),
+    "lstm_free_parts": lambda: (
+        nn.Sequential(nn.Embedding(10, 8), nn.LayerNorm(8)),
+        (torch.tensor([[1, 2]]),),
+    ),
+    **{
+        f"conv: {name}": (lambda case=case: (case[0](), (torch.randn(case[1]),)))  # type: ignore[misc]
+        for name, case in CONV_CASES.items()
+        if "lazy" not in name
+    },
+}
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_zero_compute_counts_equal_computing_counts(name: str) -> None:
+    torch.manual_seed(0)
+    model, args = MODELS[name]()
+    computed = convprof.profile(model, args)
+    shapes_only = convprof.profile(model, args, compute=False)
+    assert shapes_only == computed
+
+
+@pytest.mark.parametrize(
+    "name", ["small_net", "mha", "encoder_layer", "conv: conv_transpose2d output_padding"]
+)
+def test_meta_model_and_meta_inputs_need_no_option(name: str) -> None:
+    torch.manual_seed(0)
+    model, args = MODELS[name]()
+    expected = convprof.profile(model, args)
+    meta_args = tuple(a.to("meta") for a in args)
+    assert convprof.profile(model, meta_args) == expected  # real model, meta inputs
+    meta_model = model.to("meta")
+    assert convprof.profile(meta_model, args) == expected  # meta model, real inputs
+    assert convprof.profile(meta_model, meta_args) == expected
+
+
+def test_weights_and_inputs_are_neither_copied_moved_nor_changed() -> None:
+    model = small_net().train()
+    pointers = [p.data_ptr() for p in model.parameters()]
+    before = snapshot(model)
+    x = torch.randn(2, 3, 6, 6)
+    x_before, version = x.clone(), x._version
+    convprof.profile(model, x, compute=False)
+    assert_unchanged(before, model)
+    assert [p.data_ptr() for p in model.parameters()] == pointers
+    assert all(p.device.type == "cpu" for p in model.parameters())
+    assert torch.equal(x, x_before) and x._version == version
+
+
+def test_buffer_rebound_in_forward_is_put_back() -> None:
+    model = Counting()
+    buffer = model.seen
+    convprof.profile(model, torch.randn(2), compute=False)
+    assert model.seen is buffer and model.seen.item() == 0 and not model.seen.is_meta
+
+
+class Gate(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x[x.nonzero(as_tuple=True)] if x.sum().item() > 0 else x
+
+
+def test_value_dependent_model_is_refused_with_a_clear_error() -> None:
+    model = nn.Sequential(nn.Linear(4, 4), Gate())
+    with pytest.raises(convprof.ValuesNeeded) as info:
+        convprof.profile(model, torch.randn(2, 4), compute=False)
+    message = str(info.value)
+    assert "module '1' (Gate)" in message and "compute=True" in message
+    assert "aten._local_scalar_dense" in message  # .item()
+    assert convprof.profile(model, torch.ones(2, 4)).total.macs == 2 * 4 * 4  # real values: fine
+
+
+def _meta(*shapes: tuple[int, ...], dtype: torch.dtype = torch.float32) -> list[torch.Tensor]:
+    return [torch.empty(s, dtype=dtype, device="meta") for s in shapes]
+
+
+aten = torch.ops.aten
+x4, c, ln = _meta((2, 8, 5, 5))[0], _meta((8,))[0], _meta((5,))[0]
+STAND_INS = [
+    (aten.native_batch_norm.default, (x4, c, c, c, c, False, 0.1, 1e-5)),
+    (aten._native_batch_norm_legit_no_training.default, (x4, c, c, c, c, 0.1, 1e-5)),
+    (aten.native_layer_norm.default, (x4, [5], ln, ln, 1e-5)),
+    (aten.add.Tensor, (x4, _meta((8, 1, 1))[0])),
+    (aten.mul.Tensor, (x4, x4)),
+    (aten.relu_.default, (x4,)),
+    (aten.hardtanh_.default, (x4, 0.0, 6.0)),
+    (aten.gelu.default, (x4,)),
+    (aten._softmax.default, (x4, -1, False)),
+    (aten.addmm.default, (_meta((6,))[0], *_meta((3, 4), (4, 6)))),
+    (aten.bmm.default, tuple(_meta((2, 3, 4), (2, 4, 6)))),
+    (aten.cat.default, ([*_meta((2, 3, 5), (2, 4, 5))], 1)),
+    (aten.masked_fill.Scalar, (x4, _meta((1, 1, 5, 5), dtype=torch.bool)[0], 0.0)),
+    (aten.roll.default, (x4, [1], [2])),
+]
+
+
+@pytest.mark.parametrize("func,args", STAND_INS, ids=[str(f) for f, _ in STAND_INS])
+def test_stand_ins_match_pytorch_meta_kernels(func: torch._ops.OpOverload, args: tuple[Any, ...]) -> None:
+    shortcut = shortcut_for(func)
+    assert shortcut is not None
+    ours = shortcut(func, args, {})
+    theirs = func(*args)
+    ours_t = ours if isinstance(ours, tuple) else (ours,)
+    theirs_t = theirs if isinstance(theirs, tuple) else (theirs,)
+    # The first output is what the model goes on with: shape, dtype and strides must match.
+    assert (ours_t[0].shape, ours_t[0].dtype, ours_t[0].stride()) == (
+        theirs_t[0].shape,
+        theirs_t[0].dtype,
+        theirs_t[0].stride(),
+    )
+    assert len(ours_t) == len(theirs_t)
+
+
+def test_stand_ins_decline_what_they_cannot_know() -> None:
+    half, full = _meta((2, 3))[0].half(), _meta((2, 3))[0]
+    assert shortcut_for(aten.add.Tensor)(aten.add.Tensor, (half, full), {}) is None  # type: ignore[misc]
+    ints = torch.empty((2, 3), dtype=torch.int64, device="meta")
+    assert shortcut_for(aten.relu.default)(aten.relu.default, (ints,), {}) is None  # type: ignore[misc]
+    assert shortcut_for(aten._softmax.default)(aten._softmax.default, (half, -1, True), {}) is None  # type: ignore[misc]
+    assert shortcut_for(aten.nonzero.default) is None
+
+
+def test_functional_model_zero_compute() -> None:
+    class Functional(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.w = nn.Parameter(torch.randn(6, 3, 3, 3))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            y = F.relu(F.conv2d(x, self.w, padding=1))
+            return F.scaled_dot_product_attention(y, y, y)
+
+    model, x = Functional(), torch.randn(1, 3, 8, 8)
+    assert convprof.profile(model, x, compute=False) == convprof.profile(model, x)
