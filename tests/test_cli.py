@@ -99,3 +99,21 @@ def test_python_dash_m() -> None:
     )
     assert done.stdout.splitlines()[0].startswith("name,type,kind")
     assert torch.__version__  # the subprocess imported the same torch
+
+
+def test_no_compute_builds_on_meta_and_says_how(capsys: pytest.CaptureFixture[str]) -> None:
+    # RegNet's builder calls .tolist() on tensors, so it cannot run under torch.device("meta").
+    meta = torchvision.models.RegNet_Y_400MF_Weights.IMAGENET1K_V1.meta
+    assert main(["profile", "torchvision:regnet_y_400mf", "--no-compute", "--format", "json"]) == 0
+    out, err = capsys.readouterr()
+    data = json.loads(out)
+    assert data["total"]["params"] == meta["num_params"]
+    assert round(data["total"]["macs"] / 1e9, 3) == meta["_ops"]
+    assert "convprof: note: torchvision:regnet_y_400mf cannot be built under torch.device('meta')" in err
+
+
+def test_no_compute_refuses_value_dependent_models(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["profile", "tests.test_zero_compute:gated", "--input", "2,4", "--no-compute"]) == 2
+    err = capsys.readouterr().err
+    assert "needs real tensor values" in err and "(run without --no-compute)" in err
+    assert main(["profile", "tests.test_zero_compute:gated", "--input", "2,4"]) == 0

@@ -66,3 +66,15 @@ def test_vit_b_16_counts_functional_attention() -> None:
     report = convprof.profile(model, torch.randn(shape))
     assert (report.total.params, round(report.total.macs / 1e9, 3)) == (weights.num_params, weights.gmacs)
     assert weights.gmacs == 17.564
+
+
+@pytest.mark.parametrize("name", SUBSET)
+def test_cpu_zero_compute_and_meta_agree_in_train_and_eval(name: str) -> None:
+    torch.manual_seed(0)
+    loaded = torchvision_model(name)
+    x = torch.randn(loaded.inputs[0])
+    computed = convprof.profile(loaded.model.eval(), x)
+    assert convprof.profile(loaded.model.train(), x, compute=False) == computed
+    assert convprof.profile(loaded.model.eval(), x, compute=False) == computed
+    meta = torchvision_model(name, meta=True).model
+    assert convprof.profile(meta.train(), x.to("meta")) == computed

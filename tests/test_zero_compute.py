@@ -88,6 +88,11 @@ class Gate(nn.Module):
         return x[x.nonzero(as_tuple=True)] if x.sum().item() > 0 else x
 
 
+def gated() -> nn.Module:
+    """Spec target: a model whose forward depends on tensor values."""
+    return nn.Sequential(nn.Linear(4, 4), Gate())
+
+
 def test_value_dependent_model_is_refused_with_a_clear_error() -> None:
     model = nn.Sequential(nn.Linear(4, 4), Gate())
     with pytest.raises(convprof.ValuesNeeded) as info:

@@ -84,7 +84,7 @@ def _entry(name: str, weights: str | None) -> Any:
 def _implied_kwargs(name: str, family: str, meta: dict[str, Any]) -> dict[str, Any]:
     """Builder arguments that torchvision sets itself when it loads weights."""
     kwargs: dict[str, Any] = {}
-    if "categories" in meta:
+    if meta.get("categories") is not None:
         kwargs["num_classes"] = len(meta["categories"])
     if family == "segmentation":
         kwargs["weights_backbone"] = None  # the default would download ImageNet weights
