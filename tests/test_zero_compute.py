@@ -165,3 +165,20 @@ def test_functional_model_zero_compute() -> None:
 
     model, x = Functional(), torch.randn(1, 3, 8, 8)
     assert convprof.profile(model, x, compute=False) == convprof.profile(model, x)
+
+
+def test_profiling_never_imports_dynamo() -> None:
+    # PyTorch would import torch._dynamo (1.3 s) on a dispatch mode's first use unless the mode
+    # opts out; a profiler should not pay for a compiler it never uses.
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, torch, convprof\n"
+        "m = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Flatten(), torch.nn.Linear(144, 2))\n"
+        "convprof.profile(m, torch.randn(1, 3, 8, 8))\n"
+        "convprof.profile(m, torch.randn(1, 3, 8, 8), compute=False)\n"
+        "print('torch._dynamo' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"

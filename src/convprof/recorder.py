@@ -115,6 +115,14 @@ class _Frame:
 class _Session(TorchDispatchMode):  # type: ignore[no-untyped-call]
     """Hooks and dispatch for one forward pass; ``stack`` holds the modules running."""
 
+    @classmethod
+    def _should_skip_dynamo(cls) -> bool:
+        # PyTorch wraps a mode's __torch_dispatch__ in torch._disable_dynamo unless this says
+        # no. The wrapper imports torch._dynamo on first use (1.3 s in a fresh process, the
+        # largest cost of a first profile) and adds a frame to every operator. The pass runs
+        # eagerly, never under torch.compile, so there is nothing to disable.
+        return False
+
     def __init__(
         self, buffers: dict[int, torch.Tensor] | None, stand_ins: dict[int, torch.Tensor] | None
     ) -> None:
@@ -255,9 +263,13 @@ def _conv_spec(module: nn.Module) -> ConvSpec | None:
     )
 
 
+def _has_children(module: nn.Module) -> bool:
+    return any(child is not None for child in module._modules.values())
+
+
 def _module_info(name: str, module: nn.Module) -> ModuleInfo:
     params = tuple(
-        ParamInfo(pname, id(p), tuple(int(d) for d in p.shape))
+        ParamInfo(pname, id(p), tuple(p.shape))
         for pname, p in module._parameters.items()
         if p is not None and not nn.parameter.is_lazy(p)
     )
@@ -268,7 +280,7 @@ def _module_info(name: str, module: nn.Module) -> ModuleInfo:
         # Only formulas read attributes; scanning every module's __dict__ costs time.
         config=_config(module) if module_formula(type(module)) is not None else (),
         conv=_conv_spec(module),
-        has_children=next(module.children(), None) is not None,
+        has_children=_has_children(module),
     )
 
 
@@ -313,7 +325,7 @@ def record(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], *, c
     try:
         for name, module in named:
             # Popping the mode only pays off when the operators can run unwatched.
-            quiet = computing and is_quiet(type(module)) and next(module.children(), None) is None
+            quiet = computing and is_quiet(type(module)) and not _has_children(module)
             handles.append(module.register_forward_pre_hook(session.pre_hook(name, quiet), with_kwargs=True))
             handles.append(module.register_forward_hook(session.post_hook(name), with_kwargs=True))
         for module, _ in training:
