@@ -35,7 +35,12 @@ def test_only_render_imports_tabulate() -> None:
 
 
 def test_only_recorder_touches_hooks_and_dispatch() -> None:
-    hooks = {"register_forward_hook", "register_forward_pre_hook", "register_module_forward_hook"}
+    hooks = {
+        "register_forward_hook",
+        "register_forward_pre_hook",
+        "register_module_forward_hook",
+        "register_module_forward_pre_hook",
+    }
     touching = [
         f
         for f, t in FILES.items()

@@ -103,13 +103,53 @@ def test_self_attention_fast_path_equals_slow_path() -> None:
     assert report.total.macs == _mha(3, 10, 10, 32, 32, 32)
 
 
-def test_transformer_encoder_layer_fast_path() -> None:
-    # nn.TransformerEncoderLayer in eval runs one fused op; its Linear children never run.
+def test_transformer_encoder_layer() -> None:
     layer = nn.TransformerEncoderLayer(32, 4, dim_feedforward=64, batch_first=True)
     x = torch.randn(2, 9, 32)
-    expected = _mha(2, 9, 9, 32, 32, 32) + (2 * 9) * 32 * 64 * 2
-    assert convprof.profile(layer.eval(), x).total.macs == expected
+    expected = _mha(2, 9, 9, 32, 32, 32) + (2 * 9) * 32 * 64 * 2  # attention + two FFN linears
+    eval_report = convprof.profile(layer.eval(), x)
+    assert eval_report.total.macs == expected
     assert convprof.profile(layer.train(), x).total.macs == expected
+    # The sub-layers are rows in every mode (convprof keeps PyTorch's fused path out of the pass).
+    assert {"self_attn", "linear1", "linear2"} <= {row.name for row in eval_report.layers if row.macs}
+
+
+class FusedEncoderLayer(nn.Module):
+    """Calls the fused kernel that nn.TransformerEncoderLayer uses in inference, directly."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.layer = nn.TransformerEncoderLayer(32, 4, dim_feedforward=64, batch_first=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        m = self.layer
+        return torch._transformer_encoder_layer_fwd(
+            x,
+            32,
+            4,
+            m.self_attn.in_proj_weight,
+            m.self_attn.in_proj_bias,
+            m.self_attn.out_proj.weight,
+            m.self_attn.out_proj.bias,
+            False,
+            False,
+            m.norm1.eps,
+            m.norm1.weight,
+            m.norm1.bias,
+            m.norm2.weight,
+            m.norm2.bias,
+            m.linear1.weight,
+            m.linear1.bias,
+            m.linear2.weight,
+            m.linear2.bias,
+            None,
+        )
+
+
+def test_fused_encoder_layer_operator() -> None:
+    report = convprof.profile(FusedEncoderLayer(), torch.randn(2, 9, 32))
+    assert report.complete
+    assert report.total.macs == _mha(2, 9, 9, 32, 32, 32) + (2 * 9) * 32 * 64 * 2
 
 
 class SDPA(nn.Module):

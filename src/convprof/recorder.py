@@ -32,6 +32,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
 from torch.utils._python_dispatch import TorchDispatchMode, _pop_mode, _push_mode
 from torch.utils._pytree import tree_leaves, tree_map_only
 
@@ -132,6 +133,7 @@ class _Session(TorchDispatchMode):  # type: ignore[no-untyped-call]
         self.stack: list[_Frame] = []
         self.calls: list[_Frame] = []
         self.last_op: torch._ops.OpOverload | None = None
+        self.modules: dict[int, tuple[str, bool]] = {}  # id(module) -> (name, quiet)
         self.quiet: _Frame | None = None  # the childless module running with the mode popped
         self._buffers = buffers  # id -> buffer, when mutations must be undone
         self.saved: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
@@ -204,33 +206,36 @@ class _Session(TorchDispatchMode):  # type: ignore[no-untyped-call]
             self.quiet = None
             _push_mode(self)
 
-    def pre_hook(self, name: str, quiet: bool) -> Any:
-        def hook(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-            self.restore_mode()
-            inputs = tuple(item for i, a in enumerate(args) for item in _named_tensors(str(i), a))
-            if kwargs:
-                inputs += tuple(item for k, v in kwargs.items() for item in _named_tensors(k, v))
-            frame = _Frame(name, inputs)
-            self.stack.append(frame)
-            self.calls.append(frame)
-            if quiet:
-                _pop_mode()
-                self.quiet = frame
+    def pre_hook(self, module: nn.Module, args: tuple[Any, ...]) -> None:
+        """Global forward pre-hook: open a frame for a module of the model (others pass by).
+        Global pre-hooks see no keyword arguments; the post-hook adds their tensors."""
+        known = self.modules.get(id(module))
+        if known is None:
+            return
+        name, quiet = known
+        self.restore_mode()
+        frame = _Frame(name, tuple(item for i, a in enumerate(args) for item in _named_tensors(str(i), a)))
+        self.stack.append(frame)
+        self.calls.append(frame)
+        if quiet:
+            _pop_mode()
+            self.quiet = frame
 
-        return hook
-
-    def post_hook(self, name: str) -> Any:
-        def hook(module: nn.Module, args: Any, kwargs: Any, output: Any) -> None:
-            self.restore_mode()
-            # Pop back to this module's frame: a child whose exception the parent caught
-            # never reached its own post-hook.
-            while self.stack:
-                frame = self.stack.pop()
-                if frame.name == name:
-                    frame.outputs = _outputs(output)
-                    return
-
-        return hook
+    def post_hook(self, module: nn.Module, args: Any, kwargs: dict[str, Any], output: Any) -> None:
+        known = self.modules.get(id(module))
+        if known is None:
+            return
+        name = known[0]
+        self.restore_mode()
+        # Pop back to this module's frame: a child whose exception the parent caught never
+        # reached its own post-hook.
+        while self.stack:
+            frame = self.stack.pop()
+            if frame.name == name:
+                frame.outputs = _outputs(output)
+                if kwargs:
+                    frame.inputs += tuple(item for k, v in kwargs.items() for item in _named_tensors(k, v))
+                return
 
 
 def _config(module: nn.Module) -> tuple[tuple[str, Plain], ...]:
@@ -261,6 +266,10 @@ def _conv_spec(module: nn.Module) -> ConvSpec | None:
         groups=module.groups,
         transposed=module.transposed,
     )
+
+
+def _no_op(module: nn.Module, args: Any) -> None:
+    return None
 
 
 def _has_children(module: nn.Module) -> bool:
@@ -321,15 +330,24 @@ def record(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], *, c
         }
         session = _Session(None, stand_ins)
     training = [(m, m.training) for _, m in named]
+    # Popping the mode only pays off when the operators can run unwatched.
+    session.modules = {
+        id(m): (name, computing and is_quiet(type(m)) and not _has_children(m)) for name, m in named
+    }
+    # Two global hooks cost less than a pair per module (registration, removal); they ignore
+    # modules that are not part of the model.
     handles = []
     try:
-        for name, module in named:
-            # Popping the mode only pays off when the operators can run unwatched.
-            quiet = computing and is_quiet(type(module)) and not _has_children(module)
-            handles.append(module.register_forward_pre_hook(session.pre_hook(name, quiet), with_kwargs=True))
-            handles.append(module.register_forward_hook(session.post_hook(name), with_kwargs=True))
+        handles.append(register_module_forward_pre_hook(session.pre_hook))
+        handles.append(register_module_forward_hook(session.post_hook, with_kwargs=True))
+        # nn.TransformerEncoderLayer swaps in one fused kernel in inference unless a hook is
+        # attached to it; a no-op hook keeps every pass (computing, zero-compute, meta) on the
+        # same path, so all give the same rows, sub-layers included.
+        handles.extend(
+            m.register_forward_pre_hook(_no_op) for _, m in named if isinstance(m, nn.TransformerEncoderLayer)
+        )
         for module, _ in training:
-            module.training = False
+            module.__dict__["training"] = False  # what Module.train() sets, without its overrides
         call_args, call_kwargs = args, kwargs
         if not computing:
             call_args, call_kwargs = tree_map_only(torch.Tensor, session._meta, (args, kwargs))
@@ -344,7 +362,7 @@ def record(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], *, c
         for handle in handles:
             handle.remove()
         for module, flag in training:
-            module.training = flag
+            module.__dict__["training"] = flag
         for table, key, value in owned:
             if table.get(key) is not value:  # e.g. `self.buf += 1` rebinding to a stand-in
                 table[key] = value
