@@ -1,7 +1,7 @@
 """Budgets: hold a model's params, MACs and FLOPs under agreed limits.
 
 A :class:`Budget` is checked against a :class:`Report` (pure arithmetic, no torch) and yields
-:class:`Violation` rows; :func:`assert_budget` profiles and raises :class:`BudgetExceeded`, an
+:class:`Check` rows; :func:`assert_budget` profiles and raises :class:`BudgetExceeded`, an
 ``AssertionError`` so pytest shows it as an ordinary failure. Counters whose asserts pass
 silently when an operator is dropped are the problem this solves, so an incomplete report
 (compute that no formula explains) fails a budget too, unless the caller opts out.
@@ -84,14 +84,20 @@ class Budget:
 
 
 @dataclass(frozen=True, slots=True)
-class Violation:
-    """One limit broken: ``scope`` is ``"total"`` or a module name (``pattern`` says why)."""
+class Check:
+    """One limit as checked: ``scope`` is ``"total"`` or a module name (``pattern`` says
+    which layer limit matched it). The rows of ``convprof check``'s summary; the failing ones
+    are a budget's violations."""
 
     scope: str
     metric: str
     actual: int
     limit: int
     pattern: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.actual <= self.limit
 
     @property
     def excess(self) -> int:
@@ -104,21 +110,6 @@ class Violation:
             f"{where}: {self.metric} {self.actual:,} > limit {self.limit:,} "
             f"(over by {self.excess:,}{percent})"
         )
-
-
-@dataclass(frozen=True, slots=True)
-class Check:
-    """One limit as checked: the rows of ``convprof check``'s summary."""
-
-    scope: str
-    metric: str
-    actual: int
-    limit: int
-    pattern: str | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.actual <= self.limit
 
     @property
     def headroom(self) -> float:
@@ -163,10 +154,9 @@ def checks(report: Report, budget: Budget) -> tuple[Check, ...]:
     return tuple(rows)
 
 
-def violations(report: Report, budget: Budget) -> tuple[Violation, ...]:
-    return tuple(
-        Violation(c.scope, c.metric, c.actual, c.limit, c.pattern) for c in checks(report, budget) if not c.ok
-    )
+def violations(report: Report, budget: Budget) -> tuple[Check, ...]:
+    """The limits the report breaks."""
+    return tuple(check for check in checks(report, budget) if not check.ok)
 
 
 def _top_layers(report: Report, metric: str, count: int = 5) -> list[str]:
@@ -184,14 +174,14 @@ def _top_layers(report: Report, metric: str, count: int = 5) -> list[str]:
 class BudgetExceeded(AssertionError):
     """A budget was broken; ``report`` and ``violations`` say by what."""
 
-    def __init__(self, report: Report, broken: tuple[Violation, ...], incomplete: bool = False) -> None:
+    def __init__(self, report: Report, broken: tuple[Check, ...], incomplete: bool = False) -> None:
         self.report = report
         self.violations = broken
         self.incomplete = incomplete
         super().__init__(explain(report, broken, incomplete))
 
 
-def explain(report: Report, broken: tuple[Violation, ...], incomplete: bool) -> str:
+def explain(report: Report, broken: tuple[Check, ...], incomplete: bool) -> str:
     """The failure message: each limit broken, then the layers that cost most."""
     lines = [f"convprof budget exceeded for {report.model}:"]
     lines.extend(f"  {v.describe()}" for v in broken)

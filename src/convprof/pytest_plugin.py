@@ -10,32 +10,16 @@ State lives in ``config.stash``, never on private attributes.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any, Protocol
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 
-from convprof.api import profile
-from convprof.budget import Budget, BudgetExceeded, Quantity, enforce
+from convprof.budget import BudgetExceeded, assert_budget
 from convprof.render import render
 from convprof.report import Report
 
 _REPORTS = pytest.StashKey[list[tuple[str, Report]]]()
-
-
-class BudgetFixture(Protocol):
-    def __call__(
-        self,
-        model: Any,
-        args: Any,
-        kwargs: Mapping[str, Any] | None = None,
-        *,
-        max_params: Quantity | None = None,
-        max_macs: Quantity | None = None,
-        max_flops: Quantity | None = None,
-        layers: Mapping[str, Mapping[str, Any]] | None = None,
-        allow_incomplete: bool = False,
-    ) -> Report: ...
 
 
 class BudgetFailure(BudgetExceeded):
@@ -60,33 +44,18 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 @pytest.fixture
-def convprof_budget(request: pytest.FixtureRequest) -> BudgetFixture:
+def convprof_budget(request: pytest.FixtureRequest) -> Callable[..., Report]:
     """Profile a model and hold it to limits; returns the report."""
 
-    def check(
-        model: Any,
-        args: Any,
-        kwargs: Mapping[str, Any] | None = None,
-        *,
-        max_params: Quantity | None = None,
-        max_macs: Quantity | None = None,
-        max_flops: Quantity | None = None,
-        layers: Mapping[str, Mapping[str, Any]] | None = None,
-        allow_incomplete: bool = False,
-    ) -> Report:
-        budget = Budget.parse(
-            max_params=max_params,
-            max_macs=max_macs,
-            max_flops=max_flops,
-            layers=layers,
-            allow_incomplete=allow_incomplete,
-        )
-        report = profile(model, args, kwargs)
-        request.config.stash[_REPORTS].append((request.node.nodeid, report))
+    def check(*args: Any, **kwargs: Any) -> Report:
+        # The same arguments as convprof.assert_budget, to which this delegates.
         try:
-            return enforce(report, budget)
+            report = assert_budget(*args, **kwargs)
         except BudgetExceeded as exc:
+            request.config.stash[_REPORTS].append((request.node.nodeid, exc.report))
             raise BudgetFailure(exc.report, exc.violations, exc.incomplete) from None
+        request.config.stash[_REPORTS].append((request.node.nodeid, report))
+        return report
 
     return check
 
