@@ -31,9 +31,9 @@ def main(argv: list[str] | None = None) -> int:
         weights = torchvision_weights(name)
         torch.manual_seed(0)
         loaded = torchvision_model(name)
-        model, shape = loaded.model, loaded.inputs[0]
+        model, shapes = loaded.model, loaded.inputs
         start = time.perf_counter()
-        report = convprof.profile(model, torch.randn(shape))
+        report = convprof.profile(model, tuple(torch.randn(shape) for shape in shapes))
         seconds = time.perf_counter() - start
         gmacs = round(report.total.macs / 1e9, 3)
         ok = report.total.params == weights.num_params and gmacs == weights.gmacs and report.complete
@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(
             (
                 name,
-                "x".join(map(str, shape)),
+                " + ".join("x".join(map(str, shape)) for shape in shapes),
                 report.total.params,
                 weights.num_params,
                 gmacs,
