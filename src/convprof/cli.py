@@ -19,12 +19,13 @@ import torch
 from convprof import baseline, config
 from convprof.api import profile
 from convprof.budget import Check, checks
+from convprof.calculator import compare_convs
 from convprof.diff import compare
 from convprof.recorder import ForwardError
 from convprof.records import Shape
 from convprof.render import FORMATS, render, render_diff, rows
 from convprof.report import Report
-from convprof.units import parse_tolerance
+from convprof.units import format_shape, parse_tolerance
 from convprof.zoo import SpecError, load
 
 _DTYPES = {
@@ -111,6 +112,18 @@ def _parser() -> argparse.ArgumentParser:
     chk.add_argument(
         "--no-compute", action="store_true", help="build models on meta; count without arithmetic"
     )
+
+    calc = commands.add_parser("conv", help="compare standard, grouped, depthwise and separable convolutions")
+    calc.add_argument("--in", dest="in_channels", type=int, required=True, metavar="C", help="input channels")
+    calc.add_argument(
+        "--out", dest="out_channels", type=int, required=True, metavar="C", help="output channels"
+    )
+    calc.add_argument("--kernel", type=int, required=True, metavar="K", help="kernel size (K x K)")
+    calc.add_argument("--size", type=int, required=True, metavar="S", help="input height and width")
+    calc.add_argument("--groups", type=int, default=2, help="groups of the grouped convolution (default 2)")
+    calc.add_argument("--stride", type=int, default=1)
+    calc.add_argument("--padding", type=int, default=0)
+    calc.add_argument("--format", choices=("table", "markdown"), default="table")
 
     dif = commands.add_parser("diff", help="what changed between two report or baseline files")
     dif.add_argument("old", type=Path)
@@ -258,10 +271,43 @@ def _cmd_diff(args: argparse.Namespace) -> int:
     return 1 if grown else 0
 
 
+def _cmd_conv(args: argparse.Namespace) -> int:
+    try:
+        found = compare_convs(
+            args.in_channels,
+            args.out_channels,
+            args.kernel,
+            args.size,
+            groups=args.groups,
+            stride=args.stride,
+            padding=args.padding,
+        )
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    cells = [
+        [
+            row.name,
+            format_shape(row.output_shape),
+            f"{row.params:,}",
+            f"{row.macs:,}",
+            f"{row.macs_ratio:.2f}",
+        ]
+        for row in found
+    ]
+    headers = ("Convolution", "Output", "Params", "MACs", "vs standard")
+    sys.stdout.write(rows(headers, cells, format=args.format, right=frozenset(headers[2:])))
+    sys.stdout.write(
+        f"\nInput 1x{args.in_channels}x{args.size}x{args.size}, {args.kernel}x{args.kernel} kernel, "
+        f"stride {args.stride}, padding {args.padding}, no bias. MACs exclude bias; FLOPs = 2 x MACs.\n"
+    )
+    return 0
+
+
 _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "profile": _cmd_profile,
     "check": _cmd_check,
     "diff": _cmd_diff,
+    "conv": _cmd_conv,
 }
 
 

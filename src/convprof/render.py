@@ -134,18 +134,27 @@ def _csv(layers: Sequence[Layer]) -> str:
     return out.getvalue()
 
 
-def rows(headers: Sequence[str], cells: Sequence[Sequence[str]], *, format: str = "table") -> str:
-    """A plain table of pre-formatted cells (the ``convprof check`` summary)."""
+_RIGHT = frozenset({"Actual", "Limit", "Headroom", "Old", "New", "Change", "%"})
+
+
+def rows(
+    headers: Sequence[str],
+    cells: Sequence[Sequence[str]],
+    *,
+    format: str = "table",
+    right: frozenset[str] = _RIGHT,
+) -> str:
+    """A plain table of pre-formatted cells (``convprof check``'s summary, diffs, the
+    calculator); columns named in ``right`` are right-aligned."""
     if format not in ("table", "markdown"):
         raise ValueError(f"unknown format {format!r}; choose table or markdown")
-    numeric = {"Actual", "Limit", "Headroom", "Old", "New", "Change", "%"}
     return (
         tabulate(
             [list(c) for c in cells],
             headers=list(headers),
             tablefmt="github" if format == "markdown" else "simple",
             disable_numparse=True,
-            colalign=tuple("right" if h in numeric else "left" for h in headers),
+            colalign=tuple("right" if h in right else "left" for h in headers),
         )
         + "\n"
     )
