@@ -103,7 +103,15 @@ def test_baseline_written_and_enforced(tmp_path: Path, capsys: pytest.CaptureFix
     base = tmp_path / "base.json"
     assert run(capsys, "check", "--config", str(path), "--write-baseline", str(base))[0] == 0
     data = json.loads(base.read_text())
-    assert data["models"]["separable"]["total"] == {"params": PARAMS, "macs": TOTAL, "flops": 2 * TOTAL}
+    # float32 traffic, input read + weights read + output written: stem 1x1 conv
+    # 96*4 + 36*4 + 96*4 = 912; depthwise 96*4 + 24*4 + 54*4 = 696; pointwise 54*4 + 60*4 + 90*4 = 816
+    memory = (96 + 36 + 96) * 4 + (96 + 24 + 54) * 4 + (54 + 60 + 90) * 4
+    assert data["models"]["separable"]["total"] == {
+        "params": PARAMS,
+        "macs": TOTAL,
+        "flops": 2 * TOTAL,
+        "memory_bytes": memory,
+    }
     assert run(capsys, "check", "--config", str(path), "--baseline", str(base))[0] == 0
     # Pretend the agreed model was 2.5% cheaper: 1,332 is 2.5% over 1,299.5 -> fails at 2%, passes at 3%.
     data["models"]["separable"]["total"]["macs"] = 1300

@@ -80,7 +80,10 @@ def test_render_is_deterministic() -> None:
 def test_json_is_serialisable_and_complete(report: convprof.Report) -> None:
     data = json.loads(convprof.render(report, format="json"))
     assert data["schema"] == 1
-    assert data["total"] == {"params": 278, "macs": 936, "flops": 1872}
+    # float32 traffic of the leaves: depthwise (96 + 24 + 54) * 4, BatchNorm (54 + 12 + 54) * 4,
+    # ReLU (54 + 54) * 4, pointwise (54 + 60 + 90) * 4, Flatten 0 (a view), Linear (90 + 182 + 2) * 4
+    memory = (96 + 24 + 54 + 54 + 12 + 54 + 54 + 54 + 54 + 60 + 90 + 90 + 182 + 2) * 4
+    assert data["total"] == {"params": 278, "macs": 936, "flops": 1872, "memory_bytes": memory}
     assert data["convention"].startswith("MACs = multiply-accumulates")
     assert data["complete"] is True
     assert [layer["name"] for layer in data["layers"]][:3] == ["", "0", "0.0"]

@@ -54,6 +54,7 @@ class _Row:
     macs: int = 0
     calls: int = 0
     params: int = 0
+    memory_bytes: int = 0
     unexplained: Counter[str] = field(default_factory=Counter)
 
     def freeze(self) -> Layer:
@@ -76,7 +77,19 @@ class _Row:
             dilation=spec.dilation if spec else None,
             groups=spec.groups if spec else None,
             unexplained=tuple(sorted(self.unexplained)),
+            memory_bytes=self.memory_bytes,
         )
+
+
+def call_bytes(call: ModuleCall) -> int:
+    """Memory traffic of one call of a leaf module (the ShuffleNet V2 paper's memory access
+    cost): its tensor inputs read, its own weights read, its outputs written, at their dtypes.
+    Containers move nothing themselves (their children account for the traffic), nor do
+    modules that return a view of their input."""
+    if call.module.has_children or not call.module.moves_memory:
+        return 0
+    tensors = [meta for _, meta in call.inputs] + list(call.outputs)
+    return sum(t.numel * t.itemsize for t in tensors) + sum(p.numel * p.itemsize for p in call.module.params)
 
 
 def count(trace: Trace) -> Report:
@@ -86,6 +99,7 @@ def count(trace: Trace) -> Report:
         row = rows.setdefault(call.module.name, _Row(call.module, call))
         macs, missing = call_macs(call)
         row.macs += macs
+        row.memory_bytes += call_bytes(call)
         row.calls += 1
         row.unexplained.update(missing)
         for op in missing:
@@ -107,6 +121,10 @@ def count(trace: Trace) -> Report:
         model=trace.model,
         inputs=tuple(t.shape for t in trace.inputs),
         layers=layers,
-        total=Totals(params=sum(r.params for r in layers), macs=sum(r.macs for r in layers)),
+        total=Totals(
+            params=sum(r.params for r in layers),
+            macs=sum(r.macs for r in layers),
+            memory_bytes=sum(r.memory_bytes for r in layers),
+        ),
         unexplained=tuple(Unexplained(op, calls, tuple(names)) for op, (calls, names) in unexplained.items()),
     )

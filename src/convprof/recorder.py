@@ -36,7 +36,7 @@ from torch.nn.modules.module import register_module_forward_hook, register_modul
 from torch.utils._python_dispatch import TorchDispatchMode, _pop_mode, _push_mode
 from torch.utils._pytree import tree_leaves, tree_map_only
 
-from convprof.formulas import OpClass, classify, is_quiet, module_formula
+from convprof.formulas import OpClass, classify, is_quiet, module_formula, moves_memory
 from convprof.meta_shapes import Shortcut, shortcut_for
 from convprof.records import (
     ArgValue,
@@ -278,7 +278,7 @@ def _has_children(module: nn.Module) -> bool:
 
 def _module_info(name: str, module: nn.Module) -> ModuleInfo:
     params = tuple(
-        ParamInfo(pname, id(p), tuple(p.shape))
+        ParamInfo(pname, id(p), tuple(p.shape), p.element_size())
         for pname, p in module._parameters.items()
         if p is not None and not nn.parameter.is_lazy(p)
     )
@@ -290,6 +290,7 @@ def _module_info(name: str, module: nn.Module) -> ModuleInfo:
         config=_config(module) if module_formula(type(module)) is not None else (),
         conv=_conv_spec(module),
         has_children=_has_children(module),
+        moves_memory=moves_memory(type(module)),
     )
 
 

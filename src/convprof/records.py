@@ -59,6 +59,7 @@ class ParamInfo:
     name: str
     key: int
     shape: Shape
+    itemsize: int = 4
 
     @property
     def numel(self) -> int:
@@ -89,6 +90,7 @@ class ModuleInfo:
     config: tuple[tuple[str, Plain], ...] = ()
     conv: ConvSpec | None = None
     has_children: bool = False
+    moves_memory: bool = True  # False for views and pass-throughs (Flatten, Identity, Dropout)
 
     @property
     def type_name(self) -> str:

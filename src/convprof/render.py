@@ -110,6 +110,7 @@ def _csv(layers: Sequence[Layer]) -> str:
             "params",
             "macs",
             "flops",
+            "memory_bytes",
         ]
     )
     for layer in layers:
@@ -129,6 +130,7 @@ def _csv(layers: Sequence[Layer]) -> str:
                 layer.params,
                 layer.macs,
                 layer.flops,
+                layer.memory_bytes,
             ]
         )
     return out.getvalue()

@@ -42,10 +42,16 @@ class Layer:
     dilation: Shape | None = None
     groups: int | None = None
     unexplained: tuple[str, ...] = ()
+    memory_bytes: int = 0
 
     @property
     def flops(self) -> int:
         return 2 * self.macs
+
+    @property
+    def intensity(self) -> float:
+        """Arithmetic intensity: MACs per byte of memory traffic (0 when nothing moved)."""
+        return self.macs / self.memory_bytes if self.memory_bytes else 0.0
 
     @property
     def depth(self) -> int:
@@ -54,12 +60,13 @@ class Layer:
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["flops"] = self.flops
+        data["intensity"] = self.intensity
         return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Layer:
         """The inverse of :meth:`to_dict` (JSON turned tuples into lists)."""
-        fields = {k: v for k, v in data.items() if k != "flops"}
+        fields = {k: v for k, v in data.items() if k not in ("flops", "intensity")}
         for key in ("input_shape", "output_shape", "kernel_size", "stride", "dilation", "unexplained"):
             if fields.get(key) is not None:
                 fields[key] = tuple(fields[key])
@@ -72,10 +79,15 @@ class Layer:
 class Totals:
     params: int
     macs: int
+    memory_bytes: int = 0
 
     @property
     def flops(self) -> int:
         return 2 * self.macs
+
+    @property
+    def intensity(self) -> float:
+        return self.macs / self.memory_bytes if self.memory_bytes else 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +133,7 @@ class Report:
                     name=key,
                     params=sum(m.params for m in members),
                     macs=sum(m.macs for m in members),
+                    memory_bytes=sum(m.memory_bytes for m in members),
                     has_children=head.has_children and not collapsed,
                     kind=head.kind if len(members) == 1 else None,
                     unexplained=tuple(op for m in members for op in m.unexplained),
@@ -150,7 +163,9 @@ class Report:
                 model=data["model"],
                 inputs=tuple(tuple(s) for s in data["inputs"]),
                 layers=tuple(Layer.from_dict(layer) for layer in data["layers"]),
-                total=Totals(data["total"]["params"], data["total"]["macs"]),
+                total=Totals(
+                    data["total"]["params"], data["total"]["macs"], data["total"].get("memory_bytes", 0)
+                ),
                 unexplained=tuple(
                     Unexplained(u["op"], u["calls"], tuple(u["layers"])) for u in data["unexplained"]
                 ),
@@ -166,7 +181,12 @@ class Report:
             "convention": self.convention,
             "model": self.model,
             "inputs": [list(s) for s in self.inputs],
-            "total": {"params": self.total.params, "macs": self.total.macs, "flops": self.total.flops},
+            "total": {
+                "params": self.total.params,
+                "macs": self.total.macs,
+                "flops": self.total.flops,
+                "memory_bytes": self.total.memory_bytes,
+            },
             "complete": self.complete,
             "unexplained": [asdict(u) for u in self.unexplained],
             "layers": [layer.to_dict() for layer in self.layers],

@@ -10,6 +10,7 @@ from convprof.formulas.registry import (
     classify,
     is_quiet,
     module_formula,
+    moves_memory,
     op_formula,
     register,
 )
@@ -25,6 +26,7 @@ __all__ = [
     "is_quiet",
     "linear",
     "module_formula",
+    "moves_memory",
     "op_formula",
     "register",
 ]

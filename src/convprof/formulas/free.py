@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from convprof.formulas.registry import register_free, register_free_modules
+from convprof.formulas.registry import register_free, register_free_modules, register_view_modules
 
 _ACTIVATION = (  # elementwise, but carry no pointwise tag in any overload
     "hardswish",
@@ -327,5 +327,20 @@ register_free_modules(
         nn.ReplicationPad2d,
         nn.ReplicationPad3d,
         nn.Embedding,
+    ]
+)
+
+# Modules that return a view of their input or the input itself (Dropout in eval): no memory
+# traffic of their own.
+register_view_modules(
+    [
+        nn.Identity,
+        nn.Flatten,
+        nn.Unflatten,
+        nn.Dropout,
+        nn.Dropout1d,
+        nn.Dropout2d,
+        nn.Dropout3d,
+        nn.AlphaDropout,
     ]
 )

@@ -37,6 +37,7 @@ _MODULE_FORMULAS: dict[type, ModuleFormula] = {}
 _OP_FORMULAS: dict[str, OpFormula] = {}
 _FREE_OPS: set[str] = set()
 _FREE_MODULES: set[type] = set()
+_VIEW_MODULES: set[type] = set()
 _FREE_TAGS = (torch.Tag.pointwise, torch.Tag.reduction, torch.Tag.inplace_view)
 
 
@@ -97,6 +98,16 @@ def register_free_modules(types: Iterable[type[nn.Module]]) -> None:
     forward, so its operators are still recorded.
     """
     _FREE_MODULES.update(types)
+
+
+def register_view_modules(types: Iterable[type[nn.Module]]) -> None:
+    """Declare built-in module types whose output is a view of their input (or the input
+    itself): they read and write no memory. Exact types, as for free modules."""
+    _VIEW_MODULES.update(types)
+
+
+def moves_memory(module_type: type) -> bool:
+    return module_type not in _VIEW_MODULES
 
 
 def is_quiet(module_type: type) -> bool:
