@@ -54,7 +54,7 @@ def test_nothing_prints_outside_the_cli() -> None:
 
 
 def test_counting_reporting_and_rendering_do_not_import_torch() -> None:
-    for name in ("records.py", "counter.py", "report.py", "render.py", "units.py"):
+    for name in ("records.py", "counter.py", "blocks.py", "report.py", "render.py", "units.py"):
         assert not any(n == "torch" or n.startswith("torch.") for n in imports(FILES[name])), name
 
 

@@ -14,22 +14,10 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
+from convprof.blocks import find_blocks
 from convprof.formulas import module_formula, op_formula
-from convprof.records import ConvSpec, ModuleCall, ModuleInfo, Trace
+from convprof.records import ModuleCall, ModuleInfo, Trace
 from convprof.report import Layer, Report, Totals, Unexplained
-
-
-def conv_kind(spec: ConvSpec) -> str:
-    """``depthwise``: one group per input channel (channel multipliers included);
-    ``grouped``: any other grouping (a grouped 1x1 too); ``pointwise``: all-ones kernel;
-    ``standard``: the rest."""
-    if spec.groups > 1 and spec.groups == spec.in_channels:
-        return "depthwise"
-    if spec.groups > 1:
-        return "grouped"
-    if all(k == 1 for k in spec.kernel_size):
-        return "pointwise"
-    return "standard"
 
 
 def call_macs(call: ModuleCall) -> tuple[int, list[str]]:
@@ -64,7 +52,7 @@ class _Row:
         return Layer(
             name=self.info.name,
             type=self.info.type_name,
-            kind=conv_kind(spec) if spec else None,
+            kind=spec.kind if spec else None,
             input_shape=x,
             output_shape=y,
             params=self.params,
@@ -127,4 +115,5 @@ def count(trace: Trace) -> Report:
             memory_bytes=sum(r.memory_bytes for r in layers),
         ),
         unexplained=tuple(Unexplained(op, calls, tuple(names)) for op, (calls, names) in unexplained.items()),
+        blocks=find_blocks(trace.calls, layers),
     )

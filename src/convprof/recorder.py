@@ -35,6 +35,7 @@ from torch import nn
 from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
 from torch.utils._python_dispatch import TorchDispatchMode, _pop_mode, _push_mode
 from torch.utils._pytree import tree_leaves, tree_map_only
+from torch.utils.weak import WeakIdKeyDictionary
 
 from convprof.formulas import OpClass, classify, is_quiet, module_formula, moves_memory
 from convprof.meta_shapes import Shortcut, shortcut_for
@@ -108,9 +109,18 @@ class _Frame:
     """A module call in progress."""
 
     name: str
+    index: int  # position in the trace's calls
     inputs: tuple[tuple[str, TensorMeta], ...]
+    sources: frozenset[int] = frozenset()
     ops: list[OpCall] = field(default_factory=list)
     outputs: tuple[TensorMeta, ...] | None = None
+
+
+# What a module call does to the data-flow tags of the tensors it returns.
+_PRODUCES = 1  # a module with a formula: its outputs start a new tag (its call index)
+_PASSES = 2  # a quiet childless module (norm, activation): outputs inherit the tags of inputs of
+# the same shape, as the free operators it ran unseen would have passed them on
+_NOTHING = 0  # containers and watched modules: the operators inside already tagged the outputs
 
 
 class _Session(TorchDispatchMode):  # type: ignore[no-untyped-call]
@@ -133,7 +143,10 @@ class _Session(TorchDispatchMode):  # type: ignore[no-untyped-call]
         self.stack: list[_Frame] = []
         self.calls: list[_Frame] = []
         self.last_op: torch._ops.OpOverload | None = None
-        self.modules: dict[int, tuple[str, bool]] = {}  # id(module) -> (name, quiet)
+        self.modules: dict[int, tuple[str, bool, int]] = {}  # id(module) -> (name, quiet, role)
+        # Data flow: tensor -> indices of the producing calls (see ModuleCall.sources). Weak
+        # and keyed by identity, so tensors die as usual and are never compared by value.
+        self.tags: WeakIdKeyDictionary = WeakIdKeyDictionary()
         self.quiet: _Frame | None = None  # the childless module running with the mode popped
         self._buffers = buffers  # id -> buffer, when mutations must be undone
         self.saved: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
@@ -163,7 +176,10 @@ class _Session(TorchDispatchMode):  # type: ignore[no-untyped-call]
             self._snapshot(args)
         if out is None:
             out = func(*args, **kwargs)
-        if op_class is not OpClass.FREE and self.stack:
+        if op_class is OpClass.FREE:
+            if len(self.tags):
+                self._pass_tags(args, out)
+        elif self.stack:
             self.stack[-1].ops.append(
                 OpCall(
                     op=str(func),
@@ -173,6 +189,26 @@ class _Session(TorchDispatchMode):  # type: ignore[no-untyped-call]
                 )
             )
         return out
+
+    def _sources(self, args: tuple[Any, ...]) -> frozenset[int]:
+        tags: frozenset[int] = frozenset()
+        for arg in args:
+            if isinstance(arg, torch.Tensor):
+                tags = tags | self.tags.get(arg, frozenset())  # type: ignore[no-untyped-call]
+        return tags
+
+    def _pass_tags(self, args: tuple[Any, ...], out: Any) -> None:
+        """Tag the first output of a shape-preserving operator or module with the tags of its
+        positional inputs of the same shape: ``bn(x)``, ``relu(x)``, ``x * scale``, ``x + y``."""
+        first = out if isinstance(out, torch.Tensor) else None
+        if first is None and isinstance(out, (tuple, list)) and out and isinstance(out[0], torch.Tensor):
+            first = out[0]
+        if first is None:
+            return
+        shape = first.shape
+        tags = self._sources(tuple(a for a in args if isinstance(a, torch.Tensor) and a.shape == shape))
+        if tags:
+            self.tags[first] = tags
 
     def _meta(self, tensor: torch.Tensor) -> torch.Tensor:
         """A meta tensor like ``tensor`` (itself when it is one): no data is read or copied."""
@@ -212,9 +248,14 @@ class _Session(TorchDispatchMode):  # type: ignore[no-untyped-call]
         known = self.modules.get(id(module))
         if known is None:
             return
-        name, quiet = known
+        name, quiet, _ = known
         self.restore_mode()
-        frame = _Frame(name, tuple(item for i, a in enumerate(args) for item in _named_tensors(str(i), a)))
+        frame = _Frame(
+            name,
+            len(self.calls),
+            tuple(item for i, a in enumerate(args) for item in _named_tensors(str(i), a)),
+            self._sources(args) if len(self.tags) else frozenset(),
+        )
         self.stack.append(frame)
         self.calls.append(frame)
         if quiet:
@@ -225,7 +266,7 @@ class _Session(TorchDispatchMode):  # type: ignore[no-untyped-call]
         known = self.modules.get(id(module))
         if known is None:
             return
-        name = known[0]
+        name, _, role = known
         self.restore_mode()
         # Pop back to this module's frame: a child whose exception the parent caught never
         # reached its own post-hook.
@@ -233,6 +274,13 @@ class _Session(TorchDispatchMode):  # type: ignore[no-untyped-call]
             frame = self.stack.pop()
             if frame.name == name:
                 frame.outputs = _outputs(output)
+                if role == _PRODUCES:
+                    tag = frozenset({frame.index})
+                    for tensor in tree_leaves(output):
+                        if isinstance(tensor, torch.Tensor):
+                            self.tags[tensor] = tag
+                elif role == _PASSES and len(self.tags):
+                    self._pass_tags(args, output)
                 if kwargs:
                     frame.inputs += tuple(item for k, v in kwargs.items() for item in _named_tensors(k, v))
                 return
@@ -274,6 +322,14 @@ def _no_op(module: nn.Module, args: Any) -> None:
 
 def _has_children(module: nn.Module) -> bool:
     return any(child is not None for child in module._modules.values())
+
+
+def _roles(name: str, module: nn.Module, computing: bool) -> tuple[str, bool, int]:
+    """(name, quiet, data-flow role) of a module of the model."""
+    quiet = computing and is_quiet(type(module)) and not _has_children(module)
+    if module_formula(type(module)) is not None:
+        return name, quiet, _PRODUCES
+    return name, quiet, _PASSES if quiet else _NOTHING
 
 
 def _module_info(name: str, module: nn.Module) -> ModuleInfo:
@@ -332,9 +388,7 @@ def record(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], *, c
         session = _Session(None, stand_ins)
     training = [(m, m.training) for _, m in named]
     # Popping the mode only pays off when the operators can run unwatched.
-    session.modules = {
-        id(m): (name, computing and is_quiet(type(m)) and not _has_children(m)) for name, m in named
-    }
+    session.modules = {id(m): _roles(name, m, computing) for name, m in named}
     # Two global hooks cost less than a pair per module (registration, removal); they ignore
     # modules that are not part of the model.
     handles = []
@@ -371,7 +425,10 @@ def record(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], *, c
             for buffer, saved in session.saved.values():
                 buffer.copy_(saved)
     infos = {name: _module_info(name, module) for name, module in named}
-    calls = tuple(ModuleCall(infos[f.name], f.inputs, f.outputs or (), tuple(f.ops)) for f in session.calls)
+    calls = tuple(
+        ModuleCall(infos[f.name], f.inputs, f.outputs or (), tuple(f.ops), tuple(sorted(f.sources)))
+        for f in session.calls
+    )
     inputs = tuple(item for _, item in _named_tensors("", (args, kwargs)))
     return Trace(type(model).__name__, inputs, tuple(infos.values()), calls)
 

@@ -79,6 +79,19 @@ class ConvSpec:
     groups: int
     transposed: bool
 
+    @property
+    def kind(self) -> str:
+        """``depthwise``: one group per input channel (channel multipliers included);
+        ``grouped``: any other grouping (a grouped 1x1 too); ``pointwise``: all-ones kernel;
+        ``standard``: the rest."""
+        if self.groups > 1 and self.groups == self.in_channels:
+            return "depthwise"
+        if self.groups > 1:
+            return "grouped"
+        if all(k == 1 for k in self.kernel_size):
+            return "pointwise"
+        return "standard"
+
 
 @dataclass(frozen=True, slots=True)
 class ModuleInfo:
@@ -106,13 +119,17 @@ class ModuleInfo:
 
 @dataclass(frozen=True, slots=True)
 class ModuleCall:
-    """One call of a module's forward: its tensor inputs by argument name, outputs, and the
-    operators that ran while it was the innermost module running."""
+    """One call of a module's forward: its tensor inputs by argument name, outputs, the
+    operators that ran while it was the innermost module running, and where its input came from."""
 
     module: ModuleInfo
     inputs: tuple[tuple[str, TensorMeta], ...]
     outputs: tuple[TensorMeta, ...]
     ops: tuple[OpCall, ...] = ()
+    # Data flow: indices (into Trace.calls) of the earlier calls of modules with a formula
+    # (conv, linear, attention) whose outputs reach this call's positional inputs through
+    # shape-preserving free operators only (norms, activations, residual adds, scaling).
+    sources: tuple[int, ...] = ()
 
     def input(self, name: str, position: int = 0) -> TensorMeta | None:
         """The tensor input called ``name``, else the one at ``position``, else None."""

@@ -101,6 +101,61 @@ class Unexplained:
 
 
 @dataclass(frozen=True, slots=True)
+class Block:
+    """A depthwise-separable block (a depthwise conv whose output a pointwise conv consumes,
+    possibly through norms, activations and scaling) or an inverted residual (a pointwise
+    expand before the depthwise), found from the data flow, whatever the modules are called.
+
+    ``params``, ``macs`` and ``memory_bytes`` add up the member layers' rows.
+    ``standard_macs`` is what one standard convolution with the block's input and output
+    channels, the depthwise kernel and stride and the block's output size would cost;
+    ``savings = macs / standard_macs``, the MobileNet paper's ``1/N + 1/k^2`` for a separable
+    block.
+    """
+
+    name: str
+    kind: str  # "separable" or "inverted_residual"
+    layers: tuple[str, ...]  # (expand,) depthwise, project, in execution order
+    in_channels: int
+    out_channels: int
+    kernel_size: Shape
+    stride: Shape
+    output_shape: Shape
+    params: int
+    macs: int
+    memory_bytes: int
+    depthwise_params: int
+    depthwise_macs: int
+    standard_macs: int
+
+    @property
+    def pointwise_params(self) -> int:
+        return self.params - self.depthwise_params
+
+    @property
+    def pointwise_macs(self) -> int:
+        return self.macs - self.depthwise_macs
+
+    @property
+    def savings(self) -> float:
+        return self.macs / self.standard_macs if self.standard_macs else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data.update(
+            pointwise_params=self.pointwise_params, pointwise_macs=self.pointwise_macs, savings=self.savings
+        )
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Block:
+        fields = {k: v for k, v in data.items() if k not in ("pointwise_params", "pointwise_macs", "savings")}
+        for key in ("layers", "kernel_size", "stride", "output_shape"):
+            fields[key] = tuple(fields[key])
+        return cls(**fields)
+
+
+@dataclass(frozen=True, slots=True)
 class Report:
     model: str
     inputs: tuple[Shape, ...]
@@ -108,6 +163,7 @@ class Report:
     total: Totals
     unexplained: tuple[Unexplained, ...] = ()
     convention: str = CONVENTION
+    blocks: tuple[Block, ...] = ()
 
     @property
     def complete(self) -> bool:
@@ -170,6 +226,7 @@ class Report:
                     Unexplained(u["op"], u["calls"], tuple(u["layers"])) for u in data["unexplained"]
                 ),
                 convention=data["convention"],
+                blocks=tuple(Block.from_dict(b) for b in data.get("blocks", ())),
             )
         except (KeyError, TypeError) as exc:
             raise ValueError(f"malformed convprof report: {type(exc).__name__}: {exc}") from exc
@@ -190,6 +247,7 @@ class Report:
             "complete": self.complete,
             "unexplained": [asdict(u) for u in self.unexplained],
             "layers": [layer.to_dict() for layer in self.layers],
+            "blocks": [block.to_dict() for block in self.blocks],
         }
 
     def __str__(self) -> str:
