@@ -21,10 +21,12 @@ from convprof.api import profile
 from convprof.budget import Check, checks
 from convprof.calculator import compare_convs
 from convprof.diff import compare
+from convprof.plot import plot
 from convprof.recorder import ForwardError
 from convprof.records import Shape
 from convprof.render import FORMATS, render, render_diff, rows
 from convprof.report import Report
+from convprof.roofline import PRESETS, Machine, machine
 from convprof.units import format_shape, parse_tolerance
 from convprof.zoo import SpecError, load
 
@@ -61,6 +63,13 @@ def _tolerance(text: str) -> float:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _machine(text: str) -> Machine:
+    try:
+        return machine(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse with one-line errors: the message, not the usage block."""
 
@@ -90,6 +99,21 @@ def _parser() -> argparse.ArgumentParser:
         "--no-compute",
         action="store_true",
         help="build the model on meta and count without arithmetic (same numbers)",
+    )
+    prof.add_argument(
+        "--memory", action="store_true", help="add bytes moved and MACs per byte (arithmetic intensity)"
+    )
+    prof.add_argument(
+        "--roofline",
+        type=_machine,
+        metavar="MACHINE",
+        help=f"mark rows memory- or compute-bound: a balance in MACs/byte or one of {', '.join(PRESETS)}",
+    )
+    prof.add_argument(
+        "--blocks", action="store_true", help="list separable blocks and inverted residuals instead of layers"
+    )
+    prof.add_argument(
+        "--plot", type=Path, metavar="FILE.png", help="also draw per-layer bars and a roofline scatter"
     )
 
     chk = commands.add_parser("check", help="hold every configured model to its budget")
@@ -167,8 +191,25 @@ def _profile_spec(
 def _cmd_profile(args: argparse.Namespace) -> int:
     if args.depth is not None and args.depth < 0:
         raise UsageError("--depth must be 0 or more")
+    if args.plot is not None and args.plot.suffix.lower() != ".png":
+        raise UsageError(f"--plot writes PNG files: give a name ending in .png, not {str(args.plot)!r}")
     report = _profile_spec(args.spec, args.input, _DTYPES[args.dtype], compute=not args.no_compute)
-    sys.stdout.write(render(report, depth=args.depth, format=args.format))
+    sys.stdout.write(
+        render(
+            report,
+            depth=args.depth,
+            format=args.format,
+            memory=args.memory,
+            roofline=args.roofline,
+            blocks=args.blocks,
+        )
+    )
+    if args.plot is not None:
+        try:
+            plot(report, args.plot, roofline=args.roofline)
+        except (ImportError, OSError) as exc:
+            raise UsageError(str(exc)) from None
+        print(f"convprof: plot written to {args.plot}", file=sys.stderr)
     return 0
 
 

@@ -15,45 +15,180 @@ from collections.abc import Sequence
 from tabulate import tabulate
 
 from convprof.diff import ModelDiff
-from convprof.report import Layer, Report
+from convprof.report import Block, Layer, Report
+from convprof.roofline import Machine
 from convprof.units import format_quantity, format_shape
 
 FORMATS = ("table", "json", "csv", "markdown")
 HEADERS = ("Layer", "Type", "Kind", "Input", "Output", "k / s / g", "Params", "MACs", "Share")
 
 
-def render(report: Report, *, depth: int | None = None, format: str = "table") -> str:
+def render(
+    report: Report,
+    *,
+    depth: int | None = None,
+    format: str = "table",
+    memory: bool = False,
+    roofline: Machine | None = None,
+    blocks: bool = False,
+) -> str:
     """The layer table and totals as text.
 
     ``depth`` rolls rows up by name prefix (``depth=1`` gives one row per top-level child);
     ``format`` is one of ``table``, ``json``, ``csv``, ``markdown``. Containers with no cost of
     their own are left out of the table (their children carry it); JSON and CSV keep them.
+    ``memory`` adds each row's bytes moved and MACs per byte; ``roofline`` (which implies
+    ``memory``) adds which roof bounds the row and its share of the roofline time;
+    ``blocks`` lists the separable blocks and inverted residuals instead of layers.
     """
     if format not in FORMATS:
         raise ValueError(f"unknown format {format!r}; choose one of {', '.join(FORMATS)}")
     if format == "json":
         return json.dumps(report.to_dict(), indent=2) + "\n"
+    if blocks:
+        return (
+            _csv_blocks(report.blocks)
+            if format == "csv"
+            else _blocks(report, format, memory or roofline is not None)
+        )
     layers = report.rollup(depth) if depth is not None else report.layers
     if format == "csv":
         return _csv(layers)
     shown = [layer for layer in layers if not layer.has_children or layer.params or layer.macs]
+    headers = list(HEADERS)
     cells = [_cells(layer, report.total.macs) for layer in shown]
+    if memory or roofline is not None:
+        headers += ["Bytes", "MACs/B"]
+        for row, layer in zip(cells, shown, strict=True):
+            row += [f"{layer.memory_bytes:,}", f"{layer.intensity:.2f}" if layer.memory_bytes else ""]
+    if roofline is not None:
+        headers += ["Bound", "Time"]
+        total = sum(roofline.seconds(layer.macs, layer.memory_bytes) for layer in shown)
+        for row, layer in zip(cells, shown, strict=True):
+            seconds = roofline.seconds(layer.macs, layer.memory_bytes)
+            row += [
+                roofline.bound(layer.macs, layer.memory_bytes),
+                f"{100 * seconds / total:.1f}%" if total else "",
+            ]
     table = tabulate(
         cells,
-        headers=HEADERS,
+        headers=headers,
         tablefmt="github" if format == "markdown" else "simple",
         disable_numparse=True,
-        colalign=("left",) * 6 + ("right",) * 3,
+        colalign=tuple("right" if h in _NUMERIC else "left" for h in headers),
     )
-    return table + "\n\n" + footer(report, markdown=format == "markdown")
+    text = footer(report, markdown=format == "markdown", memory=memory or roofline is not None)
+    if roofline is not None:
+        text += _roofline_footer(shown, roofline, markdown=format == "markdown")
+    return table + "\n\n" + text
+
+
+_NUMERIC = frozenset({"Params", "MACs", "Share", "Bytes", "MACs/B", "Time", "Std MACs", "Savings"})
+
+
+def _roofline_footer(layers: Sequence[Layer], machine: Machine, *, markdown: bool) -> str:
+    times = [machine.seconds(layer.macs, layer.memory_bytes) for layer in layers]
+    total_time = sum(times)
+    total_macs = sum(layer.macs for layer in layers)
+    memory_bound = [
+        (layer, t)
+        for layer, t in zip(layers, times, strict=True)
+        if machine.bound(layer.macs, layer.memory_bytes) == "memory"
+    ]
+    macs_share = 100 * sum(layer.macs for layer, _ in memory_bound) / total_macs if total_macs else 0.0
+    time_share = 100 * sum(t for _, t in memory_bound) / total_time if total_time else 0.0
+    relative = machine.description.startswith("relative")
+    lines = [
+        f"Roofline:     {machine.name}"
+        + ("" if relative else f" ({machine.description})")
+        + f"; balance {machine.balance:.1f} MACs/B.",
+        f"              {len(memory_bound)} of {len(layers)} rows are memory-bound: "
+        f"{macs_share:.1f}% of the MACs, {time_share:.1f}% of the roofline time"
+        + ("." if relative else f" (lower bound {_seconds(total_time)}, no fusion)."),
+    ]
+    return "\n".join(f"{line}  " if markdown else line for line in lines) + "\n"
+
+
+def _seconds(value: float) -> str:
+    for unit, scale in (("s", 1.0), ("ms", 1e-3), ("us", 1e-6)):
+        if value >= scale:
+            return f"{value / scale:.3g} {unit}"
+    return f"{value / 1e-9:.3g} ns"
+
+
+def _blocks(report: Report, format: str, memory: bool) -> str:
+    """One row per separable block or inverted residual, with the depthwise and pointwise
+    shares of its MACs and params and its cost next to one standard conv."""
+    rows_by_name = {layer.name: layer for layer in report.layers}
+    headers = ["Block", "Kind", "Channels", "k / s", "Params", "DW / PW params", "MACs", "DW / PW MACs"]
+    headers += ["Std MACs", "Savings"]
+    if memory:
+        headers += ["Bytes", "MACs/B"]
+    cells = []
+    for block in report.blocks:
+        hidden = rows_by_name[block.layers[-2]].groups
+        channels = (
+            [block.in_channels, hidden, block.out_channels]
+            if len(block.layers) == 3
+            else [block.in_channels, block.out_channels]
+        )
+        row = [
+            block.name,
+            block.kind.replace("_", " "),
+            " > ".join(str(c) for c in channels),
+            f"{format_shape(block.kernel_size)} / {_stride(block.stride)}",
+            f"{block.params:,}",
+            _shares(block.depthwise_params, block.params),
+            f"{block.macs:,}",
+            _shares(block.depthwise_macs, block.macs),
+            f"{block.standard_macs:,}",
+            f"{block.savings:.2f}",
+        ]
+        if memory:
+            intensity = block.macs / block.memory_bytes if block.memory_bytes else 0.0
+            row += [f"{block.memory_bytes:,}", f"{intensity:.2f}"]
+        cells.append(row)
+    markdown = format == "markdown"
+    if not cells:
+        return "No depthwise-separable blocks or inverted residuals found.\n\n" + footer(
+            report, markdown=markdown
+        )
+    table = tabulate(
+        cells,
+        headers=headers,
+        tablefmt="github" if markdown else "simple",
+        disable_numparse=True,
+        colalign=tuple("right" if h in _NUMERIC or "/ PW" in h else "left" for h in headers),
+    )
+    kinds = [b.kind for b in report.blocks]
+    macs = sum(b.macs for b in report.blocks)
+    share = f" ({100 * macs / report.total.macs:.1f}%)" if report.total.macs else ""
+    lines = [
+        f"Blocks:       {len(kinds)} ({kinds.count('separable')} separable, "
+        f"{kinds.count('inverted_residual')} inverted residual) hold {format_quantity(macs)} of "
+        f"{format_quantity(report.total.macs)} MACs{share}.",
+        "Savings:      block MACs / MACs of one standard conv with the block's input and output "
+        "channels, depthwise kernel and stride, and output size.",
+    ]
+    text = "\n".join(f"{line}  " if markdown else line for line in lines) + "\n"
+    return table + "\n\n" + text + footer(report, markdown=markdown, memory=memory)
+
+
+def _shares(depthwise: int, total: int) -> str:
+    if not total:
+        return ""
+    part = round(100 * depthwise / total)
+    return f"{part}% / {100 - part}%"
 
 
 def _conv_cell(layer: Layer) -> str:
     if layer.kernel_size is None:
         return ""
-    stride = layer.stride or ()
-    s = str(stride[0]) if len(set(stride)) == 1 else "x".join(map(str, stride))
-    return f"{format_shape(layer.kernel_size)} / {s} / {layer.groups}"
+    return f"{format_shape(layer.kernel_size)} / {_stride(layer.stride or ())} / {layer.groups}"
+
+
+def _stride(stride: tuple[int, ...]) -> str:
+    return str(stride[0]) if len(set(stride)) == 1 else "x".join(map(str, stride))
 
 
 def _cells(layer: Layer, total_macs: int) -> list[str]:
@@ -72,15 +207,21 @@ def _cells(layer: Layer, total_macs: int) -> list[str]:
     ]
 
 
-def footer(report: Report, *, markdown: bool = False) -> str:
+def footer(report: Report, *, markdown: bool = False, memory: bool = False) -> str:
     """Totals in exact integers and human units, the convention, and what was not counted."""
     total = report.total
     lines = [
         f"Total params: {total.params:,} ({format_quantity(total.params)})",
         f"Total MACs:   {total.macs:,} ({format_quantity(total.macs)})",
         f"Total FLOPs:  {total.flops:,} ({format_quantity(total.flops)})",
-        f"Convention:   {report.convention}.",
     ]
+    if memory:
+        lines.append(
+            f"Total bytes:  {total.memory_bytes:,} ({format_quantity(total.memory_bytes)}B), "
+            f"{total.intensity:.2f} MACs per byte; bytes = inputs read + weights read + outputs "
+            "written by each leaf module (memory access cost)."
+        )
+    lines.append(f"Convention:   {report.convention}.")
     if report.unexplained:
         lines.append("Not counted:  operators with no formula ran; their compute is missing above:")
         for u in report.unexplained:
@@ -132,6 +273,23 @@ def _csv(layers: Sequence[Layer]) -> str:
                 layer.flops,
                 layer.memory_bytes,
             ]
+        )
+    return out.getvalue()
+
+
+def _csv_blocks(blocks: Sequence[Block]) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    columns = ["name", "kind", "layers", "in_channels", "out_channels", "kernel_size", "stride"]
+    numbers = ["params", "macs", "memory_bytes", "depthwise_params", "depthwise_macs"]
+    numbers += ["pointwise_params", "pointwise_macs", "standard_macs", "savings"]
+    writer.writerow(columns + numbers)
+    for block in blocks:
+        data = block.to_dict()
+        writer.writerow(
+            [block.name, block.kind, ";".join(block.layers), block.in_channels, block.out_channels]
+            + [format_shape(block.kernel_size), format_shape(block.stride)]
+            + [data[key] for key in numbers]
         )
     return out.getvalue()
 

@@ -1,0 +1,68 @@
+"""Plots are real PNG files of the documented size; without matplotlib the error says what to
+install."""
+
+from __future__ import annotations
+
+import struct
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+import convprof
+from convprof.cli import main
+from convprof.plot import DPI, HEIGHT, WIDTH, plot
+from convprof.roofline import machine
+
+pytest.importorskip("matplotlib")
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", "not a PNG"
+    assert data[12:16] == b"IHDR"
+    width, height = struct.unpack(">II", data[16:24])
+    return width, height
+
+
+def test_plot_mobilenet(tmp_path: Path) -> None:
+    report = convprof.profile(torchvision.models.mobilenet_v2(), torch.ones(1, 3, 224, 224), compute=False)
+    out = plot(report, tmp_path / "mnv2.png", roofline=machine("xeon-8480"))
+    assert png_size(out) == (WIDTH * DPI, HEIGHT * DPI) == (1200, 1000)
+    assert out.stat().st_size > 20_000  # bars and points, not an empty canvas
+
+
+def test_plot_without_memory_or_convs(tmp_path: Path) -> None:
+    report = convprof.profile(nn.Sequential(nn.Flatten(), nn.Linear(96, 2)), torch.ones(1, 6, 4, 4))
+    assert png_size(plot(report, tmp_path / "tiny.png")) == (1200, 1000)
+
+
+def test_cli_plot(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    target = tmp_path / "pair.png"
+    argv = ["profile", "tests.test_roofline:tutorial_pair", "--input", "1,6,4,4", "--plot", str(target)]
+    assert main(argv) == 0
+    assert png_size(target) == (1200, 1000)
+    assert f"plot written to {target}" in capsys.readouterr().err
+
+
+def test_missing_matplotlib_names_the_extra(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ImportError
+    report = convprof.profile(nn.Linear(2, 2), torch.ones(1, 2))
+    with pytest.raises(ImportError, match=r"pip install 'convprof\[plot\]'"):
+        plot(report, tmp_path / "x.png")
+    argv = [
+        "profile",
+        "tests.test_roofline:tutorial_pair",
+        "--input",
+        "1,6,4,4",
+        "--plot",
+        str(tmp_path / "y.png"),
+    ]
+    assert main(argv) == 2
+    assert "convprof[plot]" in capsys.readouterr().err
+    assert not (tmp_path / "y.png").exists()
