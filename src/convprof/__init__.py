@@ -10,7 +10,7 @@ from convprof.formulas import register
 from convprof.recorder import ForwardError, ValuesNeeded
 from convprof.records import ModuleCall, OpCall, TensorMeta
 from convprof.render import render
-from convprof.report import CONVENTION, Layer, Report, Totals, Unexplained
+from convprof.report import CONVENTION, Block, Layer, Report, Totals, Unexplained
 
 try:
     __version__ = version("convprof")
@@ -19,6 +19,7 @@ except PackageNotFoundError:  # running from a source tree that was never instal
 
 __all__ = [
     "CONVENTION",
+    "Block",
     "BudgetExceeded",
     "ForwardError",
     "Layer",
