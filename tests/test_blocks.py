@@ -204,3 +204,12 @@ def test_mobilenet_v3_and_efficientnet_blocks_through_squeeze_excitation() -> No
 def test_models_without_depthwise_convs_have_no_blocks() -> None:
     report = convprof.profile(torchvision.models.resnet18(), torch.ones(1, 3, 64, 64), compute=False)
     assert report.blocks == ()
+
+
+def test_one_dimensional_separable_block() -> None:
+    model = nn.Sequential(nn.Conv1d(8, 8, 5, padding=2, groups=8), nn.GELU(), nn.Conv1d(8, 16, 1))
+    (block,) = convprof.profile(model, torch.ones(1, 8, 20)).blocks
+    assert block.depthwise_macs == 8 * 20 * 5  # 800
+    assert block.pointwise_macs == 16 * 20 * 8  # 2,560
+    assert block.standard_macs == 16 * 20 * 8 * 5  # Conv1d(8, 16, 5, padding=2): 12,800
+    assert block.savings == pytest.approx(1 / 16 + 1 / 5)

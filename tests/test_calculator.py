@@ -56,3 +56,24 @@ def test_cli(capsys: pytest.CaptureFixture[str]) -> None:
         capsys.readouterr().err
         == "convprof: error: groups=4 must divide both in_channels=6 and out_channels=10\n"
     )
+
+
+def test_memory_bytes() -> None:
+    # float32: input 6*4*4 = 96 elements, output 10*3*3 = 90 (depthwise output 6*3*3 = 54).
+    rows = {r.name: r.memory_bytes for r in compare_convs(6, 10, 2, 4)}
+    assert rows == {
+        "standard": (96 + 240 + 90) * 4,  # 1,704
+        "grouped (groups=2)": (96 + 120 + 90) * 4,  # 1,224
+        "depthwise": (96 + 24 + 54) * 4,  # 696
+        "pointwise": (54 + 60 + 90) * 4,  # 816
+        "depthwise + pointwise": 696 + 816,  # the intermediate is written, then read again
+    }
+    (standard,) = [r for r in compare_convs(6, 10, 2, 4) if r.name == "standard"]
+    assert standard.intensity == pytest.approx(2160 / 1704)
+
+
+def test_cli_memory(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["conv", "--in", "6", "--out", "10", "--kernel", "2", "--size", "4", "--memory"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split()[-2:] == ["Bytes", "MACs/B"]
+    assert lines[2].split()[-2:] == ["1,704", "1.27"]

@@ -28,6 +28,11 @@ class ConvRow:
     output_shape: tuple[int, ...]
     params_ratio: float
     macs_ratio: float
+    memory_bytes: int = 0  # float32 input, weights and output (the pair: both layers')
+
+    @property
+    def intensity(self) -> float:
+        return self.macs / self.memory_bytes if self.memory_bytes else 0.0
 
 
 def compare_convs(
@@ -95,6 +100,7 @@ def compare_convs(
             output_shape=report.layers[-1].output_shape or (),
             params_ratio=report.total.params / base.params if base.params else 0.0,
             macs_ratio=report.total.macs / base.macs if base.macs else 0.0,
+            memory_bytes=report.total.memory_bytes,
         )
         for name, report in rows
     )

@@ -147,6 +147,7 @@ def _parser() -> argparse.ArgumentParser:
     calc.add_argument("--groups", type=int, default=2, help="groups of the grouped convolution (default 2)")
     calc.add_argument("--stride", type=int, default=1)
     calc.add_argument("--padding", type=int, default=0)
+    calc.add_argument("--memory", action="store_true", help="add float32 bytes moved and MACs per byte")
     calc.add_argument("--format", choices=("table", "markdown"), default="table")
 
     dif = commands.add_parser("diff", help="what changed between two report or baseline files")
@@ -333,9 +334,12 @@ def _cmd_conv(args: argparse.Namespace) -> int:
             f"{row.macs:,}",
             f"{row.macs_ratio:.2f}",
         ]
+        + ([f"{row.memory_bytes:,}", f"{row.intensity:.2f}"] if args.memory else [])
         for row in found
     ]
-    headers = ("Convolution", "Output", "Params", "MACs", "vs standard")
+    headers: tuple[str, ...] = ("Convolution", "Output", "Params", "MACs", "vs standard")
+    if args.memory:
+        headers += ("Bytes", "MACs/B")
     sys.stdout.write(rows(headers, cells, format=args.format, right=frozenset(headers[2:])))
     sys.stdout.write(
         f"\nInput 1x{args.in_channels}x{args.size}x{args.size}, {args.kernel}x{args.kernel} kernel, "
