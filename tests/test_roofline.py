@@ -74,16 +74,18 @@ def test_roofline_columns_with_a_balance() -> None:
     # pointwise max(1080, 816) = 1080; shares of 1776.
     assert depthwise[-1] == f"{100 * 696 / 1776:.1f}%" == "39.2%"
     assert pointwise[-1] == f"{100 * 1080 / 1776:.1f}%" == "60.8%"
-    assert "1 of 2 rows are memory-bound: 28.6% of the MACs, 39.2% of the roofline time." in text
+    assert "1 of 2 rows memory-bound: 28.6% of the MACs, 39.2% of the roofline time." in text
+    # The depthwise row is the memory-bound one here.
+    assert "1 depthwise row: 28.6% of the MACs, 39.2% of the roofline time." in text
 
 
 def test_roofline_preset_gives_a_time_bound() -> None:
     report = convprof.profile(tutorial_pair(), X)
     text = convprof.render(report, roofline=machine("h100"))
     # Both rows are memory-bound on an H100: (696 + 816) bytes / 3.35e12 B/s = 0.451 ns.
-    assert "2 of 2 rows are memory-bound" in text
+    assert "2 of 2 rows memory-bound" in text
     assert f"{1512 / 3.35e12 * 1e9:.3g}" == "0.451"
-    assert "lower bound 0.451 ns, no fusion" in text
+    assert "lower bound 0.451 ns (no fusion)" in text
 
 
 def test_blocks_table() -> None:

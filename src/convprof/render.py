@@ -87,25 +87,31 @@ _NUMERIC = frozenset({"Params", "MACs", "Share", "Bytes", "MACs/B", "Time", "Std
 
 
 def _roofline_footer(layers: Sequence[Layer], machine: Machine, *, markdown: bool) -> str:
+    """How many rows sit under the memory roof, and the share of MACs and of roofline time
+    that the memory-bound rows and the depthwise rows hold: where MACs and time part ways."""
     times = [machine.seconds(layer.macs, layer.memory_bytes) for layer in layers]
-    total_time = sum(times)
-    total_macs = sum(layer.macs for layer in layers)
+    total_time, total_macs = sum(times), sum(layer.macs for layer in layers)
+
+    def shares(chosen: list[tuple[Layer, float]]) -> str:
+        macs = 100 * sum(layer.macs for layer, _ in chosen) / total_macs if total_macs else 0.0
+        seconds = 100 * sum(t for _, t in chosen) / total_time if total_time else 0.0
+        return f"{macs:.1f}% of the MACs, {seconds:.1f}% of the roofline time"
+
+    rows = list(zip(layers, times, strict=True))
     memory_bound = [
-        (layer, t)
-        for layer, t in zip(layers, times, strict=True)
-        if machine.bound(layer.macs, layer.memory_bytes) == "memory"
+        (layer, t) for layer, t in rows if machine.bound(layer.macs, layer.memory_bytes) == "memory"
     ]
-    macs_share = 100 * sum(layer.macs for layer, _ in memory_bound) / total_macs if total_macs else 0.0
-    time_share = 100 * sum(t for _, t in memory_bound) / total_time if total_time else 0.0
-    relative = machine.description.startswith("relative")
+    depthwise = [(layer, t) for layer, t in rows if layer.kind == "depthwise"]
     lines = [
         f"Roofline:     {machine.name}"
-        + ("" if relative else f" ({machine.description})")
-        + f"; balance {machine.balance:.1f} MACs/B.",
-        f"              {len(memory_bound)} of {len(layers)} rows are memory-bound: "
-        f"{macs_share:.1f}% of the MACs, {time_share:.1f}% of the roofline time"
-        + ("." if relative else f" (lower bound {_seconds(total_time)}, no fusion)."),
+        + (f" ({machine.description})" if machine.absolute else "")
+        + f"; balance {machine.balance:.1f} MACs/B"
+        + (f"; lower bound {_seconds(total_time)} (no fusion)." if machine.absolute else "."),
+        f"              {len(memory_bound)} of {len(layers)} rows memory-bound: {shares(memory_bound)}.",
     ]
+    if depthwise:
+        plural = "s" if len(depthwise) != 1 else ""
+        lines.append(f"              {len(depthwise)} depthwise row{plural}: {shares(depthwise)}.")
     return "\n".join(f"{line}  " if markdown else line for line in lines) + "\n"
 
 

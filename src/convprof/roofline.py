@@ -26,6 +26,7 @@ class Machine:
     macs_per_second: float
     bytes_per_second: float
     description: str = ""
+    absolute: bool = True  # False when only the balance is known: times are relative
 
     @property
     def balance(self) -> float:
@@ -99,4 +100,4 @@ def machine(spec: str) -> Machine:
             f"unknown roofline {spec!r}: give a machine balance in MACs per byte (e.g. 20) "
             f"or one of {', '.join(PRESETS)}"
         )
-    return Machine(f"balance {balance:g} MACs/B", balance, 1.0, "relative: only the balance is known")
+    return Machine(f"balance {balance:g} MACs/B", balance, 1.0, "only the balance is known", absolute=False)
