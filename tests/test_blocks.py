@@ -213,3 +213,31 @@ def test_one_dimensional_separable_block() -> None:
     assert block.pointwise_macs == 16 * 20 * 8  # 2,560
     assert block.standard_macs == 16 * 20 * 8 * 5  # Conv1d(8, 16, 5, padding=2): 12,800
     assert block.savings == pytest.approx(1 / 16 + 1 / 5)
+
+
+EFFICIENT = [f"efficientnet_b{i}" for i in range(8)] + ["efficientnet_v2_s", "efficientnet_v2_m", "maxvit_t"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", EFFICIENT)
+def test_mbconv_families(name: str) -> None:
+    """Every MBConv of EfficientNet v1/v2 and MaxViT is a block: separable when it has no
+    expand conv (its ``block`` Sequential holds depthwise, SE, project: 3 parts), else an
+    inverted residual. Counted from torchvision's classes; FusedMBConv has no depthwise conv."""
+    from torchvision.models.efficientnet import MBConv
+    from torchvision.models.maxvit import MBConv as MaxVitMBConv
+
+    from convprof.zoo import load
+
+    loaded = load(f"torchvision:{name}", meta=True)
+    separable = inverted = 0
+    for module in loaded.model.modules():
+        if isinstance(module, MBConv):
+            separable += len(module.block) == 3
+            inverted += len(module.block) == 4
+        elif isinstance(module, MaxVitMBConv):
+            inverted += 1  # MaxViT's MBConv always expands (ratio 4)
+    report = convprof.profile(loaded.model, tuple(torch.empty(s, device="meta") for s in loaded.inputs))
+    kinds = [b.kind for b in report.blocks]
+    assert (kinds.count("separable"), kinds.count("inverted_residual")) == (separable, inverted)
+    assert separable + inverted > 0

@@ -1,0 +1,42 @@
+"""Separable blocks and inverted residuals convprof finds in every torchvision classification
+model (built on meta at its weights' input size), as a Markdown table for docs/torchvision.md.
+
+Usage: python scripts/blocks_sweep.py   (about a minute)
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+import torchvision
+from torchvision.models import list_models
+
+import convprof
+from convprof.zoo import load
+
+
+def main() -> None:
+    warnings.filterwarnings("ignore")  # torchvision's init-weights notices
+    print("| model | separable | inverted residual | share of MACs | savings (min - max) |")
+    print("|---|---:|---:|---:|---|")
+    without = []
+    for name in list_models(module=torchvision.models):
+        loaded = load(f"torchvision:{name}", meta=True)
+        report = convprof.profile(loaded.model, tuple(torch.empty(s, device="meta") for s in loaded.inputs))
+        if not report.blocks:
+            without.append(name)
+            continue
+        kinds = [b.kind for b in report.blocks]
+        share = sum(b.macs for b in report.blocks) / report.total.macs
+        savings = [b.savings for b in report.blocks]
+        print(
+            f"| {name} | {kinds.count('separable')} | {kinds.count('inverted_residual')} | "
+            f"{100 * share:.1f}% | {min(savings):.2f} - {max(savings):.2f} |"
+        )
+    print()
+    print(f"No blocks ({len(without)} models): {', '.join(without)}.")
+
+
+if __name__ == "__main__":
+    main()
