@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from convprof.formulas.conv import conv_macs
-from convprof.records import ModuleCall
+from convprof.records import ConvSpec, ModuleCall
 from convprof.report import Block, Layer
 
 
@@ -61,35 +61,33 @@ def _prefix(names: Sequence[str]) -> str:
     return ".".join(common)
 
 
+def _conv(call: ModuleCall) -> ConvSpec:
+    spec = call.module.conv
+    assert spec is not None, "match() returns conv calls only"
+    return spec
+
+
 def find_blocks(calls: Sequence[ModuleCall], layers: Sequence[Layer]) -> tuple[Block, ...]:
     """One :class:`Block` per distinct set of member modules (a block whose modules run
     several times is one row with the costs of all its calls)."""
     rows = {layer.name: layer for layer in layers}
     standard: dict[tuple[str, ...], int] = {}
-    first: dict[tuple[str, ...], tuple[int, ...]] = {}
+    first: dict[tuple[str, ...], tuple[ModuleCall, ModuleCall, ModuleCall]] = {}
     for members in match(calls):
         names = tuple(calls[i].module.name for i in members)
         head, depthwise, project = calls[members[0]], calls[members[-2]], calls[members[-1]]
-        assert head.module.conv is not None and depthwise.module.conv is not None
-        assert project.module.conv is not None
-        x = head.inputs[0][1].shape
-        weight = (
-            project.module.conv.out_channels,
-            head.module.conv.in_channels,
-            *depthwise.module.conv.kernel_size,
-        )
-        standard[names] = standard.get(names, 0) + conv_macs(x, weight, project.outputs[0].shape, False)
-        first.setdefault(names, members)
-    prefixes = [_prefix(names) for names in first]
+        # The reference: one standard conv from the block's input to its output.
+        weight = (_conv(project).out_channels, _conv(head).in_channels, *_conv(depthwise).kernel_size)
+        x, out = head.inputs[0][1].shape, project.outputs[0].shape
+        standard[names] = standard.get(names, 0) + conv_macs(x, weight, out, False)
+        first.setdefault(names, (head, depthwise, project))
     blocks = []
-    for (names, members), prefix in zip(first.items(), prefixes, strict=True):
-        head, depthwise, project = calls[members[0]], calls[members[-2]], calls[members[-1]]
-        assert head.module.conv is not None and depthwise.module.conv is not None
-        assert project.module.conv is not None
+    for names, (head, depthwise, project) in first.items():
         member_rows = [rows[name] for name in names]
         dw_row = rows[names[-2]]
         # The common prefix names the block when it holds this block only (MNASNet's first
         # block sits directly in "layers", which holds every block).
+        prefix = _prefix(names)
         unique = prefix and not any(
             other != names and any(n.startswith(prefix + ".") for n in other) for other in first
         )
@@ -98,10 +96,10 @@ def find_blocks(calls: Sequence[ModuleCall], layers: Sequence[Layer]) -> tuple[B
                 name=prefix if unique else " + ".join(names),
                 kind="inverted_residual" if len(names) == 3 else "separable",
                 layers=names,
-                in_channels=head.module.conv.in_channels,
-                out_channels=project.module.conv.out_channels,
-                kernel_size=depthwise.module.conv.kernel_size,
-                stride=depthwise.module.conv.stride,
+                in_channels=_conv(head).in_channels,
+                out_channels=_conv(project).out_channels,
+                kernel_size=_conv(depthwise).kernel_size,
+                stride=_conv(depthwise).stride,
                 output_shape=project.outputs[0].shape,
                 params=sum(r.params for r in member_rows),
                 macs=sum(r.macs for r in member_rows),
