@@ -6,6 +6,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 from convprof.api import profile
 from convprof.budget import BudgetExceeded, assert_budget
+from convprof.calculator import compare_convs
 from convprof.formulas import register
 from convprof.recorder import ForwardError, ValuesNeeded
 from convprof.records import ModuleCall, OpCall, TensorMeta
@@ -32,6 +33,7 @@ __all__ = [
     "ValuesNeeded",
     "__version__",
     "assert_budget",
+    "compare_convs",
     "profile",
     "register",
     "render",
