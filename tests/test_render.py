@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 import convprof
+from convprof import roofline
 from convprof.units import format_quantity, parse_quantity
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -49,6 +50,25 @@ def test_golden_table(report: convprof.Report) -> None:
     assert (rows["0.3"].params, rows["0.3"].macs) == (60, 540)
     assert (rows["2"].params, rows["2"].macs) == (90 * 2 + 2, 90 * 2)
     assert report.total.macs == 216 + 540 + 180
+
+
+def test_golden_roofline_and_blocks_tables(report: convprof.Report) -> None:
+    # Bytes (float32): depthwise (96 + 24 + 54) * 4 = 696; BatchNorm (54 + 12 + 54) * 4 = 480;
+    # ReLU 2 * 54 * 4 = 432; pointwise (54 + 60 + 90) * 4 = 816; Flatten 0 (a view);
+    # Linear (90 + 182 + 2) * 4 = 1,096. Asserted here; the golden files pin the layout.
+    bytes_by_row = {layer.name: layer.memory_bytes for layer in report.layers}
+    assert bytes_by_row == {"": 0, "0": 0, "0.0": 696, "0.1": 480, "0.2": 432, "0.3": 816, "1": 0, "2": 1096}
+    assert report.total.memory_bytes == 3520
+    (block,) = report.blocks
+    assert (block.name, block.layers, block.macs, block.standard_macs) == ("0", ("0.0", "0.3"), 756, 2160)
+    for name, text in (
+        ("separable_roofline.txt", convprof.render(report, roofline=roofline.machine("1"))),
+        ("separable_blocks.txt", convprof.render(report, blocks=True, memory=True)),
+    ):
+        path = GOLDEN / name
+        if UPDATE:
+            path.write_text(text)
+        assert text == path.read_text(), name
 
 
 def test_rows_add_up_to_totals(report: convprof.Report) -> None:

@@ -102,11 +102,14 @@ def _roofline_footer(layers: Sequence[Layer], machine: Machine, *, markdown: boo
         (layer, t) for layer, t in rows if machine.bound(layer.macs, layer.memory_bytes) == "memory"
     ]
     depthwise = [(layer, t) for layer, t in rows if layer.kind == "depthwise"]
+    head = (
+        f"{machine.name} ({machine.description}); balance {machine.balance:.1f} MACs/B; "
+        f"lower bound {_seconds(total_time)} (no fusion)."
+        if machine.absolute
+        else f"machine balance {machine.balance:g} MACs/B (times relative)."
+    )
     lines = [
-        f"Roofline:     {machine.name}"
-        + (f" ({machine.description})" if machine.absolute else "")
-        + f"; balance {machine.balance:.1f} MACs/B"
-        + (f"; lower bound {_seconds(total_time)} (no fusion)." if machine.absolute else "."),
+        f"Roofline:     {head}",
         f"              {len(memory_bound)} of {len(layers)} rows memory-bound: {shares(memory_bound)}.",
     ]
     if depthwise:
