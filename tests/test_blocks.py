@@ -241,3 +241,26 @@ def test_mbconv_families(name: str) -> None:
     kinds = [b.kind for b in report.blocks]
     assert (kinds.count("separable"), kinds.count("inverted_residual")) == (separable, inverted)
     assert separable + inverted > 0
+
+
+class ChannelMix(nn.Module):
+    """A user module with its own formula, shape-preserving."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(6, 6))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.einsum("nchw,dc->ndhw", x, self.weight)
+
+
+convprof.register(ChannelMix)(lambda call: call.outputs[0].numel * 6)
+
+
+def test_a_formula_module_between_breaks_the_block() -> None:
+    plain = nn.Sequential(nn.Conv2d(6, 6, 2, groups=6), nn.ReLU(), nn.Conv2d(6, 10, 1))
+    mixed = nn.Sequential(nn.Conv2d(6, 6, 2, groups=6), ChannelMix(), nn.Conv2d(6, 10, 1))
+    assert len(convprof.profile(plain, X).blocks) == 1
+    report = convprof.profile(mixed, X)
+    assert report.blocks == ()
+    assert report.layers[2].macs == 1 * 6 * 3 * 3 * 6  # the registered formula ran
