@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from convprof.api import profile
+from convprof.report import intensity
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,7 +33,7 @@ class ConvRow:
 
     @property
     def intensity(self) -> float:
-        return self.macs / self.memory_bytes if self.memory_bytes else 0.0
+        return intensity(self.macs, self.memory_bytes)
 
 
 def compare_convs(

@@ -61,35 +61,42 @@ def render(
         headers += ["Bytes", "MACs/B"]
         for row, layer in zip(cells, shown, strict=True):
             row += [f"{layer.memory_bytes:,}", f"{layer.intensity:.2f}" if layer.memory_bytes else ""]
+    text = footer(report, markdown=format == "markdown", memory=memory or roofline is not None)
     if roofline is not None:
+        times = [roofline.seconds(layer.macs, layer.memory_bytes) for layer in shown]
+        total = sum(times)
         headers += ["Bound", "Time"]
-        total = sum(roofline.seconds(layer.macs, layer.memory_bytes) for layer in shown)
-        for row, layer in zip(cells, shown, strict=True):
-            seconds = roofline.seconds(layer.macs, layer.memory_bytes)
+        for row, layer, seconds in zip(cells, shown, times, strict=True):
             row += [
                 roofline.bound(layer.macs, layer.memory_bytes),
                 f"{100 * seconds / total:.1f}%" if total else "",
             ]
-    table = tabulate(
-        cells,
-        headers=headers,
-        tablefmt="github" if format == "markdown" else "simple",
-        disable_numparse=True,
-        colalign=tuple("right" if h in _NUMERIC else "left" for h in headers),
-    )
-    text = footer(report, markdown=format == "markdown", memory=memory or roofline is not None)
-    if roofline is not None:
-        text += _roofline_footer(shown, roofline, markdown=format == "markdown")
-    return table + "\n\n" + text
+        text += _roofline_footer(shown, times, roofline, markdown=format == "markdown")
+    return rows(headers, cells, format=format, right=_NUMERIC) + "\n" + text
 
 
-_NUMERIC = frozenset({"Params", "MACs", "Share", "Bytes", "MACs/B", "Time", "Std MACs", "Savings"})
+_NUMERIC = frozenset(
+    {
+        "Params",
+        "MACs",
+        "Share",
+        "Bytes",
+        "MACs/B",
+        "Time",
+        "Std MACs",
+        "Savings",
+        "DW / PW params",
+        "DW / PW MACs",
+    }
+)
 
 
-def _roofline_footer(layers: Sequence[Layer], machine: Machine, *, markdown: bool) -> str:
+def _roofline_footer(
+    layers: Sequence[Layer], times: Sequence[float], machine: Machine, *, markdown: bool
+) -> str:
     """How many rows sit under the memory roof, and the share of MACs and of roofline time
-    that the memory-bound rows and the depthwise rows hold: where MACs and time part ways."""
-    times = [machine.seconds(layer.macs, layer.memory_bytes) for layer in layers]
+    that the memory-bound rows and the depthwise rows hold: where MACs and time part ways.
+    ``times`` are the rows' roofline times, as the table computed them."""
     total_time, total_macs = sum(times), sum(layer.macs for layer in layers)
 
     def shares(chosen: list[tuple[Layer, float]]) -> str:
@@ -154,21 +161,14 @@ def _blocks(report: Report, format: str, memory: bool) -> str:
             f"{block.savings:.2f}",
         ]
         if memory:
-            intensity = block.macs / block.memory_bytes if block.memory_bytes else 0.0
-            row += [f"{block.memory_bytes:,}", f"{intensity:.2f}"]
+            row += [f"{block.memory_bytes:,}", f"{block.intensity:.2f}"]
         cells.append(row)
     markdown = format == "markdown"
     if not cells:
         return "No depthwise-separable blocks or inverted residuals found.\n\n" + footer(
             report, markdown=markdown
         )
-    table = tabulate(
-        cells,
-        headers=headers,
-        tablefmt="github" if markdown else "simple",
-        disable_numparse=True,
-        colalign=tuple("right" if h in _NUMERIC or "/ PW" in h else "left" for h in headers),
-    )
+    table = rows(headers, cells, format=format, right=_NUMERIC)
     kinds = [b.kind for b in report.blocks]
     macs = sum(b.macs for b in report.blocks)
     share = f" ({100 * macs / report.total.macs:.1f}%)" if report.total.macs else ""
@@ -180,7 +180,7 @@ def _blocks(report: Report, format: str, memory: bool) -> str:
         "channels, depthwise kernel and stride, and output size.",
     ]
     text = "\n".join(f"{line}  " if markdown else line for line in lines) + "\n"
-    return table + "\n\n" + text + footer(report, markdown=markdown, memory=memory)
+    return table + "\n" + text + footer(report, markdown=markdown, memory=memory)
 
 
 def _shares(depthwise: int, total: int) -> str:

@@ -19,6 +19,11 @@ CONVENTION = (
 )
 
 
+def intensity(macs: int, memory_bytes: int) -> float:
+    """Arithmetic intensity: MACs per byte of memory traffic (0 when nothing moved)."""
+    return macs / memory_bytes if memory_bytes else 0.0
+
+
 @dataclass(frozen=True, slots=True)
 class Layer:
     """One module of the model: its own params and MACs over all its calls.
@@ -50,8 +55,7 @@ class Layer:
 
     @property
     def intensity(self) -> float:
-        """Arithmetic intensity: MACs per byte of memory traffic (0 when nothing moved)."""
-        return self.macs / self.memory_bytes if self.memory_bytes else 0.0
+        return intensity(self.macs, self.memory_bytes)
 
     @property
     def depth(self) -> int:
@@ -87,7 +91,7 @@ class Totals:
 
     @property
     def intensity(self) -> float:
-        return self.macs / self.memory_bytes if self.memory_bytes else 0.0
+        return intensity(self.macs, self.memory_bytes)
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +139,10 @@ class Block:
     @property
     def pointwise_macs(self) -> int:
         return self.macs - self.depthwise_macs
+
+    @property
+    def intensity(self) -> float:
+        return intensity(self.macs, self.memory_bytes)
 
     @property
     def savings(self) -> float:
