@@ -119,6 +119,21 @@ def _matmul(func: torch._ops.OpOverload, args: tuple[Any, ...], kwargs: dict[str
     return torch.empty((*a.shape[:-1], b.shape[-1]), dtype=a.dtype, device="meta")
 
 
+def _grouped_mm(func: torch._ops.OpOverload, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    # PyTorch's meta kernel accepts bf16 only, while the CPU kernel runs any float type. Only
+    # the two layouts mixture-of-experts layers use: rows split among experts (2-D x 3-D) and a
+    # batch of experts (3-D x 3-D).
+    a, b = args[0], args[1]
+    out_dtype = kwargs.get("out_dtype") or (args[4] if len(args) > 4 else None)
+    if not (_float(a) and _float(b)) or a.dtype != b.dtype or out_dtype not in (None, a.dtype):
+        return None
+    if a.dim() == 2 and b.dim() == 3:
+        return torch.empty((a.shape[0], b.shape[-1]), dtype=a.dtype, device="meta")
+    if a.dim() == 3 and b.dim() == 3:
+        return torch.empty((a.shape[0], a.shape[1], b.shape[-1]), dtype=a.dtype, device="meta")
+    return None
+
+
 def _cat(func: torch._ops.OpOverload, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     tensors, dim = args[0], (args[1] if len(args) > 1 else kwargs.get("dim", 0))
     first: torch.Tensor | None = tensors[0] if tensors else None
@@ -148,6 +163,7 @@ _TABLE: dict[str, Shortcut] = {
     "bmm": _matmul,
     "baddbmm": _matmul,
     "cat": _cat,
+    "_grouped_mm": _grouped_mm,
 }
 
 

@@ -33,7 +33,7 @@ from typing import Any
 import torch
 from torch import nn
 from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
-from torch.utils._python_dispatch import TorchDispatchMode, _pop_mode, _push_mode
+from torch.utils._python_dispatch import TorchDispatchMode, _disable_current_modes, _pop_mode, _push_mode
 from torch.utils._pytree import tree_leaves, tree_map_only
 from torch.utils.weak import WeakIdKeyDictionary
 
@@ -50,6 +50,7 @@ from convprof.records import (
     TensorMeta,
     Trace,
 )
+from convprof.state import ModelState, Values
 from convprof.units import format_shape
 
 _VALUE_TAGS = (torch.Tag.data_dependent_output, torch.Tag.dynamic_output_shape)
@@ -71,7 +72,28 @@ def meta_of(tensor: torch.Tensor) -> TensorMeta:
     known = _DTYPES.get(dtype)
     if known is None:
         known = _DTYPES[dtype] = (str(dtype).removeprefix("torch."), dtype.itemsize)
+    if tensor.is_nested:
+        return _nested_meta(tensor, known)
     return TensorMeta(tuple(tensor.shape), known[0], known[1])
+
+
+def _nested_meta(tensor: torch.Tensor, dtype: tuple[str, int]) -> TensorMeta:
+    """A nested tensor (``nn.TransformerEncoder``'s padding-free fast path) has no shape of its
+    own: its components' shapes are the parts, its shape the padded one they fit in."""
+    with _disable_current_modes():
+        parts = tuple(tuple(part.shape) for part in tensor.unbind())
+    padded = tuple(max(sizes) for sizes in zip(*parts, strict=True)) if parts else ()
+    return TensorMeta((len(parts), *padded), dtype[0], dtype[1], parts)
+
+
+def _unpacked(value: Any) -> tuple[torch.Tensor | None, ...] | None:
+    """The tensors inside a packed-parameter object (quantized Linear and conv kernels keep
+    their weight and bias in one, which ``parameters()`` does not list), else None."""
+    if isinstance(value, torch.ScriptObject) and value._has_method("unpack"):  # type: ignore[attr-defined]
+        with _disable_current_modes():
+            unpacked = value.unpack()  # type: ignore[attr-defined]
+        return tuple(t if isinstance(t, torch.Tensor) else None for t in unpacked)
+    return None
 
 
 def _plain(value: Any) -> ArgValue:
@@ -84,6 +106,9 @@ def _plain(value: Any) -> ArgValue:
         return tuple(_plain(v) for v in value)
     if isinstance(value, torch.SymInt):
         return int(value)
+    unpacked = _unpacked(value)
+    if unpacked is not None:
+        return tuple(_plain(t) for t in unpacked)
     return str(value)
 
 
@@ -134,9 +159,7 @@ class _Session(TorchDispatchMode):  # type: ignore[no-untyped-call]
         # eagerly, never under torch.compile, so there is nothing to disable.
         return False
 
-    def __init__(
-        self, buffers: dict[int, torch.Tensor] | None, stand_ins: dict[int, torch.Tensor] | None
-    ) -> None:
+    def __init__(self, values: Values | None, stand_ins: dict[int, torch.Tensor] | None) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
         # Zero compute: id of a parameter or buffer -> its meta stand-in (None when computing).
         self._stand_ins = stand_ins
@@ -148,8 +171,7 @@ class _Session(TorchDispatchMode):  # type: ignore[no-untyped-call]
         # and keyed by identity, so tensors die as usual and are never compared by value.
         self.tags: WeakIdKeyDictionary = WeakIdKeyDictionary()
         self.quiet: _Frame | None = None  # the childless module running with the mode popped
-        self._buffers = buffers  # id -> buffer, when mutations must be undone
-        self.saved: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._values = values  # buffers to copy before an operator writes them (computing)
         self._op_classes: dict[torch._ops.OpOverload, tuple[OpClass, bool, Shortcut | None]] = {}
 
     def __torch_dispatch__(
@@ -172,8 +194,8 @@ class _Session(TorchDispatchMode):  # type: ignore[no-untyped-call]
                 kwargs = {k: self._metas(v) for k, v in kwargs.items()}
             if shortcut is not None:
                 out = shortcut(func, args, kwargs)
-        elif mutable and self._buffers:
-            self._snapshot(args)
+        elif mutable and self._values:
+            self._values.before_write(args)
         if out is None:
             out = func(*args, **kwargs)
         if op_class is OpClass.FREE:
@@ -203,10 +225,12 @@ class _Session(TorchDispatchMode):  # type: ignore[no-untyped-call]
         first = out if isinstance(out, torch.Tensor) else None
         if first is None and isinstance(out, (tuple, list)) and out and isinstance(out[0], torch.Tensor):
             first = out[0]
-        if first is None:
+        if first is None or first.is_nested:
             return
         shape = first.shape
-        tags = self._sources(tuple(a for a in args if isinstance(a, torch.Tensor) and a.shape == shape))
+        tags = self._sources(
+            tuple(a for a in args if isinstance(a, torch.Tensor) and not a.is_nested and a.shape == shape)
+        )
         if tags:
             self.tags[first] = tags
 
@@ -227,14 +251,6 @@ class _Session(TorchDispatchMode):  # type: ignore[no-untyped-call]
         if isinstance(value, (list, tuple)) and any(isinstance(v, torch.Tensor) for v in value):
             return type(value)(self._metas(v) for v in value)
         return value
-
-    def _snapshot(self, args: tuple[Any, ...]) -> None:
-        """Copy a buffer that a mutating operator may write, the first time only."""
-        assert self._buffers is not None
-        for arg in args:
-            key = id(arg)
-            if key in self._buffers and key not in self.saved:
-                self.saved[key] = (arg, arg.detach().clone())
 
     def restore_mode(self) -> None:
         """Push the mode back if a quiet module popped it and never got to its post-hook."""
@@ -332,12 +348,28 @@ def _roles(name: str, module: nn.Module, computing: bool) -> tuple[str, bool, in
     return name, quiet, _PASSES if quiet else _NOTHING
 
 
-def _module_info(name: str, module: nn.Module) -> ModuleInfo:
-    params = tuple(
+def _params(module: nn.Module) -> tuple[ParamInfo, ...]:
+    """The parameters a module owns directly, packed ones (quantized kernels) included."""
+    params = [
         ParamInfo(pname, id(p), tuple(p.shape), p.element_size())
         for pname, p in module._parameters.items()
         if p is not None and not nn.parameter.is_lazy(p)
-    )
+    ]
+    for attr, value in vars(module).items():
+        unpacked = _unpacked(value)
+        if unpacked is None:
+            continue
+        names = ("weight", "bias") if len(unpacked) == 2 else tuple(str(i) for i in range(len(unpacked)))
+        params.extend(
+            ParamInfo(f"{attr}.{pname}", hash((id(value), pname)), tuple(t.shape), t.element_size())
+            for pname, t in zip(names, unpacked, strict=True)
+            if t is not None
+        )
+    return tuple(params)
+
+
+def _module_info(name: str, module: nn.Module) -> ModuleInfo:
+    params = _params(module)
     return ModuleInfo(
         name=name,
         type=type(module),
@@ -355,38 +387,41 @@ def _describe(frame: _Frame) -> str:
     return f"with inputs ({shapes})" if shapes else "with no tensor inputs"
 
 
-def _owned(named: list[tuple[str, nn.Module]]) -> list[tuple[dict[str, Any], str, torch.Tensor]]:
-    """Every (module._parameters or _buffers, name, tensor): references to put back."""
+def _owned(named: list[tuple[str, nn.Module]]) -> list[torch.Tensor]:
+    """Every parameter and buffer of the model."""
     return [
-        (table, key, value)
+        value
         for _, module in named
         for table in (module._parameters, module._buffers)
-        for key, value in table.items()
+        for value in table.values()
         if value is not None
     ]
+
+
+def _stand_in(tensor: torch.Tensor) -> torch.Tensor:
+    meta = torch.empty_strided(tensor.shape, tensor.stride(), dtype=tensor.dtype, device="meta")
+    if isinstance(tensor, nn.Parameter):
+        return nn.Parameter(meta, requires_grad=tensor.requires_grad)
+    return meta
 
 
 def record(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], *, compute: bool = True) -> Trace:
     """Run ``model(*args, **kwargs)`` once and return what it revealed.
 
     With ``compute=False``, or a model or inputs on the meta device, nothing is computed.
-    The model comes back exactly as it was: hooks removed, ``training`` flags, parameters and
-    buffers restored, no gradients computed, also when the forward raises (then ForwardError).
+    The model comes back exactly as it was (see :mod:`convprof.state`): hooks removed,
+    ``training`` flags, attributes, parameters and buffers restored, no gradients computed,
+    also when the forward raises (then ForwardError).
     """
     named = list(model.named_modules())
     owned = _owned(named)
     leaves = [t for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)]
-    computing = compute and not any(t.is_meta for _, _, t in owned) and not any(t.is_meta for t in leaves)
+    computing = compute and not any(t.is_meta for t in owned) and not any(t.is_meta for t in leaves)
+    state = ModelState([m for _, m in named])
     if computing:
-        session = _Session({id(t): t for _, _, t in owned}, None)
+        session = _Session(Values({id(t): t for t in owned}), None)
     else:
-        stand_ins = {
-            id(t): torch.empty_strided(t.shape, t.stride(), dtype=t.dtype, device="meta")
-            for _, _, t in owned
-            if not t.is_meta
-        }
-        session = _Session(None, stand_ins)
-    training = [(m, m.training) for _, m in named]
+        session = _Session(None, {id(t): _stand_in(t) for t in owned if not t.is_meta})
     # Popping the mode only pays off when the operators can run unwatched.
     session.modules = {id(m): _roles(name, m, computing) for name, m in named}
     # Two global hooks cost less than a pair per module (registration, removal); they ignore
@@ -401,10 +436,10 @@ def record(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], *, c
         handles.extend(
             m.register_forward_pre_hook(_no_op) for _, m in named if isinstance(m, nn.TransformerEncoderLayer)
         )
-        for module, _ in training:
-            module.__dict__["training"] = False  # what Module.train() sets, without its overrides
+        state.set_eval()
         call_args, call_kwargs = args, kwargs
-        if not computing:
+        if session._stand_ins is not None:
+            state.point_at(session._stand_ins)
             call_args, call_kwargs = tree_map_only(torch.Tensor, session._meta, (args, kwargs))
         with torch.no_grad(), session:
             try:
@@ -413,18 +448,14 @@ def record(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], *, c
                 raise _forward_error(model, named, session, exc, computing) from exc
             finally:
                 session.restore_mode()
+        # Read before the state is put back: a lazy module knows its sizes only now.
+        infos = {name: _module_info(name, module) for name, module in named}
     finally:
         for handle in handles:
             handle.remove()
-        for module, flag in training:
-            module.__dict__["training"] = flag
-        for table, key, value in owned:
-            if table.get(key) is not value:  # e.g. `self.buf += 1` rebinding to a stand-in
-                table[key] = value
-        with torch.no_grad():
-            for buffer, saved in session.saved.values():
-                buffer.copy_(saved)
-    infos = {name: _module_info(name, module) for name, module in named}
+        state.restore()
+        if session._values is not None:
+            session._values.restore()
     calls = tuple(
         ModuleCall(infos[f.name], f.inputs, f.outputs or (), tuple(f.ops), tuple(sorted(f.sources)))
         for f in session.calls
@@ -452,5 +483,12 @@ def _forward_error(
         return ValuesNeeded(
             f"zero-compute pass of {type(model).__name__} stopped {where}: {op} needs real tensor "
             "values (data-dependent shapes or .item()); profile with compute=True and real inputs"
+        )
+    if not computing and op is not None and isinstance(exc, NotImplementedError) and "Meta" in str(exc):
+        # No meta kernel: the operator cannot run without data (nested tensors from a mask,
+        # some custom and backend-specific operators), which is the same remedy.
+        return ValuesNeeded(
+            f"zero-compute pass of {type(model).__name__} stopped {where}: PyTorch has no meta "
+            f"implementation of {op}, so it needs real tensors; profile with compute=True and real inputs"
         )
     return ForwardError(f"forward pass of {type(model).__name__} failed {where}: {type(exc).__name__}: {exc}")

@@ -17,15 +17,28 @@ Plain = int | float | bool | str | None | tuple["Plain", ...]
 
 @dataclass(frozen=True, slots=True)
 class TensorMeta:
-    """Shape and element type of one tensor: what a cost formula may look at."""
+    """Shape and element type of one tensor: what a cost formula may look at.
+
+    A nested tensor (a batch of sequences of different lengths, as ``nn.TransformerEncoder``
+    makes from a padding mask) has its components' shapes in ``parts``; ``shape`` is then the
+    padded shape they fit in, and ``numel`` counts the real elements only.
+    """
 
     shape: Shape
     dtype: str
     itemsize: int
+    parts: tuple[Shape, ...] = ()
 
     @property
     def numel(self) -> int:
+        if self.parts:
+            return sum(prod(part) for part in self.parts)
         return prod(self.shape)
+
+    @property
+    def sequences(self) -> tuple[Shape, ...]:
+        """The shapes of the batch's members: the parts of a nested tensor, else the shape."""
+        return self.parts or (self.shape,)
 
 
 ArgValue = TensorMeta | Plain | tuple["ArgValue", ...]
@@ -78,6 +91,15 @@ class ConvSpec:
     dilation: Shape
     groups: int
     transposed: bool
+
+    @property
+    def weight_shape(self) -> Shape:
+        """The weight the module applies, whether it is a parameter of its own or computed
+        (``weight_norm``, ``spectral_norm``, any parametrization): ``(C_out, C_in/g, *k)``,
+        or ``(C_in, C_out/g, *k)`` when transposed."""
+        if self.transposed:
+            return (self.in_channels, self.out_channels // self.groups, *self.kernel_size)
+        return (self.out_channels, self.in_channels // self.groups, *self.kernel_size)
 
     @property
     def kind(self) -> str:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from convprof.formulas import attention, conv, free, linear
+from convprof.formulas import attention, conv, free, linear, moe, quantized, rnn
 from convprof.formulas.registry import (
     ModuleFormula,
     OpClass,
@@ -26,7 +26,10 @@ __all__ = [
     "is_quiet",
     "linear",
     "module_formula",
+    "moe",
     "moves_memory",
     "op_formula",
+    "quantized",
     "register",
+    "rnn",
 ]

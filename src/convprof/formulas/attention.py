@@ -17,17 +17,19 @@ the count (dense kernels compute the masked half too), as in ``torch.utils.flop_
 ``nn.MultiheadAttention`` has a module formula because its implementation depends on the mode:
 eval under ``no_grad`` runs one fused ``aten._native_multi_head_attention`` whose internals no
 dispatch mode sees, training runs ``F.linear`` and ``bmm``. The formula gives the same count
-for both.
+for both. A nested batch (``nn.TransformerEncoder`` with a padding mask drops the padding) is
+counted sequence by sequence over its real tokens.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from math import prod
 
 from torch import nn
 
 from convprof.formulas.registry import register
-from convprof.records import ModuleCall, OpCall
+from convprof.records import ModuleCall, OpCall, TensorMeta
 
 
 def mha_macs(
@@ -60,32 +62,41 @@ def multihead_attention_module(call: ModuleCall) -> int:
         raise ValueError(f"{info.name}: MultiheadAttention needs query and key tensors")
     if not isinstance(embed, int) or not isinstance(kdim, int) or not isinstance(vdim, int):
         raise ValueError(f"{info.name}: MultiheadAttention without integer embed_dim/kdim/vdim")
-    batch_first = bool(info.attr("batch_first"))
-    batch, q_len = _seq(query.shape, batch_first)
-    _, k_len = _seq(key.shape, batch_first)
+    batch_first = bool(info.attr("batch_first")) or bool(query.parts)
     extra = int(info.param("bias_k") is not None) + int(bool(info.attr("add_zero_attn")))
-    return mha_macs(batch, q_len, k_len, embed, kdim, vdim, extra)
+    return _per_sequence(query, key, batch_first, lambda b, q, k: mha_macs(b, q, k, embed, kdim, vdim, extra))
+
+
+def _per_sequence(
+    query: TensorMeta, key: TensorMeta, batch_first: bool, macs: Callable[[int, int, int], int]
+) -> int:
+    """``macs(batch, q_len, k_len)`` summed over a nested batch's sequences (one dense batch
+    otherwise): attention is quadratic in length, so a nested batch is not one long sequence."""
+    total = 0
+    for q_shape, k_shape in zip(query.sequences, key.sequences, strict=True):
+        batch, q_len = _seq(q_shape, batch_first)
+        _, k_len = _seq(k_shape, batch_first)
+        total += macs(batch, q_len, k_len)
+    return total
 
 
 @register("aten._native_multi_head_attention")
 def _native_mha(call: OpCall) -> int:
     # (query, key, value, embed_dim, num_head, qkv_weight, ...): batch-first (N, L, E) inputs.
-    query, key = call.tensor(0).shape, call.tensor(1).shape
-    embed = query[-1]
-    batch, q_len = _seq(query, True)
-    _, k_len = _seq(key, True)
-    return mha_macs(batch, q_len, k_len, embed, embed, embed)
+    query, key = call.tensor(0), call.tensor(1)
+    embed = query.shape[-1]
+    return _per_sequence(query, key, True, lambda b, q, k: mha_macs(b, q, k, embed, embed, embed))
 
 
 @register("aten._transformer_encoder_layer_fwd")
 def _encoder_layer(call: OpCall) -> int:
     # The fused nn.TransformerEncoderLayer fast path: self-attention, then a two-layer MLP
     # whose first weight (ffn_weight_1, argument 14) is (F, E).
-    src = call.tensor(0).shape
-    embed, hidden = src[-1], call.tensor(14).shape[0]
-    batch, length = _seq(src, True)
-    tokens = batch * length
-    return mha_macs(batch, length, length, embed, embed, embed) + 2 * tokens * embed * hidden
+    src = call.tensor(0)
+    embed, hidden = src.shape[-1], call.tensor(14).shape[0]
+    attention = _per_sequence(src, src, True, lambda b, q, k: mha_macs(b, q, k, embed, embed, embed))
+    # tokens = numel / embed: the real tokens of a nested batch
+    return attention + 2 * (src.numel // embed) * embed * hidden
 
 
 def sdpa_macs(query: tuple[int, ...], key: tuple[int, ...], value: tuple[int, ...]) -> int:

@@ -12,8 +12,11 @@ one kernel slice of ``C_out/g * prod(k)`` products into the output, so
     MACs = N * C_in * prod(in_spatial) * (C_out/g) * prod(k) = N * prod(in_spatial) * numel(W)
 
 Padding, padding mode, stride and dilation enter only through the spatial sizes; the bias is
-excluded by the convention. Output positions that read only padding still count, as in
-``torch.utils.flop_counter`` and torchvision's published figures.
+excluded by the convention. The module formula takes the weight's shape from the module's
+declared sizes, not from its parameters: under ``weight_norm``, ``spectral_norm`` or any other
+parametrization the weight is computed on each call and is no parameter of the conv itself.
+Output positions that read only padding still count, as in ``torch.utils.flop_counter`` and
+torchvision's published figures.
 """
 
 from __future__ import annotations
@@ -39,12 +42,10 @@ def conv_macs(x: Shape, weight: Shape, out: Shape, transposed: bool) -> int:
 
 @register(nn.modules.conv._ConvNd)
 def conv_module(call: ModuleCall) -> int:
-    weight = call.module.param("weight")
-    x = call.input("input")
-    if weight is None or x is None or not call.outputs:
-        raise ValueError(f"{call.module.name}: a convolution call needs a weight, an input and an output")
-    transposed = call.module.conv.transposed if call.module.conv else False
-    return conv_macs(x.shape, weight.shape, call.outputs[0].shape, transposed)
+    spec, x = call.module.conv, call.input("input")
+    if spec is None or x is None or not call.outputs:
+        raise ValueError(f"{call.module.name}: a convolution call needs an input tensor and an output")
+    return conv_macs(x.shape, spec.weight_shape, call.outputs[0].shape, spec.transposed)
 
 
 def _conv_op(call: OpCall) -> int:

@@ -9,6 +9,11 @@ Derivation. A product of an ``(n, k)`` by a ``(k, m)`` matrix computes ``n * m``
 ``nn.Bilinear`` computes ``y_k = sum_ij x1_i A_kij x2_j``: PyTorch forms the outer product of
 ``x1`` and ``x2`` (elementwise, not MACs) and contracts it with ``A`` seen as ``(out, in1*in2)``,
 so ``rows * out * in1 * in2`` MACs.
+
+The module formulas read the declared sizes (``in_features``), not the weight parameter, which
+a parametrization replaces by a computed tensor. On a nested input (a batch of sequences of
+different lengths) ``numel`` counts real elements only, and ``aten.linear`` reaches the
+dispatcher whole (dense inputs are decomposed into ``addmm``/``mm`` first).
 """
 
 from __future__ import annotations
@@ -21,22 +26,30 @@ from convprof.formulas.registry import register
 from convprof.records import ModuleCall, OpCall
 
 
+def _size(call: ModuleCall, attr: str) -> int:
+    value = call.module.attr(attr)
+    if not isinstance(value, int) or not call.outputs:
+        raise ValueError(f"{call.module.name}: {call.module.type_name} needs an integer {attr} and an output")
+    return value
+
+
 @register(nn.Linear)
 def linear_module(call: ModuleCall) -> int:
-    weight = call.module.param("weight")
-    if weight is None or not call.outputs:
-        raise ValueError(f"{call.module.name}: a linear call needs a weight and an output")
     # rows * out == numel(output); each output element is a dot product of length in_features.
-    return call.outputs[0].numel * weight.shape[1]
+    in_features = _size(call, "in_features")
+    return call.outputs[0].numel * in_features
 
 
 @register(nn.Bilinear)
 def bilinear_module(call: ModuleCall) -> int:
-    weight = call.module.param("weight")
-    if weight is None or not call.outputs:
-        raise ValueError(f"{call.module.name}: a bilinear call needs a weight and an output")
-    _, in1, in2 = weight.shape
+    in1, in2 = _size(call, "in1_features"), _size(call, "in2_features")
     return call.outputs[0].numel * in1 * in2
+
+
+@register("aten.linear")
+def _linear(call: OpCall) -> int:
+    # linear(input, weight (out, in), bias): each output element is a dot product of length in.
+    return call.outputs[0].numel * call.tensor(1).shape[1]
 
 
 def matmul_macs(a: tuple[int, ...], b: tuple[int, ...]) -> int:
@@ -49,6 +62,7 @@ def matmul_macs(a: tuple[int, ...], b: tuple[int, ...]) -> int:
 @register("aten.mm")
 @register("aten.bmm")
 @register("aten._int_mm")
+@register("aten._scaled_mm")  # (a, b, scale_a, scale_b, ...): fp8 products, scales are free
 def _mm(call: OpCall) -> int:
     return matmul_macs(call.tensor(0).shape, call.tensor(1).shape)
 

@@ -1,0 +1,124 @@
+"""The model state a profiling pass may change, and putting it back.
+
+A forward pass can change a model in more ways than its tensors' values: it may store a tensor
+as a plain attribute (``self.last = y``), grow a cache (``self.max_seq_len_cached = n`` with a
+re-registered buffer), register a buffer lazily, materialise a lazy module (which also changes
+its class), or rebind a buffer (``self.buf += 1`` on a meta stand-in makes a new tensor). A
+zero-compute pass must, besides, point the model's own references to its parameters at meta
+stand-ins, including references held outside ``_parameters`` (``nn.LSTM._flat_weights``), so
+that operators whose composite code compares devices before any kernel runs see meta tensors.
+
+:class:`ModelState` takes a shallow snapshot of every module (its class, ``__dict__`` and the
+``_parameters``, ``_buffers`` and ``_modules`` tables, by identity, never comparing tensors by
+value) and puts each entry back afterwards, removing what was added. :class:`Values` keeps
+copies of the buffers that operators write in place, taken just before the first write.
+
+TorchScript modules keep their state in C++: only their ``training`` flag is set and put back,
+through the script module's own attribute.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+_TABLES = ("_parameters", "_buffers", "_modules")
+
+
+class _Missing:
+    pass
+
+
+_MISSING = _Missing()
+
+
+def _is_script(module: nn.Module) -> bool:
+    return isinstance(module, torch.jit.ScriptModule)
+
+
+class ModelState:
+    """A snapshot of the Python state of ``modules``; :meth:`restore` puts it back."""
+
+    def __init__(self, modules: list[nn.Module]) -> None:
+        self._python: list[tuple[nn.Module, type, dict[str, Any], list[dict[str, Any]], set[str]]] = []
+        self._script: list[tuple[nn.Module, bool]] = []
+        for module in modules:
+            if _is_script(module):
+                self._script.append((module, module.training))
+                continue
+            self._python.append(
+                (
+                    module,
+                    type(module),
+                    dict(module.__dict__),
+                    [dict(module.__dict__[table]) for table in _TABLES],
+                    set(module._non_persistent_buffers_set),
+                )
+            )
+
+    def set_eval(self) -> None:
+        """Every module's ``training`` flag off, as ``Module.eval()`` sets it but without any
+        override of ``train()`` a model may define."""
+        for module, *_ in self._python:
+            module.__dict__["training"] = False
+        for module, _ in self._script:
+            module.training = False
+
+    def point_at(self, stand_ins: dict[int, torch.Tensor]) -> None:
+        """Make each module's references to its parameters and buffers (in their tables and in
+        plain attributes holding one or a list of them) point at their meta stand-ins."""
+        for module, _, attrs, _, _ in self._python:
+            tables: tuple[dict[str, Any], ...] = (module._parameters, module._buffers)
+            for table in tables:
+                for key, value in table.items():
+                    if value is not None and id(value) in stand_ins:
+                        table[key] = stand_ins[id(value)]
+            for key, value in attrs.items():
+                if isinstance(value, (list, tuple)) and any(id(v) in stand_ins for v in value):
+                    module.__dict__[key] = type(value)(stand_ins.get(id(v), v) for v in value)
+
+    def restore(self) -> None:
+        for module, cls, attrs, tables, non_persistent in self._python:
+            if type(module) is not cls:  # a lazy module that materialised
+                module.__class__ = cls
+            _put_back(module.__dict__, attrs)
+            for name, saved in zip(_TABLES, tables, strict=True):
+                _put_back(module.__dict__[name], saved)
+            if module._non_persistent_buffers_set != non_persistent:
+                module._non_persistent_buffers_set.clear()
+                module._non_persistent_buffers_set.update(non_persistent)
+        for module, flag in self._script:
+            module.training = flag
+
+
+def _put_back(current: dict[str, Any], saved: dict[str, Any]) -> None:
+    """Make ``current`` hold exactly ``saved``'s entries, compared by identity."""
+    for key in [k for k in current if k not in saved]:
+        del current[key]
+    for key, value in saved.items():
+        if current.get(key, _MISSING) is not value:
+            current[key] = value
+
+
+class Values:
+    """Copies of tensors an operator writes in place, taken before the first write."""
+
+    def __init__(self, watched: dict[int, torch.Tensor]) -> None:
+        self._watched = watched  # id -> parameter or buffer of the model
+        self._saved: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def __bool__(self) -> bool:
+        return bool(self._watched)
+
+    def before_write(self, args: tuple[Any, ...]) -> None:
+        for arg in args:
+            key = id(arg)
+            if key in self._watched and key not in self._saved:
+                self._saved[key] = (arg, arg.detach().clone())
+
+    def restore(self) -> None:
+        with torch.no_grad():
+            for tensor, saved in self._saved.values():
+                tensor.copy_(saved)
