@@ -1,0 +1,188 @@
+"""Sweep the model zoos people use: every timm architecture and a catalogue of transformers
+architectures (tests/hf_models.py), each counted by FlopCounterMode on meta and by convprof on
+the CPU, with compute=False and on meta (tests/zoo_check.py says what each status means).
+
+    python scripts/zoo_sweep.py timm --out timm.jsonl [--shard 1/2] [--filter 'resnet*']
+    python scripts/zoo_sweep.py transformers --out hf.jsonl
+    python scripts/zoo_sweep.py table timm.jsonl hf.jsonl > table.md
+
+Results are appended one JSON line per model, so an interrupted sweep resumes where it
+stopped. Models are built with random weights (``pretrained=False``), never downloaded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import json
+import signal
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+
+from hf_models import entries
+from zoo_check import Inputs, Outcome, check
+
+from convprof.units import format_quantity
+
+
+class ModelTimeout(BaseException):
+    """Raised by the alarm; a BaseException so that no handler on the way swallows it."""
+
+
+def _alarm(signum: int, frame: FrameType | None) -> None:
+    raise ModelTimeout
+
+
+def timm_models(pattern: str) -> Iterator[tuple[str, Callable[[], torch.nn.Module], Callable[[], Inputs]]]:
+    import timm
+
+    for name in timm.list_models(pattern or "*"):
+        cfg = timm.get_pretrained_cfg(name)
+        size = tuple(cfg.input_size) if cfg is not None and cfg.input_size else (3, 224, 224)
+
+        def build(name: str = name) -> torch.nn.Module:
+            made: torch.nn.Module = timm.create_model(name, pretrained=False)
+            return made
+
+        def inputs(size: tuple[int, ...] = size) -> Inputs:
+            return (torch.randn(1, *size),), {}
+
+        yield name, build, inputs
+
+
+def hf_models(pattern: str) -> Iterator[tuple[str, Callable[[], torch.nn.Module], Callable[[], Inputs]]]:
+    for name, _, build, inputs in entries():
+        if fnmatch.fnmatch(name, pattern or "*"):
+            yield name, build, inputs
+
+
+def sweep(args: argparse.Namespace) -> int:
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    done = {json.loads(line)["name"] for line in out.read_text().splitlines()} if out.exists() else set()
+    models = list(timm_models(args.filter) if args.zoo == "timm" else hf_models(args.filter))
+    index, count = (int(v) for v in args.shard.split("/"))
+    models = [m for i, m in enumerate(models) if i % count == index - 1]
+    signal.signal(signal.SIGALRM, _alarm)
+    for position, (name, build, inputs) in enumerate(models, 1):
+        if name in done:
+            continue
+        start = time.perf_counter()
+        signal.alarm(args.timeout)
+        try:
+            outcome = check(
+                args.zoo, name, build, inputs, max_real_params=args.max_params, max_cpu_macs=args.max_cpu_macs
+            )
+        except ModelTimeout:
+            outcome = Outcome(args.zoo, name, note=f"not built: over the sweep's {args.timeout} s limit")
+            outcome.seconds = time.perf_counter() - start
+        finally:
+            signal.alarm(0)
+        with out.open("a") as f:
+            f.write(json.dumps(outcome.to_dict()) + "\n")
+        print(f"[{position}/{len(models)}] {name}: {outcome.status} ({outcome.seconds:.1f} s)", flush=True)
+    return 0
+
+
+def _macs(macs: int | None) -> str:
+    return "" if macs is None else format_quantity(macs, 3)
+
+
+def _modes(row: dict[str, Any]) -> str:
+    parts = []
+    for mode in ("cpu", "no_compute", "meta"):
+        if mode in row["macs"]:
+            parts.append(mode)
+        elif mode in row["refused"]:
+            parts.append(f"{mode}: refused")
+        elif mode in row["skipped"]:
+            parts.append(f"{mode}: skipped")
+    return ", ".join(parts)
+
+
+def _why(row: dict[str, Any]) -> str:
+    if row["crashed"]:
+        return "; ".join(f"{m}: {e}" for m, e in row["crashed"].items())
+    if row["incomplete"]:
+        return "unexplained: " + ", ".join(sorted({op for ops in row["incomplete"].values() for op in ops}))
+    if row["status"] == "differs":
+        return f"convprof {row['macs']} vs FlopCounterMode {row['flop_counter']}"
+    if row["refused"]:
+        message = next(iter(row["refused"].values()))
+        return message.split(": ", 1)[-1].split("; profile with")[0]
+    if row["status"] == "not built":
+        return row["note"].removeprefix("not built: ")
+    if row["flop_counter"] is None and row["note"]:
+        return row["note"]
+    return ""
+
+
+def table(args: argparse.Namespace) -> int:
+    rows = [json.loads(line) for path in args.files for line in Path(path).read_text().splitlines()]
+    for zoo in dict.fromkeys(row["zoo"] for row in rows):
+        mine = [row for row in rows if row["zoo"] == zoo]
+        statuses = Counter(row["status"] for row in mine)
+        summary = ", ".join(f"{n} {status}" for status, n in statuses.most_common())
+        print(f"### {zoo}: {len(mine)} models: {summary}\n")
+        if not args.all:
+            mine = [row for row in mine if row["status"] != "exact" or row["skipped"]]
+            print("Rows other than exact on all three passes:\n")
+        print("| model | input | params | MACs (FlopCounterMode) | MACs (convprof) | passes | status | why |")
+        print("|---|---|---|---|---|---|---|---|")
+        for row in sorted(mine, key=lambda r: r["name"]):
+            macs = sorted(set(row["macs"].values()))
+            params = "" if row["params"] is None else f"{row['params']:,}"
+            why = _why(row).replace("|", "\\|")
+            print(
+                f"| {row['name']} | {row['input']} | {params} | {_macs(row['flop_counter'])} | "
+                f"{' / '.join(_macs(m) for m in macs)} | {_modes(row)} | {row['status']} | {why} |"
+            )
+        print()
+    return 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    for zoo in ("timm", "transformers"):
+        run = sub.add_parser(zoo, help=f"sweep {zoo}")
+        run.set_defaults(zoo=zoo, func=sweep)
+        run.add_argument("--out", required=True, help="JSON lines file (appended; resumes)")
+        run.add_argument("--filter", default="", help="fnmatch pattern of model names")
+        run.add_argument("--shard", default="1/1", help="K/N: every N-th model from the K-th")
+        run.add_argument("--timeout", type=int, default=300, help="seconds per model (default 300)")
+        run.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+        run.add_argument(
+            "--max-params", type=int, default=400_000_000, help="build real weights up to this (default 400M)"
+        )
+        run.add_argument(
+            "--max-cpu-macs",
+            type=int,
+            default=10**10,
+            help="run the CPU pass up to this many MACs (default 10G)",
+        )
+    show = sub.add_parser("table", help="Markdown table of sweep results")
+    show.add_argument("files", nargs="+")
+    show.add_argument("--all", action="store_true", help="every model, not only the rows worth reading")
+    show.set_defaults(func=table)
+    args = parser.parse_args()
+    result: int = args.func(args)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,86 @@
+"""The zoos people use, counted four ways (tests/zoo_check.py): FlopCounterMode on meta against
+convprof on the CPU, with compute=False and on meta. scripts/zoo_sweep.py runs the same checks
+and writes the table in docs/zoo.md.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hf_models import entries
+from zoo_check import check
+
+# Decoders of these call .item() on a mask or position tensor (as FlopCounterMode on meta
+# finds too): zero compute refuses them with ValuesNeeded; the CPU pass counts them.
+NEEDS_VALUES = {"bart", "marian", "deberta-v2"}
+HF = {name: (build, inputs) for name, _, build, inputs in entries()}
+
+
+def test_catalogue_covers_the_families() -> None:
+    pytest.importorskip("transformers")
+    kinds = {kind for _, kind, _, _ in entries()}
+    assert kinds >= {"encoder", "decoder", "encoder-decoder", "vision", "speech", "moe", "state-space"}
+    assert len(HF) >= 25
+
+
+@pytest.mark.parametrize("name", sorted(HF))
+def test_transformers_architecture(name: str) -> None:
+    build, inputs = HF[name]
+    outcome = check("transformers", name, build, inputs)
+    assert not outcome.crashed, outcome.crashed
+    assert not outcome.incomplete, outcome.incomplete
+    assert outcome.status == ("refused" if name in NEEDS_VALUES else "exact"), outcome.to_dict()
+    assert "cpu" in outcome.macs
+    if name in NEEDS_VALUES:
+        assert set(outcome.refused) == {"no_compute", "meta"}
+    else:
+        assert set(outcome.macs) == {"cpu", "no_compute", "meta"}
+
+
+TIMM_SAMPLE = [
+    "mobilenetv4_conv_small",
+    "efficientnet_b0",
+    "convnext_atto",
+    "regnetx_002",
+    "vit_tiny_patch16_224",
+    "swin_tiny_patch4_window7_224",
+    "levit_128s",
+    "coatnet_nano_rw_224",
+    "mobilevitv2_050",
+    "efficientvit_b0",
+    "ghostnetv2_100",
+    "resnet18d",
+]
+
+
+def _timm_case(name: str) -> None:
+    timm = pytest.importorskip("timm")
+    cfg = timm.get_pretrained_cfg(name)
+    size = tuple(cfg.input_size) if cfg is not None and cfg.input_size else (3, 224, 224)
+    outcome = check(
+        "timm",
+        name,
+        lambda: timm.create_model(name, pretrained=False),
+        lambda: ((torch.randn(1, *size),), {}),
+    )
+    assert not outcome.crashed, outcome.crashed
+    assert outcome.status in ("exact", "refused"), outcome.to_dict()
+
+
+@pytest.mark.parametrize("name", TIMM_SAMPLE)
+def test_timm_sample(name: str) -> None:
+    _timm_case(name)
+
+
+def _all_timm() -> list[str]:
+    try:
+        import timm
+    except ImportError:
+        return []
+    return list(timm.list_models())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", _all_timm())
+def test_every_timm_architecture(name: str) -> None:
+    _timm_case(name)
