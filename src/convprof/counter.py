@@ -23,7 +23,7 @@ from convprof.report import Layer, Report, Totals, Unexplained
 def call_macs(call: ModuleCall) -> tuple[int, list[str]]:
     """MACs of one call's own code and the operators in it that nothing explains."""
     formula = module_formula(call.module.type)
-    if formula is not None:
+    if formula is not None and not call.raised:
         return formula(call), []
     macs, unexplained = 0, []
     for op in call.ops:

@@ -26,14 +26,23 @@ and restored after, also when the forward raises. Records hold shapes and plain 
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.modules import module as _module_globals
 from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
-from torch.utils._python_dispatch import TorchDispatchMode, _disable_current_modes, _pop_mode, _push_mode
+from torch.utils._python_dispatch import (
+    TorchDispatchMode,
+    _disable_current_modes,
+    _get_current_dispatch_mode,
+    _get_current_dispatch_mode_stack,
+    _pop_mode,
+    _push_mode,
+)
 from torch.utils._pytree import tree_leaves, tree_map_only
 from torch.utils.weak import WeakIdKeyDictionary
 
@@ -139,6 +148,7 @@ class _Frame:
     sources: frozenset[int] = frozenset()
     ops: list[OpCall] = field(default_factory=list)
     outputs: tuple[TensorMeta, ...] | None = None
+    raised: bool = False  # the call raised (a parent caught it, or the pass failed here)
 
 
 # What a module call does to the data-flow tags of the tensors it returns.
@@ -172,6 +182,10 @@ class _Session(TorchDispatchMode):  # type: ignore[no-untyped-call]
         self.tags: WeakIdKeyDictionary = WeakIdKeyDictionary()
         self.quiet: _Frame | None = None  # the childless module running with the mode popped
         self._values = values  # buffers to copy before an operator writes them (computing)
+        self.thread = threading.get_ident()
+        self.paused = 0  # > 0 while a nested convprof session runs inside this one
+        self.intruder: str | None = None  # a module of the model called from another thread
+        self.failed: _Frame | None = None  # the innermost call an exception left, since then
         self._op_classes: dict[torch._ops.OpOverload, tuple[OpClass, bool, Shortcut | None]] = {}
 
     def __torch_dispatch__(
@@ -182,6 +196,10 @@ class _Session(TorchDispatchMode):  # type: ignore[no-untyped-call]
         kwargs: dict[str, Any] | None = None,
     ) -> Any:
         kwargs = kwargs or {}
+        if self.paused:  # a nested convprof session records these
+            return func(*args, **kwargs)
+        if self.failed is not None:
+            self.failed = None
         known = self._op_classes.get(func)
         if known is None:
             known = self._op_classes[func] = (classify(func), func._schema.is_mutable, shortcut_for(func))
@@ -192,9 +210,11 @@ class _Session(TorchDispatchMode):  # type: ignore[no-untyped-call]
             args = tuple(self._metas(a) for a in args)
             if kwargs:
                 kwargs = {k: self._metas(v) for k, v in kwargs.items()}
-            if shortcut is not None:
+            # A mode below this one (a user's FlopCounterMode around profile()) must see the
+            # operator itself, so the stand-in is used only when no other mode is active.
+            if shortcut is not None and not torch._C._len_torch_dispatch_stack():
                 out = shortcut(func, args, kwargs)
-        elif mutable and self._values:
+        elif self._values and (mutable or func in _WRITES_UNDECLARED):
             self._values.before_write(args)
         if out is None:
             out = func(*args, **kwargs)
@@ -258,14 +278,35 @@ class _Session(TorchDispatchMode):  # type: ignore[no-untyped-call]
             self.quiet = None
             _push_mode(self)
 
+    def finish(self) -> None:
+        """Before the ``with`` block pops this mode: make sure it is on the stack, also when an
+        exception (a KeyboardInterrupt from a signal) arrived between a pop and its record."""
+        self.restore_mode()
+        if not any(mode is self for mode in _get_current_dispatch_mode_stack()):
+            _push_mode(self)
+
+    def _known(self, module: nn.Module) -> tuple[str, bool, int] | None:
+        """The module's (name, quiet, role) if this session records its call now."""
+        known = self.modules.get(id(module))
+        if known is None or self.paused:
+            return None
+        if threading.get_ident() != self.thread:
+            self.intruder = known[0]
+            raise RuntimeError(
+                f"module '{known[0] or '(root)'}' was called from another thread while convprof is "
+                "profiling its model; run it after profile() returns"
+            )
+        return known
+
     def pre_hook(self, module: nn.Module, args: tuple[Any, ...]) -> None:
         """Global forward pre-hook: open a frame for a module of the model (others pass by).
         Global pre-hooks see no keyword arguments; the post-hook adds their tensors."""
-        known = self.modules.get(id(module))
+        known = self._known(module)
         if known is None:
             return
         name, quiet, _ = known
         self.restore_mode()
+        self.failed = None
         frame = _Frame(
             name,
             len(self.calls),
@@ -274,32 +315,63 @@ class _Session(TorchDispatchMode):  # type: ignore[no-untyped-call]
         )
         self.stack.append(frame)
         self.calls.append(frame)
-        if quiet:
+        # Only this session's own mode is popped: a mode the model pushed itself stays.
+        if quiet and _get_current_dispatch_mode() is self:
             _pop_mode()
             self.quiet = frame
 
-    def post_hook(self, module: nn.Module, args: Any, kwargs: dict[str, Any], output: Any) -> None:
-        known = self.modules.get(id(module))
+    def post_hook(self, module: nn.Module, args: Any, *rest: Any) -> None:
+        """Global forward hook, also called when the forward raises (``always_call``): then
+        PyTorch passes ``(module, args, None)`` and the call's frame is closed as raised, so
+        that a parent that catches the exception gets its later operators on its own row."""
+        known = self._known(module)
         if known is None:
             return
         name, _, role = known
         self.restore_mode()
-        # Pop back to this module's frame: a child whose exception the parent caught never
-        # reached its own post-hook.
+        raised = len(rest) == 1
+        kwargs, output = (None, None) if raised else rest
+        # Pop back to this module's frame (frames above it were left by exceptions).
         while self.stack:
             frame = self.stack.pop()
-            if frame.name == name:
-                frame.outputs = _outputs(output)
-                if role == _PRODUCES:
-                    tag = frozenset({frame.index})
-                    for tensor in tree_leaves(output):
-                        if isinstance(tensor, torch.Tensor):
-                            self.tags[tensor] = tag
-                elif role == _PASSES and len(self.tags):
-                    self._pass_tags(args, output)
-                if kwargs:
-                    frame.inputs += tuple(item for k, v in kwargs.items() for item in _named_tensors(k, v))
+            if frame.name != name:
+                continue
+            if raised:
+                frame.raised = True
+                if self.failed is None:
+                    self.failed = frame
                 return
+            self.failed = None
+            frame.outputs = _outputs(output)
+            if role == _PRODUCES:
+                tag = frozenset({frame.index})
+                for tensor in tree_leaves(output):
+                    if isinstance(tensor, torch.Tensor):
+                        self.tags[tensor] = tag
+            elif role == _PASSES and len(self.tags):
+                self._pass_tags(args, output)
+            if kwargs:
+                frame.inputs += tuple(item for k, v in kwargs.items() for item in _named_tensors(k, v))
+            return
+
+
+# Operators that write their arguments although their schema does not say so: the legacy batch
+# norm kernels update running_mean and running_var in training (F.batch_norm(training=True)).
+_WRITES_UNDECLARED = {
+    torch.ops.aten.native_batch_norm.default,
+    torch.ops.aten.cudnn_batch_norm.default,
+    torch.ops.aten.miopen_batch_norm.default,
+}
+
+# The sessions running in this thread, outermost first (a profile() inside a model's forward).
+_LOCAL = threading.local()
+
+
+def _sessions() -> list[_Session]:
+    sessions: list[_Session] | None = getattr(_LOCAL, "sessions", None)
+    if sessions is None:
+        sessions = _LOCAL.sessions = []
+    return sessions
 
 
 def _config(module: nn.Module) -> tuple[tuple[str, Plain], ...]:
@@ -419,7 +491,7 @@ def record(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], *, c
     computing = compute and not any(t.is_meta for t in owned) and not any(t.is_meta for t in leaves)
     state = ModelState([m for _, m in named])
     if computing:
-        session = _Session(Values({id(t): t for t in owned}), None)
+        session = _Session(Values(owned), None)
     else:
         session = _Session(None, {id(t): _stand_in(t) for t in owned if not t.is_meta})
     # Popping the mode only pays off when the operators can run unwatched.
@@ -427,9 +499,10 @@ def record(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], *, c
     # Two global hooks cost less than a pair per module (registration, removal); they ignore
     # modules that are not part of the model.
     handles = []
+    outer = _sessions()
     try:
         handles.append(register_module_forward_pre_hook(session.pre_hook))
-        handles.append(register_module_forward_hook(session.post_hook, with_kwargs=True))
+        handles.append(register_module_forward_hook(session.post_hook, with_kwargs=True, always_call=True))
         # nn.TransformerEncoderLayer swaps in one fused kernel in inference unless a hook is
         # attached to it; a no-op hook keeps every pass (computing, zero-compute, meta) on the
         # same path, so all give the same rows, sub-layers included.
@@ -441,23 +514,40 @@ def record(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], *, c
         if session._stand_ins is not None:
             state.point_at(session._stand_ins)
             call_args, call_kwargs = tree_map_only(torch.Tensor, session._meta, (args, kwargs))
+        for running in outer:
+            running.paused += 1
+        outer.append(session)
         with torch.no_grad(), session:
             try:
                 model(*call_args, **call_kwargs)
             except Exception as exc:
                 raise _forward_error(model, named, session, exc, computing) from exc
             finally:
-                session.restore_mode()
+                session.finish()
+        if session.intruder is not None:
+            raise ForwardError(
+                f"module '{session.intruder or '(root)'}' of {type(model).__name__} was called from another "
+                "thread while convprof was profiling it; that call was refused. Profile a model that no "
+                "other thread runs, or a copy of it"
+            )
         # Read before the state is put back: a lazy module knows its sizes only now.
         infos = {name: _module_info(name, module) for name, module in named}
     finally:
+        if outer and outer[-1] is session:
+            outer.pop()
+            for running in outer:
+                running.paused -= 1
         for handle in handles:
             handle.remove()
+            # PyTorch's handle forgets this table (every profile() would leave an entry, and
+            # with it a global-hooks flag that slows every later forward and warns in compile)
+            _module_globals._global_forward_hooks_with_kwargs.pop(handle.id, None)
+            _module_globals._global_forward_hooks_always_called.pop(handle.id, None)
         state.restore()
         if session._values is not None:
             session._values.restore()
     calls = tuple(
-        ModuleCall(infos[f.name], f.inputs, f.outputs or (), tuple(f.ops), tuple(sorted(f.sources)))
+        ModuleCall(infos[f.name], f.inputs, f.outputs or (), tuple(f.ops), tuple(sorted(f.sources)), f.raised)
         for f in session.calls
     )
     inputs = tuple(item for _, item in _named_tensors("", (args, kwargs)))
@@ -467,7 +557,7 @@ def record(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], *, c
 def _forward_error(
     model: nn.Module, named: list[tuple[str, nn.Module]], session: _Session, exc: Exception, computing: bool
 ) -> ForwardError:
-    running = session.stack[-1] if session.stack else None
+    running = session.failed or (session.stack[-1] if session.stack else None)
     where = (
         f"in module '{running.name or '(root)'}' ({type(dict(named)[running.name]).__name__}) "
         f"{_describe(running)}"

@@ -152,6 +152,9 @@ class ModuleCall:
     # (conv, linear, attention) whose outputs reach this call's positional inputs through
     # shape-preserving free operators only (norms, activations, residual adds, scaling).
     sources: tuple[int, ...] = ()
+    # The call raised (its parent caught the exception): it has no outputs, so its cost is
+    # counted from the operators it ran, not from its module formula.
+    raised: bool = False
 
     def input(self, name: str, position: int = 0) -> TensorMeta | None:
         """The tensor input called ``name``, else the one at ``position``, else None."""

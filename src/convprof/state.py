@@ -103,22 +103,46 @@ def _put_back(current: dict[str, Any], saved: dict[str, Any]) -> None:
 
 
 class Values:
-    """Copies of tensors an operator writes in place, taken before the first write."""
+    """Copies of the parameters and buffers that an operator writes in place, taken before the
+    first write. Writes are matched by storage, not by tensor object: ``self.buf[0] = 5``,
+    ``self.buf.view(-1).add_(1)`` and ``self.weight.data.mul_(0.5)`` write through views."""
 
-    def __init__(self, watched: dict[int, torch.Tensor]) -> None:
-        self._watched = watched  # id -> parameter or buffer of the model
+    def __init__(self, watched: list[torch.Tensor]) -> None:
+        self._by_storage: dict[int, list[torch.Tensor]] = {}
+        for tensor in watched:
+            key = _storage(tensor)
+            if key:
+                self._by_storage.setdefault(key, []).append(tensor)
         self._saved: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def __bool__(self) -> bool:
-        return bool(self._watched)
+        return bool(self._by_storage)
 
     def before_write(self, args: tuple[Any, ...]) -> None:
         for arg in args:
-            key = id(arg)
-            if key in self._watched and key not in self._saved:
-                self._saved[key] = (arg, arg.detach().clone())
+            if isinstance(arg, (list, tuple)):  # _foreach_* operators
+                self.before_write(tuple(arg))
+                continue
+            for tensor in self._by_storage.get(_storage(arg), ()):
+                if id(tensor) not in self._saved:
+                    self._saved[id(tensor)] = (tensor, tensor.detach().clone())
 
     def restore(self) -> None:
         with torch.no_grad():
             for tensor, saved in self._saved.values():
                 tensor.copy_(saved)
+
+
+def _storage(value: Any) -> int:
+    """The address of a dense tensor's storage (0 for anything else or an empty one)."""
+    if (
+        not isinstance(value, torch.Tensor)
+        or nn.parameter.is_lazy(value)  # a lazy module's parameter has no storage yet
+        or value.layout != torch.strided
+        or value.is_nested
+    ):
+        return 0
+    try:
+        return int(value.untyped_storage().data_ptr())
+    except (RuntimeError, NotImplementedError):  # tensors without a storage (functional wrappers)
+        return 0

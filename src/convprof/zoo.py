@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -146,16 +147,22 @@ def all_weights(families: tuple[str, ...] = FAMILIES) -> list[Weights]:
 @contextlib.contextmanager
 def _parameters_on_meta() -> Iterator[None]:
     """Move every parameter and buffer to meta as a module registers it (builder code that
-    needs real tensors still gets them; initialisers then act on meta tensors, for free)."""
+    needs real tensors still gets them; initialisers then act on meta tensors, for free).
+
+    The methods are patched on ``nn.Module`` for the duration, but act only in the building
+    thread: modules other threads build meanwhile are registered as usual."""
     register_parameter, register_buffer = nn.Module.register_parameter, nn.Module.register_buffer
+    builder_thread = threading.get_ident()
 
     def parameter(self: nn.Module, name: str, param: nn.Parameter | None) -> None:
-        if param is not None and not param.is_meta:
+        if param is not None and not param.is_meta and threading.get_ident() == builder_thread:
             param = nn.Parameter(param.to("meta"), requires_grad=param.requires_grad)
         register_parameter(self, name, param)
 
     def buffer(self: nn.Module, name: str, tensor: torch.Tensor | None, persistent: bool = True) -> None:
-        register_buffer(self, name, None if tensor is None else tensor.to("meta"), persistent)
+        if tensor is not None and threading.get_ident() == builder_thread:
+            tensor = tensor.to("meta")
+        register_buffer(self, name, tensor, persistent)
 
     nn.Module.register_parameter = parameter  # type: ignore[method-assign]
     nn.Module.register_buffer = buffer  # type: ignore[method-assign]

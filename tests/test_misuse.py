@@ -1,0 +1,273 @@
+"""Harmless under misuse: nothing left behind on the model or in PyTorch, exceptions a model
+catches, dispatch modes of its own, nested and concurrent profiling. Each case here failed
+before the fix it tests (issue 10)."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.modules import module as module_globals
+from torch.utils.flop_counter import FlopCounterMode
+
+import convprof
+from convprof import ForwardError
+
+
+def test_no_global_hook_state_is_left_after_many_profiles() -> None:
+    tables = (
+        module_globals._global_forward_hooks,
+        module_globals._global_forward_pre_hooks,
+        module_globals._global_forward_hooks_with_kwargs,
+        module_globals._global_forward_hooks_always_called,
+    )
+    before = [dict(t) for t in tables]
+    model = nn.Linear(4, 4)
+    for _ in range(20):
+        convprof.profile(model, torch.randn(2, 4))
+    with pytest.raises(ForwardError):
+        convprof.profile(model, torch.randn(2, 5))
+    assert [dict(t) for t in tables] == before
+
+
+class Writer(nn.Module):
+    """Writes its own state in forward, in every way that does not rebind it."""
+
+    def __init__(self, how: str) -> None:
+        super().__init__()
+        self.how = how
+        self.lin = nn.Linear(8, 8)
+        self.register_buffer("buf", torch.zeros(8))
+        self.register_buffer("rm", torch.zeros(8))
+        self.register_buffer("rv", torch.ones(8))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.how == "index":
+            self.buf[0] = 5
+        elif self.how == "slice":
+            self.buf[:4] += 1
+        elif self.how == "view":
+            self.buf.view(-1).add_(1)
+        elif self.how == ".data":
+            self.lin.weight.data.mul_(0.5)
+        elif self.how == "batch_norm":
+            x = F.batch_norm(x, self.rm, self.rv, training=True)
+        return self.lin(x)
+
+
+@pytest.mark.parametrize("how", ["index", "slice", "view", ".data", "batch_norm"])
+def test_writes_through_views_and_data_are_undone(how: str) -> None:
+    model = Writer(how)
+    x = torch.randn(4, 8)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    report = convprof.profile(model, x)
+    assert report.total.macs == 4 * 8 * 8
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, state[key]), key
+
+
+class GrowingCache(nn.Module):
+    """A rotary cache that grows in forward, a lazily registered buffer, a stored tensor."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.max_seq_len_cached = 4
+        self.register_buffer("cos", torch.ones(4, 8), persistent=False)
+        self.lin = nn.Linear(8, 8)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[0] > self.max_seq_len_cached:
+            self.max_seq_len_cached = x.shape[0]
+            self.register_buffer("cos", torch.ones(x.shape[0], 8, device=x.device), persistent=False)
+        if not hasattr(self, "lazy"):
+            self.register_buffer("lazy", torch.zeros(8, device=x.device))
+        y = self.lin(x * self.cos[: x.shape[0]])
+        self.last = y
+        return y + self.lazy
+
+
+@pytest.mark.parametrize("compute", [True, False])
+def test_python_state_changed_in_forward_is_put_back(compute: bool) -> None:
+    model = GrowingCache()
+    before = {name: dict(vars(m)) for name, m in model.named_modules()}
+    buffers = {name: dict(m._buffers) for name, m in model.named_modules()}
+    convprof.profile(model, torch.randn(6, 8), compute=compute)
+    for name, m in model.named_modules():
+        assert vars(m).keys() == before[name].keys(), name
+        assert all(vars(m)[k] is v for k, v in before[name].items()), name
+        assert m._buffers == buffers[name]
+    assert model.max_seq_len_cached == 4 and not hasattr(model, "last") and not hasattr(model, "lazy")
+    # the model still works as before, with real tensors
+    assert not model(torch.randn(3, 8)).is_meta
+
+
+def test_meta_build_fallback_leaves_other_threads_alone() -> None:
+    from convprof.zoo import build
+
+    patched, built = threading.Event(), threading.Event()
+    elsewhere: list[nn.Linear] = []
+
+    def other() -> None:
+        patched.wait(10)
+        elsewhere.append(nn.Linear(4, 4))
+        built.set()
+
+    def builder() -> nn.Module:
+        torch.arange(3).tolist()  # reads values: fails under torch.device("meta"), then falls back
+        if not torch.arange(1).is_meta:  # the fallback run: nn.Module is patched now
+            patched.set()
+            built.wait(10)
+        return nn.Linear(4, 4)
+
+    thread = threading.Thread(target=other)
+    thread.start()
+    loaded = build(builder, meta=True)
+    thread.join()
+    assert loaded.model.weight.is_meta
+    assert not elsewhere[0].weight.is_meta
+
+
+class Fragile(nn.Conv2d):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        raise ValueError("not today")
+
+
+class Catching(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.child = Fragile(3, 4, 3)
+        self.weight = nn.Parameter(torch.randn(8, 8))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        try:
+            return self.child(x)
+        except ValueError:
+            return x.flatten(1)[:, :8] @ self.weight
+
+
+def test_parent_that_catches_a_child_exception_keeps_its_own_operators() -> None:
+    report = convprof.profile(Catching(), torch.randn(2, 3, 8, 8))
+    rows = {layer.name: layer for layer in report.layers}
+    assert rows[""].macs == 2 * 8 * 8  # the matmul after the except, on the parent's row
+    assert rows["child"].macs == 0 and rows["child"].calls == 1
+    assert report.total.macs == 2 * 8 * 8
+
+
+def test_error_names_the_innermost_module_that_raised() -> None:
+    model = nn.Sequential(nn.Linear(4, 4), nn.Sequential(nn.Linear(5, 2)))
+    with pytest.raises(ForwardError, match=r"in module '1\.0' \(Linear\)"):
+        convprof.profile(model, torch.randn(2, 4))
+
+
+class OwnCounter(nn.Module):
+    """Runs part of its forward under its own FlopCounterMode."""
+
+    def __init__(self, seen: list[int]) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3)
+        self.bn = nn.BatchNorm2d(8)
+        self.fc = nn.Linear(8, 10)
+        self.seen = seen  # outlives the profile: attributes set in forward are put back
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with FlopCounterMode(display=False) as counter:
+            y = F.relu(self.bn(self.conv(x)))
+        self.seen.append(counter.get_total_flops())
+        return self.fc(y.mean((2, 3)))
+
+
+def test_a_mode_the_model_pushes_itself_is_left_alone() -> None:
+    seen: list[int] = []
+    model = OwnCounter(seen)
+    x = torch.randn(1, 3, 10, 10)
+    conv = 64 * (8 * 3 * 9)  # 8x8 positions
+    report = convprof.profile(model, x)
+    assert report.total.macs == conv + 8 * 10
+    assert seen == [2 * conv]  # the model's own counter saw its conv while being profiled
+
+
+@pytest.mark.parametrize("compute", [True, False])
+def test_a_mode_around_profile_sees_the_operators(compute: bool) -> None:
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.Flatten(), nn.Linear(8 * 8 * 8, 10))
+    x = torch.randn(1, 3, 10, 10)
+    macs = 64 * (8 * 3 * 9) + 512 * 10
+    with FlopCounterMode(display=False) as counter:
+        report = convprof.profile(model, x, compute=compute)
+    assert report.total.macs == macs
+    assert counter.get_total_flops() == 2 * macs
+
+
+def test_interrupt_between_pop_and_record_surfaces_as_itself(monkeypatch: pytest.MonkeyPatch) -> None:
+    from convprof import recorder
+
+    real_pop = recorder._pop_mode
+
+    def pop_then_interrupt() -> Any:
+        real_pop()
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(recorder, "_pop_mode", pop_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        convprof.profile(nn.Sequential(nn.ReLU()), torch.randn(2))
+    monkeypatch.undo()
+    assert convprof.profile(nn.Linear(2, 2), torch.randn(1, 2)).total.macs == 4
+
+
+class ProfilesItself(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.sub = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU())
+        self.inner: convprof.Report | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.inner = convprof.profile(self.sub, x, compute=False)
+        return self.sub(x)
+
+
+def test_profile_nested_inside_a_profiled_forward() -> None:
+    model = ProfilesItself()
+    macs = 36 * (4 * 3 * 9)
+    outer = convprof.profile(model, torch.randn(1, 3, 8, 8))
+    assert outer.total.macs == macs  # the inner zero-compute run is not counted again
+    model(torch.randn(1, 3, 8, 8))
+    assert model.inner is not None and model.inner.total.macs == macs
+
+
+class Gate(nn.Module):
+    """Blocks its forward until ``release`` is set, so another thread can call in meanwhile."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(4, 4)
+        self.entered, self.release = threading.Event(), threading.Event()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.entered.set()
+        self.release.wait(10)
+        return self.lin(x)
+
+
+def test_a_call_from_another_thread_during_profiling_is_refused_clearly() -> None:
+    model = Gate()
+    errors: list[BaseException] = []
+
+    def other() -> None:
+        model.entered.wait(10)
+        try:
+            model.lin(torch.randn(1, 4))
+        except RuntimeError as exc:
+            errors.append(exc)
+        model.release.set()
+
+    thread = threading.Thread(target=other)
+    thread.start()
+    with pytest.raises(ForwardError, match="another thread"):
+        convprof.profile(model, torch.randn(1, 4))
+    thread.join()
+    assert len(errors) == 1 and "another thread" in str(errors[0])
+    # afterwards both threads may use the model again
+    assert model(torch.randn(1, 4)).shape == (1, 4)
