@@ -4,10 +4,13 @@ the CPU, with compute=False and on meta (tests/zoo_check.py says what each statu
 
     python scripts/zoo_sweep.py timm --out timm.jsonl [--shard 1/2] [--filter 'resnet*']
     python scripts/zoo_sweep.py transformers --out hf.jsonl
-    python scripts/zoo_sweep.py table timm.jsonl hf.jsonl > table.md
+    python scripts/zoo_sweep.py timm --out timm2.jsonl --redo-skipped timm.jsonl --max-cpu-macs 3e10
+    python scripts/zoo_sweep.py table timm.jsonl timm2.jsonl hf.jsonl > table.md
 
 Results are appended one JSON line per model, so an interrupted sweep resumes where it
-stopped. Models are built with random weights (``pretrained=False``), never downloaded.
+stopped; ``--redo-skipped`` runs again, with larger limits, the models whose CPU or
+zero-compute pass an earlier sweep skipped, and ``table`` keeps the last row of each model.
+Models are built with random weights (``pretrained=False``), never downloaded.
 """
 
 from __future__ import annotations
@@ -73,6 +76,10 @@ def sweep(args: argparse.Namespace) -> int:
     out = Path(args.out)
     done = {json.loads(line)["name"] for line in out.read_text().splitlines()} if out.exists() else set()
     models = list(timm_models(args.filter) if args.zoo == "timm" else hf_models(args.filter))
+    if args.redo_skipped:
+        earlier = [json.loads(line) for line in Path(args.redo_skipped).read_text().splitlines()]
+        again = {row["name"] for row in earlier if row["skipped"]}
+        models = [m for m in models if m[0] in again]
     index, count = (int(v) for v in args.shard.split("/"))
     models = [m for i, m in enumerate(models) if i % count == index - 1]
     signal.signal(signal.SIGALRM, _alarm)
@@ -83,7 +90,12 @@ def sweep(args: argparse.Namespace) -> int:
         signal.alarm(args.timeout)
         try:
             outcome = check(
-                args.zoo, name, build, inputs, max_real_params=args.max_params, max_cpu_macs=args.max_cpu_macs
+                args.zoo,
+                name,
+                build,
+                inputs,
+                max_real_params=int(args.max_params),
+                max_cpu_macs=int(args.max_cpu_macs),
             )
         except ModelTimeout:
             outcome = Outcome(args.zoo, name, note=f"not built: over the sweep's {args.timeout} s limit")
@@ -130,7 +142,12 @@ def _why(row: dict[str, Any]) -> str:
 
 
 def table(args: argparse.Namespace) -> int:
-    rows = [json.loads(line) for path in args.files for line in Path(path).read_text().splitlines()]
+    latest = {}
+    for path in args.files:
+        for line in Path(path).read_text().splitlines():
+            row = json.loads(line)
+            latest[(row["zoo"], row["name"])] = row  # a later sweep of the same model wins
+    rows = list(latest.values())
     for zoo in dict.fromkeys(row["zoo"] for row in rows):
         mine = [row for row in rows if row["zoo"] == zoo]
         statuses = Counter(row["status"] for row in mine)
@@ -167,13 +184,13 @@ def main() -> int:
         run.add_argument("--timeout", type=int, default=300, help="seconds per model (default 300)")
         run.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
         run.add_argument(
-            "--max-params", type=int, default=400_000_000, help="build real weights up to this (default 400M)"
+            "--max-params", type=float, default=4e8, help="real weights up to this (default 4e8)"
         )
         run.add_argument(
-            "--max-cpu-macs",
-            type=int,
-            default=10**10,
-            help="run the CPU pass up to this many MACs (default 10G)",
+            "--max-cpu-macs", type=float, default=1e10, help="CPU pass up to this (default 1e10)"
+        )
+        run.add_argument(
+            "--redo-skipped", metavar="JSONL", help="only models an earlier sweep skipped a pass of"
         )
     show = sub.add_parser("table", help="Markdown table of sweep results")
     show.add_argument("files", nargs="+")

@@ -1,22 +1,41 @@
-"""convprof: exact params, MACs and FLOPs of PyTorch models, per layer and in total."""
+"""convprof: exact params, MACs and FLOPs of PyTorch models, per layer and in total.
+
+The names whose modules need torch are imported on first use (PEP 562), so that ``import
+convprof`` and the pytest plugin, which pytest loads in every session of an environment where
+convprof is installed, do not import torch until something is profiled. The rest (reports,
+budgets, rendering) is plain Python and imported at once; ``render`` must be, since importing
+the ``convprof.render`` module would otherwise bind that name to the module.
+"""
 
 from __future__ import annotations
 
+import importlib
 from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING, Any
 
-from convprof.api import profile
 from convprof.budget import BudgetExceeded, assert_budget
-from convprof.calculator import compare_convs
-from convprof.formulas import register
-from convprof.recorder import ForwardError, ValuesNeeded
 from convprof.records import ModuleCall, OpCall, TensorMeta
 from convprof.render import render
 from convprof.report import CONVENTION, Block, Layer, Report, Totals, Unexplained
+
+if TYPE_CHECKING:
+    from convprof.api import profile
+    from convprof.calculator import compare_convs
+    from convprof.formulas import register
+    from convprof.recorder import ForwardError, ValuesNeeded
 
 try:
     __version__ = version("convprof")
 except PackageNotFoundError:  # running from a source tree that was never installed
     __version__ = "0+unknown"
+
+_LAZY = {
+    "profile": "convprof.api",
+    "compare_convs": "convprof.calculator",
+    "register": "convprof.formulas",
+    "ForwardError": "convprof.recorder",
+    "ValuesNeeded": "convprof.recorder",
+}
 
 __all__ = [
     "CONVENTION",
@@ -38,3 +57,16 @@ __all__ = [
     "register",
     "render",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    home = _LAZY.get(name)
+    if home is None:
+        raise AttributeError(f"module 'convprof' has no attribute {name!r}")
+    value = getattr(importlib.import_module(home), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

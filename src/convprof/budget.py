@@ -74,8 +74,16 @@ class Budget:
         where: str = "budget",
     ) -> Budget:
         total = Limits.parse({"max_params": max_params, "max_macs": max_macs, "max_flops": max_flops}, where)
+        if not isinstance(allow_incomplete, bool):  # "no" would otherwise be a true flag
+            raise TypeError(f"{where}: allow_incomplete must be True or False, got {allow_incomplete!r}")
         if layers is not None and not isinstance(layers, Mapping):
-            raise ValueError(f"{where}: layers must map name patterns to limits")
+            raise TypeError(f"{where}: layers must map name patterns to limits, got {layers!r}")
+        for pattern, limits in (layers or {}).items():
+            if not isinstance(pattern, str) or not isinstance(limits, Mapping):
+                raise TypeError(
+                    f"{where}: layers must map name patterns to limits such as {{'max_macs': '10M'}}, "
+                    f"got {pattern!r}: {limits!r}"
+                )
         per_layer = tuple(
             (pattern, Limits.parse(limits, f"{where}: layers[{pattern!r}]"))
             for pattern, limits in (layers or {}).items()

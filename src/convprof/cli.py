@@ -3,13 +3,22 @@
 A thin front end over the library; with the pytest plugin it is the only place that prints.
 Exit status: 0 all good; 1 a budget or tolerance is broken; 2 a usage or configuration error
 (bad spec, shape, file, TOML, quantity, or a model that rejects its input), always one line on
-stderr, never a traceback.
+stderr, never a traceback; 3 an error inside convprof itself (one line, the traceback with
+``CONVPROF_TRACEBACK=1``), so that CI never mistakes a crash for a broken budget; 130 an
+interrupt.
+
+``profile`` and ``check`` import the module a ``package.module:callable`` spec names and call
+it, as pytest imports test files: the current directory (and, for ``check``, the config file's
+directory) comes first on the import path.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
+import os
 import sys
+import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
@@ -53,6 +62,8 @@ def parse_shape(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(
             f"bad shape {text!r}: expected positive integers separated by commas, e.g. 1,3,224,224"
         )
+    if math.prod(shape) >= 2**62:
+        raise argparse.ArgumentTypeError(f"bad shape {text!r}: {math.prod(shape):.3g} elements is too many")
     return shape
 
 
@@ -163,12 +174,61 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _memory() -> int:
+    """Physical memory in bytes (0 when the system does not say)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 0
+
+
+def _inputs(shapes: Sequence[Shape], dtype: torch.dtype, compute: bool) -> tuple[torch.Tensor, ...]:
+    if not compute:
+        return tuple(torch.empty(shape, dtype=dtype, device="meta") for shape in shapes)
+    size = sum(math.prod(shape) for shape in shapes) * dtype.itemsize
+    memory = _memory()
+    if memory and size > memory // 2:
+        raise UsageError(
+            f"the inputs take {size / 1e9:.1f} GB, more than half of this machine's memory "
+            f"({memory / 1e9:.1f} GB): profile with --no-compute, which allocates nothing"
+        )
+    try:
+        return tuple(torch.randn(shape, dtype=dtype) for shape in shapes)
+    except (RuntimeError, MemoryError) as exc:
+        raise UsageError(
+            f"cannot allocate inputs of {size / 1e9:.1f} GB ({str(exc).splitlines()[0]}): "
+            "profile with --no-compute"
+        ) from None
+
+
+def _writable(path: Path, option: str) -> None:
+    """Fail before any work when ``path`` cannot be written (missing folder, a directory, no
+    permission), rather than after every model was profiled."""
+    if path.is_dir():
+        raise UsageError(f"{option} {path}: is a directory")
+    if not path.parent.is_dir():
+        raise UsageError(f"{option} {path}: folder {str(path.parent)!r} does not exist")
+    existed = path.exists()
+    try:
+        with path.open("a"):
+            pass
+    except OSError as exc:
+        raise UsageError(f"{option} {path}: cannot write: {exc.strerror}") from None
+    if not existed:
+        path.unlink()
+
+
 def _profile_spec(
-    spec: str, shapes: Sequence[Shape] | None, dtype: torch.dtype = torch.float32, *, compute: bool = True
+    spec: str,
+    shapes: Sequence[Shape] | None,
+    dtype: torch.dtype = torch.float32,
+    *,
+    compute: bool = True,
+    folders: Sequence[Path] = (),
 ) -> Report:
     """Build the spec's model (on meta when not computing) and profile it on random inputs."""
     try:
-        loaded = load(spec, meta=not compute)
+        loaded = load(spec, meta=not compute, folders=folders or (Path.cwd(),))
     except SpecError as exc:
         raise UsageError(str(exc)) from None
     if loaded.note:
@@ -178,10 +238,7 @@ def _profile_spec(
         raise UsageError(f"no input shape for {spec!r}: give --input (or 'input' in the config)")
     model = loaded.model.to(dtype)
     torch.manual_seed(0)
-    if compute:
-        inputs = tuple(torch.randn(shape, dtype=dtype) for shape in shapes)
-    else:
-        inputs = tuple(torch.empty(shape, dtype=dtype, device="meta") for shape in shapes)
+    inputs = _inputs(shapes, dtype, compute)
     try:
         return profile(model, inputs, compute=compute)
     except ForwardError as exc:
@@ -194,6 +251,8 @@ def _cmd_profile(args: argparse.Namespace) -> int:
         raise UsageError("--depth must be 0 or more")
     if args.plot is not None and args.plot.suffix.lower() != ".png":
         raise UsageError(f"--plot writes PNG files: give a name ending in .png, not {str(args.plot)!r}")
+    if args.plot is not None:
+        _writable(args.plot, "--plot")
     report = _profile_spec(args.spec, args.input, _DTYPES[args.dtype], compute=not args.no_compute)
     sys.stdout.write(
         render(
@@ -248,6 +307,9 @@ def _cmd_check(args: argparse.Namespace) -> int:
         base = baseline.read(args.baseline) if args.baseline else {}
     except (config.ConfigError, baseline.BaselineError) as exc:
         raise UsageError(str(exc)) from None
+    if args.write_baseline:
+        _writable(args.write_baseline, "--write-baseline")
+    folders = (args.config.parent, Path.cwd())
     table: list[list[str]] = []
     reports: dict[str, Report] = {}
     failed = False
@@ -257,7 +319,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
             file=sys.stderr,
             flush=True,
         )
-        report = _profile_spec(entry.model, entry.inputs, compute=not args.no_compute)
+        report = _profile_spec(entry.model, entry.inputs, compute=not args.no_compute, folders=folders)
         reports[entry.name] = report
         try:
             found = checks(report, entry.budget)
@@ -291,7 +353,12 @@ def _cmd_check(args: argparse.Namespace) -> int:
     headers = ("Model", "Metric", "Actual", "Limit", "Headroom", "Status")
     sys.stdout.write(rows(headers, table, format=args.format))
     if args.write_baseline:
-        args.write_baseline.write_text(baseline.dumps(reports))
+        try:
+            args.write_baseline.write_text(baseline.dumps(reports))
+        except OSError as exc:
+            raise UsageError(
+                f"--write-baseline {args.write_baseline}: cannot write: {exc.strerror}"
+            ) from None
         print(f"convprof: baseline written to {args.write_baseline}", file=sys.stderr)
     return 1 if failed else 0
 
@@ -356,10 +423,36 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
 }
 
 
+_VALUED = ("--input", "--tolerance")
+
+
+def _join_dashed_values(argv: Sequence[str]) -> list[str]:
+    """``--input -1,3,8,8`` as ``--input=-1,3,8,8``: argparse takes a value that starts with a
+    dash for an option and says only "expected one argument"; joined, the value's own check
+    explains what is wrong with it."""
+    out: list[str] = []
+    for word in argv:
+        if out and out[-1] in _VALUED and word[:1] == "-" and word[1:2].isdigit():
+            out[-1] = f"{out[-1]}={word}"
+        else:
+            out.append(word)
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args: Any = _parser().parse_args(argv)
+    words = _join_dashed_values(sys.argv[1:] if argv is None else argv)
+    args: Any = _parser().parse_args(words)
     try:
         return _COMMANDS[args.command](args)
     except UsageError as exc:
         print(f"convprof: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("convprof: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        if os.environ.get("CONVPROF_TRACEBACK"):
+            traceback.print_exc()
+        where = "" if os.environ.get("CONVPROF_TRACEBACK") else " (CONVPROF_TRACEBACK=1 shows the traceback)"
+        print(f"convprof: internal error: {type(exc).__name__}: {exc}{where}", file=sys.stderr)
+        return 3

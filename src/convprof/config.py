@@ -76,7 +76,7 @@ def _entry(raw: Any, index: int, path: Path) -> ModelEntry:
             allow_incomplete=raw.get("allow_incomplete", False),
             where=where,
         )
-    except ValueError as exc:
+    except (ValueError, TypeError) as exc:
         raise ConfigError(str(exc)) from None
     inputs = _shapes(raw["input"], where) if "input" in raw else None
     return ModelEntry(raw["name"], raw["model"], inputs, budget)
@@ -91,9 +91,13 @@ def load(path: str | Path) -> tuple[ModelEntry, ...]:
         raise ConfigError(f"{path}: no such file") from None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: TOML syntax error: {exc}") from None
-    models = data.get("tool", {}).get("convprof", {}).get("models")
+    models: Any = data
+    for key in ("tool", "convprof", "models"):
+        models = models.get(key) if isinstance(models, Mapping) else None
     if not isinstance(models, list) or not models:
         raise ConfigError(f"{path}: no [[tool.convprof.models]] entries")
     entries = tuple(_entry(raw, i, path) for i, raw in enumerate(models))

@@ -306,6 +306,13 @@ def _csv_blocks(blocks: Sequence[Block]) -> str:
 _RIGHT = frozenset({"Actual", "Limit", "Headroom", "Old", "New", "Change", "%"})
 
 
+def _markdown_cell(text: str) -> str:
+    """A cell that stays one cell of one row, as text: module and model names come from user
+    code and end up in pull-request comments, so ``|``, line breaks and HTML are escaped."""
+    text = text.replace("&", "&amp;").replace("<", "&lt;").replace("\\", "\\\\").replace("|", "\\|")
+    return " ".join(text.splitlines())
+
+
 def rows(
     headers: Sequence[str],
     cells: Sequence[Sequence[str]],
@@ -317,6 +324,8 @@ def rows(
     calculator); columns named in ``right`` are right-aligned."""
     if format not in ("table", "markdown"):
         raise ValueError(f"unknown format {format!r}; choose table or markdown")
+    if format == "markdown":
+        cells = [[_markdown_cell(c) for c in row] for row in cells]
     return (
         tabulate(
             [list(c) for c in cells],

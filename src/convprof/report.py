@@ -19,6 +19,12 @@ CONVENTION = (
 )
 
 
+def _table(value: Any, what: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise TypeError(f"a {what} must be a JSON object, got {value!r}")
+    return value
+
+
 def intensity(macs: int, memory_bytes: int) -> float:
     """Arithmetic intensity: MACs per byte of memory traffic (0 when nothing moved)."""
     return macs / memory_bytes if memory_bytes else 0.0
@@ -226,7 +232,7 @@ class Report:
             return cls(
                 model=data["model"],
                 inputs=tuple(tuple(s) for s in data["inputs"]),
-                layers=tuple(Layer.from_dict(layer) for layer in data["layers"]),
+                layers=tuple(Layer.from_dict(_table(layer, "layer")) for layer in data["layers"]),
                 total=Totals(
                     data["total"]["params"], data["total"]["macs"], data["total"].get("memory_bytes", 0)
                 ),
@@ -236,7 +242,7 @@ class Report:
                 convention=data["convention"],
                 blocks=tuple(Block.from_dict(b) for b in data.get("blocks", ())),
             )
-        except (KeyError, TypeError) as exc:
+        except (KeyError, TypeError, AttributeError) as exc:
             raise ValueError(f"malformed convprof report: {type(exc).__name__}: {exc}") from exc
 
     def to_dict(self) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 
 _SCALE = {"": 1, "k": 10**3, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}
@@ -24,7 +25,10 @@ def parse_quantity(value: int | str) -> int:
             "k/K, M, G or T (e.g. '240', '2.2k', '300M', '1.5e9')"
         )
     number, suffix = match.groups()
-    return round(float(number) * _SCALE[suffix])
+    value_float = float(number) * _SCALE[suffix]
+    if not math.isfinite(value_float):
+        raise ValueError(f"quantity {value!r} is too large")
+    return round(value_float)
 
 
 def parse_tolerance(value: str | float) -> float:

@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -207,17 +209,40 @@ def torchvision_model(name: str, weights: str | None = None, *, meta: bool = Fal
     return Loaded(loaded.model, info.inputs, loaded.note)
 
 
-def load(spec: str, *, meta: bool = False) -> Loaded:
-    """The model a spec names, and its default inputs when the spec implies them."""
+@contextlib.contextmanager
+def _importable_from(folders: Sequence[Path]) -> Iterator[None]:
+    """Put ``folders`` first on ``sys.path`` while a spec's module is imported, as ``python -m``
+    and pytest do for the current directory."""
+    added = [str(Path(folder).resolve()) for folder in folders]
+    sys.path[:0] = added
+    try:
+        yield
+    finally:
+        for folder in added:
+            if folder in sys.path:
+                sys.path.remove(folder)
+
+
+def load(spec: str, *, meta: bool = False, folders: Sequence[Path] = ()) -> Loaded:
+    """The model a spec names, and its default inputs when the spec implies them.
+
+    A ``package.module:callable`` spec is imported from ``folders`` first, then from
+    ``sys.path``: importing it runs its code, as ``python -c 'import package.module'`` would.
+    """
     if spec.startswith("torchvision:"):
         return torchvision_model(spec.removeprefix("torchvision:"), meta=meta)
     module_name, sep, attr = spec.partition(":")
     if not sep or not module_name or not attr:
         raise SpecError(f"model spec {spec!r} is not 'package.module:callable' or 'torchvision:NAME'")
     try:
-        module = importlib.import_module(module_name)
+        with _importable_from(folders):
+            module = importlib.import_module(module_name)
     except ImportError as exc:
         raise SpecError(f"cannot import {module_name!r} for spec {spec!r}: {exc}") from exc
+    except Exception as exc:  # the module's own code raised (SyntaxError, RuntimeError, ...)
+        raise SpecError(
+            f"importing {module_name!r} for spec {spec!r} raised {type(exc).__name__}: {exc}"
+        ) from exc
     target: Any = module
     for part in attr.split("."):
         target = getattr(target, part, None)

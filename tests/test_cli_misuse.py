@@ -1,0 +1,264 @@
+"""Bad input to the CLI, the config, baselines and the fixture: one line naming the problem,
+exit 2, never a traceback; an internal error exits 3, never 1 ("a budget is broken").
+Every case here used to print a traceback or pass silently (issue 10)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import convprof
+from convprof.cli import main
+from tests.test_budget import TOTAL, separable
+
+ENTRY = """
+[[tool.convprof.models]]
+name = "separable"
+model = "tests.test_budget:separable"
+input = [1, 6, 4, 4]
+"""
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    try:
+        code = main(list(argv))
+    except SystemExit as exc:  # argparse's own errors
+        code = int(exc.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_usage_error(result: tuple[int, str, str], *words: str) -> None:
+    code, _, err = result
+    assert code == 2, err
+    assert "Traceback" not in err
+    lines = [line for line in err.splitlines() if line.startswith("convprof: error:")]
+    assert len(lines) == 1, err
+    for word in words:
+        assert word in lines[0], err
+
+
+@pytest.mark.parametrize(
+    ("source", "words"),
+    [
+        ("raise RuntimeError('no GPU here')", ("RuntimeError", "no GPU here")),
+        ("def build(:\n    pass", ("SyntaxError",)),
+    ],
+    ids=["raises", "syntax"],
+)
+def test_spec_module_that_fails_to_import(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    source: str,
+    words: tuple[str],
+) -> None:
+    (tmp_path / "broken_model.py").write_text(source + "\n")
+    monkeypatch.chdir(tmp_path)
+    result = run(capsys, "profile", "broken_model:build", "--input", "1,3,8,8")
+    assert_usage_error(result, "broken_model", *words)
+
+
+def test_spec_imported_from_the_current_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "my_own_model.py").write_text(
+        "from torch import nn\ndef build():\n    return nn.Conv2d(6, 10, 2, bias=False)\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run(capsys, "profile", "my_own_model:build", "--input", "1,6,4,4", "--format", "json")
+    assert code == 0, err
+    assert json.loads(out)["total"]["macs"] == 9 * 240  # the tutorial's conv
+
+
+@pytest.mark.parametrize(
+    ("argv", "words"),
+    [
+        (("profile", "tests.test_budget:separable", "--input", "99999999999999999999,3,8,8"), ("too many",)),
+        (
+            ("profile", "tests.test_budget:separable", "--input", "-1,3,224,224"),
+            ("bad shape", "-1,3,224,224"),
+        ),
+        # 64 x 3 x 8192 x 8192 float32 = 51.5 GB: refused before allocating, not after
+        (
+            ("profile", "tests.test_budget:separable", "--input", "64,3,8192,8192"),
+            ("51.5 GB", "--no-compute"),
+        ),
+        (("check", "--config", "x.toml", "--tolerance", "-2%"), ("tolerance", "-2%")),
+    ],
+    ids=["overflow", "negative", "too big to allocate", "negative tolerance"],
+)
+def test_bad_values(
+    capsys: pytest.CaptureFixture[str], argv: tuple[str, ...], words: tuple[str, ...]
+) -> None:
+    assert_usage_error(run(capsys, *argv), *words)
+
+
+def test_calculator_with_huge_channels_needs_no_weights(capsys: pytest.CaptureFixture[str]) -> None:
+    # 100,000 x 100,000 x 3 x 3 float32 weights would be 360 GB; the calculator builds on meta
+    code, out, err = run(capsys, "conv", "--in", "100000", "--out", "100000", "--kernel", "3", "--size", "8")
+    assert code == 0, err
+    # standard: 6 x 6 positions x 100,000 x 100,000 x 9 weights
+    assert f"{36 * 100_000 * 100_000 * 9:,}" in out
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        (ENTRY + 'max_macs = "1e999"\n', ("max_macs", "too large")),
+        (ENTRY + 'layers = { "0" = 5 }\n', ("layers", "'0': 5")),
+        (ENTRY + 'allow_incomplete = "no"\n', ("allow_incomplete",)),
+        ("tool = 5\n", ("no [[tool.convprof.models]]",)),
+        (b"\xff\xfe[[tool.convprof.models]]\n", ("not UTF-8",)),
+    ],
+    ids=["huge quantity", "layer limit not a table", "flag not a bool", "tool not a table", "not utf-8"],
+)
+def test_config_values_of_the_wrong_type(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str | bytes, words: tuple[str, ...]
+) -> None:
+    path = tmp_path / "budgets.toml"
+    if isinstance(text, bytes):
+        path.write_bytes(text)
+    else:
+        path.write_text(text)
+    assert_usage_error(run(capsys, "check", "--config", str(path)), *words)
+
+
+def _report() -> dict[str, object]:
+    report = convprof.profile(separable(), __import__("torch").randn(1, 6, 4, 4))
+    data: dict[str, object] = report.to_dict()
+    return data
+
+
+BASELINES = {
+    "models a list": lambda r: json.dumps({"schema": 1, "models": [r]}),
+    "a layer an int": lambda r: json.dumps({**r, "layers": [5]}),
+    "params a string": lambda r: json.dumps({**r, "total": {**r["total"], "params": "120"}}),
+    "params null": lambda r: json.dumps({**r, "total": {**r["total"], "params": None}}),
+    "NaN MACs": lambda r: json.dumps({**r, "total": {**r["total"], "macs": float("nan")}}),
+    "deep nesting": lambda r: "[" * 100_000 + "]" * 100_000,
+}
+
+
+@pytest.mark.parametrize("name", list(BASELINES))
+def test_baselines_of_the_wrong_shape(tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str) -> None:
+    bad = tmp_path / "bad.json"
+    bad.write_text(BASELINES[name](_report()))  # type: ignore[no-untyped-call]
+    good = tmp_path / "good.json"
+    good.write_text(json.dumps(_report()))
+    assert_usage_error(run(capsys, "diff", str(good), str(bad), "--tolerance", "1%"), str(bad))
+    config = tmp_path / "budgets.toml"
+    config.write_text(ENTRY)
+    assert_usage_error(run(capsys, "check", "--config", str(config), "--baseline", str(bad)), str(bad))
+
+
+def test_baseline_not_utf8(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "bad.json"
+    bad.write_bytes(b'{"schema": 1, "model": "\xff"}')
+    assert_usage_error(run(capsys, "diff", str(bad), str(bad)), "not UTF-8")
+
+
+@pytest.mark.parametrize("where", ["missing folder", "a folder", "unwritable"])
+def test_output_paths_are_checked_before_any_work(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], where: str
+) -> None:
+    config = tmp_path / "budgets.toml"
+    config.write_text(ENTRY)
+    target = {
+        "missing folder": tmp_path / "nowhere" / "base.json",
+        "a folder": tmp_path,
+        "unwritable": Path("/proc/version"),  # not writable, even by root
+    }[where]
+    result = run(capsys, "check", "--config", str(config), "--write-baseline", str(target))
+    assert_usage_error(result, "--write-baseline")
+    assert "profiling" not in result[2]  # refused before the first model ran
+    image = {
+        "missing folder": tmp_path / "nowhere" / "plot.png",
+        "a folder": tmp_path / "folder.png",
+        "unwritable": Path("/proc/plot.png"),
+    }[where]
+    if where == "a folder":
+        image.mkdir()
+    plot = run(capsys, "profile", "tests.test_budget:separable", "--input", "1,6,4,4", "--plot", str(image))
+    assert_usage_error(plot, "--plot")
+
+
+def test_internal_error_exits_3_not_1(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def broken(*args: object, **kwargs: object) -> str:
+        raise ZeroDivisionError("a bug")
+
+    monkeypatch.setattr("convprof.cli.render", broken)
+    code, _, err = run(capsys, "profile", "tests.test_budget:separable", "--input", "1,6,4,4")
+    assert code == 3
+    assert "internal error: ZeroDivisionError: a bug" in err and "Traceback" not in err
+
+
+def test_markdown_diff_escapes_names(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    old = _report()
+    new = json.loads(json.dumps(old))
+    costly = next(layer for layer in new["layers"] if layer["macs"])  # the diff lists it
+    costly["name"] = "x|y\n| injected | row |<img src=x onerror=alert(1)>"
+    (tmp_path / "old.json").write_text(json.dumps(old))
+    (tmp_path / "new.json").write_text(json.dumps(new))
+    code, out, _ = run(
+        capsys, "diff", str(tmp_path / "old.json"), str(tmp_path / "new.json"), "--format", "markdown"
+    )
+    assert code == 0
+    assert "x\\|y" in out  # the name is there, escaped
+    assert "<img" not in out and "&lt;img" in out
+    assert not any(line.startswith("| injected") for line in out.splitlines())
+    table = [line for line in out.splitlines() if line.startswith("| ") and "Layer" not in line]
+    header = next(line for line in out.splitlines() if line.startswith("| Model") and "Layer" in line)
+    cells = header.count(" | ")
+    assert all(line.replace("\\|", "").count(" | ") == cells for line in table if "injected" in line)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "words"),
+    [
+        ({"max_macs": "1e999"}, ValueError, ("max_macs", "too large")),
+        ({"layers": {"0": 5}}, TypeError, ("layers", "'0': 5")),
+        ({"allow_incomplete": "no"}, TypeError, ("allow_incomplete", "'no'")),
+    ],
+    ids=["huge quantity", "layer limit not a mapping", "string flag"],
+)
+def test_budget_arguments_of_the_wrong_type(
+    kwargs: dict[str, object], error: type, words: tuple[str, ...]
+) -> None:
+    with pytest.raises(error) as info:
+        convprof.assert_budget(separable(), __import__("torch").randn(1, 6, 4, 4), **kwargs)
+    for word in words:
+        assert word in str(info.value)
+    # a real budget still works after the refusals
+    assert convprof.assert_budget(separable(), __import__("torch").randn(1, 6, 4, 4), max_macs=TOTAL).complete
+
+
+def test_pytest_plugin_does_not_import_torch_at_startup(tmp_path: Path) -> None:
+    (tmp_path / "test_one.py").write_text(
+        "import sys\nTORCH_AT_COLLECTION = 'torch' in sys.modules\n\n"
+        "def test_one():\n    assert not TORCH_AT_COLLECTION\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path / "test_one.py")],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert (
+        "convprof"
+        in subprocess.run(
+            [sys.executable, "-m", "pytest", "--help"],
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+            check=False,
+        ).stdout
+    )  # the plugin is loaded (its option is listed), it just does not import torch
