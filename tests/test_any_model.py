@@ -16,7 +16,7 @@ from torch.nn.utils.parametrizations import spectral_norm, weight_norm
 from torch.utils.flop_counter import FlopCounterMode
 
 import convprof
-from convprof import ValuesNeeded
+from convprof import ForwardError, ValuesNeeded
 
 # The tutorial's conv: 1x6x4x4 in, 6 -> 10 channels, 2x2 kernel, 3x3 out: 9 x 240 MACs.
 SEED_X = (1, 6, 4, 4)
@@ -133,6 +133,15 @@ def test_torchscript_modules_are_counted_and_left_as_they_were(how: str) -> None
         assert report.layers[0].name == "" and report.layers[0].macs == SMALL_MACS
     assert scripted.training and scripted.bn.training
     assert torch.equal(scripted.bn.running_mean, stats)
+
+
+def test_script_error_names_its_cause() -> None:
+    # PyTorch cannot script a parametrized module; its long interpreter message ends in the cause
+    scripted = torch.jit.script(weight_norm(nn.Conv2d(6, 10, 2)))
+    with pytest.raises(
+        ForwardError, match=r"TorchScript interpreter\. \.\.\. .*Parametrization is not working"
+    ):
+        convprof.profile(scripted, torch.randn(SEED_X))
 
 
 def _encoder() -> nn.TransformerEncoder:

@@ -99,4 +99,6 @@ def test_dynamic_quantized_linear_and_lstm() -> None:
     lstm = torch.ao.quantization.quantize_dynamic(nn.LSTM(8, 16, num_layers=2), {nn.LSTM}, dtype=torch.qint8)
     report = convprof.profile(lstm, torch.randn(5, 3, 8))
     assert report.total.macs == 15 * (4 * 16 * (8 + 16) + 4 * 16 * (16 + 16))
+    # weights and both biases of each layer, packed inside the cells' saved state
+    assert report.total.params == (64 * 8 + 64 * 16 + 2 * 64) + (64 * 16 + 64 * 16 + 2 * 64)
     assert report.complete

@@ -105,6 +105,32 @@ def _unpacked(value: Any) -> tuple[torch.Tensor | None, ...] | None:
     return None
 
 
+def _packed_tensors(value: Any) -> list[torch.Tensor] | None:
+    """Every tensor a packed object holds: what it unpacks to, or, for containers of packed
+    objects (a dynamically quantized LSTM cell's parameters), what its saved state holds."""
+    unpacked = _unpacked(value)
+    if unpacked is not None:
+        return [t for t in unpacked if t is not None]
+    if not (isinstance(value, torch.ScriptObject) and value._has_method("__getstate__")):  # type: ignore[attr-defined]
+        return None
+    found: list[torch.Tensor] = []
+
+    def walk(item: Any) -> None:
+        if isinstance(item, torch.Tensor):
+            found.append(item)
+        elif isinstance(item, (list, tuple)):
+            for part in item:
+                walk(part)
+        else:
+            found.extend(_packed_tensors(item) or ())
+
+    with _disable_current_modes():
+        walk(value.__getstate__())
+    # the state may hold a bias both on its own and inside a packed object
+    unique = {(t.data_ptr(), tuple(t.shape)): t for t in found}
+    return list(unique.values())
+
+
 def _plain(value: Any) -> ArgValue:
     """An operator argument as a record value: tensors become TensorMeta, the rest plain."""
     if isinstance(value, torch.Tensor):
@@ -428,14 +454,10 @@ def _params(module: nn.Module) -> tuple[ParamInfo, ...]:
         if p is not None and not nn.parameter.is_lazy(p)
     ]
     for attr, value in vars(module).items():
-        unpacked = _unpacked(value)
-        if unpacked is None:
-            continue
-        names = ("weight", "bias") if len(unpacked) == 2 else tuple(str(i) for i in range(len(unpacked)))
+        tensors = _packed_tensors(value)
         params.extend(
-            ParamInfo(f"{attr}.{pname}", hash((id(value), pname)), tuple(t.shape), t.element_size())
-            for pname, t in zip(names, unpacked, strict=True)
-            if t is not None
+            ParamInfo(f"{attr}.{i}", hash((id(value), i)), tuple(t.shape), t.element_size())
+            for i, t in enumerate(tensors or ())
         )
     return tuple(params)
 
@@ -581,4 +603,14 @@ def _forward_error(
             f"zero-compute pass of {type(model).__name__} stopped {where}: PyTorch has no meta "
             f"implementation of {op}, so it needs real tensors; profile with compute=True and real inputs"
         )
-    return ForwardError(f"forward pass of {type(model).__name__} failed {where}: {type(exc).__name__}: {exc}")
+    return ForwardError(
+        f"forward pass of {type(model).__name__} failed {where}: {type(exc).__name__}: {_gist(exc)}"
+    )
+
+
+def _gist(exc: Exception) -> str:
+    """A long message (TorchScript's carries the script's stack) as its first and last lines."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    if len(lines) <= 2:
+        return " ".join(lines)
+    return f"{lines[0]} ... {lines[-1]}"
