@@ -217,6 +217,28 @@ def test_interrupt_between_pop_and_record_surfaces_as_itself(monkeypatch: pytest
     assert convprof.profile(nn.Linear(2, 2), torch.randn(1, 2)).total.macs == 4
 
 
+def test_signals_wait_while_the_model_is_put_back() -> None:
+    import os
+    import signal
+
+    from convprof.state import HeldSignals
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    held = HeldSignals()
+    try:
+        held.hold()
+        os.kill(os.getpid(), signal.SIGALRM)  # arrives while held: nothing happens yet
+        done = True
+        with pytest.raises(KeyboardInterrupt):
+            held.release()  # delivered now, after the restore would have finished
+    finally:
+        signal.signal(signal.SIGALRM, previous)
+    assert done
+
+
 class ProfilesItself(nn.Module):
     def __init__(self) -> None:
         super().__init__()

@@ -59,7 +59,7 @@ from convprof.records import (
     TensorMeta,
     Trace,
 )
-from convprof.state import ModelState, Values
+from convprof.state import HeldSignals, ModelState, Values
 from convprof.units import format_shape
 
 _VALUE_TAGS = (torch.Tag.data_dependent_output, torch.Tag.dynamic_output_shape)
@@ -522,6 +522,7 @@ def record(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], *, c
     # modules that are not part of the model.
     handles = []
     outer = _sessions()
+    held = HeldSignals()
     try:
         handles.append(register_module_forward_pre_hook(session.pre_hook))
         handles.append(register_module_forward_hook(session.post_hook, with_kwargs=True, always_call=True))
@@ -545,6 +546,7 @@ def record(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], *, c
             except Exception as exc:
                 raise _forward_error(model, named, session, exc, computing) from exc
             finally:
+                held.hold()  # from here until the model is back, an interrupt waits
                 session.finish()
         if session.intruder is not None:
             raise ForwardError(
@@ -555,19 +557,23 @@ def record(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], *, c
         # Read before the state is put back: a lazy module knows its sizes only now.
         infos = {name: _module_info(name, module) for name, module in named}
     finally:
-        if outer and outer[-1] is session:
-            outer.pop()
-            for running in outer:
-                running.paused -= 1
-        for handle in handles:
-            handle.remove()
-            # PyTorch's handle forgets this table (every profile() would leave an entry, and
-            # with it a global-hooks flag that slows every later forward and warns in compile)
-            _module_globals._global_forward_hooks_with_kwargs.pop(handle.id, None)
-            _module_globals._global_forward_hooks_always_called.pop(handle.id, None)
-        state.restore()
-        if session._values is not None:
-            session._values.restore()
+        held.hold()
+        try:
+            if outer and outer[-1] is session:
+                outer.pop()
+                for running in outer:
+                    running.paused -= 1
+            for handle in handles:
+                handle.remove()
+                # PyTorch's handle forgets this table (every profile() would leave an entry, and
+                # with it a global-hooks flag that slows every later forward and warns in compile)
+                _module_globals._global_forward_hooks_with_kwargs.pop(handle.id, None)
+                _module_globals._global_forward_hooks_always_called.pop(handle.id, None)
+            state.restore()
+            if session._values is not None:
+                session._values.restore()
+        finally:
+            held.release()
     calls = tuple(
         ModuleCall(infos[f.name], f.inputs, f.outputs or (), tuple(f.ops), tuple(sorted(f.sources)), f.raised)
         for f in session.calls

@@ -19,6 +19,8 @@ through the script module's own attribute.
 
 from __future__ import annotations
 
+import signal
+import threading
 from typing import Any
 
 import torch
@@ -100,6 +102,53 @@ def _put_back(current: dict[str, Any], saved: dict[str, Any]) -> None:
     for key, value in saved.items():
         if current.get(key, _MISSING) is not value:
             current[key] = value
+
+
+# Asynchronous signals whose Python handlers may raise (Ctrl-C, timers, termination).
+_ASYNC = tuple(
+    getattr(signal, name)
+    for name in ("SIGINT", "SIGTERM", "SIGHUP", "SIGALRM", "SIGVTALRM", "SIGPROF", "SIGUSR1", "SIGUSR2")
+    if hasattr(signal, name)
+)
+
+
+class HeldSignals:
+    """Holds signal handlers while the model is put back: a KeyboardInterrupt that lands in the
+    middle of the restore would leave it half done (a parameter still a meta stand-in).
+
+    Python runs signal handlers in the main thread, whichever thread the signal reached, so
+    blocking signals is not enough; instead each Python-level handler is swapped for one that
+    notes the signal, and :meth:`release` puts the handlers back and runs the noted ones (a
+    KeyboardInterrupt then surfaces there, once everything is back). Elsewhere than in the main
+    thread no handler can interrupt the restore, and nothing is done.
+    """
+
+    def __init__(self) -> None:
+        self._saved: dict[int, Any] | None = None
+        self._noted: list[tuple[int, Any]] = []
+
+    def hold(self) -> None:
+        if self._saved is not None or threading.current_thread() is not threading.main_thread():
+            return
+        self._saved = {}
+        for signum in _ASYNC:
+            handler = signal.getsignal(signum)
+            if callable(handler):  # SIG_DFL and SIG_IGN stay as they are
+                self._saved[signum] = handler
+                signal.signal(signum, self._note)
+
+    def _note(self, signum: int, frame: Any) -> None:
+        self._noted.append((signum, frame))
+
+    def release(self) -> None:
+        saved, self._saved = self._saved, None
+        if saved is None:
+            return
+        for signum, handler in saved.items():
+            signal.signal(signum, handler)
+        noted, self._noted = self._noted, []
+        for signum, frame in noted:
+            saved[signum](signum, frame)
 
 
 class Values:
