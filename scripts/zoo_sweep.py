@@ -4,12 +4,13 @@ the CPU, with compute=False and on meta (tests/zoo_check.py says what each statu
 
     python scripts/zoo_sweep.py timm --out timm.jsonl [--shard 1/2] [--filter 'resnet*']
     python scripts/zoo_sweep.py transformers --out hf.jsonl
-    python scripts/zoo_sweep.py timm --out timm2.jsonl --redo-skipped timm.jsonl --max-cpu-macs 3e10
+    python scripts/zoo_sweep.py timm --out timm2.jsonl --redo timm.jsonl --max-cpu-macs 3e10
     python scripts/zoo_sweep.py table timm.jsonl timm2.jsonl hf.jsonl > table.md
 
 Results are appended one JSON line per model, so an interrupted sweep resumes where it
-stopped; ``--redo-skipped`` runs again, with larger limits, the models whose CPU or
-zero-compute pass an earlier sweep skipped, and ``table`` keeps the last row of each model.
+stopped; ``--redo`` runs again, with larger limits, the models whose CPU or zero-compute pass
+an earlier sweep skipped or that had no FlopCounterMode count, and ``table`` keeps the last row
+of each model.
 Models are built with random weights (``pretrained=False``), never downloaded.
 """
 
@@ -76,9 +77,9 @@ def sweep(args: argparse.Namespace) -> int:
     out = Path(args.out)
     done = {json.loads(line)["name"] for line in out.read_text().splitlines()} if out.exists() else set()
     models = list(timm_models(args.filter) if args.zoo == "timm" else hf_models(args.filter))
-    if args.redo_skipped:
-        earlier = [json.loads(line) for line in Path(args.redo_skipped).read_text().splitlines()]
-        again = {row["name"] for row in earlier if row["skipped"]}
+    if args.redo:
+        earlier = [json.loads(line) for line in Path(args.redo).read_text().splitlines()]
+        again = {row["name"] for row in earlier if row["skipped"] or row["flop_counter"] is None}
         models = [m for m in models if m[0] in again]
     index, count = (int(v) for v in args.shard.split("/"))
     models = [m for i, m in enumerate(models) if i % count == index - 1]
@@ -190,7 +191,9 @@ def main() -> int:
             "--max-cpu-macs", type=float, default=1e10, help="CPU pass up to this (default 1e10)"
         )
         run.add_argument(
-            "--redo-skipped", metavar="JSONL", help="only models an earlier sweep skipped a pass of"
+            "--redo",
+            metavar="JSONL",
+            help="only models an earlier sweep skipped a pass of or had no oracle for",
         )
     show = sub.add_parser("table", help="Markdown table of sweep results")
     show.add_argument("files", nargs="+")

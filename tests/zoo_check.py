@@ -98,12 +98,7 @@ def check(
         outcome.seconds = time.perf_counter() - start
         return outcome
     outcome.params = sum(p.numel() for p in meta_model.parameters())
-    try:
-        with FlopCounterMode(display=False) as counter, torch.no_grad():
-            meta_model(*meta_args, **meta_kwargs)
-        outcome.flop_counter = counter.get_total_flops() // 2
-    except Exception as exc:
-        outcome.note = f"FlopCounterMode on meta failed: {_short(exc)}"
+    outcome.flop_counter, outcome.note = _flop_counter(meta_model, meta_args, meta_kwargs)
     _count(outcome, "meta", meta_model, meta_args, meta_kwargs)
     del meta_model
     if outcome.params > max_real_params:
@@ -126,6 +121,20 @@ def check(
     gc.collect()
     outcome.seconds = time.perf_counter() - start
     return outcome
+
+
+def _flop_counter(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[int | None, str]:
+    """FlopCounterMode's MACs on meta, under no_grad; with grad enabled when that fails (its module
+    tracker asserts on some models, CaiT and PiT among them, under no_grad)."""
+    failure = ""
+    for grad in (False, True):
+        try:
+            with FlopCounterMode(display=False) as counter, torch.set_grad_enabled(grad):
+                model(*args, **kwargs)
+            return counter.get_total_flops() // 2, ""
+        except Exception as exc:
+            failure = failure or _short(exc)
+    return None, f"FlopCounterMode on meta failed: {failure}"
 
 
 def _count(
