@@ -16,10 +16,13 @@ from convprof.report import Report
 def _positional(args: Any) -> tuple[Any, ...]:
     if isinstance(args, torch.Tensor):
         return (args,)
-    if isinstance(args, tuple):
+    if type(args) is tuple:
         return args
+    if isinstance(args, tuple) and hasattr(args, "_fields"):  # a PackedSequence is one input
+        return (args,)
     raise TypeError(
-        f"convprof.profile: args must be a Tensor or a tuple of positional inputs, got {type(args).__name__}"
+        "convprof.profile: args must be a Tensor or a tuple of positional inputs, got "
+        f"{type(args).__name__} (a named tuple such as a PackedSequence is one input)"
     )
 
 

@@ -167,6 +167,80 @@ _TABLE: dict[str, Shortcut] = {
 }
 
 
+# The caller's integer tensors up to this size stay real in a zero-compute pass: lengths,
+# batch sizes, positions and masks steer control flow (pack_padded_sequence insists on real CPU
+# lengths; a mask may be tested with .item()), and keeping them costs nothing.
+STEERING_NUMEL = 4096
+
+
+def steers(tensor: torch.Tensor) -> bool:
+    """Whether a real tensor is small integer data that may steer control flow."""
+    return (
+        tensor.device.type == "cpu"
+        and not tensor.dtype.is_floating_point
+        and not tensor.dtype.is_complex
+        and tensor.layout == torch.strided
+        and not tensor.is_nested
+        and tensor.numel() <= STEERING_NUMEL
+    )
+
+
+def _to_copy(func: torch._ops.OpOverload, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    # Devices in a zero-compute pass: steering data moved to the meta device stays real (so the
+    # model can still read it: pad_packed_sequence calls .cpu() on sorted indices), and a meta
+    # tensor moved to a real device (a buffer moved to the device of real positions) stays meta.
+    x, device = args[0], kwargs.get("device")
+    if not isinstance(x, torch.Tensor) or device is None:
+        return None
+    to_meta = torch.device(device).type == "meta"
+    if to_meta and not x.is_meta and steers(x) and kwargs.get("dtype") in (None, x.dtype):
+        return x.clone()
+    if x.is_meta and not to_meta:
+        return torch.empty_like(x, dtype=kwargs.get("dtype") or x.dtype, device="meta")
+    return None
+
+
+def _pack_padded(func: torch._ops.OpOverload, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    # _pack_padded_sequence(input, lengths, batch_first) -> (data, batch_sizes). The lengths
+    # are the caller's, real (they steer control flow); every output size follows from them.
+    x, lengths = args[0], args[1]
+    if lengths.is_meta or lengths.dim() != 1:
+        return None
+    steps = lengths.tolist()
+    batch_sizes = [sum(1 for n in steps if n > t) for t in range(max(steps, default=0))]
+    feature = x.shape[2:]
+    data = torch.empty((sum(steps), *feature), dtype=x.dtype, device="meta")
+    return data, torch.tensor(batch_sizes, dtype=torch.int64)
+
+
+def _pad_packed(func: torch._ops.OpOverload, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    # _pad_packed_sequence(data, batch_sizes, batch_first, padding_value, total_length)
+    data, batch_sizes, batch_first, total = args[0], args[1], args[2], args[4]
+    if batch_sizes.is_meta:
+        return None
+    sizes = batch_sizes.tolist()
+    steps, batch = max(len(sizes), total), sizes[0] if sizes else 0
+    lengths = [sum(1 for b in sizes if b > i) for i in range(batch)]
+    shape = (batch, steps) if batch_first else (steps, batch)
+    return torch.empty((*shape, *data.shape[1:]), dtype=data.dtype, device="meta"), torch.tensor(lengths)
+
+
+# Operators whose output sizes depend on the values of small real arguments: these see the
+# arguments before any is made meta.
+_WITH_VALUES: dict[str, Shortcut] = {
+    "_to_copy": _to_copy,
+    "_pack_padded_sequence": _pack_padded,
+    "_pad_packed_sequence": _pad_packed,
+}
+
+
+def value_shortcut_for(func: torch._ops.OpOverload) -> Shortcut | None:
+    """The stand-in for an operator that reads small real arguments (lengths), if it has one."""
+    if func.namespace != "aten":
+        return None
+    return _WITH_VALUES.get(func._schema.name.removeprefix("aten::"))
+
+
 def shortcut_for(func: torch._ops.OpOverload) -> Shortcut | None:
     """The stand-in function for an ATen operator, if it has one."""
     if func.namespace != "aten":

@@ -26,6 +26,7 @@ and restored after, also when the forward raises. Records hold shapes and plain 
 
 from __future__ import annotations
 
+import copy
 import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -43,11 +44,11 @@ from torch.utils._python_dispatch import (
     _pop_mode,
     _push_mode,
 )
-from torch.utils._pytree import tree_leaves, tree_map_only
+from torch.utils._pytree import tree_leaves
 from torch.utils.weak import WeakIdKeyDictionary
 
 from convprof.formulas import OpClass, classify, is_quiet, module_formula, moves_memory
-from convprof.meta_shapes import Shortcut, shortcut_for
+from convprof.meta_shapes import Shortcut, shortcut_for, steers, value_shortcut_for
 from convprof.records import (
     ArgValue,
     ConvSpec,
@@ -212,7 +213,9 @@ class _Session(TorchDispatchMode):  # type: ignore[no-untyped-call]
         self.paused = 0  # > 0 while a nested convprof session runs inside this one
         self.intruder: str | None = None  # a module of the model called from another thread
         self.failed: _Frame | None = None  # the innermost call an exception left, since then
-        self._op_classes: dict[torch._ops.OpOverload, tuple[OpClass, bool, Shortcut | None]] = {}
+        self._op_classes: dict[
+            torch._ops.OpOverload, tuple[OpClass, bool, Shortcut | None, Shortcut | None]
+        ] = {}
 
     def __torch_dispatch__(
         self,
@@ -228,11 +231,18 @@ class _Session(TorchDispatchMode):  # type: ignore[no-untyped-call]
             self.failed = None
         known = self._op_classes.get(func)
         if known is None:
-            known = self._op_classes[func] = (classify(func), func._schema.is_mutable, shortcut_for(func))
-        op_class, mutable, shortcut = known
+            known = self._op_classes[func] = (
+                classify(func),
+                func._schema.is_mutable,
+                shortcut_for(func),
+                value_shortcut_for(func),
+            )
+        op_class, mutable, shortcut, with_values = known
         self.last_op = func
         out = None
-        if self._stand_ins is not None:
+        if self._stand_ins is not None and with_values is not None:
+            out = with_values(func, args, kwargs)
+        if out is None and self._stand_ins is not None and self._needs_meta(args, kwargs):
             args = tuple(self._metas(a) for a in args)
             if kwargs:
                 kwargs = {k: self._metas(v) for k, v in kwargs.items()}
@@ -290,6 +300,44 @@ class _Session(TorchDispatchMode):  # type: ignore[no-untyped-call]
             return known
         return torch.empty_strided(tensor.shape, tensor.stride(), dtype=tensor.dtype, device="meta")
 
+    def _needs_meta(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
+        """Whether a zero-compute operator touches a meta tensor or the model's own tensors.
+        One that does not works only on small real tensors (the caller's lengths or masks, or
+        what the model made from them) and runs for real: ``lengths.max().item()`` works."""
+        assert self._stand_ins is not None
+        for value in (*args, *kwargs.values()):
+            for tensor in value if isinstance(value, (list, tuple)) else (value,):
+                if isinstance(tensor, torch.Tensor) and (tensor.is_meta or id(tensor) in self._stand_ins):
+                    return True
+        return False
+
+    def meta_copy(self, value: Any, memo: dict[int, Any], depth: int) -> Any:
+        """The caller's inputs for a zero-compute pass: tensors as meta stand-ins, and every
+        container or object holding them (a transformers cache, a dataclass) copied, so that
+        nothing the caller owns is touched when the model writes into it. Aliases stay
+        aliases (``memo``); modules, classes and objects nested deeper than 8 are shared."""
+        known = memo.get(id(value))
+        if known is not None:
+            return known
+        copied: Any = value
+        if isinstance(value, torch.Tensor):
+            copied = value if steers(value) else self._meta(value)
+        elif depth > 8 or isinstance(value, (nn.Module, type, str, bytes, int, float, bool)) or value is None:
+            return value
+        elif isinstance(value, (list, tuple)):
+            items = [self.meta_copy(v, memo, depth + 1) for v in value]
+            copied = type(value)(*items) if hasattr(value, "_fields") else type(value)(items)
+        elif isinstance(value, dict):
+            copied = copy.copy(value)
+            for key, item in value.items():
+                copied[key] = self.meta_copy(item, memo, depth + 1)
+        elif hasattr(value, "__dict__") and not callable(value):
+            copied = copy.copy(value)
+            for key, item in vars(value).items():
+                vars(copied)[key] = self.meta_copy(item, memo, depth + 1)
+        memo[id(value)] = copied
+        return copied
+
     def _metas(self, value: Any) -> Any:
         """``value`` with every tensor in it (also inside lists, as for ``cat``) made meta."""
         if isinstance(value, torch.Tensor):
@@ -311,12 +359,15 @@ class _Session(TorchDispatchMode):  # type: ignore[no-untyped-call]
         if not any(mode is self for mode in _get_current_dispatch_mode_stack()):
             _push_mode(self)
 
-    def _known(self, module: nn.Module) -> tuple[str, bool, int] | None:
-        """The module's (name, quiet, role) if this session records its call now."""
+    def _known(self, module: nn.Module, refuse: bool = True) -> tuple[str, bool, int] | None:
+        """The module's (name, quiet, role) if this session records its call now. A call from
+        another thread is refused when it starts (``refuse``) and ignored when it ends."""
         known = self.modules.get(id(module))
         if known is None or self.paused:
             return None
         if threading.get_ident() != self.thread:
+            if not refuse:
+                return None
             self.intruder = known[0]
             raise RuntimeError(
                 f"module '{known[0] or '(root)'}' was called from another thread while convprof is "
@@ -350,7 +401,7 @@ class _Session(TorchDispatchMode):  # type: ignore[no-untyped-call]
         """Global forward hook, also called when the forward raises (``always_call``): then
         PyTorch passes ``(module, args, None)`` and the call's frame is closed as raised, so
         that a parent that catches the exception gets its later operators on its own row."""
-        known = self._known(module)
+        known = self._known(module, refuse=False)
         if known is None:
             return
         name, _, role = known
@@ -536,7 +587,7 @@ def record(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], *, c
         call_args, call_kwargs = args, kwargs
         if session._stand_ins is not None:
             state.point_at(session._stand_ins)
-            call_args, call_kwargs = tree_map_only(torch.Tensor, session._meta, (args, kwargs))
+            call_args, call_kwargs = session.meta_copy((args, kwargs), {}, 0)
         for running in outer:
             running.paused += 1
         outer.append(session)
@@ -601,6 +652,13 @@ def _forward_error(
         return ValuesNeeded(
             f"zero-compute pass of {type(model).__name__} stopped {where}: {op} needs real tensor "
             "values (data-dependent shapes or .item()); profile with compute=True and real inputs"
+        )
+    if not computing and "meta" in str(exc).lower() and not isinstance(exc, NotImplementedError):
+        # The model's own code met a meta tensor where it wants a real one (it checks a
+        # device, as pack_padded_sequence does for its lengths, or reads values).
+        return ValuesNeeded(
+            f"zero-compute pass of {type(model).__name__} stopped {where}: {type(exc).__name__}: "
+            f"{_gist(exc)}; the model needs real tensors there: profile with compute=True and real inputs"
         )
     if not computing and op is not None and isinstance(exc, NotImplementedError) and "Meta" in str(exc):
         # No meta kernel: the operator cannot run without data (nested tensors from a mask,
