@@ -70,6 +70,18 @@ def test_writes_through_views_and_data_are_undone(how: str) -> None:
         assert torch.equal(value, state[key]), key
 
 
+def test_state_put_back_when_one_attribute_is_removed_and_another_added() -> None:
+    from convprof.state import ModelState
+
+    model = nn.Linear(2, 2)
+    model.old = 1
+    state = ModelState([model])
+    del model.old
+    model.new = 2  # as many attributes as before, but not the same ones
+    state.restore()
+    assert model.old == 1 and not hasattr(model, "new")
+
+
 class GrowingCache(nn.Module):
     """A rotary cache that grows in forward, a lazily registered buffer, a stored tensor."""
 

@@ -36,7 +36,7 @@ def profile(
     inputs. A forward that raises gives :class:`ForwardError` naming the module that was
     running.
 
-    ``compute=False`` runs the pass without arithmetic (shapes only, under ``FakeTensorMode``):
+    ``compute=False`` runs the pass without arithmetic (shapes only, on meta stand-ins):
     the same counts at a cost that does not grow with the input, the model's weights neither
     copied nor moved, the caller's tensors untouched. A model or inputs on the meta device need
     no option. A forward that needs tensor values (``.item()``, ``nonzero``) then raises

@@ -19,9 +19,18 @@ FakeTensorMode does the same job at about ten times the cost per operator). Oper
 output depends on values (``.item()``, ``nonzero``) cannot run and raise :class:`ValuesNeeded`.
 
 The pass runs in eval mode under ``torch.no_grad()``, which is what torchvision's published
-figures measure and what keeps BatchNorm statistics still; every ``training`` flag is set back
-afterwards, hooks are removed, and a buffer that an operator mutates is snapshotted just before
-and restored after, also when the forward raises. Records hold shapes and plain values.
+figures measure and what keeps BatchNorm statistics still. Whatever the pass changes on the
+model is put back by :mod:`convprof.state`, also when the forward raises or is interrupted:
+flags, attributes, parameter and buffer tables, values written in place. In a zero-compute
+pass the model's own references point at meta stand-ins, the caller's inputs are copied (their
+tensors as stand-ins, except small integer tensors that steer control flow), and nothing the
+caller owns is written. Records hold shapes and plain values.
+
+Control flow: the post-hook is also called when a forward raises, so a call whose exception a
+parent catches is closed there and counted from its operators. Only this session's own mode is
+ever popped; a mode the model pushes itself, or one around ``profile()``, sees its operators.
+A ``profile()`` nested in a profiled forward is recorded by the inner session alone, and a call
+of the model from another thread while it is profiled is refused with a clear error.
 """
 
 from __future__ import annotations
@@ -504,7 +513,8 @@ def _params(module: nn.Module) -> tuple[ParamInfo, ...]:
         for pname, p in module._parameters.items()
         if p is not None and not nn.parameter.is_lazy(p)
     ]
-    for attr, value in vars(module).items():
+    packed = [(attr, v) for attr, v in vars(module).items() if type(v) is torch.ScriptObject]
+    for attr, value in packed:
         tensors = _packed_tensors(value)
         params.extend(
             ParamInfo(f"{attr}.{i}", hash((id(value), i)), tuple(t.shape), t.element_size())

@@ -44,19 +44,25 @@ class ModelState:
     """A snapshot of the Python state of ``modules``; :meth:`restore` puts it back."""
 
     def __init__(self, modules: list[nn.Module]) -> None:
-        self._python: list[tuple[nn.Module, type, dict[str, Any], list[dict[str, Any]], set[str]]] = []
+        # (module, class, __dict__, its tables, non-persistent names); empty tables and sets as
+        # None: most modules have few, and every container allocated here costs garbage
+        # collection time later in the pass.
+        self._python: list[
+            tuple[nn.Module, type, dict[str, Any], tuple[dict[str, Any] | None, ...], set[str] | None]
+        ] = []
         self._script: list[tuple[nn.Module, bool]] = []
         for module in modules:
             if _is_script(module):
                 self._script.append((module, module.training))
                 continue
+            state = module.__dict__
             self._python.append(
                 (
                     module,
                     type(module),
-                    dict(module.__dict__),
-                    [dict(module.__dict__[table]) for table in _TABLES],
-                    set(module._non_persistent_buffers_set),
+                    dict(state),
+                    tuple(dict(state[table]) if state[table] else None for table in _TABLES),
+                    set(module._non_persistent_buffers_set) if module._non_persistent_buffers_set else None,
                 )
             )
 
@@ -78,7 +84,12 @@ class ModelState:
                     if value is not None and id(value) in stand_ins:
                         table[key] = stand_ins[id(value)]
             for key, value in attrs.items():
-                if isinstance(value, (list, tuple)) and any(id(v) in stand_ins for v in value):
+                if (
+                    isinstance(value, (list, tuple))
+                    and value
+                    and isinstance(value[0], torch.Tensor)
+                    and any(id(v) in stand_ins for v in value)
+                ):
                     module.__dict__[key] = type(value)(stand_ins.get(id(v), v) for v in value)
 
     def restore(self) -> None:
@@ -87,21 +98,22 @@ class ModelState:
                 module.__class__ = cls
             _put_back(module.__dict__, attrs)
             for name, saved in zip(_TABLES, tables, strict=True):
-                _put_back(module.__dict__[name], saved)
-            if module._non_persistent_buffers_set != non_persistent:
+                _put_back(module.__dict__[name], saved or {})
+            if module._non_persistent_buffers_set != (non_persistent or set()):
                 module._non_persistent_buffers_set.clear()
-                module._non_persistent_buffers_set.update(non_persistent)
+                module._non_persistent_buffers_set.update(non_persistent or ())
         for module, flag in self._script:
             module.training = flag
 
 
 def _put_back(current: dict[str, Any], saved: dict[str, Any]) -> None:
     """Make ``current`` hold exactly ``saved``'s entries, compared by identity."""
-    for key in [k for k in current if k not in saved]:
-        del current[key]
     for key, value in saved.items():
         if current.get(key, _MISSING) is not value:
             current[key] = value
+    if len(current) != len(saved):  # now a superset of saved: the extra keys were added
+        for key in [k for k in current if k not in saved]:
+            del current[key]
 
 
 # Asynchronous signals whose Python handlers may raise (Ctrl-C, timers, termination).
