@@ -152,3 +152,18 @@ def test_diff_rejects_bad_files(tmp_path: Path, capsys: pytest.CaptureFixture[st
     bad.write_text("{not json")
     code, _, err = run(capsys, "diff", str(bad), str(bad))
     assert code == 2 and "not readable JSON" in err
+
+
+def test_diff_refuses_a_single_report_against_a_baseline(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write(tmp_path, ENTRY)
+    base = tmp_path / "base.json"
+    assert run(capsys, "check", "--config", str(path), "--write-baseline", str(base))[0] == 0
+    data = json.loads(base.read_text())
+    data["models"]["other"] = data["models"]["separable"]  # a baseline of two models
+    base.write_text(json.dumps(data))
+    single = tmp_path / "single.json"
+    single.write_text(json.dumps(data["models"]["separable"]))
+    code, _, err = run(capsys, "diff", str(single), str(base))
+    assert code == 2 and "holds one model" in err and "two baselines" in err

@@ -162,3 +162,22 @@ def test_format_quantity() -> None:
         "300.77M",
         "17.56G",
     ]
+
+
+def test_roofline_accepts_the_cli_names_and_numbers() -> None:
+    from convprof.roofline import machine
+
+    report = convprof.profile(nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU()), torch.randn(1, 3, 8, 8))
+    assert convprof.render(report, roofline="t4") == convprof.render(report, roofline=machine("t4"))
+    assert convprof.render(report, roofline=20) == convprof.render(report, roofline=machine("20"))
+    with pytest.raises(ValueError, match="unknown roofline 'moon'"):
+        convprof.render(report, roofline="moon")
+
+
+def test_csv_names_the_root_and_leaves_padding_of_other_rows_empty() -> None:
+    report = convprof.profile(
+        nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU()), torch.randn(1, 3, 8, 8)
+    )
+    rows = list(csv.DictReader(io.StringIO(convprof.render(report, format="csv"))))
+    assert [r["name"] for r in rows] == ["(root)", "0", "1"]
+    assert [r["padding"] for r in rows] == ["", "1x1", ""]

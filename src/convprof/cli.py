@@ -368,6 +368,12 @@ def _cmd_diff(args: argparse.Namespace) -> int:
         old, new = baseline.read(args.old), baseline.read(args.new)
     except baseline.BaselineError as exc:
         raise UsageError(str(exc)) from None
+    if (len(old) == 1) != (len(new) == 1):
+        single, several = (args.old, args.new) if len(old) == 1 else (args.new, args.old)
+        raise UsageError(
+            f"{single} holds one model and {several} several: compare two single reports "
+            "(profile --format json) or two baselines (check --write-baseline)"
+        )
     if len(old) == 1 and len(new) == 1:  # two single reports: compare them whatever their names
         old = {next(iter(new)): next(iter(old.values()))}
     diffs = compare(old, new)

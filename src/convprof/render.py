@@ -16,7 +16,7 @@ from tabulate import tabulate
 
 from convprof.diff import ModelDiff
 from convprof.report import Block, Layer, Report
-from convprof.roofline import Machine
+from convprof.roofline import Machine, machine
 from convprof.units import format_quantity, format_shape
 
 FORMATS = ("table", "json", "csv", "markdown")
@@ -29,7 +29,7 @@ def render(
     depth: int | None = None,
     format: str = "table",
     memory: bool = False,
-    roofline: Machine | None = None,
+    roofline: Machine | str | float | None = None,
     blocks: bool = False,
 ) -> str:
     """The layer table and totals as text.
@@ -38,11 +38,14 @@ def render(
     ``format`` is one of ``table``, ``json``, ``csv``, ``markdown``. Containers with no cost of
     their own are left out of the table (their children carry it); JSON and CSV keep them.
     ``memory`` adds each row's bytes moved and MACs per byte; ``roofline`` (which implies
-    ``memory``) adds which roof bounds the row and its share of the roofline time;
+    ``memory``) adds which roof bounds the row and its share of the roofline time: a
+    :class:`Machine`, a preset name (``"t4"``) or a balance in MACs per byte, as in the CLI;
     ``blocks`` lists the separable blocks and inverted residuals instead of layers.
     """
     if format not in FORMATS:
         raise ValueError(f"unknown format {format!r}; choose one of {', '.join(FORMATS)}")
+    if roofline is not None and not isinstance(roofline, Machine):
+        roofline = machine(str(roofline))
     if format == "json":
         return json.dumps(report.to_dict(), indent=2) + "\n"
     if blocks:
@@ -266,14 +269,18 @@ def _csv(layers: Sequence[Layer]) -> str:
     for layer in layers:
         writer.writerow(
             [
-                layer.name,
+                layer.name or "(root)",
                 layer.type,
                 layer.kind or "",
                 format_shape(layer.input_shape) if layer.input_shape is not None else "",
                 format_shape(layer.output_shape) if layer.output_shape is not None else "",
                 format_shape(layer.kernel_size) if layer.kernel_size else "",
                 format_shape(layer.stride) if layer.stride else "",
-                layer.padding if isinstance(layer.padding, str) else format_shape(layer.padding or ()),
+                ""
+                if layer.padding is None
+                else layer.padding
+                if isinstance(layer.padding, str)
+                else format_shape(layer.padding),
                 format_shape(layer.dilation) if layer.dilation else "",
                 "" if layer.groups is None else layer.groups,
                 layer.calls,
