@@ -262,3 +262,34 @@ def test_pytest_plugin_does_not_import_torch_at_startup(tmp_path: Path) -> None:
             check=False,
         ).stdout
     )  # the plugin is loaded (its option is listed), it just does not import torch
+
+
+def test_help_and_version_answer_without_torch(tmp_path: Path) -> None:
+    script = (
+        "import sys\nfrom convprof.cli import main\n"
+        "for argv in (['--help'], ['--version'], ['check', '--help'], ['diff', '--help']):\n"
+        "    try:\n        main(argv)\n    except SystemExit:\n        pass\n"
+        "print('TORCH', 'torch' in sys.modules)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path, check=True
+    )
+    assert "TORCH False" in done.stdout
+    assert f"convprof {convprof.__version__}" in done.stdout
+
+
+def test_bare_command_prints_usage(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys)
+    assert code == 2 and out.startswith("usage: convprof") and "profile" in out and "exit status" in out
+
+
+def test_every_option_says_what_it_does() -> None:
+    from convprof.cli import _parser
+
+    parser = _parser()
+    commands = next(a for a in parser._actions if isinstance(a, __import__("argparse")._SubParsersAction))
+    for name, sub in commands.choices.items():
+        assert sub.description, name
+        assert "exit status" in (sub.epilog or ""), name
+        for action in sub._actions:
+            assert action.help, f"{name} {action.dest} has no help"

@@ -18,33 +18,34 @@ import argparse
 import math
 import os
 import sys
+import textwrap
 import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
-import torch
-
-from convprof import baseline, config
-from convprof.api import profile
+from convprof import __version__, baseline, config
 from convprof.budget import Check, checks
-from convprof.calculator import compare_convs
 from convprof.diff import compare
 from convprof.plot import plot
-from convprof.recorder import ForwardError
 from convprof.records import Shape
 from convprof.render import FORMATS, render, render_diff, rows
 from convprof.report import Report
 from convprof.roofline import PRESETS, Machine, machine
 from convprof.units import format_shape, parse_tolerance
-from convprof.zoo import SpecError, load
 
-_DTYPES = {
-    "float32": torch.float32,
-    "bfloat16": torch.bfloat16,
-    "float16": torch.float16,
-    "float64": torch.float64,
-}
+if TYPE_CHECKING:
+    import torch
+
+# torch is imported by the commands that profile, not here: `convprof --help`, `--version`,
+# `diff` and argument errors answer at once.
+_DTYPES = ("float32", "bfloat16", "float16", "float64")
+_EXIT_CODES = """exit status:
+  0    all good
+  1    a budget, a baseline tolerance or coverage is broken
+  2    usage or configuration error (one line on stderr)
+  3    internal error of convprof (CONVPROF_TRACEBACK=1 shows the traceback)
+  130  interrupted"""
 
 
 class UsageError(Exception):
@@ -81,17 +82,56 @@ def _machine(text: str) -> Machine:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    """Descriptions and epilogs printed as written; an option's default after its help, unless
+    the help already says it or there is none to say (flags, options without a value)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if "default" in text or default is None or default is False or default == argparse.SUPPRESS:
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+def _wrap(text: str) -> str:
+    return textwrap.fill(text, 88)
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse with one-line errors: the message, not the usage block."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _Formatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"convprof: error: {message}\n")
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="convprof", description="Params, MACs and FLOPs of PyTorch models.")
-    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    prof = commands.add_parser("profile", help="profile one model and print its layer table")
+    parser = _Parser(
+        prog="convprof",
+        description=_wrap(
+            "Exact params, MACs and FLOPs of PyTorch models, per layer and in total. "
+            "MACs = multiply-accumulates of convolutions, linear layers, matmuls and attention, "
+            "bias excluded; FLOPs = 2 x MACs."
+        ),
+        epilog=_EXIT_CODES,
+    )
+    parser.add_argument("--version", action="version", version=f"convprof {__version__}")
+    commands = parser.add_subparsers(dest="command", parser_class=_Parser, metavar="COMMAND")
+    prof = commands.add_parser(
+        "profile",
+        help="profile one model and print its layer table",
+        description=_wrap(
+            "Build a model from a spec, run one forward pass in eval mode under no_grad "
+            "(or none at all with --no-compute) and print its layer table and totals. A "
+            "'package.module:callable' spec is imported from the current directory first, which "
+            "runs its code."
+        ),
+        epilog=_EXIT_CODES,
+    )
     prof.add_argument(
         "spec", help="'torchvision:NAME' or 'package.module:callable' (called with no arguments)"
     )
@@ -104,7 +144,7 @@ def _parser() -> argparse.ArgumentParser:
         "(default for torchvision: the weights' evaluation crop)",
     )
     prof.add_argument("--dtype", choices=sorted(_DTYPES), default="float32", help="dtype of model and inputs")
-    prof.add_argument("--format", choices=FORMATS, default="table")
+    prof.add_argument("--format", choices=FORMATS, default="table", help="output format")
     prof.add_argument("--depth", type=int, metavar="N", help="roll rows up to N name components")
     prof.add_argument(
         "--no-compute",
@@ -127,7 +167,16 @@ def _parser() -> argparse.ArgumentParser:
         "--plot", type=Path, metavar="FILE.png", help="also draw per-layer bars and a roofline scatter"
     )
 
-    chk = commands.add_parser("check", help="hold every configured model to its budget")
+    chk = commands.add_parser(
+        "check",
+        help="hold every configured model to its budget",
+        description=_wrap(
+            "Profile every [[tool.convprof.models]] entry of the config file and compare it "
+            "with its limits and, with --baseline, with the recorded numbers. Specs are imported from "
+            "the config file's directory and the current directory first."
+        ),
+        epilog=_EXIT_CODES,
+    )
     chk.add_argument(
         "--config",
         type=Path,
@@ -143,28 +192,45 @@ def _parser() -> argparse.ArgumentParser:
         help="allowed growth over the baseline, e.g. 2%% (default 0%%)",
     )
     chk.add_argument("--write-baseline", type=Path, metavar="FILE", help="record the current numbers")
-    chk.add_argument("--format", choices=("table", "markdown"), default="table")
+    chk.add_argument("--format", choices=("table", "markdown"), default="table", help="summary format")
     chk.add_argument(
         "--no-compute", action="store_true", help="build models on meta; count without arithmetic"
     )
 
-    calc = commands.add_parser("conv", help="compare standard, grouped, depthwise and separable convolutions")
+    calc = commands.add_parser(
+        "conv",
+        help="compare standard, grouped, depthwise and separable convolutions",
+        description=_wrap(
+            "Params, MACs (and with --memory, bytes moved) of the ways to map C_in to C_out "
+            "channels with a K x K kernel on a 1 x C_in x S x S input: the tutorial's comparison for "
+            "any shape. Nothing is computed."
+        ),
+        epilog=_EXIT_CODES,
+    )
     calc.add_argument("--in", dest="in_channels", type=int, required=True, metavar="C", help="input channels")
     calc.add_argument(
         "--out", dest="out_channels", type=int, required=True, metavar="C", help="output channels"
     )
     calc.add_argument("--kernel", type=int, required=True, metavar="K", help="kernel size (K x K)")
     calc.add_argument("--size", type=int, required=True, metavar="S", help="input height and width")
-    calc.add_argument("--groups", type=int, default=2, help="groups of the grouped convolution (default 2)")
-    calc.add_argument("--stride", type=int, default=1)
-    calc.add_argument("--padding", type=int, default=0)
+    calc.add_argument("--groups", type=int, default=2, help="groups of the grouped convolution")
+    calc.add_argument("--stride", type=int, default=1, help="stride of the K x K convolutions")
+    calc.add_argument("--padding", type=int, default=0, help="zero padding of the K x K convolutions")
     calc.add_argument("--memory", action="store_true", help="add float32 bytes moved and MACs per byte")
-    calc.add_argument("--format", choices=("table", "markdown"), default="table")
+    calc.add_argument("--format", choices=("table", "markdown"), default="table", help="output format")
 
-    dif = commands.add_parser("diff", help="what changed between two report or baseline files")
-    dif.add_argument("old", type=Path)
-    dif.add_argument("new", type=Path)
-    dif.add_argument("--format", choices=("table", "markdown"), default="table")
+    dif = commands.add_parser(
+        "diff",
+        help="what changed between two report or baseline files",
+        description=_wrap(
+            "Totals and changed layers between two single reports (profile --format json) "
+            "or two baselines (check --write-baseline); Markdown is ready to post on a pull request."
+        ),
+        epilog=_EXIT_CODES,
+    )
+    dif.add_argument("old", type=Path, help="the earlier report or baseline (JSON)")
+    dif.add_argument("new", type=Path, help="the later report or baseline (JSON)")
+    dif.add_argument("--format", choices=("table", "markdown"), default="table", help="output format")
     dif.add_argument(
         "--tolerance",
         type=_tolerance,
@@ -183,6 +249,8 @@ def _memory() -> int:
 
 
 def _inputs(shapes: Sequence[Shape], dtype: torch.dtype, compute: bool) -> tuple[torch.Tensor, ...]:
+    import torch
+
     if not compute:
         return tuple(torch.empty(shape, dtype=dtype, device="meta") for shape in shapes)
     size = sum(math.prod(shape) for shape in shapes) * dtype.itemsize
@@ -221,12 +289,18 @@ def _writable(path: Path, option: str) -> None:
 def _profile_spec(
     spec: str,
     shapes: Sequence[Shape] | None,
-    dtype: torch.dtype = torch.float32,
+    dtype: str = "float32",
     *,
     compute: bool = True,
     folders: Sequence[Path] = (),
 ) -> Report:
     """Build the spec's model (on meta when not computing) and profile it on random inputs."""
+    import torch
+
+    from convprof.api import profile
+    from convprof.recorder import ForwardError
+    from convprof.zoo import SpecError, load
+
     try:
         loaded = load(spec, meta=not compute, folders=folders or (Path.cwd(),))
     except SpecError as exc:
@@ -236,9 +310,9 @@ def _profile_spec(
     shapes = shapes or loaded.inputs
     if not shapes:
         raise UsageError(f"no input shape for {spec!r}: give --input (or 'input' in the config)")
-    model = loaded.model.to(dtype)
+    model = loaded.model.to(getattr(torch, dtype))
     torch.manual_seed(0)
-    inputs = _inputs(shapes, dtype, compute)
+    inputs = _inputs(shapes, getattr(torch, dtype), compute)
     try:
         return profile(model, inputs, compute=compute)
     except ForwardError as exc:
@@ -253,7 +327,7 @@ def _cmd_profile(args: argparse.Namespace) -> int:
         raise UsageError(f"--plot writes PNG files: give a name ending in .png, not {str(args.plot)!r}")
     if args.plot is not None:
         _writable(args.plot, "--plot")
-    report = _profile_spec(args.spec, args.input, _DTYPES[args.dtype], compute=not args.no_compute)
+    report = _profile_spec(args.spec, args.input, args.dtype, compute=not args.no_compute)
     sys.stdout.write(
         render(
             report,
@@ -387,6 +461,8 @@ def _cmd_diff(args: argparse.Namespace) -> int:
 
 
 def _cmd_conv(args: argparse.Namespace) -> int:
+    from convprof.calculator import compare_convs
+
     try:
         found = compare_convs(
             args.in_channels,
@@ -447,7 +523,11 @@ def _join_dashed_values(argv: Sequence[str]) -> list[str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     words = _join_dashed_values(sys.argv[1:] if argv is None else argv)
-    args: Any = _parser().parse_args(words)
+    parser = _parser()
+    args: Any = parser.parse_args(words)
+    if args.command is None:  # bare `convprof`: say what it can do
+        parser.print_help()
+        return 2
     try:
         return _COMMANDS[args.command](args)
     except UsageError as exc:
