@@ -293,3 +293,54 @@ def test_every_option_says_what_it_does() -> None:
         assert "exit status" in (sub.epilog or ""), name
         for action in sub._actions:
             assert action.help, f"{name} {action.dest} has no help"
+
+
+GATED = """
+import torch
+from torch import nn
+
+
+class Gate(nn.Module):
+    def forward(self, x):
+        return x[x.nonzero(as_tuple=True)] if x.sum().item() > -1e9 else x
+
+
+def build():
+    return nn.Sequential(nn.Linear(4, 4), Gate())
+"""
+
+
+def test_default_counts_without_computing_and_falls_back_when_values_are_needed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "gated_model.py").write_text(GATED)
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run(capsys, "profile", "gated_model:build", "--input", "2,4", "--format", "json")
+    assert code == 0, err
+    assert json.loads(out)["total"]["macs"] == 2 * 4 * 4
+    assert "note:" in err and "counted with a real forward pass instead" in err and ".item()" in err
+    refused = run(capsys, "profile", "gated_model:build", "--input", "2,4", "--no-compute")
+    assert_usage_error(refused, "needs real tensor values", "(run without --no-compute)")
+
+
+def test_default_and_forced_modes_agree_without_a_note(capsys: pytest.CaptureFixture[str]) -> None:
+    base = ("profile", "tests.test_budget:separable", "--input", "1,6,4,4", "--format", "json")
+    results = {
+        mode: run(capsys, *base, *flags)
+        for mode, flags in {"auto": (), "no": ("--no-compute",), "yes": ("--compute",)}.items()
+    }
+    totals = {mode: json.loads(out)["total"] for mode, (_, out, _) in results.items()}
+    assert totals["auto"] == totals["no"] == totals["yes"]
+    assert totals["auto"]["macs"] == TOTAL
+    assert all("note" not in err for _, _, err in results.values())
+    both = run(capsys, *base, "--compute", "--no-compute")
+    assert_usage_error(both, "not allowed with argument")
+
+
+def test_api_compute_auto() -> None:
+    namespace: dict[str, object] = {}
+    exec(GATED, namespace)  # the same model, built here
+    model = namespace["build"]()  # type: ignore[operator]
+    assert convprof.profile(model, __import__("torch").randn(2, 4), compute="auto").total.macs == 2 * 4 * 4
+    with pytest.raises(TypeError, match="compute must be True, False or 'auto'"):
+        convprof.profile(model, __import__("torch").randn(2, 4), compute="yes")

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from convprof.counter import count
-from convprof.recorder import record
+from convprof.recorder import ValuesNeeded, record
 from convprof.report import Report
 
 
@@ -27,7 +27,7 @@ def _positional(args: Any) -> tuple[Any, ...]:
 
 
 def profile(
-    model: nn.Module, args: Any, kwargs: Mapping[str, Any] | None = None, *, compute: bool = True
+    model: nn.Module, args: Any, kwargs: Mapping[str, Any] | None = None, *, compute: bool | str = True
 ) -> Report:
     """Params, MACs and FLOPs of ``model(*args, **kwargs)``, per layer and in total.
 
@@ -40,7 +40,8 @@ def profile(
     the same counts at a cost that does not grow with the input, the model's weights neither
     copied nor moved, the caller's tensors untouched. A model or inputs on the meta device need
     no option. A forward that needs tensor values (``.item()``, ``nonzero``) then raises
-    :class:`ValuesNeeded`.
+    :class:`ValuesNeeded`. ``compute="auto"`` tries that first and, if so, runs the real
+    forward instead (what the command line does by default).
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"convprof.profile: model must be a torch.nn.Module, got {type(model).__name__}")
@@ -51,4 +52,11 @@ def profile(
         raise TypeError(
             f"convprof.profile: kwargs must be a dict of keyword inputs, got {type(kwargs).__name__}"
         )
+    if compute == "auto":
+        try:
+            return count(record(model, positional, dict(kwargs), compute=False))
+        except ValuesNeeded:
+            compute = True
+    if not isinstance(compute, bool):
+        raise TypeError(f"convprof.profile: compute must be True, False or 'auto', got {compute!r}")
     return count(record(model, positional, dict(kwargs), compute=compute))

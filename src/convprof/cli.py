@@ -109,6 +109,25 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"convprof: error: {message}\n")
 
 
+def _compute_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument(
+        "--no-compute",
+        dest="compute",
+        action="store_const",
+        const=False,
+        help="only count without arithmetic (model built on meta); fail if the model needs values",
+    )
+    group.add_argument(
+        "--compute",
+        dest="compute",
+        action="store_const",
+        const=True,
+        help="always run a real forward pass on random inputs",
+    )
+    parser.set_defaults(compute=None)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="convprof",
@@ -125,8 +144,10 @@ def _parser() -> argparse.ArgumentParser:
         "profile",
         help="profile one model and print its layer table",
         description=_wrap(
-            "Build a model from a spec, run one forward pass in eval mode under no_grad "
-            "(or none at all with --no-compute) and print its layer table and totals. A "
+            "Build a model from a spec, count it and print its layer table and totals. By default "
+            "the model is built on meta and counted without arithmetic (the same numbers, in a "
+            "fraction of the time); a model whose forward needs tensor values is then counted with "
+            "a real forward pass in eval mode under no_grad, with a note on stderr. A "
             "'package.module:callable' spec is imported from the current directory first, which "
             "runs its code."
         ),
@@ -146,11 +167,7 @@ def _parser() -> argparse.ArgumentParser:
     prof.add_argument("--dtype", choices=sorted(_DTYPES), default="float32", help="dtype of model and inputs")
     prof.add_argument("--format", choices=FORMATS, default="table", help="output format")
     prof.add_argument("--depth", type=int, metavar="N", help="roll rows up to N name components")
-    prof.add_argument(
-        "--no-compute",
-        action="store_true",
-        help="build the model on meta and count without arithmetic (same numbers)",
-    )
+    _compute_options(prof)
     prof.add_argument(
         "--memory", action="store_true", help="add bytes moved and MACs per byte (arithmetic intensity)"
     )
@@ -193,9 +210,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     chk.add_argument("--write-baseline", type=Path, metavar="FILE", help="record the current numbers")
     chk.add_argument("--format", choices=("table", "markdown"), default="table", help="summary format")
-    chk.add_argument(
-        "--no-compute", action="store_true", help="build models on meta; count without arithmetic"
-    )
+    _compute_options(chk)
 
     calc = commands.add_parser(
         "conv",
@@ -286,26 +301,53 @@ def _writable(path: Path, option: str) -> None:
         path.unlink()
 
 
+class _NeedsValues(Exception):
+    """A zero-compute pass of the automatic mode stopped: count with a real forward instead."""
+
+
 def _profile_spec(
     spec: str,
     shapes: Sequence[Shape] | None,
     dtype: str = "float32",
     *,
-    compute: bool = True,
+    compute: bool | None = None,
     folders: Sequence[Path] = (),
 ) -> Report:
-    """Build the spec's model (on meta when not computing) and profile it on random inputs."""
+    """Build the spec's model and profile it on random inputs: without arithmetic when
+    ``compute`` is False, with a real forward when True, and when None (the default) without
+    arithmetic first, then for real if the model needs tensor values."""
+    if compute is not None:
+        return _profile_once(spec, shapes, dtype, compute=compute, folders=folders)
+    try:
+        return _profile_once(spec, shapes, dtype, compute=False, folders=folders, automatic=True)
+    except _NeedsValues as exc:
+        reason = str(exc)
+    # a model that fails for real too gets that error alone; one that runs gets a note
+    report = _profile_once(spec, shapes, dtype, compute=True, folders=folders)
+    print(f"convprof: note: {reason}; counted with a real forward pass instead", file=sys.stderr)
+    return report
+
+
+def _profile_once(
+    spec: str,
+    shapes: Sequence[Shape] | None,
+    dtype: str,
+    *,
+    compute: bool,
+    folders: Sequence[Path],
+    automatic: bool = False,
+) -> Report:
     import torch
 
     from convprof.api import profile
-    from convprof.recorder import ForwardError
+    from convprof.recorder import ForwardError, ValuesNeeded
     from convprof.zoo import SpecError, load
 
     try:
         loaded = load(spec, meta=not compute, folders=folders or (Path.cwd(),))
     except SpecError as exc:
         raise UsageError(str(exc)) from None
-    if loaded.note:
+    if loaded.note and not automatic:
         print(f"convprof: note: {loaded.note}", file=sys.stderr)
     shapes = shapes or loaded.inputs
     if not shapes:
@@ -315,9 +357,12 @@ def _profile_spec(
     inputs = _inputs(shapes, getattr(torch, dtype), compute)
     try:
         return profile(model, inputs, compute=compute)
-    except ForwardError as exc:
-        hint = " (run without --no-compute)" if not compute else ""
-        raise UsageError(str(exc).splitlines()[0] + hint) from None
+    except ForwardError as exc:  # ValuesNeeded included
+        first = str(exc).splitlines()[0]
+        if automatic:  # whatever stopped the zero-compute pass, a real forward may not stop
+            raise _NeedsValues(first.split("; profile with")[0]) from None
+        hint = " (run without --no-compute)" if isinstance(exc, ValuesNeeded) else ""
+        raise UsageError(first + hint) from None
 
 
 def _cmd_profile(args: argparse.Namespace) -> int:
@@ -327,7 +372,7 @@ def _cmd_profile(args: argparse.Namespace) -> int:
         raise UsageError(f"--plot writes PNG files: give a name ending in .png, not {str(args.plot)!r}")
     if args.plot is not None:
         _writable(args.plot, "--plot")
-    report = _profile_spec(args.spec, args.input, args.dtype, compute=not args.no_compute)
+    report = _profile_spec(args.spec, args.input, args.dtype, compute=args.compute)
     sys.stdout.write(
         render(
             report,
@@ -393,7 +438,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
             file=sys.stderr,
             flush=True,
         )
-        report = _profile_spec(entry.model, entry.inputs, compute=not args.no_compute, folders=folders)
+        report = _profile_spec(entry.model, entry.inputs, compute=args.compute, folders=folders)
         reports[entry.name] = report
         try:
             found = checks(report, entry.budget)
