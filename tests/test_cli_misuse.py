@@ -337,6 +337,22 @@ def test_default_and_forced_modes_agree_without_a_note(capsys: pytest.CaptureFix
     assert_usage_error(both, "not allowed with argument")
 
 
+def test_default_builds_for_real_what_cannot_be_built_on_meta(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "quantized_model.py").write_text(
+        "import torch\nfrom torch import nn\n\n"
+        "def build():\n"
+        "    model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4))\n"
+        "    return torch.ao.quantization.quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8)\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run(capsys, "profile", "quantized_model:build", "--input", "2,8", "--format", "json")
+    assert code == 0, err
+    assert json.loads(out)["total"]["macs"] == 2 * 8 * 16 + 2 * 16 * 4
+    assert "counted with a real forward pass instead" in err
+
+
 def test_api_compute_auto() -> None:
     namespace: dict[str, object] = {}
     exec(GATED, namespace)  # the same model, built here

@@ -346,6 +346,10 @@ def _profile_once(
     try:
         loaded = load(spec, meta=not compute, folders=folders or (Path.cwd(),))
     except SpecError as exc:
+        if automatic:  # e.g. a builder that quantizes reads values: build it for real; a bad
+            # spec fails there again, with that error alone
+            reason = str(exc).splitlines()[0].split(" failed: ", 1)[-1]
+            raise _NeedsValues(f"{spec} cannot be built on the meta device ({reason})") from None
         raise UsageError(str(exc)) from None
     if loaded.note and not automatic:
         print(f"convprof: note: {loaded.note}", file=sys.stderr)
