@@ -4,6 +4,7 @@ detector anchors; and what needs values says so."""
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 
 import pytest
@@ -64,7 +65,9 @@ def test_transformers_cache_is_left_real_and_unchanged() -> None:
     with torch.no_grad():
         cache = model(ids, use_cache=True).past_key_values
     keys = [layer.keys for layer in cache.layers]
-    step = {"input_ids": ids[:, :1], "past_key_values": cache, "use_cache": True}
+    # transformers renames past_key_values to cache (the old name goes in 5.40)
+    name = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+    step = {"input_ids": ids[:, :1], name: cache, "use_cache": True}
     report = convprof.profile(model, (), step, compute=False)
     # one new token attending to 8 cached + itself, per layer: q 32x32, k and v 32x16, o 32x32,
     # 4 heads x 9 keys x (8 + 8), MLP 3 x 32 x 64; then the head 32 x 100
