@@ -33,7 +33,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from hf_models import entries
-from zoo_check import Inputs, Outcome, check
+from zoo_check import Inputs, Outcome, check, timm_model
 
 from convprof.units import format_quantity
 
@@ -50,17 +50,7 @@ def timm_models(pattern: str) -> Iterator[tuple[str, Callable[[], torch.nn.Modul
     import timm
 
     for name in timm.list_models(pattern or "*"):
-        cfg = timm.get_pretrained_cfg(name)
-        size = tuple(cfg.input_size) if cfg is not None and cfg.input_size else (3, 224, 224)
-
-        def build(name: str = name) -> torch.nn.Module:
-            made: torch.nn.Module = timm.create_model(name, pretrained=False)
-            return made
-
-        def inputs(size: tuple[int, ...] = size) -> Inputs:
-            return (torch.randn(1, *size),), {}
-
-        yield name, build, inputs
+        yield name, *timm_model(name)
 
 
 def hf_models(pattern: str) -> Iterator[tuple[str, Callable[[], torch.nn.Module], Callable[[], Inputs]]]:

@@ -15,6 +15,7 @@ from torch import nn
 from torchvision.models import quantization
 
 import convprof
+from convprof.zoo import _implied_kwargs
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::UserWarning")
 
@@ -28,15 +29,6 @@ ENTRIES = [
 ]
 
 
-def _builder_kwargs(name: str, categories: int) -> dict[str, object]:
-    kwargs: dict[str, object] = {"num_classes": categories}
-    if name.endswith("googlenet"):
-        kwargs.update(aux_logits=False, init_weights=False, transform_input=True)
-    if name.endswith("inception_v3"):
-        kwargs.update(aux_logits=True, init_weights=False, transform_input=True)
-    return kwargs
-
-
 def test_every_quantized_weights_entry_is_listed() -> None:
     # 14 entries: googlenet, inception_v3, mobilenet_v2, mobilenet_v3_large, resnet18,
     # resnet50 (2), resnext101_32x8d (2), resnext101_64x4d, shufflenet_v2 (4 widths)
@@ -46,7 +38,8 @@ def test_every_quantized_weights_entry_is_listed() -> None:
 @pytest.mark.parametrize(("name", "weights"), ENTRIES)
 def test_quantized_torchvision_models_match_published_macs(name: str, weights: str) -> None:
     entry = torchvision.models.get_model_weights(name)[weights]
-    kwargs = _builder_kwargs(name, len(entry.meta["categories"]))
+    # the arguments torchvision sets when it loads these weights, as for the float models
+    kwargs = _implied_kwargs(name.removeprefix("quantized_"), "classification", entry.meta)
     torch.manual_seed(0)
     model = getattr(quantization, name.removeprefix("quantized_"))(weights=None, quantize=True, **kwargs)
     crop = entry.transforms().crop_size[0]

@@ -6,9 +6,8 @@ and writes the table in docs/zoo.md.
 from __future__ import annotations
 
 import pytest
-import torch
 from hf_models import entries
-from zoo_check import check
+from zoo_check import check, timm_model
 
 # These call .item() on a tensor (as FlopCounterMode on meta finds too), and the passes that
 # lack the values refuse them with ValuesNeeded; the CPU pass counts them. DeBERTa reads only
@@ -60,15 +59,8 @@ TIMM_SAMPLE = [
 
 
 def _timm_case(name: str) -> None:
-    timm = pytest.importorskip("timm")
-    cfg = timm.get_pretrained_cfg(name)
-    size = tuple(cfg.input_size) if cfg is not None and cfg.input_size else (3, 224, 224)
-    outcome = check(
-        "timm",
-        name,
-        lambda: timm.create_model(name, pretrained=False),
-        lambda: ((torch.randn(1, *size),), {}),
-    )
+    pytest.importorskip("timm")
+    outcome = check("timm", name, *timm_model(name))
     assert not outcome.crashed, outcome.crashed
     assert outcome.status in ("exact", "refused"), outcome.to_dict()
 

@@ -70,6 +70,23 @@ def to_meta(inputs: Inputs) -> Inputs:
     return tree_map_only(torch.Tensor, lambda t: t.to("meta"), inputs)
 
 
+def timm_model(name: str) -> tuple[Callable[[], nn.Module], Callable[[], Inputs]]:
+    """A timm architecture with random weights and its default input (1 x its config's size)."""
+    import timm
+
+    cfg = timm.get_pretrained_cfg(name)
+    size = tuple(cfg.input_size) if cfg is not None and cfg.input_size else (3, 224, 224)
+
+    def build() -> nn.Module:
+        made: nn.Module = timm.create_model(name, pretrained=False)
+        return made
+
+    def inputs() -> Inputs:
+        return (torch.randn(1, *size),), {}
+
+    return build, inputs
+
+
 def check(
     zoo: str,
     name: str,
