@@ -86,7 +86,7 @@ def worker(tool: str, model_name: str, shape: list[int] | None) -> dict[str, Any
     meta = tool == "flop_counter_meta"
     loaded = torchvision_model(model_name, meta=meta)
     model = loaded.model.eval()
-    shape = shape or list(loaded.inputs[0])
+    shape = shape or list(loaded.inputs[0].shape)
     x = torch.randn(shape, device="meta" if meta else "cpu")
     _import(tool)  # imports are not part of the measured call
     # Building a model leaves garbage for Python's full collection (about 0.3 s with torchvision
@@ -271,7 +271,7 @@ def _meta_worker(model_name: str) -> dict[str, Any]:
     gc.collect()
     rss_before = _rss_mb()  # convprof is imported above: the zoo is part of it
     start = time.perf_counter()
-    report = convprof.profile(loaded.model, torch.empty(loaded.inputs[0], device="meta"))
+    report = convprof.profile(loaded.model, torch.empty(loaded.inputs[0].shape, device="meta"))
     return {
         "seconds": time.perf_counter() - start,
         "macs": report.total.macs,

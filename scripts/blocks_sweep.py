@@ -23,7 +23,8 @@ def main() -> None:
     without = []
     for name in list_models(module=torchvision.models):
         loaded = load(f"torchvision:{name}", meta=True)
-        report = convprof.profile(loaded.model, tuple(torch.empty(s, device="meta") for s in loaded.inputs))
+        inputs = tuple(torch.empty(s.shape, device="meta") for s in loaded.inputs or ())
+        report = convprof.profile(loaded.model, inputs)
         if not report.blocks:
             without.append(name)
             continue

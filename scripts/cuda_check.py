@@ -79,7 +79,7 @@ def main() -> int:
     for name in ("resnet18", "mobilenet_v2", "convnext_tiny", "vit_b_16", "swin_t", "maxvit_t"):
         weights = torchvision_weights(name)
         loaded = torchvision_model(name)
-        model, shape = loaded.model, loaded.inputs[0]
+        model, shape = loaded.model, loaded.inputs[0].shape
         for dtype in (torch.float32, torch.bfloat16):
             report = convprof.profile(model.to(dev, dtype), torch.randn(shape, device=dev, dtype=dtype))
             gmacs = round(report.total.macs / 1e9, 3)

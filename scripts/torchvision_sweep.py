@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
         weights = torchvision_weights(name)
         torch.manual_seed(0)
         loaded = torchvision_model(name)
-        model, shapes = loaded.model, loaded.inputs
+        model, shapes = loaded.model, [s.shape for s in loaded.inputs]
         start = time.perf_counter()
         report = convprof.profile(model, tuple(torch.randn(shape) for shape in shapes))
         seconds = time.perf_counter() - start

@@ -237,7 +237,7 @@ def test_mbconv_families(name: str) -> None:
             inverted += len(module.block) == 4
         elif isinstance(module, MaxVitMBConv):
             inverted += 1  # MaxViT's MBConv always expands (ratio 4)
-    report = convprof.profile(loaded.model, tuple(torch.empty(s, device="meta") for s in loaded.inputs))
+    report = convprof.profile(loaded.model, tuple(torch.empty(s.shape, device="meta") for s in loaded.inputs))
     kinds = [b.kind for b in report.blocks]
     assert (kinds.count("separable"), kinds.count("inverted_residual")) == (separable, inverted)
     assert separable + inverted > 0

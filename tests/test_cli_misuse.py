@@ -81,7 +81,7 @@ def test_spec_imported_from_the_current_directory(
         (("profile", "tests.test_budget:separable", "--input", "99999999999999999999,3,8,8"), ("too many",)),
         (
             ("profile", "tests.test_budget:separable", "--input", "-1,3,224,224"),
-            ("bad shape", "-1,3,224,224"),
+            ("bad input", "-1,3,224,224"),
         ),
         # 64 x 3 x 8192 x 8192 float32 = 51.5 GB: refused before allocating, not after
         (

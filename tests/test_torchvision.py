@@ -40,7 +40,7 @@ def check(name: str) -> None:
     weights = torchvision_weights(name)
     torch.manual_seed(0)
     loaded = torchvision_model(name)
-    model, shape = loaded.model, loaded.inputs[0]
+    model, shape = loaded.model, loaded.inputs[0].shape
     report = convprof.profile(model, torch.randn(shape))
     assert report.complete, report.unexplained
     assert report.total.params == weights.num_params
@@ -62,7 +62,7 @@ def test_vit_b_16_counts_functional_attention() -> None:
     # Hook-only counters get 11.27 G here: the attention runs inside one fused op.
     weights = torchvision_weights("vit_b_16")
     loaded = torchvision_model("vit_b_16")
-    model, shape = loaded.model, loaded.inputs[0]
+    model, shape = loaded.model, loaded.inputs[0].shape
     report = convprof.profile(model, torch.randn(shape))
     assert (report.total.params, round(report.total.macs / 1e9, 3)) == (weights.num_params, weights.gmacs)
     assert weights.gmacs == 17.564
@@ -72,7 +72,7 @@ def test_vit_b_16_counts_functional_attention() -> None:
 def test_cpu_zero_compute_and_meta_agree_in_train_and_eval(name: str) -> None:
     torch.manual_seed(0)
     loaded = torchvision_model(name)
-    x = torch.randn(loaded.inputs[0])
+    x = torch.randn(loaded.inputs[0].shape)
     computed = convprof.profile(loaded.model.eval(), x)
     assert convprof.profile(loaded.model.train(), x, compute=False) == computed
     assert convprof.profile(loaded.model.eval(), x, compute=False) == computed

@@ -15,31 +15,35 @@ directory) comes first on the import path.
 from __future__ import annotations
 
 import argparse
-import math
+import functools
 import os
 import sys
 import textwrap
 import traceback
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from convprof import __version__, baseline, config
 from convprof.budget import Check, checks
 from convprof.diff import compare
+from convprof.inputs import FLOATING, Input, floating_bytes, make, merge, parse
 from convprof.plot import plot
-from convprof.records import Shape
 from convprof.render import FORMATS, render, render_diff, rows
 from convprof.report import Report
 from convprof.roofline import PRESETS, Machine, machine
+from convprof.tokens import TokenCost, token_cost
 from convprof.units import format_shape, parse_tolerance
 
 if TYPE_CHECKING:
     import torch
 
+    from convprof.zoo import Loaded
+
 # torch is imported by the commands that profile, not here: `convprof --help`, `--version`,
 # `diff` and argument errors answer at once.
-_DTYPES = ("float32", "bfloat16", "float16", "float64")
+_DTYPES = FLOATING
 _EXIT_CODES = """exit status:
   0    all good
   1    a budget, a baseline tolerance or coverage is broken
@@ -52,20 +56,12 @@ class UsageError(Exception):
     """Anything that should end the command with status 2 and one line."""
 
 
-def parse_shape(text: str) -> tuple[int, ...]:
-    """``'1,3,224,224'`` or ``'1x3x224x224'`` -> ``(1, 3, 224, 224)``; positive sizes only."""
-    parts = text.replace("x", ",").split(",")
+def parse_input(text: str) -> Input:
+    """``'1,3,224,224'``, ``'1,128:int64'`` or ``'attention_mask=1,128:int64'``."""
     try:
-        shape = tuple(int(p) for p in parts)
-    except ValueError:
-        shape = ()
-    if not shape or any(d <= 0 for d in shape):
-        raise argparse.ArgumentTypeError(
-            f"bad shape {text!r}: expected positive integers separated by commas, e.g. 1,3,224,224"
-        )
-    if math.prod(shape) >= 2**62:
-        raise argparse.ArgumentTypeError(f"bad shape {text!r}: {math.prod(shape):.3g} elements is too many")
-    return shape
+        return parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _tolerance(text: str) -> float:
@@ -154,15 +150,26 @@ def _parser() -> argparse.ArgumentParser:
         epilog=_EXIT_CODES,
     )
     prof.add_argument(
-        "spec", help="'torchvision:NAME' or 'package.module:callable' (called with no arguments)"
+        "spec",
+        help="'torchvision:NAME', 'transformers:NAME' (a directory with config.json, a model type "
+        "such as llama, or a hub name; random weights, nothing but the config is downloaded) or "
+        "'package.module:callable' (called with no arguments)",
     )
     prof.add_argument(
         "--input",
-        type=parse_shape,
+        type=parse_input,
         action="append",
-        metavar="SHAPE",
-        help="input shape such as 1,3,224,224; repeat for several inputs "
-        "(default for torchvision: the weights' evaluation crop)",
+        metavar="[NAME=]SHAPE[:DTYPE]",
+        help="an input such as 1,3,224,224, 1,128:int64 (token ids) or attention_mask=1,128:int64 "
+        "(a keyword input); repeat for several (default for torchvision: the weights' evaluation "
+        "crop; for transformers: 128 tokens, or the model's image or audio size)",
+    )
+    prof.add_argument(
+        "--past",
+        type=int,
+        metavar="N",
+        help="language models: profile one decoding step after N cached tokens (a real key/value "
+        "cache), and report the prefill of those N tokens beside it",
     )
     prof.add_argument("--dtype", choices=sorted(_DTYPES), default="float32", help="dtype of model and inputs")
     prof.add_argument("--format", choices=FORMATS, default="table", help="output format")
@@ -263,12 +270,10 @@ def _memory() -> int:
         return 0
 
 
-def _inputs(shapes: Sequence[Shape], dtype: torch.dtype, compute: bool) -> tuple[torch.Tensor, ...]:
-    import torch
-
-    if not compute:
-        return tuple(torch.empty(shape, dtype=dtype, device="meta") for shape in shapes)
-    size = sum(math.prod(shape) for shape in shapes) * dtype.itemsize
+def _inputs(
+    chosen: Sequence[Input], dtype: str, compute: bool, id_limit: int | None
+) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    size = floating_bytes(chosen, dtype) if compute else 0
     memory = _memory()
     if memory and size > memory // 2:
         raise UsageError(
@@ -276,7 +281,7 @@ def _inputs(shapes: Sequence[Shape], dtype: torch.dtype, compute: bool) -> tuple
             f"({memory / 1e9:.1f} GB): profile with --no-compute, which allocates nothing"
         )
     try:
-        return tuple(torch.randn(shape, dtype=dtype) for shape in shapes)
+        return make(chosen, dtype=dtype, compute=compute, id_limit=id_limit)
     except (RuntimeError, MemoryError) as exc:
         raise UsageError(
             f"cannot allocate inputs of {size / 1e9:.1f} GB ({str(exc).splitlines()[0]}): "
@@ -305,62 +310,59 @@ class _NeedsValues(Exception):
     """A zero-compute pass of the automatic mode stopped: count with a real forward instead."""
 
 
+@dataclass(frozen=True)
+class _Profiled:
+    report: Report
+    tokens: TokenCost | None = None  # language models: the per-token figures
+
+
 def _profile_spec(
     spec: str,
-    shapes: Sequence[Shape] | None,
+    given: Sequence[Input] | None,
     dtype: str = "float32",
     *,
     compute: bool | None = None,
     folders: Sequence[Path] = (),
-) -> Report:
-    """Build the spec's model and profile it on random inputs: without arithmetic when
+    past: int | None = None,
+) -> _Profiled:
+    """Build the spec's model and profile it on made-up inputs: without arithmetic when
     ``compute`` is False, with a real forward when True, and when None (the default) without
     arithmetic first, then for real if the model needs tensor values."""
+    once = functools.partial(_profile_once, spec, given or (), dtype, folders=folders, past=past)
     if compute is not None:
-        return _profile_once(spec, shapes, dtype, compute=compute, folders=folders)
+        return once(compute=compute)
     try:
-        return _profile_once(spec, shapes, dtype, compute=False, folders=folders, automatic=True)
+        return once(compute=False, automatic=True)
     except _NeedsValues as exc:
         reason = str(exc)
     # a model that fails for real too gets that error alone; one that runs gets a note
-    report = _profile_once(spec, shapes, dtype, compute=True, folders=folders)
+    found = once(compute=True, repeat=True)
     print(f"convprof: note: {reason}; counted with a real forward pass instead", file=sys.stderr)
-    return report
+    return found
 
 
-def _profile_once(
-    spec: str,
-    shapes: Sequence[Shape] | None,
-    dtype: str,
-    *,
-    compute: bool,
-    folders: Sequence[Path],
-    automatic: bool = False,
-) -> Report:
-    import torch
-
-    from convprof.api import profile
-    from convprof.recorder import ForwardError, ValuesNeeded
+def _load(spec: str, compute: bool, folders: Sequence[Path], automatic: bool) -> Loaded:
     from convprof.zoo import SpecError, load
 
     try:
         loaded = load(spec, meta=not compute, folders=folders or (Path.cwd(),))
     except SpecError as exc:
-        if automatic:  # e.g. a builder that quantizes reads values: build it for real; a bad
-            # spec fails there again, with that error alone
+        if automatic and " failed: " in str(exc):  # e.g. a builder that quantizes reads values:
+            # build it for real; a bad spec fails there again, with that error alone
             reason = str(exc).splitlines()[0].split(" failed: ", 1)[-1]
             raise _NeedsValues(f"{spec} cannot be built on the meta device ({reason})") from None
         raise UsageError(str(exc)) from None
     if loaded.note and not automatic:
         print(f"convprof: note: {loaded.note}", file=sys.stderr)
-    shapes = shapes or loaded.inputs
-    if not shapes:
-        raise UsageError(f"no input shape for {spec!r}: give --input (or 'input' in the config)")
-    model = loaded.model.to(getattr(torch, dtype))
-    torch.manual_seed(0)
-    inputs = _inputs(shapes, getattr(torch, dtype), compute)
+    return loaded
+
+
+def _run(model: Any, args: tuple[Any, ...], kwargs: dict[str, Any], compute: bool, automatic: bool) -> Report:
+    from convprof.api import profile
+    from convprof.recorder import ForwardError, ValuesNeeded
+
     try:
-        return profile(model, inputs, compute=compute)
+        return profile(model, args, kwargs, compute=compute)
     except ForwardError as exc:  # ValuesNeeded included
         first = str(exc).splitlines()[0]
         if automatic:  # whatever stopped the zero-compute pass, a real forward may not stop
@@ -369,14 +371,101 @@ def _profile_once(
         raise UsageError(first + hint) from None
 
 
+def _token_ids(loaded: Loaded, args: tuple[Any, ...], kwargs: dict[str, Any]) -> torch.Tensor | None:
+    """The token ids a language model was given: its main input, when that is integer."""
+    if loaded.text is None or loaded.main != "input_ids":
+        return None
+    ids: torch.Tensor | None = kwargs.get("input_ids", args[0] if args else None)
+    if ids is None or ids.dtype.is_floating_point or ids.dim() == 0:
+        return None
+    return ids
+
+
+def _note_unknown_keywords(model: Any, chosen: Sequence[Input]) -> None:
+    """Say so when a keyword input is not a parameter of the forward but goes to its
+    ``**kwargs`` (transformers models take any name there and ignore most): a typo would
+    otherwise pass unnoticed. A forward without ``**kwargs`` rejects the name itself."""
+    import inspect
+
+    try:
+        parameters = inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):
+        return
+    for item in chosen:
+        if item.name is not None and item.name not in parameters:
+            print(
+                f"convprof: note: {type(model).__name__}.forward has no parameter {item.name!r}; "
+                "it was passed in its **kwargs",
+                file=sys.stderr,
+            )
+
+
+def _profile_once(
+    spec: str,
+    given: Sequence[Input],
+    dtype: str,
+    *,
+    compute: bool,
+    folders: Sequence[Path],
+    past: int | None = None,
+    automatic: bool = False,
+    repeat: bool = False,
+) -> _Profiled:
+    import torch
+
+    from convprof.hf import cache, cache_keyword
+
+    loaded = _load(spec, compute, folders, automatic)
+    if past is not None and not loaded.decoder:
+        raise UsageError(
+            f"--past needs a decoder-only language model ('transformers:' spec); {spec} is not one"
+        )
+    defaults = loaded.inputs or ()
+    if past is not None and defaults:  # one new token after the cached ones
+        defaults = (replace(defaults[0], shape=(defaults[0].shape[0], 1)),)
+    chosen = merge(given, defaults, loaded.main)
+    if not chosen:
+        raise UsageError(f"no input shape for {spec!r}: give --input (or 'input' in the config)")
+    model = loaded.model.to(getattr(torch, dtype))
+    if not repeat:
+        _note_unknown_keywords(model, chosen)
+    torch.manual_seed(0)
+    args, kwargs = _inputs(chosen, dtype, compute, loaded.id_limit)
+    ids = _token_ids(loaded, args, kwargs)
+    prefill = None
+    if past is not None:
+        if ids is None:
+            raise UsageError("--past needs integer token ids as the model's input (e.g. --input 1,1:int64)")
+        (before,), _ = _inputs([Input((ids.shape[0], past), "int64")], dtype, compute, loaded.id_limit)
+        prefill = _run(model, (), {"input_ids": before}, compute, automatic).total.macs
+        kwargs[cache_keyword(model)] = cache(model, before if compute else before.to("meta"))
+        kwargs.setdefault("use_cache", True)
+    report = _run(model, args, kwargs, compute, automatic)
+    tokens = None
+    if ids is not None and loaded.text is not None:
+        tokens = token_cost(
+            macs=report.total.macs,
+            params=report.total.params,
+            shape=loaded.text,
+            batch=ids.shape[0] if ids.dim() > 1 else 1,
+            new=ids.shape[-1],
+            past=past or 0,
+            prefill_macs=prefill,
+        )
+    return _Profiled(report, tokens)
+
+
 def _cmd_profile(args: argparse.Namespace) -> int:
     if args.depth is not None and args.depth < 0:
         raise UsageError("--depth must be 0 or more")
+    if args.past is not None and args.past <= 0:
+        raise UsageError("--past must be 1 or more")
     if args.plot is not None and args.plot.suffix.lower() != ".png":
         raise UsageError(f"--plot writes PNG files: give a name ending in .png, not {str(args.plot)!r}")
     if args.plot is not None:
         _writable(args.plot, "--plot")
-    report = _profile_spec(args.spec, args.input, args.dtype, compute=args.compute)
+    found = _profile_spec(args.spec, args.input, args.dtype, compute=args.compute, past=args.past)
+    report = found.report
     sys.stdout.write(
         render(
             report,
@@ -385,6 +474,7 @@ def _cmd_profile(args: argparse.Namespace) -> int:
             memory=args.memory,
             roofline=args.roofline,
             blocks=args.blocks,
+            tokens=found.tokens,
         )
     )
     if args.plot is not None:
@@ -442,7 +532,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
             file=sys.stderr,
             flush=True,
         )
-        report = _profile_spec(entry.model, entry.inputs, compute=args.compute, folders=folders)
+        report = _profile_spec(entry.model, entry.inputs, compute=args.compute, folders=folders).report
         reports[entry.name] = report
         try:
             found = checks(report, entry.budget)
@@ -554,7 +644,7 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
 }
 
 
-_VALUED = ("--input", "--tolerance")
+_VALUED = ("--input", "--tolerance", "--past")
 
 
 def _join_dashed_values(argv: Sequence[str]) -> list[str]:

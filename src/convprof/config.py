@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from convprof.budget import LIMIT_KEYS, Budget
-from convprof.records import Shape
+from convprof.inputs import Input, parse
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -34,23 +34,33 @@ class ModelEntry:
 
     name: str
     model: str
-    inputs: tuple[Shape, ...] | None
+    inputs: tuple[Input, ...] | None
     budget: Budget
 
 
-def _shapes(value: Any, where: str) -> tuple[Shape, ...]:
-    def shape(item: Any) -> Shape:
+def _inputs(value: Any, where: str) -> tuple[Input, ...]:
+    """``[1, 3, 224, 224]``, ``"1,128:int64"``, or a list of those (as ``--input``)."""
+
+    def one(item: Any) -> Input:
+        if isinstance(item, str):
+            try:
+                return parse(item)
+            except ValueError as exc:
+                raise ConfigError(f"{where}: {exc}") from None
         if (
             not isinstance(item, list)
             or not item
             or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in item)
         ):
-            raise ConfigError(f"{where}: input must be a list of positive integers or a list of such lists")
-        return tuple(item)
+            raise ConfigError(
+                f"{where}: input must be a list of positive integers, a string such as "
+                "'1,128:int64', or a list of those"
+            )
+        return Input(tuple(item))
 
-    if isinstance(value, list) and value and all(isinstance(v, list) for v in value):
-        return tuple(shape(v) for v in value)
-    return (shape(value),)
+    if isinstance(value, list) and value and all(isinstance(v, (list, str)) for v in value):
+        return tuple(one(v) for v in value)
+    return (one(value),)
 
 
 def _entry(raw: Any, index: int, path: Path) -> ModelEntry:
@@ -78,7 +88,7 @@ def _entry(raw: Any, index: int, path: Path) -> ModelEntry:
         )
     except (ValueError, TypeError) as exc:
         raise ConfigError(str(exc)) from None
-    inputs = _shapes(raw["input"], where) if "input" in raw else None
+    inputs = _inputs(raw["input"], where) if "input" in raw else None
     return ModelEntry(raw["name"], raw["model"], inputs, budget)
 
 

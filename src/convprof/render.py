@@ -17,6 +17,7 @@ from tabulate import tabulate
 from convprof.diff import ModelDiff
 from convprof.report import Block, Layer, Report
 from convprof.roofline import Machine, machine
+from convprof.tokens import TokenCost
 from convprof.units import format_quantity, format_shape
 
 FORMATS = ("table", "json", "csv", "markdown")
@@ -31,6 +32,7 @@ def render(
     memory: bool = False,
     roofline: Machine | str | float | None = None,
     blocks: bool = False,
+    tokens: TokenCost | None = None,
 ) -> str:
     """The layer table and totals as text.
 
@@ -40,14 +42,19 @@ def render(
     ``memory`` adds each row's bytes moved and MACs per byte; ``roofline`` (which implies
     ``memory``) adds which roof bounds the row and its share of the roofline time: a
     :class:`Machine`, a preset name (``"t4"``) or a balance in MACs per byte, as in the CLI;
-    ``blocks`` lists the separable blocks and inverted residuals instead of layers.
+    ``blocks`` lists the separable blocks and inverted residuals instead of layers;
+    ``tokens`` adds a language model's per-token figures (:mod:`convprof.tokens`) below the
+    totals, and a ``tokens`` object to JSON.
     """
     if format not in FORMATS:
         raise ValueError(f"unknown format {format!r}; choose one of {', '.join(FORMATS)}")
     if roofline is not None and not isinstance(roofline, Machine):
         roofline = machine(str(roofline))
     if format == "json":
-        return json.dumps(report.to_dict(), indent=2) + "\n"
+        data = report.to_dict()
+        if tokens is not None:
+            data["tokens"] = tokens.to_dict()
+        return json.dumps(data, indent=2) + "\n"
     if blocks:
         return (
             _csv_blocks(report.blocks)
@@ -65,6 +72,8 @@ def render(
         for row, layer in zip(cells, shown, strict=True):
             row += [f"{layer.memory_bytes:,}", f"{layer.intensity:.2f}" if layer.memory_bytes else ""]
     text = footer(report, markdown=format == "markdown", memory=memory or roofline is not None)
+    if tokens is not None:
+        text += token_lines(tokens, markdown=format == "markdown")
     if roofline is not None:
         times = [roofline.seconds(layer.macs, layer.memory_bytes) for layer in shown]
         total = sum(times)
@@ -125,6 +134,33 @@ def _roofline_footer(
     if depthwise:
         plural = "s" if len(depthwise) != 1 else ""
         lines.append(f"              {len(depthwise)} depthwise row{plural}: {shares(depthwise)}.")
+    return "\n".join(f"{line}  " if markdown else line for line in lines) + "\n"
+
+
+def token_lines(cost: TokenCost, *, markdown: bool = False) -> str:
+    """A language model's pass per token: tokens and context, MACs per token, parameters
+    without embeddings, the rule of thumb next to the count, and the prefill before a cache."""
+    batch = f"batch {cost.tokens // max(cost.context - cost.past, 1):,} x {cost.context - cost.past:,} new"
+    cached = f", after {cost.past:,} cached" if cost.past else ""
+    lines = [
+        f"Tokens:       {cost.tokens:,} ({batch}{cached}; context {cost.context:,})",
+        f"Per token:    {format_quantity(round(cost.macs_per_token))} MACs, "
+        f"{format_quantity(round(2 * cost.macs_per_token))} FLOPs (totals / tokens)",
+        f"Params:       {cost.non_embedding_params:,} without embeddings "
+        f"({format_quantity(cost.non_embedding_params)}); embeddings {cost.embedding_params:,}",
+    ]
+    rule = cost.rule_macs_per_token
+    if rule is not None and cost.counted_vs_rule is not None:
+        lines.append(
+            f"Rule:         2N + 2 n_layer n_ctx d_attn = {format_quantity(2 * rule)} FLOPs per token "
+            f"(N = params without embeddings; Kaplan et al. 2020); counted {cost.counted_vs_rule:.3f}x"
+        )
+    if cost.prefill_macs is not None:
+        per = cost.prefill_macs / (cost.tokens // max(cost.context - cost.past, 1) * cost.past)
+        lines.append(
+            f"Prefill:      {cost.past:,} cached tokens cost {cost.prefill_macs:,} MACs "
+            f"({format_quantity(round(per))} per token), not in the table"
+        )
     return "\n".join(f"{line}  " if markdown else line for line in lines) + "\n"
 
 

@@ -28,7 +28,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from convprof.inputs import Input
 from convprof.records import Shape
+from convprof.tokens import TextShape
 
 FAMILIES = ("classification", "segmentation", "video", "optical_flow")
 
@@ -55,9 +57,15 @@ class Weights:
 
 @dataclass(frozen=True, slots=True)
 class Loaded:
+    """A model a spec built, and what the spec says about feeding it."""
+
     model: nn.Module
-    inputs: tuple[Shape, ...] | None
+    inputs: tuple[Input, ...] | None  # the default inputs, when the spec implies them
     note: str | None = None  # how the model was built, when it is worth saying
+    id_limit: int | None = None  # integer inputs are token ids below this (the vocabulary size)
+    text: TextShape | None = None  # a language model's figures, for the per-token summary
+    main: str | None = None  # the name of the forward's main input (input_ids, pixel_values)
+    decoder: bool = False  # generates from a cache of its own past tokens (can take --past)
 
 
 def _family(name: str) -> str:
@@ -206,7 +214,7 @@ def torchvision_model(name: str, weights: str | None = None, *, meta: bool = Fal
         meta=meta,
         what=f"torchvision:{name}",
     )
-    return Loaded(loaded.model, info.inputs, loaded.note)
+    return Loaded(loaded.model, tuple(Input(shape) for shape in info.inputs), loaded.note)
 
 
 @contextlib.contextmanager
@@ -231,9 +239,15 @@ def load(spec: str, *, meta: bool = False, folders: Sequence[Path] = ()) -> Load
     """
     if spec.startswith("torchvision:"):
         return torchvision_model(spec.removeprefix("torchvision:"), meta=meta)
+    if spec.startswith("transformers:"):
+        from convprof.hf import transformers_model
+
+        return transformers_model(spec.removeprefix("transformers:"), meta=meta)
     module_name, sep, attr = spec.partition(":")
     if not sep or not module_name or not attr:
-        raise SpecError(f"model spec {spec!r} is not 'package.module:callable' or 'torchvision:NAME'")
+        raise SpecError(
+            f"model spec {spec!r} is not 'package.module:callable', 'torchvision:NAME' or 'transformers:NAME'"
+        )
     try:
         with _importable_from(folders):
             module = importlib.import_module(module_name)
