@@ -154,3 +154,26 @@ def test_detector_anchors_stay_real_after_zero_compute() -> None:
     model.eval()
     with torch.no_grad():
         model(images)  # used to fail: "Cannot copy out of meta tensor"
+
+
+class _ReadsValues(nn.Module):
+    def forward(self, x: torch.Tensor, *, lengths: torch.Tensor) -> torch.Tensor:
+        return x[: int(lengths.max().item())]
+
+
+class _Caller(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.inner = _ReadsValues()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inner(x=x, lengths=x.sum(-1))
+
+
+def test_values_needed_names_the_keyword_inputs() -> None:
+    """A module called with keyword inputs only (as transformers' decoders are) is described by
+    them, not as having "no tensor inputs"."""
+    with pytest.raises(convprof.ValuesNeeded) as caught:
+        convprof.profile(_Caller(), torch.randn(5, 3), compute=False)
+    message = str(caught.value)
+    assert "in module 'inner' (_ReadsValues) with inputs (x: 5x3, lengths: 5)" in message

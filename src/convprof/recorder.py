@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import copy
 import threading
+import traceback
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -537,9 +538,25 @@ def _module_info(name: str, module: nn.Module) -> ModuleInfo:
     )
 
 
-def _describe(frame: _Frame) -> str:
-    shapes = ", ".join(f"{name}: {format_shape(meta.shape)}" for name, meta in frame.inputs)
+def _describe(frame: _Frame, module: nn.Module, exc: BaseException) -> str:
+    inputs = frame.inputs
+    if frame.raised:
+        inputs += _raised_kwargs(module, exc)
+    shapes = ", ".join(f"{name}: {format_shape(meta.shape)}" for name, meta in inputs)
     return f"with inputs ({shapes})" if shapes else "with no tensor inputs"
+
+
+def _raised_kwargs(module: nn.Module, exc: BaseException) -> tuple[tuple[str, TensorMeta], ...]:
+    """The keyword inputs of a module call that raised. The forward hook that records them is
+    not given them then (PyTorch passes keyword arguments to an always-called global hook only
+    when the forward returns), so they are read from the call's frame in the traceback."""
+    call = nn.Module._call_impl.__code__
+    for frame, _ in traceback.walk_tb(exc.__traceback__):
+        if frame.f_code is call and frame.f_locals.get("self") is module:
+            kwargs = frame.f_locals.get("kwargs")
+            if isinstance(kwargs, dict):
+                return tuple(item for k, v in kwargs.items() for item in _named_tensors(k, v))
+    return ()
 
 
 def _owned(named: list[tuple[str, nn.Module]]) -> list[torch.Tensor]:
@@ -649,7 +666,7 @@ def _forward_error(
     running = session.failed or (session.stack[-1] if session.stack else None)
     where = (
         f"in module '{running.name or '(root)'}' ({type(dict(named)[running.name]).__name__}) "
-        f"{_describe(running)}"
+        f"{_describe(running, dict(named)[running.name], exc)}"
         if running is not None
         else "outside any module"
     )
