@@ -18,7 +18,7 @@ from convprof.zoo import load
 
 def main() -> None:
     warnings.filterwarnings("ignore")  # torchvision's init-weights notices
-    print("| model | separable | inverted residual | share of MACs | savings (min - max) |")
+    print("| model | separable | inverted residual | share of MACs | cost vs std (min - max) |")
     print("|---|---:|---:|---:|---|")
     without = []
     for name in list_models(module=torchvision.models):
@@ -30,10 +30,10 @@ def main() -> None:
             continue
         kinds = [b.kind for b in report.blocks]
         share = sum(b.macs for b in report.blocks) / report.total.macs
-        savings = [b.savings for b in report.blocks]
+        costs = [b.cost_vs_standard for b in report.blocks]
         print(
             f"| {name} | {kinds.count('separable')} | {kinds.count('inverted_residual')} | "
-            f"{100 * share:.1f}% | {min(savings):.2f} - {max(savings):.2f} |"
+            f"{100 * share:.1f}% | {min(costs):.2f} - {max(costs):.2f} |"
         )
     print()
     print(f"No blocks ({len(without)} models): {', '.join(without)}.")

@@ -35,9 +35,9 @@ def test_tutorial_separable_block(compute: bool) -> None:
     assert (block.depthwise_params, block.depthwise_macs) == (24, 216)
     assert (block.pointwise_params, block.pointwise_macs) == (60, 540)
     assert block.standard_macs == 10 * 3 * 3 * 6 * 2 * 2 == 2160  # Conv2d(6, 10, 2) on 4x4
-    assert block.savings == pytest.approx(756 / 2160)
+    assert block.cost_vs_standard == pytest.approx(756 / 2160)
     n, k = 10, 2
-    assert block.savings == pytest.approx(1 / n + 1 / k**2)  # the MobileNet paper's ratio: 0.35
+    assert block.cost_vs_standard == pytest.approx(1 / n + 1 / k**2)  # the MobileNet paper's ratio: 0.35
     assert block.memory_bytes == 696 + 816
 
 
@@ -66,7 +66,7 @@ def test_found_through_norm_activation_and_scaling(compute: bool) -> None:
     assert block.depthwise_macs == 2 * 8 * 5 * 5 * 1 * 3 * 3  # 3600
     assert block.pointwise_macs == 2 * 16 * 5 * 5 * 8  # 6400
     assert block.standard_macs == 2 * 16 * 5 * 5 * 8 * 3 * 3  # 57600
-    assert block.savings == pytest.approx(1 / 16 + 1 / 9)
+    assert block.cost_vs_standard == pytest.approx(1 / 16 + 1 / 9)
     assert block.name == "spatial + mix"  # no common prefix below the root
 
 
@@ -105,7 +105,7 @@ def test_inverted_residuals_in_a_chain(compute: bool) -> None:
     assert first.macs == expand + depthwise + project == 12672
     assert first.depthwise_macs == depthwise
     assert first.standard_macs == 1 * 8 * 4 * 4 * 4 * 9  # Conv2d(4, 8, 3, stride 2): 4608
-    assert first.savings == pytest.approx(12672 / 4608)  # expansion 6 costs more than the plain conv
+    assert first.cost_vs_standard == pytest.approx(12672 / 4608)  # expansion 6 costs more than the plain conv
     assert (first.stride, second.stride) == ((2, 2), (1, 1))
     # The residual add mixes the previous block's output into the next input; still two blocks.
     assert second.layers == ("1.body.0", "1.body.3", "1.body.6")
@@ -146,7 +146,9 @@ def test_blocks_survive_json() -> None:
     data = json.loads(convprof.render(report, format="json"))
     (block,) = data["blocks"]
     assert (block["kind"], block["macs"], block["standard_macs"]) == ("separable", 756, 2160)
-    assert block["savings"] == pytest.approx(0.35)
+    assert block["cost_vs_standard"] == pytest.approx(0.35)
+    assert Report.from_dict(data).blocks == report.blocks
+    block["savings"] = block.pop("cost_vs_standard")  # as older reports wrote it
     assert Report.from_dict(data).blocks == report.blocks
 
 
@@ -212,7 +214,7 @@ def test_one_dimensional_separable_block() -> None:
     assert block.depthwise_macs == 8 * 20 * 5  # 800
     assert block.pointwise_macs == 16 * 20 * 8  # 2,560
     assert block.standard_macs == 16 * 20 * 8 * 5  # Conv1d(8, 16, 5, padding=2): 12,800
-    assert block.savings == pytest.approx(1 / 16 + 1 / 5)
+    assert block.cost_vs_standard == pytest.approx(1 / 16 + 1 / 5)
 
 
 EFFICIENT = [f"efficientnet_b{i}" for i in range(8)] + ["efficientnet_v2_s", "efficientnet_v2_m", "maxvit_t"]

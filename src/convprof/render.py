@@ -96,7 +96,7 @@ _NUMERIC = frozenset(
         "MACs/B",
         "Time",
         "Std MACs",
-        "Savings",
+        "Cost vs std",
         "DW / PW params",
         "DW / PW MACs",
     }
@@ -176,7 +176,7 @@ def _blocks(report: Report, format: str, memory: bool) -> str:
     shares of its MACs and params and its cost next to one standard conv."""
     rows_by_name = {layer.name: layer for layer in report.layers}
     headers = ["Block", "Kind", "Channels", "k / s", "Params", "DW / PW params", "MACs", "DW / PW MACs"]
-    headers += ["Std MACs", "Savings"]
+    headers += ["Std MACs", "Cost vs std"]
     if memory:
         headers += ["Bytes", "MACs/B"]
     cells = []
@@ -197,7 +197,7 @@ def _blocks(report: Report, format: str, memory: bool) -> str:
             f"{block.macs:,}",
             _shares(block.depthwise_macs, block.macs),
             f"{block.standard_macs:,}",
-            f"{block.savings:.2f}",
+            f"{block.cost_vs_standard:.2f}x",
         ]
         if memory:
             row += [f"{block.memory_bytes:,}", f"{block.intensity:.2f}"]
@@ -215,8 +215,8 @@ def _blocks(report: Report, format: str, memory: bool) -> str:
         f"Blocks:       {len(kinds)} ({kinds.count('separable')} separable, "
         f"{kinds.count('inverted_residual')} inverted residual) hold {format_quantity(macs)} of "
         f"{format_quantity(report.total.macs)} MACs{share}.",
-        "Savings:      block MACs / MACs of one standard conv with the block's input and output "
-        "channels, depthwise kernel and stride, and output size.",
+        "Cost vs std:  block MACs / MACs of one standard conv with the block's input and output "
+        "channels, depthwise kernel and stride, and output size (below 1x: the block is cheaper).",
     ]
     text = "\n".join(f"{line}  " if markdown else line for line in lines) + "\n"
     return table + "\n" + text + footer(report, markdown=markdown, memory=memory)
@@ -334,7 +334,7 @@ def _csv_blocks(blocks: Sequence[Block]) -> str:
     writer = csv.writer(out, lineterminator="\n")
     columns = ["name", "kind", "layers", "in_channels", "out_channels", "kernel_size", "stride"]
     numbers = ["params", "macs", "memory_bytes", "depthwise_params", "depthwise_macs"]
-    numbers += ["pointwise_params", "pointwise_macs", "standard_macs", "savings"]
+    numbers += ["pointwise_params", "pointwise_macs", "standard_macs", "cost_vs_standard"]
     writer.writerow(columns + numbers)
     for block in blocks:
         data = block.to_dict()

@@ -119,8 +119,9 @@ class Block:
     ``params``, ``macs`` and ``memory_bytes`` add up the member layers' rows.
     ``standard_macs`` is what one standard convolution with the block's input and output
     channels, the depthwise kernel and stride and the block's output size would cost;
-    ``savings = macs / standard_macs``, the MobileNet paper's ``1/N + 1/k^2`` for a separable
-    block.
+    ``cost_vs_standard = macs / standard_macs`` (below 1: cheaper than the standard conv), the
+    MobileNet paper's ``1/N + 1/k^2`` for a separable block. It is a cost ratio, not a saving:
+    an inverted residual with expansion 6 is 2.7, and a name such as "savings" reads backwards.
     """
 
     name: str
@@ -151,19 +152,23 @@ class Block:
         return intensity(self.macs, self.memory_bytes)
 
     @property
-    def savings(self) -> float:
+    def cost_vs_standard(self) -> float:
         return self.macs / self.standard_macs if self.standard_macs else 0.0
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data.update(
-            pointwise_params=self.pointwise_params, pointwise_macs=self.pointwise_macs, savings=self.savings
+            pointwise_params=self.pointwise_params,
+            pointwise_macs=self.pointwise_macs,
+            cost_vs_standard=self.cost_vs_standard,
         )
         return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Block:
-        fields = {k: v for k, v in data.items() if k not in ("pointwise_params", "pointwise_macs", "savings")}
+        # derived on the way out; older reports called cost_vs_standard "savings"
+        derived = ("pointwise_params", "pointwise_macs", "cost_vs_standard", "savings")
+        fields = {k: v for k, v in data.items() if k not in derived}
         for key in ("layers", "kernel_size", "stride", "output_shape"):
             fields[key] = tuple(fields[key])
         return cls(**fields)
