@@ -4,7 +4,10 @@ Models come from tests.test_budget (MACs by hand there: 1,332 in total, 120 para
 
 from __future__ import annotations
 
+import io
 import json
+import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -41,11 +44,13 @@ def test_check_passes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
     code, out, err = run(capsys, "check", "--config", str(path))
     assert code == 0
     assert "[1/1] profiling separable (tests.test_budget:separable)" in err  # progress on stderr
-    lines = {line.split()[1]: line.split() for line in out.splitlines()[2:] if "[" not in line}
+    lines = {line.split()[1]: line.split() for line in out.splitlines()[2:] if "[" not in line and line}
     # headroom: (1,400 - 1,332) / 1,400 = 4.9%; params exactly at the limit: 0.0%
     assert lines["macs"][2:] == ["1,332", "1,400", "4.9%", "ok"]
     assert lines["params"][2:] == ["120", "120", "0.0%", "ok"]
     assert "worst of 2 matching '1.*'" in out  # 1.1 (540) is the worst of 1.0 and 1.1
+    assert out.endswith("\n1 model within budget.\n")
+    assert "\x1b[" not in out  # no colour when the output is not a terminal
     code, markdown, _ = run(capsys, "check", "--config", str(path), "--format", "markdown")
     assert code == 0 and markdown.startswith("| Model ") and "| separable " in markdown
 
@@ -55,6 +60,36 @@ def test_check_fails_with_exit_1(tmp_path: Path, capsys: pytest.CaptureFixture[s
     code, out, _ = run(capsys, "check", "--config", str(path))
     assert code == 1
     assert "FAIL" in out and f"{TOTAL:,}" in out and "-33.2%" in out  # (1000 - 1332) / 1000
+    assert out.endswith("\n1 of 1 model over budget.\n")
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize("no_color", [None, "1"])
+def test_fail_in_colour_on_a_terminal_unless_no_color(
+    no_color: str | None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = write(tmp_path, ENTRY + "max_macs = 1000\nmax_params = 1000\n")
+    if no_color is None:
+        monkeypatch.delenv("NO_COLOR", raising=False)
+    else:
+        monkeypatch.setenv("NO_COLOR", no_color)
+    monkeypatch.setenv("TERM", "xterm")
+    terminal = _Terminal()
+    monkeypatch.setattr(sys, "stdout", terminal)
+    assert main(["check", "--config", str(path)]) == 1
+    out = terminal.getvalue()
+    if no_color:
+        assert "\x1b[" not in out and "FAIL" in out
+    else:
+        assert "\x1b[1;31mFAIL\x1b[0m" in out and "\x1b[32mok\x1b[0m" in out
+        # the columns stay aligned: every row is as wide as the header once the codes are gone
+        plain = [re.sub(r"\x1b\[[0-9;]*m", "", line).rstrip() for line in out.splitlines()[:4]]
+        assert plain[2].endswith("ok") and plain[3].endswith("FAIL")  # params, then MACs
+        assert len(plain[1]) >= max(len(line) for line in plain[2:4])
 
 
 def test_check_defaults_to_pyproject(
@@ -118,6 +153,8 @@ def test_baseline_written_and_enforced(tmp_path: Path, capsys: pytest.CaptureFix
     base.write_text(json.dumps(data))
     code, out, _ = run(capsys, "check", "--config", str(path), "--baseline", str(base), "--tolerance", "2%")
     assert code == 1 and "macs vs baseline 1,300" in out
+    assert "flops vs baseline" not in out  # 2 x MACs: it would repeat the MACs row
+    assert out.endswith("\n1 of 1 model over budget.\n")
     assert run(capsys, "check", "--config", str(path), "--baseline", str(base), "--tolerance", "3%")[0] == 0
 
 

@@ -525,7 +525,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
     folders = (args.config.parent, Path.cwd())
     table: list[list[str]] = []
     reports: dict[str, Report] = {}
-    failed = False
+    over = 0  # models with a broken limit, tolerance or coverage
     for i, entry in enumerate(entries, 1):
         print(
             f"convprof: [{i}/{len(entries)}] profiling {entry.name} ({entry.model})",
@@ -539,18 +539,19 @@ def _cmd_check(args: argparse.Namespace) -> int:
         except ValueError as exc:
             raise UsageError(f"{args.config}: model {entry.name!r}: {exc}") from None
         table.extend(_summary_rows(entry.name, found))
-        failed |= not all(c.ok for c in found)
+        bad = not all(c.ok for c in found)
         if not report.complete:
             ok = entry.budget.allow_incomplete
-            failed |= not ok
+            bad |= not ok
             ops = ", ".join(u.op for u in report.unexplained)
             table.append([entry.name, "coverage", "incomplete", ops, "", "allowed" if ok else "FAIL"])
         if entry.name in base:
-            for metric in ("params", "macs", "flops"):
+            # FLOPs are 2 x MACs: a FLOPs row against the baseline would repeat the MACs row
+            for metric in ("params", "macs"):
                 old, new = getattr(base[entry.name].total, metric), getattr(report.total, metric)
                 limit = int(old * (1 + args.tolerance))
                 check = Check("total", metric, new, max(limit, old))
-                failed |= not check.ok
+                bad |= not check.ok
                 table.append(
                     [
                         entry.name,
@@ -563,8 +564,17 @@ def _cmd_check(args: argparse.Namespace) -> int:
                 )
         elif args.baseline:
             table.append([entry.name, "baseline", "", "", "", "not in baseline"])
+        over += bad
     headers = ("Model", "Metric", "Actual", "Limit", "Headroom", "Status")
+    if args.format == "table" and _colour(sys.stdout):
+        table = [[*row[:-1], _paint(row[-1])] for row in table]
     sys.stdout.write(rows(headers, table, format=args.format))
+    n = len(entries)
+    sys.stdout.write(
+        f"\n{over} of {n} model{'s' if n != 1 else ''} over budget.\n"
+        if over
+        else f"\n{'All ' if n > 1 else ''}{n} model{'s' if n != 1 else ''} within budget.\n"
+    )
     if args.write_baseline:
         try:
             args.write_baseline.write_text(baseline.dumps(reports))
@@ -573,7 +583,24 @@ def _cmd_check(args: argparse.Namespace) -> int:
                 f"--write-baseline {args.write_baseline}: cannot write: {exc.strerror}"
             ) from None
         print(f"convprof: baseline written to {args.write_baseline}", file=sys.stderr)
-    return 1 if failed else 0
+    return 1 if over else 0
+
+
+def _colour(stream: Any) -> bool:
+    """Colour on a terminal, unless NO_COLOR is set (https://no-color.org) or TERM is dumb."""
+    if os.environ.get("NO_COLOR") or os.environ.get("TERM") == "dumb":
+        return False
+    isatty = getattr(stream, "isatty", None)
+    return bool(callable(isatty) and isatty())
+
+
+def _paint(status: str) -> str:
+    """FAIL in bold red, ok in green; tabulate measures cells without the escape codes."""
+    if status == "FAIL":
+        return f"\x1b[1;31m{status}\x1b[0m"
+    if status == "ok":
+        return f"\x1b[32m{status}\x1b[0m"
+    return status
 
 
 def _cmd_diff(args: argparse.Namespace) -> int:
