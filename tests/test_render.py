@@ -181,3 +181,37 @@ def test_csv_names_the_root_and_leaves_padding_of_other_rows_empty() -> None:
     rows = list(csv.DictReader(io.StringIO(convprof.render(report, format="csv"))))
     assert [r["name"] for r in rows] == ["(root)", "0", "1"]
     assert [r["padding"] for r in rows] == ["", "1x1", ""]
+
+
+class _Twice(nn.Module):
+    """One Linear and one ReLU called twice, the second time on 2 of the 5 rows."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(8, 8)
+        self.act = nn.ReLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.fc(self.act(self.fc(x))[:2]))
+
+
+def test_reused_modules_show_calls_and_mark_varying_shapes() -> None:
+    report = convprof.profile(_Twice(), torch.randn(5, 8))
+    (fc,) = [layer for layer in report.layers if layer.name == "fc"]
+    assert (fc.calls, fc.macs, fc.shapes_vary) == (2, 5 * 8 * 8 + 2 * 8 * 8, True)
+    lines = convprof.render(report).splitlines()
+    assert lines[0].split()[-4:] == ["Calls", "Params", "MACs", "Share"]
+    assert lines[2].split()[:5] == ["fc", "Linear", "5x8*", "5x8*", "2"]
+    assert "Shapes:       * the first call's; later calls of the module had other shapes." in lines
+    same = convprof.profile(nn.Sequential(nn.Linear(8, 8)), torch.randn(5, 8))
+    text = convprof.render(same)
+    assert "Calls" not in text and "*" not in text and not same.layers[0].shapes_vary
+
+
+def test_a_module_its_parent_calls_functionally_sits_with_its_parent() -> None:
+    """MultiheadAttention uses out_proj's weights without calling it: the row (params, no call)
+    comes right after its parent, not at the end of the table."""
+    layer = nn.TransformerEncoderLayer(16, 2, 32, batch_first=True)
+    names = [row.name for row in convprof.profile(layer, torch.randn(1, 5, 16)).layers]
+    assert names[:3] == ["", "self_attn", "self_attn.out_proj"]
+    assert names[-1] == "norm2"

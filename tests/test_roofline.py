@@ -112,7 +112,7 @@ def test_blocks_table() -> None:
         "/",
         "71%",
         "2,160",
-        "0.35",
+        "0.35x",
     ]
     assert "1 (1 separable, 0 inverted residual) hold 756 of 756 MACs (100.0%)" in text
 

@@ -4,9 +4,11 @@ formatting.
 For each module call, the module formula (looked up through the MRO) gives the cost of the
 module's own code; without one, the op formulas of the operators that ran directly inside it
 add up, and operators without a formula are collected as unexplained. Calls of one module
-merge into one row. Parameters go to the first row, in execution order, whose module owns
-them, so tied weights count once; modules that never ran keep their parameters in rows with
-``calls == 0``, and the params column adds up to ``sum(p.numel() for p in model.parameters())``.
+merge into one row, with the first call's shapes (``shapes_vary`` says when later calls had
+others). Parameters go to the first row, in execution order, whose module owns them, so tied
+weights count once; modules that never ran keep their parameters in rows with ``calls == 0``,
+placed after their parent's rows, and the params column adds up to ``sum(p.numel() for p in
+model.parameters())``.
 """
 
 from __future__ import annotations
@@ -44,6 +46,13 @@ class _Row:
     params: int = 0
     memory_bytes: int = 0
     unexplained: Counter[str] = field(default_factory=Counter)
+    shapes_vary: bool = False
+
+    def add(self, call: ModuleCall) -> None:
+        """Another call of the module: a different input or output shape from the first
+        call's is noted, since the row shows the first call's shapes only."""
+        if self.first is not None and call is not self.first:
+            self.shapes_vary |= _shapes(call) != _shapes(self.first)
 
     def freeze(self) -> Layer:
         spec = self.info.conv
@@ -66,7 +75,28 @@ class _Row:
             groups=spec.groups if spec else None,
             unexplained=tuple(sorted(self.unexplained)),
             memory_bytes=self.memory_bytes,
+            shapes_vary=self.shapes_vary,
         )
+
+
+def _shapes(call: ModuleCall) -> tuple[tuple[int, ...], ...]:
+    return tuple(meta.shape for _, meta in call.inputs) + tuple(meta.shape for meta in call.outputs)
+
+
+def _place(rows: dict[str, _Row], idle: list[_Row]) -> list[_Row]:
+    """Rows in execution order, and each module that never ran itself (its parent used its
+    weights directly, as MultiheadAttention does with ``out_proj``) after its parent's last
+    row, not at the end where its name would read out of place."""
+    placed = list(rows.values())
+    for row in idle:
+        parent = row.info.name.rpartition(".")[0]
+        family = [
+            i
+            for i, other in enumerate(placed)
+            if other.info.name == parent or other.info.name.startswith(f"{parent}.") or not parent
+        ]
+        placed.insert(family[-1] + 1 if family else len(placed), row)
+    return placed
 
 
 def call_bytes(call: ModuleCall) -> int:
@@ -85,6 +115,7 @@ def count(trace: Trace) -> Report:
     unexplained: dict[str, tuple[int, list[str]]] = {}
     for call in trace.calls:
         row = rows.setdefault(call.module.name, _Row(call.module, call))
+        row.add(call)
         macs, missing = call_macs(call)
         row.macs += macs
         row.memory_bytes += call_bytes(call)
@@ -95,16 +126,15 @@ def count(trace: Trace) -> Report:
             if call.module.name not in where:
                 where.append(call.module.name)
             unexplained[op] = (seen_calls + 1, where)
-    for info in trace.modules:
-        if info.name not in rows and info.params:
-            rows[info.name] = _Row(info, None)
+    idle = [_Row(info, None) for info in trace.modules if info.name not in rows and info.params]
+    ordered = _place(rows, idle)
     seen: set[int] = set()
-    for row in rows.values():
+    for row in [*rows.values(), *idle]:  # params to the first row *that ran* owning them
         for param in row.info.params:
             if param.key not in seen:
                 seen.add(param.key)
                 row.params += param.numel
-    layers = tuple(row.freeze() for row in rows.values() if row.calls or row.params)
+    layers = tuple(row.freeze() for row in ordered if row.calls or row.params)
     return Report(
         model=trace.model,
         inputs=tuple(t.shape for t in trace.inputs),

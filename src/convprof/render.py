@@ -67,11 +67,19 @@ def render(
     shown = [layer for layer in layers if not layer.has_children or layer.params or layer.macs]
     headers = list(HEADERS)
     cells = [_cells(layer, report.total.macs) for layer in shown]
+    if any(layer.calls > 1 for layer in shown):  # reused modules: a row sums several calls
+        headers.insert(headers.index("Params"), "Calls")
+        at = headers.index("Calls")
+        for row, layer in zip(cells, shown, strict=True):
+            row.insert(at, str(layer.calls))
     if memory or roofline is not None:
         headers += ["Bytes", "MACs/B"]
         for row, layer in zip(cells, shown, strict=True):
             row += [f"{layer.memory_bytes:,}", f"{layer.intensity:.2f}" if layer.memory_bytes else ""]
     text = footer(report, markdown=format == "markdown", memory=memory or roofline is not None)
+    if any(layer.shapes_vary for layer in shown):
+        note = "Shapes:       * the first call's; later calls of the module had other shapes."
+        text = f"{note}  \n" + text if format == "markdown" else f"{note}\n" + text
     if tokens is not None:
         text += token_lines(tokens, markdown=format == "markdown")
     if roofline is not None:
@@ -89,6 +97,7 @@ def render(
 
 _NUMERIC = frozenset(
     {
+        "Calls",
         "Params",
         "MACs",
         "Share",
@@ -242,12 +251,13 @@ def _stride(stride: tuple[int, ...]) -> str:
 def _cells(layer: Layer, total_macs: int) -> list[str]:
     share = f"{100 * layer.macs / total_macs:.1f}%" if total_macs else ""
     unexplained = " (+?)" if layer.unexplained else ""
+    vary = "*" if layer.shapes_vary else ""
     return [
         layer.name or "(root)",
         layer.type,
         layer.kind or "",
-        format_shape(layer.input_shape) if layer.input_shape is not None else "",
-        format_shape(layer.output_shape) if layer.output_shape is not None else "",
+        format_shape(layer.input_shape) + vary if layer.input_shape is not None else "",
+        format_shape(layer.output_shape) + vary if layer.output_shape is not None else "",
         _conv_cell(layer),
         f"{layer.params:,}",
         f"{layer.macs:,}{unexplained}",
@@ -300,6 +310,7 @@ def _csv(layers: Sequence[Layer]) -> str:
             "macs",
             "flops",
             "memory_bytes",
+            "shapes_vary",
         ]
     )
     for layer in layers:
@@ -324,6 +335,7 @@ def _csv(layers: Sequence[Layer]) -> str:
                 layer.macs,
                 layer.flops,
                 layer.memory_bytes,
+                int(layer.shapes_vary),
             ]
         )
     return out.getvalue()

@@ -54,6 +54,7 @@ class Layer:
     groups: int | None = None
     unexplained: tuple[str, ...] = ()
     memory_bytes: int = 0
+    shapes_vary: bool = False  # later calls had other input or output shapes than the first
 
     @property
     def flops(self) -> int:
