@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from convprof.budget import BudgetExceeded, assert_budget
 from convprof.records import ModuleCall, OpCall, TensorMeta
 from convprof.render import render
-from convprof.report import CONVENTION, Block, Layer, Report, Totals, Unexplained
+from convprof.report import CONVENTION, Block, Layer, Report, Sizes, Totals, Unexplained
 
 if TYPE_CHECKING:
     from convprof.api import profile
@@ -46,6 +46,7 @@ __all__ = [
     "ModuleCall",
     "OpCall",
     "Report",
+    "Sizes",
     "TensorMeta",
     "Totals",
     "Unexplained",

@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 
 from convprof.blocks import find_blocks
 from convprof.formulas import module_formula, op_formula
-from convprof.records import ModuleCall, ModuleInfo, Trace
-from convprof.report import Layer, Report, Totals, Unexplained
+from convprof.records import ModuleCall, ModuleInfo, ParamInfo, Trace
+from convprof.report import Layer, Report, Sizes, Totals, Unexplained
 
 
 def call_macs(call: ModuleCall) -> tuple[int, list[str]]:
@@ -135,6 +135,7 @@ def count(trace: Trace) -> Report:
                 seen.add(param.key)
                 row.params += param.numel
     layers = tuple(row.freeze() for row in ordered if row.calls or row.params)
+    sizes = _sizes(trace)
     return Report(
         model=trace.model,
         inputs=tuple(t.shape for t in trace.inputs),
@@ -146,4 +147,30 @@ def count(trace: Trace) -> Report:
         ),
         unexplained=tuple(Unexplained(op, calls, tuple(names)) for op, (calls, names) in unexplained.items()),
         blocks=find_blocks(trace.calls, layers),
+        sizes=sizes,
+    )
+
+
+def _sizes(trace: Trace) -> Sizes:
+    """Trainable params, params and buffers in bytes (each tensor once), and the outputs of
+    every leaf-module call that makes new tensors (see :class:`Sizes`)."""
+    params: dict[int, ParamInfo] = {}
+    buffers: dict[int, ParamInfo] = {}
+    for info in trace.modules:
+        for param in info.params:
+            params.setdefault(param.key, param)
+        for buffer in info.buffers:
+            buffers.setdefault(buffer.key, buffer)
+    activations = sum(
+        meta.numel * meta.itemsize
+        for call in trace.calls
+        if not call.module.has_children and call.module.moves_memory
+        for meta in call.outputs
+    )
+    return Sizes(
+        trainable_params=sum(p.numel for p in params.values() if p.trainable),
+        param_bytes=sum(p.nbytes for p in params.values()),
+        buffers=sum(b.numel for b in buffers.values()),
+        buffer_bytes=sum(b.nbytes for b in buffers.values()),
+        activation_bytes=activations,
     )

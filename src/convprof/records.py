@@ -67,16 +67,22 @@ class OpCall:
 
 @dataclass(frozen=True, slots=True)
 class ParamInfo:
-    """A parameter a module owns directly; ``key`` identifies the tensor so tied weights count once."""
+    """A parameter (or buffer) a module owns directly; ``key`` identifies the tensor so tied
+    weights count once."""
 
     name: str
     key: int
     shape: Shape
     itemsize: int = 4
+    trainable: bool = True  # requires_grad (False for buffers and packed quantized weights)
 
     @property
     def numel(self) -> int:
         return prod(self.shape)
+
+    @property
+    def nbytes(self) -> int:
+        return self.numel * self.itemsize
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +132,7 @@ class ModuleInfo:
     conv: ConvSpec | None = None
     has_children: bool = False
     moves_memory: bool = True  # False for views and pass-throughs (Flatten, Identity, Dropout)
+    buffers: tuple[ParamInfo, ...] = ()  # buffers it owns directly (running statistics, masks)
 
     @property
     def type_name(self) -> str:

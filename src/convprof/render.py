@@ -268,10 +268,15 @@ def _cells(layer: Layer, total_macs: int) -> list[str]:
 def footer(report: Report, *, markdown: bool = False, memory: bool = False) -> str:
     """Totals in exact integers and human units, the convention, and what was not counted."""
     total = report.total
+    sizes = report.sizes
     lines = [
-        f"Total params: {total.params:,} ({format_quantity(total.params)})",
+        f"Total params: {total.params:,} ({format_quantity(total.params)}); trainable "
+        f"{sizes.trainable_params:,}, non-trainable {total.params - sizes.trainable_params:,}",
         f"Total MACs:   {total.macs:,} ({format_quantity(total.macs)})",
         f"Total FLOPs:  {total.flops:,} ({format_quantity(total.flops)})",
+        f"Sizes:        params {_bytes(sizes.param_bytes)}, buffers {_bytes(sizes.buffer_bytes)}; "
+        f"activations {_bytes(sizes.activation_bytes)} (every leaf module's outputs, which a "
+        "training step would keep for backward)",
     ]
     if memory:
         lines.append(
@@ -288,6 +293,11 @@ def footer(report: Report, *, markdown: bool = False, memory: bool = False) -> s
     else:
         lines.append("Coverage:     complete (every operator that ran was counted or is free).")
     return "\n".join(f"{line}  " if markdown else line for line in lines) + "\n"
+
+
+def _bytes(count: int) -> str:
+    """Bytes in decimal units (KB = 10^3 bytes, MB = 10^6: torchinfo's MB), three digits."""
+    return f"{format_quantity(count)}B"
 
 
 def _csv(layers: Sequence[Layer]) -> str:

@@ -102,6 +102,26 @@ class Totals:
 
 
 @dataclass(frozen=True, slots=True)
+class Sizes:
+    """What the model holds and what its forward pass makes, in bytes: the torchinfo figures.
+
+    ``trainable_params`` require grad (the rest of ``Totals.params`` is frozen or packed);
+    buffers are running statistics, masks and other state (tied ones once).
+    ``activation_bytes`` adds up the outputs of every call of a leaf module that makes new
+    tensors (views such as Flatten or Dropout in eval make none), as torchinfo's "forward
+    pass size": what a forward pass writes, and about what a training step would keep for
+    backward. It is neither the peak memory of inference (outputs are freed as the pass
+    goes) nor the memory traffic of ``Layer.memory_bytes`` (reads and writes per layer).
+    """
+
+    trainable_params: int = 0
+    param_bytes: int = 0
+    buffers: int = 0
+    buffer_bytes: int = 0
+    activation_bytes: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class Unexplained:
     """Operators that ran without a formula and are not free under the convention: their
     compute is *not* in the totals, and the report says so."""
@@ -184,6 +204,7 @@ class Report:
     unexplained: tuple[Unexplained, ...] = ()
     convention: str = CONVENTION
     blocks: tuple[Block, ...] = ()
+    sizes: Sizes = Sizes()
 
     @property
     def complete(self) -> bool:
@@ -247,6 +268,7 @@ class Report:
                 ),
                 convention=data["convention"],
                 blocks=tuple(Block.from_dict(b) for b in data.get("blocks", ())),
+                sizes=Sizes(**_table(data.get("sizes", {}), "sizes table")),
             )
         except (KeyError, TypeError, AttributeError) as exc:
             raise ValueError(f"malformed convprof report: {type(exc).__name__}: {exc}") from exc
@@ -268,6 +290,7 @@ class Report:
             "unexplained": [asdict(u) for u in self.unexplained],
             "layers": [layer.to_dict() for layer in self.layers],
             "blocks": [block.to_dict() for block in self.blocks],
+            "sizes": asdict(self.sizes),
         }
 
     def __str__(self) -> str:
