@@ -9,7 +9,7 @@ from torch import nn
 
 import convprof
 from convprof.cli import main
-from convprof.roofline import PRESETS, Machine, machine
+from convprof.roofline import Machine, machine
 
 X = torch.ones(1, 6, 4, 4)
 
@@ -20,19 +20,48 @@ def tutorial_pair() -> nn.Module:
 
 
 @pytest.mark.parametrize(
-    ("name", "balance"),
+    ("spec", "dtype", "balance"),
     [
-        ("h100", 989.4e12 / 2 / 3.35e12),  # 147.7 MACs per byte
-        ("h100-fp32", 66.9e12 / 2 / 3.35e12),  # 10.0
-        ("a100", 312e12 / 2 / 2.039e12),  # 76.5
-        ("t4", 65e12 / 2 / 320e9),  # 101.6
-        ("xeon-8480", (56 * 2.0e9 * 2 * 16) / (8 * 38.4e9)),  # 11.7
-        ("epyc-9654", (96 * 2.4e9 * 2 * 8) / (12 * 38.4e9)),  # 8.0
+        ("h100", "bfloat16", 989.4e12 / 2 / 3.35e12),  # 147.7 MACs per byte: BF16 tensor cores
+        ("h100", "float32", 66.9e12 / 2 / 3.35e12),  # 10.0: FP32, no tensor cores
+        ("h100", None, 66.9e12 / 2 / 3.35e12),  # float32 unless told
+        ("h100:tf32", "float32", 494.7e12 / 2 / 3.35e12),  # asked for: 73.8
+        ("h100-fp32", "bfloat16", 66.9e12 / 2 / 3.35e12),  # the old name stays pinned to FP32
+        ("a100", "float16", 312e12 / 2 / 2.039e12),  # 76.5
+        ("a100", "float32", 19.5e12 / 2 / 2.039e12),  # 4.8
+        ("t4", "float16", 65e12 / 2 / 320e9),  # 101.6
+        ("t4", "qint8", 130e12 / 2 / 320e9),  # quantized: INT8 tensor cores, 203.1
+        ("t4", "bfloat16", 8.1e12 / 2 / 320e9),  # a T4 has no BF16 peak: FP32
+        ("xeon-8480", "float32", (56 * 2.0e9 * 2 * 16) / (8 * 38.4e9)),  # 11.7
+        ("xeon-8480", "bfloat16", (56 * 2.0e9 * 512) / (8 * 38.4e9)),  # AMX: 186.7
+        ("epyc-9654", "float32", (96 * 2.4e9 * 2 * 8) / (12 * 38.4e9)),  # 8.0
+        ("epyc-9654", "int8", 4 * (96 * 2.4e9 * 2 * 8) / (12 * 38.4e9)),  # VNNI: 32.0
     ],
 )
-def test_preset_balances(name: str, balance: float) -> None:
-    assert machine(name).balance == pytest.approx(balance)
-    assert machine(name.upper()) is PRESETS[name]
+def test_preset_balances(spec: str, dtype: str | None, balance: float) -> None:
+    assert machine(spec, dtype).balance == pytest.approx(balance)
+    assert machine(spec.upper(), dtype) == machine(spec, dtype)
+
+
+def test_the_precision_is_in_the_description() -> None:
+    assert "FP32 66.9 TFLOP/s, for float32; HBM3 3.35 TB/s" in machine("h100", "float32").description
+    assert "BF16 989.4 TFLOP/s, for bfloat16" in machine("h100", "bfloat16").description
+    assert "FP32 8.1 TFLOP/s, no bf16 peak for bfloat16, FP32 used" in machine("t4", "bfloat16").description
+    assert "TF32 494.7 TFLOP/s, as asked" in machine("h100:tf32").description
+    with pytest.raises(ValueError, match="t4 has no tf32 peak"):
+        machine("t4:tf32")
+    with pytest.raises(ValueError, match="unknown precision 'fp4'"):
+        machine("h100:fp4")
+
+
+def test_the_report_dtype_picks_the_peak() -> None:
+    """A float16 model on a T4 is held to the FP16 tensor-core roof, a float32 one to FP32."""
+    half = convprof.profile(tutorial_pair().half(), X.half(), compute=False)
+    assert half.dtype == "float16"
+    assert "NVIDIA T4, FP16 65 TFLOP/s, for float16" in convprof.render(half, roofline="t4")
+    single = convprof.profile(tutorial_pair(), X)
+    assert single.dtype == "float32"
+    assert "NVIDIA T4, FP32 8.1 TFLOP/s, for float32" in convprof.render(single, roofline="t4")
 
 
 def test_balance_from_a_number_and_errors() -> None:
@@ -148,3 +177,14 @@ def test_cli_blocks_roofline_and_errors(capsys: pytest.CaptureFixture[str]) -> N
     assert "unknown roofline 'warp-drive'" in err and len(err.splitlines()) == 1
     assert main(["profile", spec, "--input", "1,6,4,4", "--plot", "out.svg"]) == 2
     assert "name ending in .png" in capsys.readouterr().err
+
+
+def test_cli_roofline_follows_dtype(capsys: pytest.CaptureFixture[str]) -> None:
+    spec = "tests.test_roofline:tutorial_pair"
+    assert main(["profile", spec, "--input", "1,6,4,4", "--roofline", "t4", "--dtype", "float16"]) == 0
+    assert "NVIDIA T4, FP16 65 TFLOP/s, for float16" in capsys.readouterr().out
+    assert main(["profile", spec, "--input", "1,6,4,4", "--roofline", "h100:tf32"]) == 0
+    assert "TF32 494.7 TFLOP/s, as asked" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["profile", spec, "--roofline", "t4:tf32"])
+    assert "t4 has no tf32 peak" in capsys.readouterr().err

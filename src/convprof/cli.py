@@ -27,12 +27,13 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from convprof import __version__, baseline, config
 from convprof.budget import Check, checks
+from convprof.columns import COLUMNS, check_columns, parse_columns
 from convprof.diff import compare
 from convprof.inputs import FLOATING, Input, floating_bytes, make, merge, parse
 from convprof.plot import plot
 from convprof.render import FORMATS, render, render_diff, rows
 from convprof.report import Report
-from convprof.roofline import PRESETS, Machine, machine
+from convprof.roofline import HARDWARE, PRECISIONS, machine
 from convprof.tokens import TokenCost, token_cost
 from convprof.units import format_shape, parse_tolerance
 
@@ -71,11 +72,21 @@ def _tolerance(text: str) -> float:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def _machine(text: str) -> Machine:
+def _columns(text: str) -> tuple[str, ...]:
     try:
-        return machine(text)
+        return parse_columns(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _machine(text: str) -> str:
+    """The roofline spec as given, once checked: a preset takes the precision of the report's
+    dtype, known only after profiling."""
+    try:
+        machine(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
 
 
 class _Formatter(argparse.RawDescriptionHelpFormatter):
@@ -174,6 +185,18 @@ def _parser() -> argparse.ArgumentParser:
     prof.add_argument("--dtype", choices=sorted(_DTYPES), default="float32", help="dtype of model and inputs")
     prof.add_argument("--format", choices=FORMATS, default="table", help="output format")
     prof.add_argument("--depth", type=int, metavar="N", help="roll rows up to N name components")
+    prof.add_argument(
+        "--tree",
+        action="store_true",
+        help="every module as an indented outline, containers with everything below them "
+        "(--depth limits the outline)",
+    )
+    prof.add_argument(
+        "--columns",
+        type=_columns,
+        metavar="KEYS",
+        help=f"comma-separated columns to show, of: {', '.join(COLUMNS)}",
+    )
     _compute_options(prof)
     prof.add_argument(
         "--memory", action="store_true", help="add bytes moved and MACs per byte (arithmetic intensity)"
@@ -182,7 +205,9 @@ def _parser() -> argparse.ArgumentParser:
         "--roofline",
         type=_machine,
         metavar="MACHINE",
-        help=f"mark rows memory- or compute-bound: a balance in MACs/byte or one of {', '.join(PRESETS)}",
+        help="mark rows memory- or compute-bound and give their share of the roofline time: a "
+        f"balance in MACs/byte, or one of {', '.join(HARDWARE)} at the precision of --dtype "
+        f"(or PRESET:PRECISION, e.g. h100:tf32; precisions {', '.join(PRECISIONS)})",
     )
     prof.add_argument(
         "--blocks", action="store_true", help="list separable blocks and inverted residuals instead of layers"
@@ -464,10 +489,15 @@ def _cmd_profile(args: argparse.Namespace) -> int:
         raise UsageError(f"--plot writes PNG files: give a name ending in .png, not {str(args.plot)!r}")
     if args.plot is not None:
         _writable(args.plot, "--plot")
+    if args.columns:
+        try:
+            check_columns(args.columns, roofline=args.roofline is not None)
+        except ValueError as exc:
+            raise UsageError(f"--columns: {exc}") from None
     found = _profile_spec(args.spec, args.input, args.dtype, compute=args.compute, past=args.past)
     report = found.report
-    sys.stdout.write(
-        render(
+    try:
+        text = render(
             report,
             depth=args.depth,
             format=args.format,
@@ -475,8 +505,12 @@ def _cmd_profile(args: argparse.Namespace) -> int:
             roofline=args.roofline,
             blocks=args.blocks,
             tokens=found.tokens,
+            tree=args.tree,
+            columns=args.columns,
         )
-    )
+    except ValueError as exc:  # a column that needs an option not given
+        raise UsageError(str(exc)) from None
+    sys.stdout.write(text)
     if args.plot is not None:
         try:
             plot(report, args.plot, roofline=args.roofline)

@@ -148,7 +148,23 @@ def count(trace: Trace) -> Report:
         unexplained=tuple(Unexplained(op, calls, tuple(names)) for op, (calls, names) in unexplained.items()),
         blocks=find_blocks(trace.calls, layers),
         sizes=sizes,
+        dtype=_dtype(trace),
     )
+
+
+def _dtype(trace: Trace) -> str:
+    """The dtype holding most parameter bytes; without parameters, the first floating input's."""
+    held: Counter[str] = Counter()
+    seen: set[int] = set()
+    for info in trace.modules:
+        for param in info.params:
+            if param.key not in seen:
+                seen.add(param.key)
+                held[param.dtype] += param.nbytes
+    if held:
+        return held.most_common(1)[0][0]
+    floating = [t.dtype for t in trace.inputs if t.dtype.startswith(("float", "bfloat"))]
+    return floating[0] if floating else "float32"
 
 
 def _sizes(trace: Trace) -> Sizes:

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from convprof.report import Layer, Report
-from convprof.roofline import Machine
+from convprof.roofline import Machine, machine
 from convprof.units import format_quantity
 
 WIDTH, HEIGHT, DPI = 12, 10, 100  # inches and dots per inch: a 1200 x 1000 PNG
@@ -37,10 +37,12 @@ def _pyplot() -> Any:
     return plt
 
 
-def plot(report: Report, path: str | Path, *, roofline: Machine | None = None) -> Path:
+def plot(report: Report, path: str | Path, *, roofline: Machine | str | float | None = None) -> Path:
     """Write a PNG of ``WIDTH * DPI`` by ``HEIGHT * DPI`` pixels: MACs and params per leaf
     layer in execution order, coloured by conv kind, and intensity against MACs on log axes
     with the machine balance of ``roofline`` as a vertical line."""
+    if roofline is not None and not isinstance(roofline, Machine):
+        roofline = machine(str(roofline), report.dtype)
     plt = _pyplot()
     path = Path(path)
     leaves = [layer for layer in report.layers if not layer.has_children and (layer.macs or layer.params)]

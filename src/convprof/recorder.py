@@ -507,10 +507,14 @@ def _roles(name: str, module: nn.Module, computing: bool) -> tuple[str, bool, in
     return name, quiet, _PASSES if quiet else _NOTHING
 
 
+def _dtype(tensor: torch.Tensor) -> str:
+    return str(tensor.dtype).removeprefix("torch.")
+
+
 def _params(module: nn.Module) -> tuple[ParamInfo, ...]:
     """The parameters a module owns directly, packed ones (quantized kernels) included."""
     params = [
-        ParamInfo(pname, id(p), tuple(p.shape), p.element_size(), p.requires_grad)
+        ParamInfo(pname, id(p), tuple(p.shape), p.element_size(), p.requires_grad, _dtype(p))
         for pname, p in module._parameters.items()
         if p is not None and not nn.parameter.is_lazy(p)
     ]
@@ -518,7 +522,7 @@ def _params(module: nn.Module) -> tuple[ParamInfo, ...]:
     for attr, value in packed:
         tensors = _packed_tensors(value)
         params.extend(
-            ParamInfo(f"{attr}.{i}", hash((id(value), i)), tuple(t.shape), t.element_size(), False)
+            ParamInfo(f"{attr}.{i}", hash((id(value), i)), tuple(t.shape), t.element_size(), False, _dtype(t))
             for i, t in enumerate(tensors or ())
         )
     return tuple(params)
@@ -536,7 +540,7 @@ def _module_info(name: str, module: nn.Module) -> ModuleInfo:
         has_children=_has_children(module),
         moves_memory=moves_memory(type(module)),
         buffers=tuple(
-            ParamInfo(bname, id(b), tuple(b.shape), b.element_size(), False)
+            ParamInfo(bname, id(b), tuple(b.shape), b.element_size(), False, _dtype(b))
             for bname, b in module._buffers.items()
             if b is not None and not nn.parameter.is_lazy(b)
         ),

@@ -75,6 +75,7 @@ class ParamInfo:
     shape: Shape
     itemsize: int = 4
     trainable: bool = True  # requires_grad (False for buffers and packed quantized weights)
+    dtype: str = "float32"
 
     @property
     def numel(self) -> int:

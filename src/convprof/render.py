@@ -11,17 +11,18 @@ import csv
 import io
 import json
 from collections.abc import Sequence
+from dataclasses import replace
 
 from tabulate import tabulate
 
+from convprof import columns as columns_
 from convprof.diff import ModelDiff
 from convprof.report import Block, Layer, Report
 from convprof.roofline import Machine, machine
 from convprof.tokens import TokenCost
-from convprof.units import format_quantity, format_shape
+from convprof.units import format_quantity, format_shape, format_stride
 
 FORMATS = ("table", "json", "csv", "markdown")
-HEADERS = ("Layer", "Type", "Kind", "Input", "Output", "k / s / g", "Params", "MACs", "Share")
 
 
 def render(
@@ -33,6 +34,8 @@ def render(
     roofline: Machine | str | float | None = None,
     blocks: bool = False,
     tokens: TokenCost | None = None,
+    tree: bool = False,
+    columns: Sequence[str] | None = None,
 ) -> str:
     """The layer table and totals as text.
 
@@ -41,15 +44,20 @@ def render(
     their own are left out of the table (their children carry it); JSON and CSV keep them.
     ``memory`` adds each row's bytes moved and MACs per byte; ``roofline`` (which implies
     ``memory``) adds which roof bounds the row and its share of the roofline time: a
-    :class:`Machine`, a preset name (``"t4"``) or a balance in MACs per byte, as in the CLI;
+    :class:`Machine`, a preset name (``"t4"``, at the precision of the report's dtype; or
+    ``"t4:int8"``) or a balance in MACs per byte, as in the CLI;
     ``blocks`` lists the separable blocks and inverted residuals instead of layers;
     ``tokens`` adds a language model's per-token figures (:mod:`convprof.tokens`) below the
-    totals, and a ``tokens`` object to JSON.
+    totals, and a ``tokens`` object to JSON. ``tree`` shows every module as an indented outline,
+    containers with everything below them (``depth`` then limits the outline's depth);
+    ``columns`` picks the columns by key (:data:`convprof.columns.COLUMNS`: ``name``, ``type``,
+    ``kind``, ``input``, ``output``, ``conv``, ``calls``, ``params``, ``macs``, ``flops``,
+    ``share``, ``bytes``, ``intensity``, ``bound``, ``time``).
     """
     if format not in FORMATS:
         raise ValueError(f"unknown format {format!r}; choose one of {', '.join(FORMATS)}")
     if roofline is not None and not isinstance(roofline, Machine):
-        roofline = machine(str(roofline))
+        roofline = machine(str(roofline), report.dtype)
     if format == "json":
         data = report.to_dict()
         if tokens is not None:
@@ -61,55 +69,42 @@ def render(
             if format == "csv"
             else _blocks(report, format, memory or roofline is not None)
         )
-    layers = report.rollup(depth) if depth is not None else report.layers
+    layers = report.rollup(depth) if depth is not None and not tree else report.layers
     if format == "csv":
         return _csv(layers)
-    shown = [layer for layer in layers if not layer.has_children or layer.params or layer.macs]
-    headers = list(HEADERS)
-    cells = [_cells(layer, report.total.macs) for layer in shown]
-    if any(layer.calls > 1 for layer in shown):  # reused modules: a row sums several calls
-        headers.insert(headers.index("Params"), "Calls")
-        at = headers.index("Calls")
-        for row, layer in zip(cells, shown, strict=True):
-            row.insert(at, str(layer.calls))
-    if memory or roofline is not None:
-        headers += ["Bytes", "MACs/B"]
-        for row, layer in zip(cells, shown, strict=True):
-            row += [f"{layer.memory_bytes:,}", f"{layer.intensity:.2f}" if layer.memory_bytes else ""]
-    text = footer(report, markdown=format == "markdown", memory=memory or roofline is not None)
-    if any(layer.shapes_vary for layer in shown):
-        note = "Shapes:       * the first call's; later calls of the module had other shapes."
-        text = f"{note}  \n" + text if format == "markdown" else f"{note}\n" + text
-    if tokens is not None:
-        text += token_lines(tokens, markdown=format == "markdown")
+    flat = [layer for layer in layers if not layer.has_children or layer.params or layer.macs]
+    seconds = {}
     if roofline is not None:
-        times = [roofline.seconds(layer.macs, layer.memory_bytes) for layer in shown]
-        total = sum(times)
-        headers += ["Bound", "Time"]
-        for row, layer, seconds in zip(cells, shown, times, strict=True):
-            row += [
-                roofline.bound(layer.macs, layer.memory_bytes),
-                f"{100 * seconds / total:.1f}%" if total else "",
-            ]
-        text += _roofline_footer(shown, times, roofline, markdown=format == "markdown")
+        seconds = {layer.name: roofline.seconds(layer.macs, layer.memory_bytes) for layer in flat}
+    if tree:  # a container's roofline time is its rows' (the roofline does not add up otherwise)
+        shown = [
+            replace(row, seconds=sum(t for n, t in seconds.items() if _within(n, row.layer.name)))
+            for row in columns_.tree(report, depth)
+        ]
+    else:
+        shown = [columns_.Row(layer, layer.name or "(root)", seconds.get(layer.name, 0.0)) for layer in flat]
+    measured = memory or roofline is not None
+    keys = tuple(columns or columns_.default_columns(shown, memory=measured, roofline=bool(roofline)))
+    columns_.check_columns(keys, roofline=roofline is not None)
+    table = columns_.Table(report.total.macs, sum(seconds.values()), roofline)
+    headers, cells = columns_.cells(shown, keys, table)
+    markdown = format == "markdown"
+    text = footer(report, markdown=markdown, memory=measured)
+    if any(row.layer.shapes_vary for row in shown) and {"input", "output"} & set(keys):
+        note = "Shapes:       * the first call's; later calls of the module had other shapes."
+        text = f"{note}  \n" + text if markdown else f"{note}\n" + text
+    if tokens is not None:
+        text += token_lines(tokens, markdown=markdown)
+    if roofline is not None:
+        text += _roofline_footer(flat, [seconds[layer.name] for layer in flat], roofline, markdown=markdown)
     return rows(headers, cells, format=format, right=_NUMERIC) + "\n" + text
 
 
-_NUMERIC = frozenset(
-    {
-        "Calls",
-        "Params",
-        "MACs",
-        "Share",
-        "Bytes",
-        "MACs/B",
-        "Time",
-        "Std MACs",
-        "Cost vs std",
-        "DW / PW params",
-        "DW / PW MACs",
-    }
-)
+def _within(name: str, container: str) -> bool:
+    return not container or name == container or name.startswith(f"{container}.")
+
+
+_NUMERIC = columns_.NUMERIC | {"Std MACs", "Cost vs std", "DW / PW params", "DW / PW MACs"}
 
 
 def _roofline_footer(
@@ -200,7 +195,7 @@ def _blocks(report: Report, format: str, memory: bool) -> str:
             block.name,
             block.kind.replace("_", " "),
             " > ".join(str(c) for c in channels),
-            f"{format_shape(block.kernel_size)} / {_stride(block.stride)}",
+            f"{format_shape(block.kernel_size)} / {format_stride(block.stride)}",
             f"{block.params:,}",
             _shares(block.depthwise_params, block.params),
             f"{block.macs:,}",
@@ -236,33 +231,6 @@ def _shares(depthwise: int, total: int) -> str:
         return ""
     part = round(100 * depthwise / total)
     return f"{part}% / {100 - part}%"
-
-
-def _conv_cell(layer: Layer) -> str:
-    if layer.kernel_size is None:
-        return ""
-    return f"{format_shape(layer.kernel_size)} / {_stride(layer.stride or ())} / {layer.groups}"
-
-
-def _stride(stride: tuple[int, ...]) -> str:
-    return str(stride[0]) if len(set(stride)) == 1 else "x".join(map(str, stride))
-
-
-def _cells(layer: Layer, total_macs: int) -> list[str]:
-    share = f"{100 * layer.macs / total_macs:.1f}%" if total_macs else ""
-    unexplained = " (+?)" if layer.unexplained else ""
-    vary = "*" if layer.shapes_vary else ""
-    return [
-        layer.name or "(root)",
-        layer.type,
-        layer.kind or "",
-        format_shape(layer.input_shape) + vary if layer.input_shape is not None else "",
-        format_shape(layer.output_shape) + vary if layer.output_shape is not None else "",
-        _conv_cell(layer),
-        f"{layer.params:,}",
-        f"{layer.macs:,}{unexplained}",
-        share,
-    ]
 
 
 def footer(report: Report, *, markdown: bool = False, memory: bool = False) -> str:

@@ -205,6 +205,7 @@ class Report:
     convention: str = CONVENTION
     blocks: tuple[Block, ...] = ()
     sizes: Sizes = Sizes()
+    dtype: str = "float32"  # what the model computes in: its weights' dtype (most bytes), else its input's
 
     @property
     def complete(self) -> bool:
@@ -239,15 +240,16 @@ class Report:
         return tuple(rows)
 
     def inclusive(self) -> dict[str, Totals]:
-        """Params and MACs of every module *with everything below it*, by name."""
+        """Params, MACs and bytes of every module *with everything below it*, by name."""
         sums: dict[str, list[int]] = {}
         for layer in self.layers:
             parts = layer.name.split(".") if layer.name else []
             for depth in range(len(parts) + 1):
-                acc = sums.setdefault(".".join(parts[:depth]), [0, 0])
+                acc = sums.setdefault(".".join(parts[:depth]), [0, 0, 0])
                 acc[0] += layer.params
                 acc[1] += layer.macs
-        return {name: Totals(params, macs) for name, (params, macs) in sums.items()}
+                acc[2] += layer.memory_bytes
+        return {name: Totals(*acc) for name, acc in sums.items()}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Report:
@@ -269,6 +271,7 @@ class Report:
                 convention=data["convention"],
                 blocks=tuple(Block.from_dict(b) for b in data.get("blocks", ())),
                 sizes=Sizes(**_table(data.get("sizes", {}), "sizes table")),
+                dtype=data.get("dtype", "float32"),
             )
         except (KeyError, TypeError, AttributeError) as exc:
             raise ValueError(f"malformed convprof report: {type(exc).__name__}: {exc}") from exc
@@ -279,6 +282,7 @@ class Report:
             "schema": SCHEMA,
             "convention": self.convention,
             "model": self.model,
+            "dtype": self.dtype,
             "inputs": [list(s) for s in self.inputs],
             "total": {
                 "params": self.total.params,

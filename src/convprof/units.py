@@ -56,3 +56,8 @@ def format_quantity(value: int | float, digits: int = 2) -> str:
 def format_shape(shape: tuple[int, ...]) -> str:
     """``(1, 3, 224, 224) -> '1x3x224x224'``; a 0-d tensor is ``'scalar'``."""
     return "x".join(str(d) for d in shape) if shape else "scalar"
+
+
+def format_stride(stride: tuple[int, ...]) -> str:
+    """``(2, 2) -> '2'``, ``(1, 2) -> '1x2'``: one number when every dimension agrees."""
+    return str(stride[0]) if len(set(stride)) == 1 else "x".join(map(str, stride))

@@ -1,0 +1,162 @@
+"""The layer table's columns and rows: what each column shows, which are shown by default, and
+the tree view's rows. Plain strings out; :mod:`convprof.render` lays them out.
+
+A column is a key (what ``--columns`` takes), a header, and a function of a :class:`Row`. The
+default set is the flat table's: name to share, with ``Calls`` where a row sums several calls,
+bytes and intensity with ``memory``, bound and time share with a roofline.
+
+The tree (``tree=True``, ``--tree``) shows every module, containers included, as an indented
+outline in the order modules first ran, as torchinfo does; a container's figures include
+everything below it, so each line answers "what does this part cost".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+
+from convprof.report import Layer, Report
+from convprof.roofline import Machine
+from convprof.units import format_shape, format_stride
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    """A layer as one table line shows it: its name as displayed (full or indented) and,
+    with a roofline, its time there."""
+
+    layer: Layer
+    name: str
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Table:
+    """What cells need beyond their own row: totals to take shares of, the machine."""
+
+    macs: int
+    seconds: float = 0.0
+    machine: Machine | None = None
+
+
+def _conv(layer: Layer) -> str:
+    if layer.kernel_size is None:
+        return ""
+    return f"{format_shape(layer.kernel_size)} / {format_stride(layer.stride or ())} / {layer.groups}"
+
+
+def _shape(shape: tuple[int, ...] | None, vary: bool) -> str:
+    return "" if shape is None else format_shape(shape) + ("*" if vary else "")
+
+
+def _share(part: float, whole: float) -> str:
+    return f"{100 * part / whole:.1f}%" if whole else ""
+
+
+Cell = Callable[[Row, Table], str]
+
+COLUMNS: dict[str, tuple[str, Cell]] = {
+    "name": ("Layer", lambda r, t: r.name),
+    "type": ("Type", lambda r, t: r.layer.type),
+    "kind": ("Kind", lambda r, t: r.layer.kind or ""),
+    "input": ("Input", lambda r, t: _shape(r.layer.input_shape, r.layer.shapes_vary)),
+    "output": ("Output", lambda r, t: _shape(r.layer.output_shape, r.layer.shapes_vary)),
+    "conv": ("k / s / g", lambda r, t: _conv(r.layer)),
+    "calls": ("Calls", lambda r, t: str(r.layer.calls)),
+    "params": ("Params", lambda r, t: f"{r.layer.params:,}"),
+    "macs": ("MACs", lambda r, t: f"{r.layer.macs:,}" + (" (+?)" if r.layer.unexplained else "")),
+    "flops": ("FLOPs", lambda r, t: f"{r.layer.flops:,}"),
+    "share": ("Share", lambda r, t: _share(r.layer.macs, t.macs)),
+    "bytes": ("Bytes", lambda r, t: f"{r.layer.memory_bytes:,}"),
+    "intensity": (
+        "MACs/B",
+        lambda r, t: f"{r.layer.intensity:.2f}" if r.layer.memory_bytes else "",
+    ),
+    "bound": (
+        "Bound",
+        lambda r, t: t.machine.bound(r.layer.macs, r.layer.memory_bytes) if t.machine else "",
+    ),
+    "time": ("Time share", lambda r, t: _share(r.seconds, t.seconds)),
+}
+NUMERIC = frozenset({"Calls", "Params", "MACs", "FLOPs", "Share", "Bytes", "MACs/B", "Time share"})
+_NEEDS_ROOFLINE = ("bound", "time")
+
+
+def parse_columns(text: str) -> tuple[str, ...]:
+    """``"name,params,macs"`` -> the keys, each checked (a ValueError names the unknown one)."""
+    keys = tuple(key.strip().lower() for key in text.split(",") if key.strip())
+    if not keys:
+        raise ValueError(f"no columns given: choose from {', '.join(COLUMNS)}")
+    for key in keys:
+        if key not in COLUMNS:
+            raise ValueError(f"unknown column {key!r}: choose from {', '.join(COLUMNS)}")
+    return keys
+
+
+def default_columns(rows: Sequence[Row], *, memory: bool, roofline: bool) -> tuple[str, ...]:
+    keys = ["name", "type", "kind", "input", "output", "conv"]
+    if any(row.layer.calls > 1 for row in rows):  # reused modules: a row sums several calls
+        keys.append("calls")
+    keys += ["params", "macs", "share"]
+    if memory or roofline:
+        keys += ["bytes", "intensity"]
+    if roofline:
+        keys += ["bound", "time"]
+    return tuple(keys)
+
+
+def check_columns(keys: Sequence[str], *, roofline: bool) -> None:
+    """A ValueError for a column that cannot be filled (bound and time need a roofline)."""
+    for key in keys:
+        if key not in COLUMNS:
+            raise ValueError(f"unknown column {key!r}: choose from {', '.join(COLUMNS)}")
+        if key in _NEEDS_ROOFLINE and not roofline:
+            raise ValueError(f"column {key!r} needs a roofline machine (--roofline)")
+
+
+def cells(rows: Sequence[Row], keys: Sequence[str], table: Table) -> tuple[list[str], list[list[str]]]:
+    """Headers and the cells of every row, for the columns ``keys``."""
+    headers = [COLUMNS[key][0] for key in keys]
+    return headers, [[COLUMNS[key][1](row, table) for key in keys] for row in rows]
+
+
+def tree(report: Report, depth: int | None = None) -> list[Row]:
+    """Every module to ``depth`` name components, as an outline: each under the nearest
+    ancestor that has a row (a ModuleList that never runs itself has none), with figures that
+    include everything below it."""
+    inclusive = report.inclusive()
+    layers = [layer for layer in report.layers if depth is None or layer.depth <= depth]
+    names = {layer.name for layer in layers}
+
+    def parent(name: str) -> str | None:
+        while name:
+            name = name.rpartition(".")[0]
+            if name in names:
+                return name
+        return None
+
+    parents = {layer.name: parent(layer.name) if layer.name else None for layer in layers}
+    last_child: dict[str | None, str] = {}
+    for layer in layers:
+        last_child[parents[layer.name]] = layer.name
+    rows = []
+    for layer in layers:
+        chain, node = [], layer.name
+        while parents.get(node) is not None:
+            chain.append(node)
+            node = parents[node]  # type: ignore[assignment]
+        rises = chain[::-1]
+        prefix = "".join("   " if last_child[parents[n]] == n else "│  " for n in rises[:-1])
+        if rises:
+            own = rises[-1]
+            branch = "└─ " if last_child[parents[own]] == own else "├─ "
+            above = parents[own] or ""
+            label = own[len(above) + 1 :] if above else own
+            name = prefix + branch + label
+        else:
+            name = layer.name or report.model
+        total = inclusive.get(layer.name)
+        if layer.has_children and total is not None:
+            layer = replace(layer, params=total.params, macs=total.macs, memory_bytes=total.memory_bytes)
+        rows.append(Row(layer, name))
+    return rows
