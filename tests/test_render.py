@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import os
+from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from torch import nn
 
 import convprof
 from convprof import roofline
+from convprof.cli import main
 from convprof.units import format_quantity, parse_quantity
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -215,3 +217,55 @@ def test_a_module_its_parent_calls_functionally_sits_with_its_parent() -> None:
     names = [row.name for row in convprof.profile(layer, torch.randn(1, 5, 16)).layers]
     assert names[:3] == ["", "self_attn", "self_attn.out_proj"]
     assert names[-1] == "norm2"
+
+
+class _Cells(HTMLParser):
+    """The text of every cell of every row, and of the <pre> below the table."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rows: list[list[str]] = []
+        self.pre = ""
+        self._in: str | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "tr":
+            self.rows.append([])
+        if tag in ("td", "th"):
+            self.rows[-1].append("")
+        self._in = tag
+
+    def handle_endtag(self, tag: str) -> None:
+        self._in = None
+
+    def handle_data(self, data: str) -> None:
+        if self._in in ("td", "th"):
+            self.rows[-1][-1] += data
+        elif self._in == "pre":
+            self.pre += data
+
+
+def test_html_for_notebooks() -> None:
+    model = nn.Sequential()
+    model.add_module("dw<script>", nn.Conv2d(6, 6, 2, groups=6, bias=False))
+    model.add_module("pw", nn.Conv2d(6, 10, 1, bias=False))
+    report = convprof.profile(model, torch.ones(1, 6, 4, 4))
+    page = report._repr_html_()
+    assert page == convprof.render(report, format="html")
+    assert "<script>" not in page  # names from user code are escaped
+    cells = _Cells()
+    cells.feed(page)
+    rows = [[c.strip() for c in row] for row in cells.rows]
+    assert rows[0][0] == "Layer" and rows[0][-3:] == ["Params", "MACs", "Share"]
+    assert rows[1][:3] == ["dw<script>", "Conv2d", "depthwise"] and rows[1][-3:] == ["24", "216", "28.6%"]
+    assert rows[2][0] == "pw" and rows[2][-2] == "540"
+    assert "Total MACs:   756 (756)" in cells.pre
+    assert report._repr_markdown_().startswith("| Layer")
+
+
+def test_cli_html(capsys: pytest.CaptureFixture[str]) -> None:
+    spec = "tests.test_roofline:tutorial_pair"
+    assert main(["profile", spec, "--input", "1,6,4,4", "--format", "html"]) == 0
+    cells = _Cells()
+    cells.feed(capsys.readouterr().out)
+    assert [row[0].strip() for row in cells.rows] == ["Layer", "0", "1"]

@@ -8,6 +8,7 @@ the same bytes.
 from __future__ import annotations
 
 import csv
+import html
 import io
 import json
 from collections.abc import Sequence
@@ -22,7 +23,7 @@ from convprof.roofline import Machine, machine
 from convprof.tokens import TokenCost
 from convprof.units import format_quantity, format_shape, format_stride
 
-FORMATS = ("table", "json", "csv", "markdown")
+FORMATS = ("table", "json", "csv", "markdown", "html")
 
 
 def render(
@@ -40,8 +41,10 @@ def render(
     """The layer table and totals as text.
 
     ``depth`` rolls rows up by name prefix (``depth=1`` gives one row per top-level child);
-    ``format`` is one of ``table``, ``json``, ``csv``, ``markdown``. Containers with no cost of
-    their own are left out of the table (their children carry it); JSON and CSV keep them.
+    ``format`` is one of ``table``, ``json``, ``csv``, ``markdown``, ``html`` (a ``<table>``
+    with escaped cells and the lines below it in a ``<pre>``, as Jupyter shows a report).
+    Containers with no cost of their own are left out of the table (their children carry it);
+    JSON and CSV keep them.
     ``memory`` adds each row's bytes moved and MACs per byte; ``roofline`` (which implies
     ``memory``) adds which roof bounds the row and its share of the roofline time: a
     :class:`Machine`, a preset name (``"t4"``, at the precision of the report's dtype; or
@@ -97,7 +100,14 @@ def render(
         text += token_lines(tokens, markdown=markdown)
     if roofline is not None:
         text += _roofline_footer(flat, [seconds[layer.name] for layer in flat], roofline, markdown=markdown)
-    return rows(headers, cells, format=format, right=_NUMERIC) + "\n" + text
+    return _join(rows(headers, cells, format=format, right=_NUMERIC), text, format)
+
+
+def _join(table: str, text: str, format: str) -> str:
+    """The table and the lines below it; in HTML the lines are one escaped ``<pre>`` block."""
+    if format == "html":
+        return f'<div class="convprof">\n{table}<pre>{html.escape(text)}</pre>\n</div>\n'
+    return table + "\n" + text
 
 
 def _within(name: str, container: str) -> bool:
@@ -208,9 +218,9 @@ def _blocks(report: Report, format: str, memory: bool) -> str:
         cells.append(row)
     markdown = format == "markdown"
     if not cells:
-        return "No depthwise-separable blocks or inverted residuals found.\n\n" + footer(
-            report, markdown=markdown
-        )
+        text = "No depthwise-separable blocks or inverted residuals found.\n\n"
+        text += footer(report, markdown=markdown)
+        return f"<pre>{html.escape(text)}</pre>\n" if format == "html" else text
     table = rows(headers, cells, format=format, right=_NUMERIC)
     kinds = [b.kind for b in report.blocks]
     macs = sum(b.macs for b in report.blocks)
@@ -223,7 +233,7 @@ def _blocks(report: Report, format: str, memory: bool) -> str:
         "channels, depthwise kernel and stride, and output size (below 1x: the block is cheaper).",
     ]
     text = "\n".join(f"{line}  " if markdown else line for line in lines) + "\n"
-    return table + "\n" + text + footer(report, markdown=markdown, memory=memory)
+    return _join(table, text + footer(report, markdown=markdown, memory=memory), format)
 
 
 def _shares(depthwise: int, total: int) -> str:
@@ -355,15 +365,15 @@ def rows(
 ) -> str:
     """A plain table of pre-formatted cells (``convprof check``'s summary, diffs, the
     calculator); columns named in ``right`` are right-aligned."""
-    if format not in ("table", "markdown"):
-        raise ValueError(f"unknown format {format!r}; choose table or markdown")
+    if format not in ("table", "markdown", "html"):
+        raise ValueError(f"unknown format {format!r}; choose table, markdown or html")
     if format == "markdown":
         cells = [[_markdown_cell(c) for c in row] for row in cells]
     return (
         tabulate(
             [list(c) for c in cells],
             headers=list(headers),
-            tablefmt="github" if format == "markdown" else "simple",
+            tablefmt={"markdown": "github", "html": "html"}.get(format, "simple"),  # html escapes cells
             disable_numparse=True,
             colalign=tuple("right" if h in right else "left" for h in headers),
         )

@@ -301,3 +301,15 @@ class Report:
         from convprof.render import render
 
         return render(self)
+
+    def _repr_html_(self) -> str:
+        """Jupyter shows a report as its HTML table (rendered, like ``str``, by render)."""
+        from convprof.render import render
+
+        return render(self, format="html")
+
+    def _repr_markdown_(self) -> str:
+        """For front ends that take Markdown rather than HTML."""
+        from convprof.render import render
+
+        return render(self, format="markdown")
