@@ -117,3 +117,36 @@ def test_no_compute_refuses_value_dependent_models(capsys: pytest.CaptureFixture
     err = capsys.readouterr().err
     assert "needs real tensor values" in err and "(run without --no-compute)" in err
     assert main(["profile", "tests.test_zero_compute:gated", "--input", "2,4"]) == 0
+
+
+def widened(channels: int = 6, *, bias: bool = False) -> nn.Module:
+    """Spec target taking keyword arguments: 'tests.test_cli:widened(channels=8, bias=True)'."""
+    return nn.Sequential(nn.Conv2d(6, channels, 1, bias=bias))
+
+
+def test_spec_keyword_arguments(capsys: pytest.CaptureFixture[str]) -> None:
+    """A spec passes keyword arguments to its builder: no wrapper needed."""
+    assert main(["profile", "torchvision:resnet18(num_classes=10)", "--format", "json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    # ResNet-18's 11,689,512 params with a 512 x 10 + 10 head instead of 512 x 1000 + 1000
+    assert data["total"]["params"] == 11_689_512 - 513_000 + 5_130
+    spec = "tests.test_cli:widened(channels=8, bias=True)"
+    assert main(["profile", spec, "--input", "1,6,4,4", "--format", "json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert (data["total"]["params"], data["total"]["macs"]) == (6 * 8 + 8, 6 * 8 * 16)
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("torchvision:resnet18(10)", "give arguments by name"),
+        ("torchvision:resnet18(num_classes=print)", "num_classes= must be a literal"),
+        ("torchvision:resnet18(num_classes=)", "not NAME=VALUE"),
+        ("torchvision:resnet18(bogus=1)", "unexpected keyword argument 'bogus'"),
+        ("tests.test_cli:widened(width=3)", "unexpected keyword argument 'width'"),
+    ],
+)
+def test_spec_argument_errors(spec: str, message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["profile", spec, "--input", "1,6,4,4"]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 import convprof
+from convprof import cli
 from convprof.cli import main
 from tests.test_budget import TOTAL, separable
 
@@ -360,3 +361,19 @@ def test_api_compute_auto() -> None:
     assert convprof.profile(model, __import__("torch").randn(2, 4), compute="auto").total.macs == 2 * 4 * 4
     with pytest.raises(TypeError, match="compute must be True, False or 'auto'"):
         convprof.profile(model, __import__("torch").randn(2, 4), compute="yes")
+
+
+@pytest.mark.parametrize(("missing", "code"), [("torch", 2), ("torchvision", 2), ("someones_module", 3)])
+def test_a_missing_package_is_a_usage_error(
+    missing: str, code: int, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Without torch (a wheel installed with --no-deps) the answer says what to install, with
+    status 2; a module missing for another reason is still convprof's own error (3)."""
+
+    def absent(*args: object, **kwargs: object) -> None:
+        raise ModuleNotFoundError(f"No module named {missing!r}", name=missing)
+
+    monkeypatch.setattr(cli, "_profile_spec", absent)
+    assert cli.main(["profile", "torchvision:resnet18"]) == code
+    err = capsys.readouterr().err
+    assert ("pip install" in err) == (code == 2) and "Traceback" not in err

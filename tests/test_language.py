@@ -334,3 +334,11 @@ def test_check_takes_typed_inputs_from_the_config(here: Path, capsys: pytest.Cap
     )
     assert main(["check"]) == 2
     assert "unknown dtype 'int4'" in capsys.readouterr().err
+
+
+def test_spec_overrides_the_configuration(here: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    save(here, "llama")
+    data = run_json(["profile", "transformers:llama(num_hidden_layers=1)", "--input", "1,16"], capsys)
+    assert data["total"]["macs"] == LINEAR_PER_LAYER * 16 + attention(16, 16) + HEAD * 16  # one layer
+    assert main(["profile", "transformers:llama(num_layers=1)"]) == 2
+    assert "LlamaConfig has no setting 'num_layers'" in capsys.readouterr().err

@@ -164,7 +164,8 @@ def _parser() -> argparse.ArgumentParser:
         "spec",
         help="'torchvision:NAME', 'transformers:NAME' (a directory with config.json, a model type "
         "such as llama, or a hub name; random weights, nothing but the config is downloaded) or "
-        "'package.module:callable' (called with no arguments)",
+        "'package.module:callable' (called with no arguments); any of them may end with keyword "
+        "arguments as Python literals, e.g. 'torchvision:resnet50(num_classes=10)'",
     )
     prof.add_argument(
         "--input",
@@ -706,6 +707,12 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
 
 
 _VALUED = ("--input", "--tolerance", "--past")
+# What a missing package is needed for, and how to get it.
+_PACKAGES = {
+    "torch": "profiling needs PyTorch, which is not installed: pip install torch (see the README "
+    "for a CPU-only build)",
+    "torchvision": "torchvision: specs need torchvision, which is not installed: pip install torchvision",
+}
 
 
 def _join_dashed_values(argv: Sequence[str]) -> list[str]:
@@ -737,6 +744,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("convprof: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:
+        if isinstance(exc, ModuleNotFoundError) and exc.name in _PACKAGES:  # not installed
+            print(f"convprof: error: {_PACKAGES[exc.name]}", file=sys.stderr)
+            return 2
         if os.environ.get("CONVPROF_TRACEBACK"):
             traceback.print_exc()
         where = "" if os.environ.get("CONVPROF_TRACEBACK") else " (CONVPROF_TRACEBACK=1 shows the traceback)"

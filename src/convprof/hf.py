@@ -157,9 +157,14 @@ def _defaults(config: Any, model: nn.Module) -> tuple[Input, ...] | None:
     return tuple(inputs)
 
 
-def transformers_model(name: str, *, meta: bool = False) -> Loaded:
-    """The model ``transformers:NAME`` designates, with random weights, in eval mode."""
+def transformers_model(name: str, *, meta: bool = False, **overrides: Any) -> Loaded:
+    """The model ``transformers:NAME`` designates, with random weights, in eval mode;
+    ``overrides`` change its configuration (``num_hidden_layers=2``)."""
     config = configuration(name)
+    for key, value in overrides.items():
+        if not hasattr(config, key):
+            raise SpecError(f"transformers:{name}: {type(config).__name__} has no setting {key!r}")
+        setattr(config, key, value)
     cls = model_class(config)
     builder = cls.from_config if cls.__name__.startswith("Auto") else cls._from_config
     try:

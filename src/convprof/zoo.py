@@ -16,8 +16,11 @@ registered. :class:`Loaded` says which was done.
 
 from __future__ import annotations
 
+import ast
 import contextlib
+import functools
 import importlib
+import re
 import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -202,18 +205,25 @@ def build(builder: Callable[[], Any], *, meta: bool = False, what: str = "the mo
         )
 
 
-def torchvision_model(name: str, weights: str | None = None, *, meta: bool = False) -> Loaded:
-    """A torchvision model as its weights (DEFAULT unless named) imply, untrained, and its inputs."""
+def torchvision_model(name: str, weights: str | None = None, *, meta: bool = False, **given: Any) -> Loaded:
+    """A torchvision model as its weights (DEFAULT unless named) imply, untrained, and its
+    inputs; ``given`` builder arguments (``num_classes=10``) override the implied ones."""
     import torchvision
 
     info = torchvision_weights(name, weights)
     entry = _entry(name, weights)
-    kwargs = _implied_kwargs(name, info.family, entry.meta)
-    loaded = build(
-        lambda: torchvision.models.get_model(name, weights=None, **kwargs),
-        meta=meta,
-        what=f"torchvision:{name}",
-    )
+    kwargs = {**_implied_kwargs(name, info.family, entry.meta), **given}
+    try:
+        loaded = build(
+            lambda: torchvision.models.get_model(name, weights=None, **kwargs),
+            meta=meta,
+            what=f"torchvision:{name}",
+        )
+    except Exception as exc:  # a builder argument it rejects (num_classes="ten", bogus=1)
+        if not given:
+            raise
+        reason = f"{type(exc).__name__}: {exc}"
+        raise SpecError(f"building torchvision:{name} with {given} failed: {reason}") from exc
     return Loaded(loaded.model, tuple(Input(shape) for shape in info.inputs), loaded.note)
 
 
@@ -231,18 +241,51 @@ def _importable_from(folders: Sequence[Path]) -> Iterator[None]:
                 sys.path.remove(folder)
 
 
+_CALL = re.compile(r"^(?P<base>[^()]+)\((?P<arguments>.*)\)$", re.S)
+
+
+def split_call(spec: str) -> tuple[str, dict[str, Any]]:
+    """``'torchvision:resnet50(num_classes=10)'`` -> ``('torchvision:resnet50', {'num_classes': 10})``.
+
+    Keyword arguments only, with Python literal values (numbers, strings, booleans, None,
+    tuples, lists, dicts): a spec is text from a command line or a config file, never code."""
+    found = _CALL.match(spec.strip())
+    if found is None:
+        return spec, {}
+    try:
+        call = ast.parse(f"f({found['arguments']})", mode="eval").body
+    except SyntaxError:
+        raise SpecError(f"spec {spec!r}: the arguments are not NAME=VALUE, ...") from None
+    assert isinstance(call, ast.Call)
+    if call.args or any(keyword.arg is None for keyword in call.keywords):
+        raise SpecError(f"spec {spec!r}: give arguments by name (NAME=VALUE, ...)")
+    kwargs: dict[str, Any] = {}
+    for keyword in call.keywords:
+        try:
+            kwargs[str(keyword.arg)] = ast.literal_eval(keyword.value)
+        except ValueError:
+            raise SpecError(
+                f"spec {spec!r}: {keyword.arg}= must be a literal (number, string, True, None, tuple ...)"
+            ) from None
+    return found["base"].strip(), kwargs
+
+
 def load(spec: str, *, meta: bool = False, folders: Sequence[Path] = ()) -> Loaded:
     """The model a spec names, and its default inputs when the spec implies them.
 
     A ``package.module:callable`` spec is imported from ``folders`` first, then from
     ``sys.path``: importing it runs its code, as ``python -c 'import package.module'`` would.
+    Any spec may end with keyword arguments, ``NAME(key=value, ...)``: the builder's for
+    ``torchvision:`` (over those the weights imply) and callables, the configuration's for
+    ``transformers:``.
     """
+    spec, kwargs = split_call(spec)
     if spec.startswith("torchvision:"):
-        return torchvision_model(spec.removeprefix("torchvision:"), meta=meta)
+        return torchvision_model(spec.removeprefix("torchvision:"), meta=meta, **kwargs)
     if spec.startswith("transformers:"):
         from convprof.hf import transformers_model
 
-        return transformers_model(spec.removeprefix("transformers:"), meta=meta)
+        return transformers_model(spec.removeprefix("transformers:"), meta=meta, **kwargs)
     module_name, sep, attr = spec.partition(":")
     if not sep or not module_name or not attr:
         raise SpecError(
@@ -265,7 +308,7 @@ def load(spec: str, *, meta: bool = False, folders: Sequence[Path] = ()) -> Load
     if not callable(target):
         raise SpecError(f"{spec!r} is not callable")
     try:
-        loaded = build(target, meta=meta, what=spec)
+        loaded = build(functools.partial(target, **kwargs), meta=meta, what=spec)
     except Exception as exc:
         raise SpecError(f"calling {spec!r} failed: {type(exc).__name__}: {exc}") from exc
     if not isinstance(loaded.model, nn.Module):
