@@ -14,7 +14,7 @@ from torch import nn
 
 import convprof
 from convprof.cli import main
-from convprof.plot import DPI, HEIGHT, WIDTH, plot
+from convprof.plot import DPI, HEIGHT, TOP, WIDTH, figure, plot
 from convprof.roofline import machine
 
 pytest.importorskip("matplotlib")
@@ -31,20 +31,20 @@ def png_size(path: Path) -> tuple[int, int]:
 def test_plot_mobilenet(tmp_path: Path) -> None:
     report = convprof.profile(torchvision.models.mobilenet_v2(), torch.ones(1, 3, 224, 224), compute=False)
     out = plot(report, tmp_path / "mnv2.png", roofline=machine("xeon-8480"))
-    assert png_size(out) == (WIDTH * DPI, HEIGHT * DPI) == (1200, 1000)
+    assert png_size(out) == (WIDTH * DPI, HEIGHT * DPI) == (1200, 1200)
     assert out.stat().st_size > 20_000  # bars and points, not an empty canvas
 
 
 def test_plot_without_memory_or_convs(tmp_path: Path) -> None:
     report = convprof.profile(nn.Sequential(nn.Flatten(), nn.Linear(96, 2)), torch.ones(1, 6, 4, 4))
-    assert png_size(plot(report, tmp_path / "tiny.png")) == (1200, 1000)
+    assert png_size(plot(report, tmp_path / "tiny.png")) == (1200, 1200)
 
 
 def test_cli_plot(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     target = tmp_path / "pair.png"
     argv = ["profile", "tests.test_roofline:tutorial_pair", "--input", "1,6,4,4", "--plot", str(target)]
     assert main(argv) == 0
-    assert png_size(target) == (1200, 1000)
+    assert png_size(target) == (1200, 1200)
     assert f"plot written to {target}" in capsys.readouterr().err
 
 
@@ -66,3 +66,27 @@ def test_missing_matplotlib_names_the_extra(
     assert main(argv) == 2
     assert "convprof[plot]" in capsys.readouterr().err
     assert not (tmp_path / "y.png").exists()
+
+
+def test_figure_layout() -> None:
+    """One layer index for the bar panels, params on a log scale, the costliest layers named,
+    the machine's two roofs, one legend for the figure (not over the bars)."""
+    import matplotlib.pyplot as plt
+
+    report = convprof.profile(torchvision.models.mobilenet_v2(), torch.ones(1, 3, 224, 224), compute=False)
+    drawn = figure(report, roofline="xeon-8480")
+    try:
+        macs, params, roof = drawn.axes
+        assert macs.get_shared_x_axes().joined(macs, params)
+        assert params.get_yscale() == "log" and macs.get_yscale() == "linear"
+        leaves = [layer for layer in report.layers if not layer.has_children and (layer.macs or layer.params)]
+        assert len(macs.patches) == len(params.patches) == len(leaves)  # one bar per layer, same index
+        costliest = sorted(leaves, key=lambda layer: -layer.macs)[:TOP]
+        assert {text.get_text() for text in macs.texts} == {layer.name for layer in costliest}
+        memory_roof, compute_roof = roof.get_lines()
+        balance = (56 * 2.0e9 * 2 * 16) / (8 * 38.4e9)  # FP32 peak / bandwidth, MACs per byte
+        assert memory_roof.get_xdata()[1] == pytest.approx(balance) == compute_roof.get_xdata()[0]
+        assert compute_roof.get_ydata()[0] == pytest.approx(56 * 2.0e9 * 2 * 16)
+        assert not macs.get_legend() and not params.get_legend() and len(drawn.legends) == 1
+    finally:
+        plt.close(drawn)

@@ -12,7 +12,7 @@ from convprof.report import Layer, Report
 from convprof.roofline import Machine, machine
 from convprof.units import format_quantity
 
-WIDTH, HEIGHT, DPI = 12, 10, 100  # inches and dots per inch: a 1200 x 1000 PNG
+WIDTH, HEIGHT, DPI = 12, 12, 100  # inches and dots per inch: a 1200 x 1200 PNG
 COLOURS: dict[str | None, str] = {
     "standard": "#4c72b0",
     "grouped": "#8172b3",
@@ -38,81 +38,139 @@ def _pyplot() -> Any:
 
 
 def plot(report: Report, path: str | Path, *, roofline: Machine | str | float | None = None) -> Path:
-    """Write a PNG of ``WIDTH * DPI`` by ``HEIGHT * DPI`` pixels: MACs and params per leaf
-    layer in execution order, coloured by conv kind, and intensity against MACs on log axes
-    with the machine balance of ``roofline`` as a vertical line."""
-    if roofline is not None and not isinstance(roofline, Machine):
-        roofline = machine(str(roofline), report.dtype)
+    """Write a PNG of ``WIDTH * DPI`` by ``HEIGHT * DPI`` pixels of :func:`figure`."""
     plt = _pyplot()
     path = Path(path)
-    leaves = [layer for layer in report.layers if not layer.has_children and (layer.macs or layer.params)]
-    figure = plt.figure(figsize=(WIDTH, HEIGHT), dpi=DPI)
+    drawn = figure(report, roofline=roofline)
     try:
-        grid = figure.add_gridspec(2, 2, height_ratios=(1, 1.2))
-        macs, params, scatter = (
-            figure.add_subplot(grid[0, :]),
-            figure.add_subplot(grid[1, 0]),
-            figure.add_subplot(grid[1, 1]),
-        )
-        _bars(macs, leaves, "macs", "MACs per layer")
-        _bars(params, leaves, "params", "params per layer")
-        _roofline(scatter, leaves, roofline)
-        total = report.total
-        figure.suptitle(
-            f"{report.model}: {format_quantity(total.macs)} MACs, {format_quantity(total.params)} params, "
-            f"{format_quantity(total.memory_bytes)}B moved"
-        )
-        figure.savefig(path, format="png", dpi=DPI)
+        drawn.savefig(path, format="png", dpi=DPI)
     finally:
-        plt.close(figure)
+        plt.close(drawn)
     return path
 
 
-def _bars(axes: Any, layers: list[Layer], metric: str, title: str) -> None:
-    layers = [layer for layer in layers if getattr(layer, metric)]  # no gaps for norms in MACs
-    xs = range(len(layers))
+def figure(report: Report, *, roofline: Machine | str | float | None = None) -> Any:
+    """The matplotlib figure: MACs and params (log scale) per leaf layer on one layer index in
+    execution order, coloured by conv kind, the costliest layers named; below, the roofline of
+    ``roofline`` (its memory and compute roofs, each layer at its intensity, sized by its MACs),
+    or without a machine, intensity against MACs. One legend for all, above the panels."""
+    if roofline is not None and not isinstance(roofline, Machine):
+        roofline = machine(str(roofline), report.dtype)
+    plt = _pyplot()
+    leaves = [layer for layer in report.layers if not layer.has_children and (layer.macs or layer.params)]
+    drawn = plt.figure(figsize=(WIDTH, HEIGHT), dpi=DPI, layout="constrained")
+    grid = drawn.add_gridspec(3, 1, height_ratios=(1, 1, 1.3))
+    macs = drawn.add_subplot(grid[0])
+    params = drawn.add_subplot(grid[1], sharex=macs)
+    roof = drawn.add_subplot(grid[2])
+    _bars(macs, leaves, "macs", "MACs per layer")
+    _bars(params, leaves, "params", "params per layer (log scale)", log=True)
+    params.set_xlabel(f"layer index: the {len(leaves)} leaf layers with MACs or params, in execution order")
+    _roofline(roof, leaves, roofline)
+    kinds = [kind for kind in COLOURS if any(layer.kind == kind for layer in leaves)]
+    handles = [plt.Rectangle((0, 0), 1, 1, color=COLOURS[kind]) for kind in kinds]
+    drawn.legend(handles, [LABELS[kind] for kind in kinds], loc="outside lower center", ncols=len(kinds) or 1)
+    total = report.total
+    drawn.suptitle(
+        f"{report.model}: {format_quantity(total.macs)} MACs, {format_quantity(total.params)} params, "
+        f"{format_quantity(total.memory_bytes)}B moved ({report.dtype})"
+    )
+    return drawn
+
+
+TOP = 5  # layers named on each bar panel
+
+
+def _bars(axes: Any, layers: list[Layer], metric: str, title: str, *, log: bool = False) -> None:
+    values = [getattr(layer, metric) for layer in layers]
+    if log:
+        axes.set_yscale("log")
     axes.bar(
-        xs,
-        [getattr(layer, metric) for layer in layers],
+        range(len(layers)),
+        values,
         color=[COLOURS.get(layer.kind, COLOURS[None]) for layer in layers],
         width=0.9,
     )
     axes.set_title(title)
-    axes.set_xlabel(f"layers with {metric}, in execution order")
     axes.set_xlim(-1, max(len(layers), 1))
-    handles = [
-        axes.bar(0, 0, color=COLOURS[kind], label=LABELS[kind])
-        for kind in COLOURS
-        if any(layer.kind == kind for layer in layers)
-    ]
-    if handles:
-        axes.legend(fontsize="small")
+    axes.tick_params(axis="x", labelbottom=metric == "params")
+    top = sorted((i for i, v in enumerate(values) if v), key=lambda i: -values[i])[:TOP]
+    for i in top:  # the costliest layers by name, above their bars
+        axes.annotate(
+            layers[i].name or "(root)",
+            (i, values[i]),
+            xytext=(0, 3),
+            textcoords="offset points",
+            rotation=60,
+            fontsize="x-small",
+            ha="left",
+            va="bottom",
+        )
+    if values and max(values):  # room above the bars for the names
+        if log:
+            axes.set_ylim(min(v for v in values if v) / 2, max(values) * 30)
+        else:
+            axes.set_ylim(0, max(values) * 1.35)
 
 
 def _roofline(axes: Any, layers: list[Layer], machine: Machine | None) -> None:
     points = [layer for layer in layers if layer.macs and layer.memory_bytes]
+    axes.set_xscale("log")
+    axes.set_yscale("log")
+    axes.set_xlabel("arithmetic intensity (MACs per byte)")
+    if machine is None or not machine.absolute:
+        for kind in COLOURS:
+            chosen = [layer for layer in points if layer.kind == kind]
+            if chosen:
+                axes.scatter(
+                    [p.intensity for p in chosen], [p.macs for p in chosen], color=COLOURS[kind], s=18
+                )
+        if machine is not None:
+            axes.axvline(machine.balance, color="#c44e52", linestyle="--")
+            axes.text(
+                machine.balance,
+                1,
+                f" balance {machine.balance:g}",
+                transform=axes.get_xaxis_transform(),
+                va="top",
+                fontsize="small",
+                color="#c44e52",
+            )
+        axes.set_ylabel("MACs")
+        axes.set_title(
+            "intensity and MACs per layer"
+            + ("" if machine is None else " (left of the balance: memory-bound)")
+        )
+        return
+    low = min([p.intensity for p in points] + [machine.balance]) / 4
+    high = max([p.intensity for p in points] + [machine.balance]) * 4
+    peak, bandwidth = machine.macs_per_second, machine.bytes_per_second
+    axes.plot([low, machine.balance], [low * bandwidth, peak], color="#c44e52", label="memory roof")
+    axes.plot([machine.balance, high], [peak, peak], color="#8c2d04", label="compute roof")
+    axes.text(
+        low * 1.1,
+        low * bandwidth * 1.3,
+        f"{bandwidth / 1e9:.4g} GB/s",
+        color="#c44e52",
+        fontsize="small",
+        rotation=0,
+    )
+    axes.text(
+        high / 1.1, peak * 1.15, f"{peak / 1e12:.4g} TMAC/s", color="#8c2d04", fontsize="small", ha="right"
+    )
+    total = sum(p.macs for p in points) or 1
     for kind in COLOURS:
         chosen = [layer for layer in points if layer.kind == kind]
         if chosen:
             axes.scatter(
-                [layer.intensity for layer in chosen],
-                [layer.macs for layer in chosen],
+                [p.intensity for p in chosen],
+                [min(peak, p.intensity * bandwidth) for p in chosen],
+                s=[16 + 2000 * p.macs / total for p in chosen],
                 color=COLOURS[kind],
-                label=LABELS[kind],
-                s=18,
+                alpha=0.7,
+                edgecolors="white",
+                linewidths=0.5,
             )
-    if points:
-        axes.set_xscale("log")
-        axes.set_yscale("log")
-    if machine is not None:
-        axes.axvline(
-            machine.balance,
-            color="#c44e52",
-            linestyle="--",
-            label=f"{machine.name} balance {machine.balance:.1f}",
-        )
-    axes.set_xlabel("arithmetic intensity (MACs per byte); left of the balance: memory-bound")
-    axes.set_ylabel("MACs")
-    axes.set_title("roofline view")
-    if points or machine is not None:
-        axes.legend(fontsize="small")
+    axes.set_ylim(top=peak * 2.5)  # room for the peak's label
+    axes.set_ylabel("attainable MACs per second")
+    axes.set_title(f"roofline: {machine.description}", fontsize="small", wrap=True)
