@@ -377,3 +377,27 @@ def test_a_missing_package_is_a_usage_error(
     assert cli.main(["profile", "torchvision:resnet18"]) == code
     err = capsys.readouterr().err
     assert ("pip install" in err) == (code == 2) and "Traceback" not in err
+
+
+def test_console_script_from_a_folder_holding_the_model(tmp_path: Path) -> None:
+    """The installed `convprof` script (not main(), not python -m): its import path starts at
+    the script's own folder, so the current directory must be added by convprof itself."""
+    script = Path(sys.executable).parent / "convprof"
+    if not script.exists():
+        pytest.skip("no console script next to this interpreter")
+    (tmp_path / "my_net.py").write_text(
+        "from torch import nn\n"
+        "def build(width=10):\n"
+        "    return nn.Sequential(nn.Conv2d(6, width, 2, bias=False))\n"
+    )
+    done = subprocess.run(
+        [str(script), "profile", "my_net:build(width=4)", "--input", "1,6,4,4", "--tree", "--format", "json"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    total = json.loads(done.stdout)["total"]
+    weights = 4 * 6 * 2 * 2  # 96, each applied at 3 x 3 output positions
+    assert (total["params"], total["macs"]) == (weights, weights * 3 * 3)
