@@ -124,6 +124,31 @@ STAND_INS = [
     (aten.cat.default, ([*_meta((2, 3, 5), (2, 4, 5))], 1)),
     (aten.masked_fill.Scalar, (x4, _meta((1, 1, 5, 5), dtype=torch.bool)[0], 0.0)),
     (aten.roll.default, (x4, [1], [2])),
+    # convolutions: strides, padding, dilation, groups, transposed with output padding, 1-D, 3-D
+    (aten.convolution.default, (x4, _meta((16, 8, 3, 3))[0], None, [1, 1], [1, 1], [1, 1], False, [0, 0], 1)),
+    (aten.convolution.default, (x4, _meta((8, 1, 3, 3))[0], None, [2, 2], [0, 0], [1, 1], False, [0, 0], 8)),
+    (aten.convolution.default, (x4, _meta((4, 4, 2, 2))[0], None, [1, 2], [1, 0], [2, 1], False, [0, 0], 2)),
+    (aten.convolution.default, (x4, _meta((8, 3, 3, 3))[0], None, [2, 2], [1, 1], [1, 1], True, [1, 0], 1)),
+    (
+        aten.convolution.default,
+        (_meta((1, 4, 9))[0], _meta((6, 4, 3))[0], None, [2], [1], [1], False, [0], 1),
+    ),
+    (
+        aten.convolution.default,
+        (_meta((1, 2, 4, 6, 6))[0], _meta((3, 2, 1, 3, 3))[0], None, [1], [0], [1], False, [0], 1),
+    ),
+    # reductions and pooling
+    (aten.mean.dim, (x4, [-1, -2], True)),
+    (aten.mean.dim, (x4, [1])),
+    (aten.mean.default, (x4,)),
+    (aten.sum.dim_IntList, (x4, [0, 3], False)),
+    (aten._adaptive_avg_pool2d.default, (x4, [1, 1])),
+    (aten._adaptive_avg_pool2d.default, (x4, [3, 2])),
+    (aten.max_pool2d_with_indices.default, (x4, [3, 3], [2, 2], [1, 1])),
+    (aten.max_pool2d_with_indices.default, (x4, [2, 2], [2, 2], [0, 0], [1, 1], True)),
+    (aten.max_pool2d_with_indices.default, (x4, [3, 3], [2, 2], [1, 1], [2, 2], True)),
+    (aten.avg_pool2d.default, (x4, [2, 2], [2, 2], [0, 0], True)),
+    (aten.avg_pool2d.default, (x4, [3, 3], [1, 1], [1, 1])),
 ]
 
 
@@ -151,6 +176,14 @@ def test_stand_ins_decline_what_they_cannot_know() -> None:
     assert shortcut_for(aten.relu.default)(aten.relu.default, (ints,), {}) is None  # type: ignore[misc]
     assert shortcut_for(aten._softmax.default)(aten._softmax.default, (half, -1, True), {}) is None  # type: ignore[misc]
     assert shortcut_for(aten.nonzero.default) is None
+    # what PyTorch rejects goes to its kernel, which raises: 5 input channels for a conv of 8
+    conv, pool = aten.convolution.default, aten.max_pool2d_with_indices.default
+    w = _meta((16, 8, 3, 3))[0]
+    x5 = _meta((2, 5, 5, 5))[0]
+    assert shortcut_for(conv)(conv, (x5, w, None, [1, 1], [0, 0], [1, 1], False, [0, 0], 1), {}) is None  # type: ignore[misc]
+    bias = _meta((3,))[0]
+    assert shortcut_for(conv)(conv, (x4, w, bias, [1, 1], [0, 0], [1, 1], False, [0, 0], 1), {}) is None  # type: ignore[misc]
+    assert shortcut_for(pool)(pool, (x4, [2, 2], [2, 2], [2, 2]), {}) is None  # type: ignore[misc]
 
 
 def test_functional_model_zero_compute() -> None:

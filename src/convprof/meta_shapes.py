@@ -64,6 +64,26 @@ def _float(t: Any) -> bool:
     return isinstance(t, torch.Tensor) and t.dtype.is_floating_point
 
 
+def _like(x: torch.Tensor) -> torch.Tensor:
+    """``empty_like`` on meta, the cheap way for a contiguous tensor: PyTorch's own goes through
+    a Python reference that works out the memory format (0.1 ms a call)."""
+    if x.is_contiguous():
+        return torch.empty(x.shape, dtype=x.dtype, device="meta")
+    return torch.empty_like(x)
+
+
+def _new(shape: Any, like: torch.Tensor) -> torch.Tensor:
+    return torch.empty(tuple(shape), dtype=like.dtype, device="meta")
+
+
+def _ints(value: Any, n: int) -> list[int] | None:
+    """A size argument (an int or a list of 1 or n ints) as n ints, else None."""
+    items = [value] if isinstance(value, int) else list(value) if isinstance(value, (list, tuple)) else []
+    if not items or not all(type(v) is int for v in items):
+        return None
+    return items * n if len(items) == 1 else items if len(items) == n else None
+
+
 def _elementwise(func: torch._ops.OpOverload, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     first = args[0] if args else None
     if not isinstance(first, torch.Tensor) or not _float(first) or kwargs.get("out") is not None:
@@ -78,17 +98,14 @@ def _elementwise(func: torch._ops.OpOverload, args: tuple[Any, ...], kwargs: dic
         return None  # type promotion: let PyTorch decide
     shapes = [t.shape for t in (first, *others)]
     if all(s == first.shape for s in shapes):
-        return torch.empty_like(first)
+        return _like(first)
     shape = torch.broadcast_shapes(*shapes)  # type: ignore[no-untyped-call]
     return torch.empty(shape, dtype=first.dtype, device="meta")
 
 
 def _norm_outputs(func: torch._ops.OpOverload, x: torch.Tensor, stat_shape: tuple[int, ...]) -> Any:
     extra = len(func._schema.returns) - 1
-    return (
-        torch.empty_like(x),
-        *(torch.empty(stat_shape, dtype=x.dtype, device="meta") for _ in range(extra)),
-    )
+    return (_like(x), *(_new(stat_shape, x) for _ in range(extra)))
 
 
 def _batch_norm(func: torch._ops.OpOverload, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -109,7 +126,7 @@ def _softmax(func: torch._ops.OpOverload, args: tuple[Any, ...], kwargs: dict[st
     dtype = kwargs.get("dtype")
     if not _float(args[0]) or half_to_float or dtype is not None:
         return None
-    return torch.empty_like(args[0])
+    return _like(args[0])
 
 
 def _matmul(func: torch._ops.OpOverload, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -151,6 +168,116 @@ def _cat(func: torch._ops.OpOverload, args: tuple[Any, ...], kwargs: dict[str, A
     return torch.empty(shape, dtype=first.dtype, device="meta")
 
 
+def _convolution(func: torch._ops.OpOverload, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    # convolution(input, weight, bias, stride, padding, dilation, transposed, output_padding,
+    # groups): out = (in + 2p - d(k-1) - 1) // s + 1, transposed (in-1)s - 2p + d(k-1) + op + 1.
+    if kwargs or len(args) < 9:
+        return None
+    x, w = args[0], args[1]
+    if not (_float(x) and _float(w)) or x.dtype != w.dtype or x.dim() != w.dim() or not x.is_contiguous():
+        return None
+    n = x.dim() - 2
+    stride, padding, dilation, output_padding = (_ints(a, n) for a in (args[3], args[4], args[5], args[7]))
+    transposed, groups = args[6], args[8]
+    if (
+        stride is None
+        or padding is None
+        or dilation is None
+        or output_padding is None
+        or type(groups) is not int
+    ):
+        return None
+    kernel = w.shape[2:]
+    bias = args[2]
+    # anything PyTorch would reject goes to its kernel, which says what is wrong
+    if groups < 1 or x.shape[1] != (w.shape[0] if transposed else w.shape[1] * groups):
+        return None
+    if (w.shape[0] % groups) or (
+        bias is not None and tuple(bias.shape) != ((w.shape[1] * groups,) if transposed else (w.shape[0],))
+    ):
+        return None
+    if transposed:
+        channels = w.shape[1] * groups
+        sizes = [
+            (i - 1) * s - 2 * p + d * (k - 1) + o + 1
+            for i, s, p, d, k, o in zip(
+                x.shape[2:], stride, padding, dilation, kernel, output_padding, strict=True
+            )
+        ]
+    else:
+        channels = w.shape[0]
+        sizes = [
+            (i + 2 * p - d * (k - 1) - 1) // s + 1
+            for i, s, p, d, k in zip(x.shape[2:], stride, padding, dilation, kernel, strict=True)
+        ]
+    if any(size <= 0 for size in sizes):
+        return None  # PyTorch's kernel says what is wrong
+    return _new((x.shape[0], channels, *sizes), x)
+
+
+def _reduce(func: torch._ops.OpOverload, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    # mean.dim / sum.dim_IntList(input, dim, keepdim=False, *, dtype=None)
+    x = args[0]
+    if kwargs or len(args) > 3 or not _float(x) or x.dim() == 0:
+        return None
+    dims = args[1] if len(args) > 1 else None
+    keep = bool(args[2]) if len(args) > 2 else False
+    if dims is None or (isinstance(dims, (list, tuple)) and not dims):
+        reduced = set(range(x.dim()))
+    elif isinstance(dims, (list, tuple)) and all(type(d) is int for d in dims):
+        reduced = {d % x.dim() for d in dims}
+    else:
+        return None
+    shape = [1 if i in reduced else size for i, size in enumerate(x.shape) if keep or i not in reduced]
+    return _new(shape, x)
+
+
+def _adaptive_avg(func: torch._ops.OpOverload, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    x, size = args[0], args[1] if len(args) > 1 else None
+    n = 2 if "2d" in func.__name__ else 3 if "3d" in func.__name__ else 1
+    sizes = _ints(size, n)
+    if kwargs or not _float(x) or sizes is None or x.dim() < n + 1 or not x.is_contiguous():
+        return None
+    return _new((*x.shape[:-n], *sizes), x)
+
+
+def _pooled(size: int, k: int, s: int, p: int, d: int, ceil: bool) -> int:
+    span = size + 2 * p - d * (k - 1) - 1
+    out = (span + (s - 1 if ceil else 0)) // s + 1
+    if ceil and (out - 1) * s >= size + p:  # the last window must start inside the input
+        out -= 1
+    return out
+
+
+def _pool2d(func: torch._ops.OpOverload, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    # max_pool2d_with_indices(x, kernel, stride=[], padding=0, dilation=1, ceil_mode=False)
+    # avg_pool2d(x, kernel, stride=[], padding=0, ceil_mode=False, count_include_pad, divisor)
+    x = args[0]
+    if kwargs or not _float(x) or x.dim() not in (3, 4) or not x.is_contiguous():
+        return None
+    with_indices = func.__name__.startswith("max_pool2d_with_indices")
+    kernel = _ints(args[1], 2)
+    stride = _ints(args[2], 2) if len(args) > 2 and args[2] else kernel
+    padding = _ints(args[3], 2) if len(args) > 3 else [0, 0]
+    dilation = (_ints(args[4], 2) if len(args) > 4 else [1, 1]) if with_indices else [1, 1]
+    ceil_at = 5 if with_indices else 4
+    ceil = bool(args[ceil_at]) if len(args) > ceil_at else False
+    if kernel is None or stride is None or padding is None or dilation is None:
+        return None
+    if any(2 * p > d * (k - 1) + 1 for k, p, d in zip(kernel, padding, dilation, strict=True)):
+        return None  # PyTorch: padding at most half the (effective) kernel
+    sizes = [
+        _pooled(i, k, s, p, d, ceil)
+        for i, k, s, p, d in zip(x.shape[-2:], kernel, stride, padding, dilation, strict=True)
+    ]
+    if any(size <= 0 for size in sizes):
+        return None
+    out = _new((*x.shape[:-2], *sizes), x)
+    if with_indices:
+        return out, torch.empty(out.shape, dtype=torch.int64, device="meta")
+    return out
+
+
 _TABLE: dict[str, Shortcut] = {
     **{name: _elementwise for name in _SAME_AS_INPUT},
     **{f"{name}_": _elementwise for name in _SAME_AS_INPUT},
@@ -164,6 +291,13 @@ _TABLE: dict[str, Shortcut] = {
     "baddbmm": _matmul,
     "cat": _cat,
     "_grouped_mm": _grouped_mm,
+    "convolution": _convolution,
+    "mean": _reduce,
+    "sum": _reduce,
+    "_adaptive_avg_pool2d": _adaptive_avg,
+    "adaptive_avg_pool2d": _adaptive_avg,
+    "max_pool2d_with_indices": _pool2d,
+    "avg_pool2d": _pool2d,
 }
 
 

@@ -38,6 +38,7 @@ _OP_FORMULAS: dict[str, OpFormula] = {}
 _FREE_OPS: set[str] = set()
 _FREE_MODULES: set[type] = set()
 _VIEW_MODULES: set[type] = set()
+_RESOLVED: dict[type, ModuleFormula | None] = {}
 _FREE_TAGS = (torch.Tag.pointwise, torch.Tag.reduction, torch.Tag.inplace_view)
 
 
@@ -71,6 +72,7 @@ def register(target: type[nn.Module] | OpTarget) -> Callable[[_M], _M] | Callabl
 
         def add_module(formula: _M) -> _M:
             _MODULE_FORMULAS[module_type] = formula
+            _RESOLVED.clear()  # a subclass may now resolve to the new formula
             return formula
 
         return add_module
@@ -117,12 +119,15 @@ def is_quiet(module_type: type) -> bool:
 
 
 def module_formula(module_type: type) -> ModuleFormula | None:
-    """The formula of the nearest class in the MRO that has one."""
-    for cls in module_type.__mro__:
-        formula = _MODULE_FORMULAS.get(cls)
-        if formula is not None:
-            return formula
-    return None
+    """The formula of the nearest class in the MRO that has one (remembered per type until
+    the next registration: the recorder and the counter ask for every module call)."""
+    try:
+        return _RESOLVED[module_type]
+    except KeyError:
+        pass
+    found = next((_MODULE_FORMULAS[c] for c in module_type.__mro__ if c in _MODULE_FORMULAS), None)
+    _RESOLVED[module_type] = found
+    return found
 
 
 def _packet(name: str) -> str:
