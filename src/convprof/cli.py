@@ -32,7 +32,7 @@ from convprof.diff import compare
 from convprof.inputs import FLOATING, Input, floating_bytes, make, merge, parse
 from convprof.plot import plot
 from convprof.render import FORMATS, render, render_diff, rows
-from convprof.report import Report
+from convprof.report import Report, Timing
 from convprof.roofline import HARDWARE, PRECISIONS, machine
 from convprof.tokens import TokenCost, token_cost
 from convprof.units import format_shape, parse_tolerance
@@ -211,6 +211,18 @@ def _parser() -> argparse.ArgumentParser:
         f"(or PRESET:PRECISION, e.g. h100:tf32; precisions {', '.join(PRECISIONS)})",
     )
     prof.add_argument(
+        "--time",
+        action="store_true",
+        help="also run the model for real and measure each leaf layer (median and spread of "
+        "--repeats passes, GMAC/s, GB/s; with --roofline the predicted time and measured / predicted)",
+    )
+    prof.add_argument("--repeats", type=int, default=10, metavar="N", help="timed passes for --time")
+    prof.add_argument(
+        "--device",
+        default="cpu",
+        help="where a computing pass runs (cpu, cuda, cuda:1); zero compute needs no device",
+    )
+    prof.add_argument(
         "--blocks", action="store_true", help="list separable blocks and inverted residuals instead of layers"
     )
     prof.add_argument(
@@ -340,6 +352,7 @@ class _NeedsValues(Exception):
 class _Profiled:
     report: Report
     tokens: TokenCost | None = None  # language models: the per-token figures
+    timing: Timing | None = None  # --time: measured per layer
 
 
 def _profile_spec(
@@ -350,11 +363,20 @@ def _profile_spec(
     compute: bool | None = None,
     folders: Sequence[Path] = (),
     past: int | None = None,
+    device: str = "cpu",
+    repeats: int | None = None,
 ) -> _Profiled:
     """Build the spec's model and profile it on made-up inputs: without arithmetic when
     ``compute`` is False, with a real forward when True, and when None (the default) without
-    arithmetic first, then for real if the model needs tensor values."""
-    once = functools.partial(_profile_once, spec, given or (), dtype, folders=folders, past=past)
+    arithmetic first, then for real if the model needs tensor values. ``repeats`` measures
+    each layer's time too (a real model, so a computing pass)."""
+    if repeats is not None:
+        if compute is False:
+            raise UsageError("--time runs the model for real: it cannot go with --no-compute")
+        compute = True
+    once = functools.partial(
+        _profile_once, spec, given or (), dtype, folders=folders, past=past, device=device, repeats=repeats
+    )
     if compute is not None:
         return once(compute=compute)
     try:
@@ -436,10 +458,13 @@ def _profile_once(
     past: int | None = None,
     automatic: bool = False,
     repeat: bool = False,
+    device: str = "cpu",
+    repeats: int | None = None,
 ) -> _Profiled:
     import torch
 
     from convprof.hf import cache, cache_keyword
+    from convprof.timing import measure
 
     loaded = _load(spec, compute, folders, automatic)
     if past is not None and not loaded.decoder:
@@ -457,6 +482,14 @@ def _profile_once(
         _note_unknown_keywords(model, chosen)
     torch.manual_seed(0)
     args, kwargs = _inputs(chosen, dtype, compute, loaded.id_limit)
+    if compute and device != "cpu":
+        try:
+            where = torch.device(device)
+            model = model.to(where)
+        except (RuntimeError, AssertionError) as exc:
+            raise UsageError(f"--device {device}: {str(exc).splitlines()[0]}") from None
+        args = tuple(a.to(where) if isinstance(a, torch.Tensor) else a for a in args)
+        kwargs = {k: v.to(where) if isinstance(v, torch.Tensor) else v for k, v in kwargs.items()}
     ids = _token_ids(loaded, args, kwargs)
     prefill = None
     if past is not None:
@@ -478,7 +511,15 @@ def _profile_once(
             past=past or 0,
             prefill_macs=prefill,
         )
-    return _Profiled(report, tokens)
+    timing = None
+    if repeats is not None:
+        try:
+            timing = measure(model, args, kwargs, repeats=repeats)
+        except Exception as exc:  # it ran once already: a second failure is the model's
+            raise UsageError(
+                f"--time: the model failed when run again: {type(exc).__name__}: {exc}"
+            ) from None
+    return _Profiled(report, tokens, timing)
 
 
 def _cmd_profile(args: argparse.Namespace) -> int:
@@ -492,10 +533,20 @@ def _cmd_profile(args: argparse.Namespace) -> int:
         _writable(args.plot, "--plot")
     if args.columns:
         try:
-            check_columns(args.columns, roofline=args.roofline is not None)
+            check_columns(args.columns, roofline=args.roofline is not None, timing=args.time)
         except ValueError as exc:
             raise UsageError(f"--columns: {exc}") from None
-    found = _profile_spec(args.spec, args.input, args.dtype, compute=args.compute, past=args.past)
+    if args.repeats < 1:
+        raise UsageError("--repeats must be 1 or more")
+    found = _profile_spec(
+        args.spec,
+        args.input,
+        args.dtype,
+        compute=args.compute,
+        past=args.past,
+        device=args.device,
+        repeats=args.repeats if args.time else None,
+    )
     report = found.report
     try:
         text = render(
@@ -508,6 +559,7 @@ def _cmd_profile(args: argparse.Namespace) -> int:
             tokens=found.tokens,
             tree=args.tree,
             columns=args.columns,
+            timing=found.timing,
         )
     except ValueError as exc:  # a column that needs an option not given
         raise UsageError(str(exc)) from None

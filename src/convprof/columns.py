@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
-from convprof.report import Layer, Report
+from convprof.report import Layer, LayerTime, Report
 from convprof.roofline import Machine
 from convprof.units import format_shape, format_stride
 
@@ -27,7 +27,8 @@ class Row:
 
     layer: Layer
     name: str
-    seconds: float = 0.0
+    seconds: float = 0.0  # roofline time
+    measured: LayerTime | None = None  # measured time (convprof.timing)
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,9 +78,40 @@ COLUMNS: dict[str, tuple[str, Cell]] = {
         lambda r, t: t.machine.bound(r.layer.macs, r.layer.memory_bytes) if t.machine else "",
     ),
     "time": ("Time share", lambda r, t: _share(r.seconds, t.seconds)),
+    "measured": ("Measured ms", lambda r, t: _ms(r.measured.median) if r.measured else ""),
+    "spread": (
+        "Spread ms",
+        lambda r, t: f"{_ms(r.measured.low)}-{_ms(r.measured.high)}" if r.measured else "",
+    ),
+    "gmacs": ("GMAC/s", lambda r, t: _rate(r.layer.macs, r.measured)),
+    "gbs": ("GB/s", lambda r, t: _rate(r.layer.memory_bytes, r.measured)),
+    "predicted": ("Roofline ms", lambda r, t: _ms(r.seconds) if t.machine and t.machine.absolute else ""),
+    "ratio": (
+        "Measured / roofline",
+        lambda r, t: (
+            f"{r.measured.median / r.seconds:.1f}x"
+            if r.measured and r.seconds and t.machine and t.machine.absolute
+            else ""
+        ),
+    ),
 }
-NUMERIC = frozenset({"Calls", "Params", "MACs", "FLOPs", "Share", "Bytes", "MACs/B", "Time share"})
-_NEEDS_ROOFLINE = ("bound", "time")
+NUMERIC = frozenset(
+    {"Calls", "Params", "MACs", "FLOPs", "Share", "Bytes", "MACs/B", "Time share"}
+    | {"Measured ms", "Spread ms", "GMAC/s", "GB/s", "Roofline ms", "Measured / roofline"}
+)
+_NEEDS_ROOFLINE = ("bound", "time", "predicted", "ratio")
+_NEEDS_TIMING = ("measured", "spread", "gmacs", "gbs", "ratio")
+
+
+def _ms(seconds: float) -> str:
+    return f"{1e3 * seconds:.3f}"
+
+
+def _rate(count: int, measured: LayerTime | None) -> str:
+    """Per second, in units of 10^9, over the measured median."""
+    if measured is None or not measured.median or not count:
+        return ""
+    return f"{count / measured.median / 1e9:.1f}"
 
 
 def parse_columns(text: str) -> tuple[str, ...]:
@@ -102,16 +134,21 @@ def default_columns(rows: Sequence[Row], *, memory: bool, roofline: bool) -> tup
         keys += ["bytes", "intensity"]
     if roofline:
         keys += ["bound", "time"]
+    if any(row.measured is not None for row in rows):
+        keys += ["measured", "spread", "gmacs", "gbs"] + (["predicted", "ratio"] if roofline else [])
     return tuple(keys)
 
 
-def check_columns(keys: Sequence[str], *, roofline: bool) -> None:
-    """A ValueError for a column that cannot be filled (bound and time need a roofline)."""
+def check_columns(keys: Sequence[str], *, roofline: bool, timing: bool = False) -> None:
+    """A ValueError for a column that cannot be filled (bound and time need a roofline, the
+    measured columns a measurement)."""
     for key in keys:
         if key not in COLUMNS:
             raise ValueError(f"unknown column {key!r}: choose from {', '.join(COLUMNS)}")
         if key in _NEEDS_ROOFLINE and not roofline:
             raise ValueError(f"column {key!r} needs a roofline machine (--roofline)")
+        if key in _NEEDS_TIMING and not timing:
+            raise ValueError(f"column {key!r} needs a measurement (--time)")
 
 
 def cells(rows: Sequence[Row], keys: Sequence[str], table: Table) -> tuple[list[str], list[list[str]]]:

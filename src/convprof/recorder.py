@@ -35,10 +35,11 @@ of the model from another thread while it is profiled is refused with a clear er
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import threading
 import traceback
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -714,3 +715,31 @@ def _gist(exc: Exception) -> str:
     if len(lines) <= 2:
         return " ".join(lines)
     return f"{lines[0]} ... {lines[-1]}"
+
+
+@contextlib.contextmanager
+def leaf_hooks(
+    model: nn.Module, before: Callable[[str], None], after: Callable[[str], None]
+) -> Iterator[None]:
+    """Call ``before(name)`` and ``after(name)`` around every call of the model's leaf modules
+    (no children), for measurements; the hooks are removed on the way out, whatever happens.
+    The only other place that installs hooks: the recording above."""
+    names = {id(m): name for name, m in model.named_modules() if not _has_children(m)}
+
+    def pre(module: nn.Module, args: Any) -> None:
+        name = names.get(id(module))
+        if name is not None:
+            before(name)
+
+    def post(module: nn.Module, args: Any, *rest: Any) -> None:
+        name = names.get(id(module))
+        if name is not None:
+            after(name)
+
+    handles = [register_module_forward_pre_hook(pre)]
+    try:
+        handles.append(register_module_forward_hook(post, always_call=True))
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()

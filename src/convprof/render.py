@@ -12,13 +12,13 @@ import html
 import io
 import json
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import asdict, replace
 
 from tabulate import tabulate
 
 from convprof import columns as columns_
 from convprof.diff import ModelDiff
-from convprof.report import Block, Layer, Report
+from convprof.report import Block, Layer, LayerTime, Report, Timing
 from convprof.roofline import Machine, machine
 from convprof.tokens import TokenCost
 from convprof.units import format_quantity, format_shape, format_stride
@@ -37,6 +37,7 @@ def render(
     tokens: TokenCost | None = None,
     tree: bool = False,
     columns: Sequence[str] | None = None,
+    timing: Timing | None = None,
 ) -> str:
     """The layer table and totals as text.
 
@@ -55,7 +56,10 @@ def render(
     containers with everything below them (``depth`` then limits the outline's depth);
     ``columns`` picks the columns by key (:data:`convprof.columns.COLUMNS`: ``name``, ``type``,
     ``kind``, ``input``, ``output``, ``conv``, ``calls``, ``params``, ``macs``, ``flops``,
-    ``share``, ``bytes``, ``intensity``, ``bound``, ``time``).
+    ``share``, ``bytes``, ``intensity``, ``bound``, ``time``, and with ``timing`` from
+    :func:`convprof.timing.measure`: ``measured``, ``spread``, ``gmacs``, ``gbs``, and with a
+    roofline ``predicted`` and ``ratio``), which adds each leaf row's measured time and the
+    end-to-end forward below the totals.
     """
     if format not in FORMATS:
         raise ValueError(f"unknown format {format!r}; choose one of {', '.join(FORMATS)}")
@@ -65,6 +69,8 @@ def render(
         data = report.to_dict()
         if tokens is not None:
             data["tokens"] = tokens.to_dict()
+        if timing is not None:
+            data["timing"] = asdict(timing)
         return json.dumps(data, indent=2) + "\n"
     if blocks:
         return (
@@ -86,9 +92,11 @@ def render(
         ]
     else:
         shown = [columns_.Row(layer, layer.name or "(root)", seconds.get(layer.name, 0.0)) for layer in flat]
+    if timing is not None:
+        shown = [replace(row, measured=_measured(timing, row.layer.name, tree)) for row in shown]
     measured = memory or roofline is not None
     keys = tuple(columns or columns_.default_columns(shown, memory=measured, roofline=bool(roofline)))
-    columns_.check_columns(keys, roofline=roofline is not None)
+    columns_.check_columns(keys, roofline=roofline is not None, timing=timing is not None)
     table = columns_.Table(report.total.macs, sum(seconds.values()), roofline)
     headers, cells = columns_.cells(shown, keys, table)
     markdown = format == "markdown"
@@ -98,6 +106,8 @@ def render(
         text = f"{note}  \n" + text if markdown else f"{note}\n" + text
     if tokens is not None:
         text += token_lines(tokens, markdown=markdown)
+    if timing is not None:
+        text += _timing_lines(timing, [layer for layer in flat if not layer.has_children], markdown=markdown)
     if roofline is not None:
         text += _roofline_footer(flat, [seconds[layer.name] for layer in flat], roofline, markdown=markdown)
     return _join(rows(headers, cells, format=format, right=_NUMERIC), text, format)
@@ -108,6 +118,47 @@ def _join(table: str, text: str, format: str) -> str:
     if format == "html":
         return f'<div class="convprof">\n{table}<pre>{html.escape(text)}</pre>\n</div>\n'
     return table + "\n" + text
+
+
+def _measured(timing: Timing, name: str, tree: bool) -> LayerTime | None:
+    """A leaf row's measurement; in the tree, a container's is its leaves' added up."""
+    own = timing.of(name)
+    if own is not None or not tree:
+        return own
+    inside = [layer for layer in timing.layers if _within(layer.name, name)]
+    if not inside:
+        return None
+    return LayerTime(name, *(sum(getattr(layer, f) for layer in inside) for f in ("median", "low", "high")))
+
+
+def _timing_lines(timing: Timing, leaves: Sequence[Layer], *, markdown: bool) -> str:
+    """The end-to-end forward next to what the leaf layers account for, and each conv kind's
+    share of the MACs next to its share of the measured layer time: where they part ways."""
+    share = 100 * timing.attributed / timing.forward if timing.forward else 0.0
+    rest = timing.forward - timing.attributed
+    lines = [
+        f"Measured:     forward {_seconds(timing.forward)} end to end (median of {timing.repeats}, "
+        f"{_seconds(timing.forward_low)} to {_seconds(timing.forward_high)}; {timing.device}); leaf layers "
+        f"{_seconds(timing.attributed)} ({share:.0f}%), "
+        + (f"{_seconds(rest)} in no leaf layer." if rest >= 0 else "the hooks' cost exceeds the rest."),
+    ]
+    macs = sum(layer.macs for layer in leaves)
+    kinds = [
+        kind
+        for kind in ("standard", "grouped", "depthwise", "pointwise")
+        if any(x.kind == kind for x in leaves)
+    ]
+    if kinds and macs and timing.attributed:
+        parts = []
+        for kind in kinds:
+            rows = [x for x in leaves if x.kind == kind]
+            spent = sum(m.median for x in rows if (m := timing.of(x.name)) is not None)
+            share = 100 * sum(x.macs for x in rows) / macs
+            parts.append(
+                f"{kind} {share:.1f}% of the MACs, {100 * spent / timing.attributed:.1f}% of the time"
+            )
+        lines.append("By kind:      " + "; ".join(parts) + ".")
+    return "\n".join(f"{line}  " if markdown else line for line in lines) + "\n"
 
 
 def _within(name: str, container: str) -> bool:

@@ -1,0 +1,103 @@
+"""Measured time per layer: the roofline's estimate next to a measurement.
+
+:func:`measure` runs the model for real, ``warmup`` times untimed and ``repeats`` times timed,
+and times every call of every leaf module (a module without children) between its forward
+hooks, summed per module and forward pass; separately, the same number of plain forward
+passes without hooks gives the end-to-end time. The difference between that and the sum of
+the layers is what no leaf module accounts for: the Python between layers, the operators a
+container runs itself (a residual ``x + y``), and the hooks' own cost.
+
+On the CPU each boundary is a ``time.perf_counter`` reading, with the thread count stated; on
+CUDA each boundary synchronises the device first, so a layer's time is its kernels', not the
+launch's (which also serialises the model: read the per-layer times, not their sum, there).
+The model runs in eval mode under ``no_grad``; its training flags and attributes are put back
+afterwards (see :mod:`convprof.state`), but, as in any inference call, a buffer the model
+writes in eval is written.
+Timings are medians, with the fastest and slowest repeat as the spread.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+from convprof.recorder import leaf_hooks
+from convprof.report import LayerTime, Timing
+from convprof.state import ModelState
+
+
+def _device(model: nn.Module, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> torch.device:
+    tensors = [t for t in (*model.parameters(), *args, *kwargs.values()) if isinstance(t, torch.Tensor)]
+    if any(t.is_meta for t in tensors):
+        raise ValueError("measure() runs the model for real: it cannot time a model or inputs on meta")
+    return next((t.device for t in tensors if t.device.type != "cpu"), torch.device("cpu"))
+
+
+def measure(
+    model: nn.Module,
+    args: Any,
+    kwargs: Mapping[str, Any] | None = None,
+    *,
+    repeats: int = 10,
+    warmup: int = 3,
+) -> Timing:
+    """Time ``model(*args, **kwargs)`` per leaf module and end to end (see the module docstring)."""
+    if repeats < 1 or warmup < 0:
+        raise ValueError(f"need repeats >= 1 and warmup >= 0, got {repeats} and {warmup}")
+    args = (args,) if isinstance(args, torch.Tensor) else tuple(args)
+    kwargs = dict(kwargs or {})
+    device = _device(model, args, kwargs)
+    cuda = device.type == "cuda"
+    sync: Callable[[], None] = (lambda: torch.cuda.synchronize(device)) if cuda else (lambda: None)
+    where = (
+        f"cuda: {torch.cuda.get_device_name(device)}"
+        if cuda
+        else f"{device.type}, {torch.get_num_threads()} threads"
+    )
+    state = ModelState(list(model.modules()))
+    state.set_eval()
+    per_pass: list[dict[str, float]] = []
+    forwards: list[float] = []
+    started: dict[str, float] = {}
+    spent: dict[str, float] = {}
+
+    def before(name: str) -> None:
+        sync()
+        started[name] = time.perf_counter()
+
+    def after(name: str) -> None:
+        sync()
+        spent[name] = spent.get(name, 0.0) + time.perf_counter() - started.pop(name, time.perf_counter())
+
+    try:
+        with torch.no_grad():
+            for _ in range(warmup):
+                model(*args, **kwargs)
+            for _ in range(repeats):  # plain passes and timed passes in turn: the same conditions
+                sync()
+                start = time.perf_counter()
+                model(*args, **kwargs)
+                sync()
+                forwards.append(time.perf_counter() - start)
+                spent.clear()
+                with leaf_hooks(model, before, after):
+                    model(*args, **kwargs)
+                per_pass.append(dict(spent))
+    finally:
+        state.restore()
+    names = list(dict.fromkeys(name for run in per_pass for name in run))
+    layers = tuple(
+        LayerTime(
+            name,
+            statistics.median(run.get(name, 0.0) for run in per_pass),
+            min(run.get(name, 0.0) for run in per_pass),
+            max(run.get(name, 0.0) for run in per_pass),
+        )
+        for name in names
+    )
+    return Timing(where, repeats, statistics.median(forwards), min(forwards), max(forwards), layers)

@@ -1,0 +1,87 @@
+"""Measured time per layer (issue 12, part 2): structure and invariants, never timings."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from torch import nn
+from torch.nn.modules import module as module_globals
+
+import convprof
+from convprof.cli import main
+from convprof.timing import measure
+
+
+class Twice(nn.Module):
+    """A depthwise and a pointwise conv, the pointwise one called twice."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.dw = nn.Conv2d(6, 6, 3, padding=1, groups=6, bias=False)
+        self.pw = nn.Conv2d(6, 6, 1, bias=False)
+        self.bn = nn.BatchNorm2d(6)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pw(self.pw(self.bn(self.dw(x))))
+
+
+def test_measure_structure_and_invariants() -> None:
+    model = Twice().train()  # measured in eval, put back in train
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    hooks = (len(module_globals._global_forward_pre_hooks), len(module_globals._global_forward_hooks))
+    timing = measure(model, torch.randn(2, 6, 16, 16), repeats=4, warmup=1)
+    assert [layer.name for layer in timing.layers] == ["dw", "bn", "pw"]  # leaves, first call order
+    for layer in timing.layers:
+        assert 0 < layer.low <= layer.median <= layer.high
+    assert 0 < timing.forward_low <= timing.forward <= timing.forward_high
+    assert timing.repeats == 4 and timing.device.startswith("cpu, ")
+    assert timing.attributed == pytest.approx(sum(layer.median for layer in timing.layers))
+    # left as it was: training flag, hooks, BatchNorm statistics (eval: not updated)
+    assert model.training and all(m.training for m in model.modules())
+    assert (len(module_globals._global_forward_pre_hooks), len(module_globals._global_forward_hooks)) == hooks
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_measure_refuses_meta_and_bad_repeats() -> None:
+    with torch.device("meta"):
+        model = Twice()
+    with pytest.raises(ValueError, match="cannot time a model or inputs on meta"):
+        measure(model, torch.empty(1, 6, 8, 8, device="meta"))
+    with pytest.raises(ValueError, match="repeats >= 1"):
+        measure(Twice(), torch.randn(1, 6, 8, 8), repeats=0)
+
+
+def test_render_with_timing() -> None:
+    model, x = Twice(), torch.randn(2, 6, 16, 16)
+    report, timing = convprof.profile(model, x), measure(model, x, repeats=3, warmup=1)
+    text = convprof.render(report, timing=timing, roofline="xeon-8480")
+    header = text.splitlines()[0]
+    for column in ("Measured ms", "Spread ms", "GMAC/s", "GB/s", "Roofline ms", "Measured / roofline"):
+        assert column in header
+    assert "Measured:     forward " in text and "leaf layers" in text
+    # the depthwise conv's share of MACs: 6 x 9 x 256 x 2 of 6 x 9 x 256 x 2 + 2 x 6 x 6 x 256 x 2
+    dw, pw = 6 * 9 * 256 * 2, 2 * 6 * 6 * 256 * 2
+    assert f"depthwise {100 * dw / (dw + pw):.1f}% of the MACs" in text
+    data = json.loads(convprof.render(report, format="json", timing=timing))
+    assert [layer["name"] for layer in data["timing"]["layers"]] == ["dw", "bn", "pw"]
+    with pytest.raises(ValueError, match="needs a measurement"):
+        convprof.render(report, columns=["name", "measured"])
+    tree = convprof.render(report, tree=True, timing=timing, columns=["name", "measured"])
+    assert tree.splitlines()[2].split()[0] == "Twice"  # the root sums its leaves
+
+
+def test_cli_time(capsys: pytest.CaptureFixture[str]) -> None:
+    spec = "tests.test_timing:Twice"
+    argv = ["profile", spec, "--input", "1,6,8,8", "--time", "--repeats", "2"]
+    assert main([*argv, "--columns", "name,macs,measured,gmacs"]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[0].split() == ["Layer", "MACs", "Measured", "ms", "GMAC/s"]
+    assert "Measured:     forward" in out
+    assert main([*argv, "--no-compute"]) == 2
+    assert "cannot go with --no-compute" in capsys.readouterr().err
+    assert main(["profile", spec, "--input", "1,6,8,8", "--columns", "name,measured"]) == 2
+    assert "needs a measurement (--time)" in capsys.readouterr().err
+    assert main([*argv, "--device", "nonsense"]) == 2
+    assert "--device nonsense" in capsys.readouterr().err
