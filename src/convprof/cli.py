@@ -164,8 +164,8 @@ def _parser() -> argparse.ArgumentParser:
         "spec",
         help="'torchvision:NAME', 'transformers:NAME' (a directory with config.json, a model type "
         "such as llama, or a hub name; random weights, nothing but the config is downloaded) or "
-        "'package.module:callable' (called with no arguments); any of them may end with keyword "
-        "arguments as Python literals, e.g. 'torchvision:resnet50(num_classes=10)'",
+        "'package.module:callable' (a function or class that returns the model); any of them may "
+        "end with keyword arguments as Python literals, e.g. 'torchvision:resnet50(num_classes=10)'",
     )
     prof.add_argument(
         "--input",
