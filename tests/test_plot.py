@@ -90,3 +90,36 @@ def test_figure_layout() -> None:
         assert not macs.get_legend() and not params.get_legend() and len(drawn.legends) == 1
     finally:
         plt.close(drawn)
+
+
+def test_measured_against_predicted_panel(tmp_path: Path) -> None:
+    """With a measurement and a machine, a fourth panel puts each leaf layer's measured time
+    against its roofline time (issue 12: measured vs predicted, coloured by kind)."""
+    import matplotlib.pyplot as plt
+
+    from convprof.timing import measure
+
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, groups=1), nn.Conv2d(8, 8, 3, groups=8), nn.ReLU())
+    x = torch.randn(1, 3, 32, 32)
+    report, timing = convprof.profile(model, x), measure(model, x, repeats=2, warmup=1)
+    drawn = figure(report, roofline="xeon-8480", timing=timing)
+    try:
+        assert len(drawn.axes) == 4
+        panel = drawn.axes[3]
+        assert sum(len(c.get_offsets()) for c in panel.collections) == 3  # three leaf layers
+        assert panel.get_xscale() == panel.get_yscale() == "log"
+        assert "measured against predicted" in panel.get_title()
+    finally:
+        plt.close(drawn)
+    assert len(figure_axes(report)) == 3  # without a measurement: no fourth panel
+    assert png_size(plot(report, tmp_path / "m.png", roofline="t4", timing=timing)) == (1200, 1200)
+
+
+def figure_axes(report: convprof.Report) -> list[object]:
+    import matplotlib.pyplot as plt
+
+    drawn = figure(report, roofline="t4")
+    try:
+        return list(drawn.axes)
+    finally:
+        plt.close(drawn)

@@ -566,7 +566,7 @@ def _cmd_profile(args: argparse.Namespace) -> int:
     sys.stdout.write(text)
     if args.plot is not None:
         try:
-            plot(report, args.plot, roofline=args.roofline)
+            plot(report, args.plot, roofline=args.roofline, timing=found.timing)
         except (ImportError, OSError) as exc:
             raise UsageError(str(exc)) from None
         print(f"convprof: plot written to {args.plot}", file=sys.stderr)

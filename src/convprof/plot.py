@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from convprof.report import Layer, Report
+from convprof.report import Layer, Report, Timing
 from convprof.roofline import Machine, machine
 from convprof.units import format_quantity
 
@@ -37,11 +37,17 @@ def _pyplot() -> Any:
     return plt
 
 
-def plot(report: Report, path: str | Path, *, roofline: Machine | str | float | None = None) -> Path:
+def plot(
+    report: Report,
+    path: str | Path,
+    *,
+    roofline: Machine | str | float | None = None,
+    timing: Timing | None = None,
+) -> Path:
     """Write a PNG of ``WIDTH * DPI`` by ``HEIGHT * DPI`` pixels of :func:`figure`."""
     plt = _pyplot()
     path = Path(path)
-    drawn = figure(report, roofline=roofline)
+    drawn = figure(report, roofline=roofline, timing=timing)
     try:
         drawn.savefig(path, format="png", dpi=DPI)
     finally:
@@ -49,20 +55,28 @@ def plot(report: Report, path: str | Path, *, roofline: Machine | str | float | 
     return path
 
 
-def figure(report: Report, *, roofline: Machine | str | float | None = None) -> Any:
+def figure(
+    report: Report, *, roofline: Machine | str | float | None = None, timing: Timing | None = None
+) -> Any:
     """The matplotlib figure: MACs and params (log scale) per leaf layer on one layer index in
     execution order, coloured by conv kind, the costliest layers named; below, the roofline of
     ``roofline`` (its memory and compute roofs, each layer at its intensity, sized by its MACs),
-    or without a machine, intensity against MACs. One legend for all, above the panels."""
+    or without a machine, intensity against MACs; with ``timing`` and a machine, beside it each
+    layer's measured time against its roofline time. One legend for all, below the panels."""
     if roofline is not None and not isinstance(roofline, Machine):
         roofline = machine(str(roofline), report.dtype)
     plt = _pyplot()
     leaves = [layer for layer in report.layers if not layer.has_children and (layer.macs or layer.params)]
     drawn = plt.figure(figsize=(WIDTH, HEIGHT), dpi=DPI, layout="constrained")
-    grid = drawn.add_gridspec(3, 1, height_ratios=(1, 1, 1.3))
-    macs = drawn.add_subplot(grid[0])
-    params = drawn.add_subplot(grid[1], sharex=macs)
-    roof = drawn.add_subplot(grid[2])
+    compared = timing is not None and roofline is not None and roofline.absolute
+    grid = drawn.add_gridspec(3, 2 if compared else 1, height_ratios=(1, 1, 1.3))
+    macs = drawn.add_subplot(grid[0, :])
+    params = drawn.add_subplot(grid[1, :], sharex=macs)
+    roof = drawn.add_subplot(grid[2, 0])
+    if compared:
+        assert timing is not None and roofline is not None
+        every = [layer for layer in report.layers if not layer.has_children]  # norms too
+        _measured(drawn.add_subplot(grid[2, 1]), every, timing, roofline)
     _bars(macs, leaves, "macs", "MACs per layer")
     _bars(params, leaves, "params", "params per layer (log scale)", log=True)
     params.set_xlabel(f"layer index: the {len(leaves)} leaf layers with MACs or params, in execution order")
@@ -174,3 +188,27 @@ def _roofline(axes: Any, layers: list[Layer], machine: Machine | None) -> None:
     axes.set_ylim(top=peak * 2.5)  # room for the peak's label
     axes.set_ylabel("attainable MACs per second")
     axes.set_title(f"roofline: {machine.description}", fontsize="small", wrap=True)
+
+
+def _measured(axes: Any, layers: list[Layer], timing: Timing, machine: Machine) -> None:
+    """Each leaf layer's measured time against its roofline time, log-log: on the diagonal a
+    layer runs at the roof; above it, that many times slower."""
+    points = [
+        (layer, machine.seconds(layer.macs, layer.memory_bytes), measured.median)
+        for layer in layers
+        if (measured := timing.of(layer.name)) is not None and measured.median and layer.memory_bytes
+    ]
+    for kind in COLOURS:
+        chosen = [(p, m) for layer, p, m in points if layer.kind == kind]
+        if chosen:
+            axes.scatter([p for p, _ in chosen], [m for _, m in chosen], color=COLOURS[kind], s=18, alpha=0.8)
+    if points:
+        low = min(min(p, m) for _, p, m in points) / 2
+        high = max(max(p, m) for _, p, m in points) * 2
+        axes.plot([low, high], [low, high], color="#c44e52", linestyle="--", linewidth=1)
+        axes.text(high, high, " at the roof", color="#c44e52", fontsize="small", ha="right", va="bottom")
+    axes.set_xscale("log")
+    axes.set_yscale("log")
+    axes.set_xlabel(f"roofline time on {machine.name} (s)")
+    axes.set_ylabel(f"measured time (s), {timing.device}")
+    axes.set_title("measured against predicted, per layer", fontsize="small")
