@@ -103,3 +103,10 @@ def test_cli_tree_and_columns(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         main(["profile", spec, "--columns", "name,wat"])
     assert "unknown column 'wat'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("option", [["--tree"], ["--columns", "name,macs"]])
+def test_layer_table_options_refuse_blocks(option: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    spec = "tests.test_tree_columns:Stack"
+    assert main(["profile", spec, "--input", "1,3,8,8", "--blocks", *option]) == 2
+    assert "--blocks lists blocks instead" in capsys.readouterr().err

@@ -538,6 +538,9 @@ def _cmd_profile(args: argparse.Namespace) -> int:
             raise UsageError(f"--columns: {exc}") from None
     if args.repeats < 1:
         raise UsageError("--repeats must be 1 or more")
+    for option in ("tree", "columns"):
+        if args.blocks and getattr(args, option):
+            raise UsageError(f"--{option} shapes the layer table; --blocks lists blocks instead")
     found = _profile_spec(
         args.spec,
         args.input,
