@@ -44,6 +44,11 @@ def test_measure_structure_and_invariants() -> None:
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
 
+def test_measure_is_public() -> None:
+    assert convprof.measure is measure and "measure" in convprof.__all__
+    assert isinstance(convprof.measure(nn.Linear(2, 2), torch.ones(1, 2), repeats=1), convprof.Timing)
+
+
 def test_measure_refuses_meta_and_bad_repeats() -> None:
     with torch.device("meta"):
         model = Twice()

@@ -16,13 +16,14 @@ from typing import TYPE_CHECKING, Any
 from convprof.budget import BudgetExceeded, assert_budget
 from convprof.records import ModuleCall, OpCall, TensorMeta
 from convprof.render import render
-from convprof.report import CONVENTION, Block, Layer, Report, Sizes, Totals, Unexplained
+from convprof.report import CONVENTION, Block, Layer, LayerTime, Report, Sizes, Timing, Totals, Unexplained
 
 if TYPE_CHECKING:
     from convprof.api import profile
     from convprof.calculator import compare_convs
     from convprof.formulas import register
     from convprof.recorder import ForwardError, ValuesNeeded
+    from convprof.timing import measure
 
 try:
     __version__ = version("convprof")
@@ -35,6 +36,7 @@ _LAZY = {
     "register": "convprof.formulas",
     "ForwardError": "convprof.recorder",
     "ValuesNeeded": "convprof.recorder",
+    "measure": "convprof.timing",
 }
 
 __all__ = [
@@ -43,17 +45,20 @@ __all__ = [
     "BudgetExceeded",
     "ForwardError",
     "Layer",
+    "LayerTime",
     "ModuleCall",
     "OpCall",
     "Report",
     "Sizes",
     "TensorMeta",
+    "Timing",
     "Totals",
     "Unexplained",
     "ValuesNeeded",
     "__version__",
     "assert_budget",
     "compare_convs",
+    "measure",
     "profile",
     "register",
     "render",
