@@ -10,7 +10,7 @@ from typing import Any
 
 from convprof.report import Layer, Report, Timing
 from convprof.roofline import Machine, machine
-from convprof.units import format_quantity
+from convprof.units import format_bytes, format_quantity
 
 WIDTH, HEIGHT, DPI = 12, 12, 100  # inches and dots per inch: a 1200 x 1200 PNG
 COLOURS: dict[str | None, str] = {
@@ -87,7 +87,7 @@ def figure(
     total = report.total
     drawn.suptitle(
         f"{report.model}: {format_quantity(total.macs)} MACs, {format_quantity(total.params)} params, "
-        f"{format_quantity(total.memory_bytes)}B moved ({report.dtype})"
+        f"{format_bytes(total.memory_bytes)} moved ({report.dtype})"
     )
     return drawn
 

@@ -21,7 +21,7 @@ from convprof.diff import ModelDiff
 from convprof.report import Block, Layer, LayerTime, Report, Timing
 from convprof.roofline import Machine, machine
 from convprof.tokens import TokenCost
-from convprof.units import format_quantity, format_shape, format_stride
+from convprof.units import format_bytes, format_quantity, format_shape, format_stride
 
 FORMATS = ("table", "json", "csv", "markdown", "html")
 
@@ -303,13 +303,14 @@ def footer(report: Report, *, markdown: bool = False, memory: bool = False) -> s
         f"{sizes.trainable_params:,}, non-trainable {total.params - sizes.trainable_params:,}",
         f"Total MACs:   {total.macs:,} ({format_quantity(total.macs)})",
         f"Total FLOPs:  {total.flops:,} ({format_quantity(total.flops)})",
-        f"Sizes:        params {_bytes(sizes.param_bytes)}, buffers {_bytes(sizes.buffer_bytes)}; "
-        f"activations {_bytes(sizes.activation_bytes)} (every leaf module's outputs, which a "
+        f"Sizes:        params {format_bytes(sizes.param_bytes)}, "
+        f"buffers {format_bytes(sizes.buffer_bytes)}; activations {format_bytes(sizes.activation_bytes)} "
+        "(every leaf module's outputs, which a "
         "training step would keep for backward)",
     ]
     if memory:
         lines.append(
-            f"Total bytes:  {total.memory_bytes:,} ({format_quantity(total.memory_bytes)}B), "
+            f"Total bytes:  {total.memory_bytes:,} ({format_bytes(total.memory_bytes)}), "
             f"{total.intensity:.2f} MACs per byte; bytes = inputs read + weights read + outputs "
             "written by each leaf module (memory access cost)."
         )
@@ -322,11 +323,6 @@ def footer(report: Report, *, markdown: bool = False, memory: bool = False) -> s
     else:
         lines.append("Coverage:     complete (every operator that ran was counted or is free).")
     return "\n".join(f"{line}  " if markdown else line for line in lines) + "\n"
-
-
-def _bytes(count: int) -> str:
-    """Bytes in decimal units (KB = 10^3 bytes, MB = 10^6: torchinfo's MB), three digits."""
-    return f"{format_quantity(count)}B"
 
 
 def _csv(layers: Sequence[Layer]) -> str:

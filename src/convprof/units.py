@@ -53,6 +53,12 @@ def format_quantity(value: int | float, digits: int = 2) -> str:
     return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
 
 
+def format_bytes(count: int) -> str:
+    """Bytes in decimal units: ``170075968 -> '170.08MB'`` (KB = 10^3 bytes, MB = 10^6, as
+    torchinfo's MB)."""
+    return f"{format_quantity(count)}B"
+
+
 def format_shape(shape: tuple[int, ...]) -> str:
     """``(1, 3, 224, 224) -> '1x3x224x224'``; a 0-d tensor is ``'scalar'``."""
     return "x".join(str(d) for d in shape) if shape else "scalar"
