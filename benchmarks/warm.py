@@ -60,8 +60,9 @@ def _build(name: str) -> tuple[Any, Any, Any, Any]:
         shape: tuple[int, ...] = (1, *cpu.pretrained_cfg["input_size"])
     else:
         cpu = torchvision_model(name).model.eval()
-        meta = torchvision_model(name, meta=True).model.eval()
-        shape = torchvision_model(name, meta=True).inputs[0].shape  # type: ignore[index]
+        loaded = torchvision_model(name, meta=True)
+        meta = loaded.model.eval()
+        shape = loaded.inputs[0].shape  # type: ignore[index]
     return cpu, torch.randn(shape), meta, torch.empty(shape, device="meta")
 
 

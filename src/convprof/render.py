@@ -205,7 +205,7 @@ def _roofline_footer(
 def token_lines(cost: TokenCost, *, markdown: bool = False) -> str:
     """A language model's pass per token: tokens and context, MACs per token, parameters
     without embeddings, the rule of thumb next to the count, and the prefill before a cache."""
-    batch = f"batch {cost.tokens // max(cost.context - cost.past, 1):,} x {cost.context - cost.past:,} new"
+    batch = f"batch {cost.batch:,} x {cost.new:,} new"
     cached = f", after {cost.past:,} cached" if cost.past else ""
     lines = [
         f"Tokens:       {cost.tokens:,} ({batch}{cached}; context {cost.context:,})",
@@ -221,7 +221,7 @@ def token_lines(cost: TokenCost, *, markdown: bool = False) -> str:
             f"(N = params without embeddings; Kaplan et al. 2020); counted {cost.counted_vs_rule:.3f}x"
         )
     if cost.prefill_macs is not None:
-        per = cost.prefill_macs / (cost.tokens // max(cost.context - cost.past, 1) * cost.past)
+        per = cost.prefill_macs / (cost.batch * cost.past)
         lines.append(
             f"Prefill:      {cost.past:,} cached tokens cost {cost.prefill_macs:,} MACs "
             f"({format_quantity(round(per))} per token), not in the table"

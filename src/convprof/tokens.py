@@ -48,6 +48,15 @@ class TokenCost:
     prefill_macs: int | None = None
 
     @property
+    def new(self) -> int:
+        """New positions per sequence (``context - past``)."""
+        return self.context - self.past
+
+    @property
+    def batch(self) -> int:
+        return self.tokens // max(self.new, 1)
+
+    @property
     def non_embedding_params(self) -> int:
         return self.params - self.embedding_params
 
