@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
@@ -27,7 +27,13 @@ def _positional(args: Any) -> tuple[Any, ...]:
 
 
 def profile(
-    model: nn.Module, args: Any, kwargs: Mapping[str, Any] | None = None, *, compute: bool | str = True
+    model: nn.Module,
+    args: Any,
+    kwargs: Mapping[str, Any] | None = None,
+    *,
+    compute: bool | str = True,
+    backward: bool = False,
+    loss: Callable[[Any], torch.Tensor] | None = None,
 ) -> Report:
     """Params, MACs and FLOPs of ``model(*args, **kwargs)``, per layer and in total.
 
@@ -42,6 +48,14 @@ def profile(
     no option. A forward that needs tensor values (``.item()``, ``nonzero``) then raises
     :class:`ValuesNeeded`. ``compute="auto"`` tries that first and, if so, runs the real
     forward instead (what the command line does by default).
+
+    ``backward=True`` also counts a training step's backward pass, per layer, from the
+    operators that really run: the gradient of ``loss(output)`` (by default the sum of every
+    floating output) with respect to the parameters that require grad and the inputs that
+    do. A frozen layer runs no weight gradient; the first layer no input gradient unless its
+    input requires grad. The forward then runs with gradients enabled (still in eval mode),
+    and no ``.grad`` is left on the model. See ``Layer.grad_input_macs``,
+    ``Layer.grad_weight_macs`` and ``Totals.train_macs``.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"convprof.profile: model must be a torch.nn.Module, got {type(model).__name__}")
@@ -52,11 +66,15 @@ def profile(
         raise TypeError(
             f"convprof.profile: kwargs must be a dict of keyword inputs, got {type(kwargs).__name__}"
         )
+    if loss is not None and not backward:
+        raise TypeError("convprof.profile: loss is the loss of a backward pass; pass backward=True too")
+    if loss is not None and not callable(loss):
+        raise TypeError(f"convprof.profile: loss must be a function of the output, got {type(loss).__name__}")
     if compute == "auto":
         try:
-            return count(record(model, positional, dict(kwargs), compute=False))
+            return count(record(model, positional, dict(kwargs), compute=False, backward=backward, loss=loss))
         except ValuesNeeded:
             compute = True
     if not isinstance(compute, bool):
         raise TypeError(f"convprof.profile: compute must be True, False or 'auto', got {compute!r}")
-    return count(record(model, positional, dict(kwargs), compute=compute))
+    return count(record(model, positional, dict(kwargs), compute=compute, backward=backward, loss=loss))

@@ -14,7 +14,7 @@ with everything below it. A pattern that matches no module is an error, never a 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from typing import Any
@@ -22,18 +22,20 @@ from typing import Any
 from convprof.report import Report, Totals
 from convprof.units import parse_quantity
 
-METRICS = ("params", "macs", "flops")
+METRICS = ("params", "macs", "flops", "train_macs")
 LIMIT_KEYS = tuple(f"max_{m}" for m in METRICS)
 Quantity = int | str
 
 
 @dataclass(frozen=True, slots=True)
 class Limits:
-    """Upper bounds on params, MACs and FLOPs; None means no limit."""
+    """Upper bounds on params, MACs and FLOPs; None means no limit. ``max_train_macs`` holds
+    a training step's MACs (forward + backward, see ``profile(backward=True)``)."""
 
     max_params: int | None = None
     max_macs: int | None = None
     max_flops: int | None = None
+    max_train_macs: int | None = None
 
     @classmethod
     def parse(cls, values: Mapping[str, Any], where: str = "budget") -> Limits:
@@ -52,7 +54,8 @@ class Limits:
 
     def items(self) -> list[tuple[str, int]]:
         """(metric, limit) for each limit that is set."""
-        pairs = zip(METRICS, (self.max_params, self.max_macs, self.max_flops), strict=True)
+        limits = (self.max_params, self.max_macs, self.max_flops, self.max_train_macs)
+        pairs = zip(METRICS, limits, strict=True)
         return [(metric, limit) for metric, limit in pairs if limit is not None]
 
 
@@ -62,6 +65,13 @@ class Budget:
     layers: tuple[tuple[str, Limits], ...] = ()
     allow_incomplete: bool = False
 
+    @property
+    def needs_backward(self) -> bool:
+        """A limit on ``train_macs`` needs a profile with a backward pass."""
+        return any(
+            limits.max_train_macs is not None for limits in (self.total, *(lim for _, lim in self.layers))
+        )
+
     @classmethod
     def parse(
         cls,
@@ -69,11 +79,13 @@ class Budget:
         max_params: Quantity | None = None,
         max_macs: Quantity | None = None,
         max_flops: Quantity | None = None,
+        max_train_macs: Quantity | None = None,
         layers: Mapping[str, Mapping[str, Any]] | None = None,
         allow_incomplete: bool = False,
         where: str = "budget",
     ) -> Budget:
-        total = Limits.parse({"max_params": max_params, "max_macs": max_macs, "max_flops": max_flops}, where)
+        given = {"max_params": max_params, "max_macs": max_macs, "max_flops": max_flops}
+        total = Limits.parse({**given, "max_train_macs": max_train_macs}, where)
         if not isinstance(allow_incomplete, bool):  # "no" would otherwise be a true flag
             raise TypeError(f"{where}: allow_incomplete must be True or False, got {allow_incomplete!r}")
         if layers is not None and not isinstance(layers, Mapping):
@@ -141,11 +153,23 @@ def matches(pattern: str, name: str) -> bool:
 
 
 def _value(totals: Totals, metric: str) -> int:
-    return {"params": totals.params, "macs": totals.macs, "flops": totals.flops}[metric]
+    values = {
+        "params": totals.params,
+        "macs": totals.macs,
+        "flops": totals.flops,
+        "train_macs": totals.train_macs,
+    }
+    return values[metric]
 
 
 def checks(report: Report, budget: Budget) -> tuple[Check, ...]:
-    """Every limit of the budget against the report; ValueError for a pattern matching nothing."""
+    """Every limit of the budget against the report; ValueError for a pattern matching nothing,
+    or for a limit on train_macs when the report counted no backward pass."""
+    if budget.needs_backward and not report.backward:
+        raise ValueError(
+            f"max_train_macs needs a backward pass; the report of {report.model} has none "
+            "(profile with backward=True, --backward)"
+        )
     rows = [
         Check("total", metric, _value(report.total, metric), limit) for metric, limit in budget.total.items()
     ]
@@ -168,7 +192,7 @@ def violations(report: Report, budget: Budget) -> tuple[Check, ...]:
 
 
 def _top_layers(report: Report, metric: str, count: int = 5) -> list[str]:
-    key = "params" if metric == "params" else "macs"
+    key = metric if metric in ("params", "train_macs") else "macs"
     rows = sorted(report.layers, key=lambda layer: getattr(layer, key), reverse=True)[:count]
     total = getattr(report.total, key) or 1
     return [
@@ -201,7 +225,7 @@ def explain(report: Report, broken: tuple[Check, ...], incomplete: bool) -> str:
             f"  incomplete count: operators without a formula ran ({missing}); the totals are lower "
             "bounds. Register a formula (convprof.register) or pass allow_incomplete=True."
         )
-    for metric in dict.fromkeys("params" if v.metric == "params" else "macs" for v in broken):
+    for metric in dict.fromkeys(v.metric if v.metric in ("params", "train_macs") else "macs" for v in broken):
         lines.append(f"Layers with the most {metric}:")
         lines.extend(_top_layers(report, metric))
     return "\n".join(lines)
@@ -224,13 +248,16 @@ def assert_budget(
     max_params: Quantity | None = None,
     max_macs: Quantity | None = None,
     max_flops: Quantity | None = None,
+    max_train_macs: Quantity | None = None,
     layers: Mapping[str, Mapping[str, Any]] | None = None,
     allow_incomplete: bool = False,
+    loss: Callable[[Any], Any] | None = None,
 ) -> Report:
     """Profile once and return the report when every limit holds; else raise BudgetExceeded.
 
     Limits are ints or strings such as ``"300M"``; ``layers`` maps module-name patterns to
-    limits (``{"features.*": {"max_macs": "200M"}}``).
+    limits (``{"features.*": {"max_macs": "200M"}}``). A ``max_train_macs`` limit (total or
+    per layer) profiles a backward pass too, of ``loss(output)`` when given.
     """
     from convprof.api import profile
 
@@ -238,7 +265,9 @@ def assert_budget(
         max_params=max_params,
         max_macs=max_macs,
         max_flops=max_flops,
+        max_train_macs=max_train_macs,
         layers=layers,
         allow_incomplete=allow_incomplete,
     )
-    return enforce(profile(model, args, kwargs), budget)
+    backward = budget.needs_backward
+    return enforce(profile(model, args, kwargs, backward=backward, loss=loss if backward else None), budget)

@@ -218,6 +218,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     prof.add_argument("--repeats", type=int, default=10, metavar="N", help="timed passes for --time")
     prof.add_argument(
+        "--backward",
+        action="store_true",
+        help="also count a training step's backward pass per layer (gradients w.r.t. inputs and "
+        "weights, of the sum of the outputs), from the operators that run",
+    )
+    prof.add_argument(
         "--device",
         default="cpu",
         help="where a computing pass runs (cpu, cuda, cuda:1); zero compute needs no device",
@@ -365,17 +371,27 @@ def _profile_spec(
     past: int | None = None,
     device: str = "cpu",
     repeats: int | None = None,
+    backward: bool = False,
 ) -> _Profiled:
     """Build the spec's model and profile it on made-up inputs: without arithmetic when
     ``compute`` is False, with a real forward when True, and when None (the default) without
     arithmetic first, then for real if the model needs tensor values. ``repeats`` measures
-    each layer's time too (a real model, so a computing pass)."""
+    each layer's time too (a real model, so a computing pass); ``backward`` counts a
+    backward pass too."""
     if repeats is not None:
         if compute is False:
             raise UsageError("--time runs the model for real: it cannot go with --no-compute")
         compute = True
     once = functools.partial(
-        _profile_once, spec, given or (), dtype, folders=folders, past=past, device=device, repeats=repeats
+        _profile_once,
+        spec,
+        given or (),
+        dtype,
+        folders=folders,
+        past=past,
+        device=device,
+        repeats=repeats,
+        backward=backward,
     )
     if compute is not None:
         return once(compute=compute)
@@ -405,12 +421,19 @@ def _load(spec: str, compute: bool, folders: Sequence[Path], automatic: bool) ->
     return loaded
 
 
-def _run(model: Any, args: tuple[Any, ...], kwargs: dict[str, Any], compute: bool, automatic: bool) -> Report:
+def _run(
+    model: Any,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    compute: bool,
+    automatic: bool,
+    backward: bool = False,
+) -> Report:
     from convprof.api import profile
     from convprof.recorder import ForwardError, ValuesNeeded
 
     try:
-        return profile(model, args, kwargs, compute=compute)
+        return profile(model, args, kwargs, compute=compute, backward=backward)
     except ForwardError as exc:  # ValuesNeeded included
         first = str(exc).splitlines()[0]
         if automatic:  # whatever stopped the zero-compute pass, a real forward may not stop
@@ -460,6 +483,7 @@ def _profile_once(
     repeat: bool = False,
     device: str = "cpu",
     repeats: int | None = None,
+    backward: bool = False,
 ) -> _Profiled:
     import torch
 
@@ -499,7 +523,7 @@ def _profile_once(
         prefill = _run(model, (), {"input_ids": before}, compute, automatic).total.macs
         kwargs[cache_keyword(model)] = cache(model, before if compute else before.to("meta"))
         kwargs.setdefault("use_cache", True)
-    report = _run(model, args, kwargs, compute, automatic)
+    report = _run(model, args, kwargs, compute, automatic, backward)
     tokens = None
     if ids is not None and loaded.text is not None:
         tokens = token_cost(
@@ -533,7 +557,9 @@ def _cmd_profile(args: argparse.Namespace) -> int:
         _writable(args.plot, "--plot")
     if args.columns:
         try:
-            check_columns(args.columns, roofline=args.roofline is not None, timing=args.time)
+            check_columns(
+                args.columns, roofline=args.roofline is not None, timing=args.time, backward=args.backward
+            )
         except ValueError as exc:
             raise UsageError(f"--columns: {exc}") from None
     if args.repeats < 1:
@@ -549,6 +575,7 @@ def _cmd_profile(args: argparse.Namespace) -> int:
         past=args.past,
         device=args.device,
         repeats=args.repeats if args.time else None,
+        backward=args.backward,
     )
     report = found.report
     try:
@@ -622,7 +649,13 @@ def _cmd_check(args: argparse.Namespace) -> int:
             file=sys.stderr,
             flush=True,
         )
-        report = _profile_spec(entry.model, entry.inputs, compute=args.compute, folders=folders).report
+        report = _profile_spec(
+            entry.model,
+            entry.inputs,
+            compute=args.compute,
+            folders=folders,
+            backward=entry.budget.needs_backward,
+        ).report
         reports[entry.name] = report
         try:
             found = checks(report, entry.budget)

@@ -68,6 +68,10 @@ COLUMNS: dict[str, tuple[str, Cell]] = {
     "macs": ("MACs", lambda r, t: f"{r.layer.macs:,}" + (" (+?)" if r.layer.unexplained else "")),
     "flops": ("FLOPs", lambda r, t: f"{r.layer.flops:,}"),
     "share": ("Share", lambda r, t: _share(r.layer.macs, t.macs)),
+    "grad_input": ("Bwd dX MACs", lambda r, t: f"{r.layer.grad_input_macs:,}"),
+    "grad_weight": ("Bwd dW MACs", lambda r, t: f"{r.layer.grad_weight_macs:,}"),
+    "backward": ("Bwd MACs", lambda r, t: f"{r.layer.backward_macs:,}"),
+    "train": ("Train MACs", lambda r, t: f"{r.layer.train_macs:,}"),
     "bytes": ("Bytes", lambda r, t: f"{r.layer.memory_bytes:,}"),
     "intensity": (
         "MACs/B",
@@ -97,10 +101,12 @@ COLUMNS: dict[str, tuple[str, Cell]] = {
 }
 NUMERIC = frozenset(
     {"Calls", "Params", "MACs", "FLOPs", "Share", "Bytes", "MACs/B", "Time share"}
+    | {"Bwd dX MACs", "Bwd dW MACs", "Bwd MACs", "Train MACs"}
     | {"Measured ms", "Spread ms", "GMAC/s", "GB/s", "Roofline ms", "Measured / roofline"}
 )
 _NEEDS_ROOFLINE = ("bound", "time", "predicted", "ratio")
 _NEEDS_TIMING = ("measured", "spread", "gmacs", "gbs", "ratio")
+_NEEDS_BACKWARD = ("grad_input", "grad_weight", "backward", "train")
 
 
 def _ms(seconds: float) -> str:
@@ -125,11 +131,15 @@ def parse_columns(text: str) -> tuple[str, ...]:
     return keys
 
 
-def default_columns(rows: Sequence[Row], *, memory: bool, roofline: bool) -> tuple[str, ...]:
+def default_columns(
+    rows: Sequence[Row], *, memory: bool, roofline: bool, backward: bool = False
+) -> tuple[str, ...]:
     keys = ["name", "type", "kind", "input", "output", "conv"]
     if any(row.layer.calls > 1 for row in rows):  # reused modules: a row sums several calls
         keys.append("calls")
     keys += ["params", "macs", "share"]
+    if backward:
+        keys += ["grad_input", "grad_weight"]
     if memory or roofline:
         keys += ["bytes", "intensity"]
     if roofline:
@@ -139,9 +149,12 @@ def default_columns(rows: Sequence[Row], *, memory: bool, roofline: bool) -> tup
     return tuple(keys)
 
 
-def check_columns(keys: Sequence[str], *, roofline: bool, timing: bool = False) -> None:
+def check_columns(
+    keys: Sequence[str], *, roofline: bool, timing: bool = False, backward: bool | None = None
+) -> None:
     """A ValueError for a column that cannot be filled (bound and time need a roofline, the
-    measured columns a measurement)."""
+    measured columns a measurement, the backward ones a backward pass; ``backward=None``:
+    not known yet, as when the command line checks before profiling)."""
     for key in keys:
         if key not in COLUMNS:
             raise ValueError(f"unknown column {key!r}: choose from {', '.join(COLUMNS)}")
@@ -149,6 +162,8 @@ def check_columns(keys: Sequence[str], *, roofline: bool, timing: bool = False) 
             raise ValueError(f"column {key!r} needs a roofline machine (--roofline)")
         if key in _NEEDS_TIMING and not timing:
             raise ValueError(f"column {key!r} needs a measurement (--time)")
+        if key in _NEEDS_BACKWARD and backward is False:
+            raise ValueError(f"column {key!r} needs a backward pass (--backward)")
 
 
 def cells(rows: Sequence[Row], keys: Sequence[str], table: Table) -> tuple[list[str], list[list[str]]]:
@@ -194,6 +209,13 @@ def tree(report: Report, depth: int | None = None) -> list[Row]:
             name = layer.name or report.model
         total = inclusive.get(layer.name)
         if layer.has_children and total is not None:
-            layer = replace(layer, params=total.params, macs=total.macs, memory_bytes=total.memory_bytes)
+            layer = replace(
+                layer,
+                params=total.params,
+                macs=total.macs,
+                memory_bytes=total.memory_bytes,
+                grad_input_macs=total.grad_input_macs,
+                grad_weight_macs=total.grad_weight_macs,
+            )
         rows.append(Row(layer, name))
     return rows

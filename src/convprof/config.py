@@ -81,6 +81,7 @@ def _entry(raw: Any, index: int, path: Path) -> ModelEntry:
         budget = Budget.parse(
             max_params=raw.get("max_params"),
             max_macs=raw.get("max_macs"),
+            max_train_macs=raw.get("max_train_macs"),
             max_flops=raw.get("max_flops"),
             layers=raw.get("layers"),
             allow_incomplete=raw.get("allow_incomplete", False),

@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 
 from convprof.blocks import find_blocks
 from convprof.formulas import module_formula, op_formula
-from convprof.records import ModuleCall, ModuleInfo, ParamInfo, Trace
+from convprof.formulas.backward import split
+from convprof.records import ModuleCall, ModuleInfo, ParamInfo, Shape, Trace
 from convprof.report import Layer, Report, Sizes, Totals, Unexplained
 
 
@@ -37,6 +38,34 @@ def call_macs(call: ModuleCall) -> tuple[int, list[str]]:
     return macs, unexplained
 
 
+def call_gradients(call: ModuleCall, trainable: frozenset[Shape]) -> tuple[int, int, list[str]]:
+    """Input-gradient and weight-gradient MACs of the backward operators a call's autograd
+    nodes ran, and those that nothing explains. ``trainable``: sorted shapes of the trainable
+    parameters of the module and its children (see formulas.backward.split)."""
+    grad_input = grad_weight = 0
+    unexplained = []
+    for op in call.backward:
+        op_cost = op_formula(op.op)
+        if op_cost is None:
+            unexplained.append(op.op)
+            continue
+        to_input, to_weight = split(op, op_cost(op), trainable)
+        grad_input += to_input
+        grad_weight += to_weight
+    return grad_input, grad_weight, unexplained
+
+
+def _trainable(modules: tuple[ModuleInfo, ...]) -> dict[str, frozenset[Shape]]:
+    """Per module name, the sorted shapes of the trainable parameters it and its children own."""
+    shapes: dict[str, set[Shape]] = {}
+    for info in modules:
+        parts = info.name.split(".") if info.name else []
+        own = {tuple(sorted(p.shape)) for p in info.params if p.trainable}
+        for depth in range(len(parts) + 1):
+            shapes.setdefault(".".join(parts[:depth]), set()).update(own)
+    return {name: frozenset(found) for name, found in shapes.items()}
+
+
 @dataclass
 class _Row:
     info: ModuleInfo
@@ -47,6 +76,8 @@ class _Row:
     memory_bytes: int = 0
     unexplained: Counter[str] = field(default_factory=Counter)
     shapes_vary: bool = False
+    grad_input_macs: int = 0
+    grad_weight_macs: int = 0
 
     def add(self, call: ModuleCall) -> None:
         """Another call of the module: a different input or output shape from the first
@@ -76,6 +107,8 @@ class _Row:
             unexplained=tuple(sorted(self.unexplained)),
             memory_bytes=self.memory_bytes,
             shapes_vary=self.shapes_vary,
+            grad_input_macs=self.grad_input_macs,
+            grad_weight_macs=self.grad_weight_macs,
         )
 
 
@@ -113,10 +146,18 @@ def call_bytes(call: ModuleCall) -> int:
 def count(trace: Trace) -> Report:
     rows: dict[str, _Row] = {}
     unexplained: dict[str, tuple[int, list[str]]] = {}
+    trainable = _trainable(trace.modules) if trace.backward else {}
     for call in trace.calls:
         row = rows.setdefault(call.module.name, _Row(call.module, call))
         row.add(call)
         macs, missing = call_macs(call)
+        if call.backward:
+            grad_input, grad_weight, missing_grads = call_gradients(
+                call, trainable.get(call.module.name, frozenset())
+            )
+            row.grad_input_macs += grad_input
+            row.grad_weight_macs += grad_weight
+            missing += missing_grads
         row.macs += macs
         row.memory_bytes += call_bytes(call)
         row.calls += 1
@@ -144,11 +185,14 @@ def count(trace: Trace) -> Report:
             params=sum(r.params for r in layers),
             macs=sum(r.macs for r in layers),
             memory_bytes=sum(r.memory_bytes for r in layers),
+            grad_input_macs=sum(r.grad_input_macs for r in layers),
+            grad_weight_macs=sum(r.grad_weight_macs for r in layers),
         ),
         unexplained=tuple(Unexplained(op, calls, tuple(names)) for op, (calls, names) in unexplained.items()),
         blocks=find_blocks(trace.calls, layers),
         sizes=sizes,
         dtype=_dtype(trace),
+        backward=trace.backward,
     )
 
 

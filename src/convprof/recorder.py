@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import threading
 import traceback
 from collections.abc import Callable, Iterator, Mapping
@@ -187,6 +188,8 @@ class _Frame:
     ops: list[OpCall] = field(default_factory=list)
     outputs: tuple[TensorMeta, ...] | None = None
     raised: bool = False  # the call raised (a parent caught it, or the pass failed here)
+    start: int = 0  # with a backward pass: the autograd sequence number when the call began
+    backward: list[OpCall] = field(default_factory=list)
 
 
 # What a module call does to the data-flow tags of the tensors it returns.
@@ -224,6 +227,14 @@ class _Session(TorchDispatchMode):  # type: ignore[no-untyped-call]
         self.paused = 0  # > 0 while a nested convprof session runs inside this one
         self.intruder: str | None = None  # a module of the model called from another thread
         self.failed: _Frame | None = None  # the innermost call an exception left, since then
+        # Backward pass: autograd nodes are claimed by the call that created them (sequence
+        # number -> call index); ``weights`` holds the ids of the parameters as the graph has
+        # them (their stand-ins in zero compute), for OpCall.reads_weight.
+        self.grads = False
+        self.in_backward = False
+        self.nodes: dict[int, int] = {}
+        self.weights: set[int] = set()
+        self.backward_index: int | None = None  # the call whose gradient ran last
         self._op_classes: dict[
             torch._ops.OpOverload, tuple[OpClass, bool, Shortcut | None, Shortcut | None]
         ] = {}
@@ -265,6 +276,10 @@ class _Session(TorchDispatchMode):  # type: ignore[no-untyped-call]
             self._values.before_write(args)
         if out is None:
             out = func(*args, **kwargs)
+        if self.in_backward:
+            if op_class is not OpClass.FREE:
+                self._record_gradient(func, args, kwargs, out)
+            return out
         if op_class is OpClass.FREE:
             if len(self.tags):
                 self._pass_tags(args, out)
@@ -278,6 +293,57 @@ class _Session(TorchDispatchMode):  # type: ignore[no-untyped-call]
                 )
             )
         return out
+
+    def _record_gradient(
+        self, func: torch._ops.OpOverload, args: tuple[Any, ...], kwargs: dict[str, Any], out: Any
+    ) -> None:
+        """An operator of the backward pass, recorded on the call whose autograd node runs it.
+        Operators outside any node the model's calls created (the loss's own gradient, the
+        engine summing gradients) belong to no layer and are not recorded."""
+        node = torch._C._current_autograd_node()
+        index = self.nodes.get(node._sequence_nr()) if node is not None else None
+        if index is None:
+            return
+        self.calls[index].backward.append(
+            OpCall(
+                op=str(func),
+                args=tuple(_plain(a) for a in args),
+                kwargs=tuple((k, _plain(v)) for k, v in kwargs.items()),
+                outputs=_outputs(out),
+                reads_weight=any(self._is_weight(a) for a in args),
+            )
+        )
+
+    def _is_weight(self, value: Any) -> bool:
+        if not isinstance(value, torch.Tensor):
+            return False
+        base = value._base
+        return id(value) in self.weights or (base is not None and id(base) in self.weights)
+
+    def claim(self, frame: _Frame, output: Any) -> None:
+        """Give a call the autograd nodes it created: those reachable from its outputs that
+        are newer than the call, less those a call inside it claimed already (the walk goes
+        on through them, to what this call computed before calling them). What a module made
+        without returning it (a cache it keeps) falls to its parent."""
+        todo = [
+            t.grad_fn for t in tree_leaves(output) if isinstance(t, torch.Tensor) and t.grad_fn is not None
+        ]
+        seen: set[int] = set()
+        while todo:
+            node = todo.pop()
+            seq = node._sequence_nr()
+            if seq < frame.start or seq == _LEAF_NODE or seq in seen:
+                continue
+            seen.add(seq)
+            owner = self.nodes.setdefault(seq, frame.index)
+            if owner < frame.index:  # made by an earlier call (a new node cannot be)
+                continue
+            if owner == frame.index:  # so that a gradient that raises can be placed
+                node.register_prehook(functools.partial(self._entered, owner))
+            todo.extend(next_node for next_node, _ in node.next_functions if next_node is not None)
+
+    def _entered(self, index: int, grads: Any) -> None:
+        self.backward_index = index
 
     def _sources(self, args: tuple[Any, ...]) -> frozenset[int]:
         tags: frozenset[int] = frozenset()
@@ -333,6 +399,8 @@ class _Session(TorchDispatchMode):  # type: ignore[no-untyped-call]
         copied: Any = value
         if isinstance(value, torch.Tensor):
             copied = value if steers(value) else self._meta(value)
+            if value.requires_grad and not copied.requires_grad:  # a backward pass wants its gradient
+                copied = copied.detach().requires_grad_()
         elif depth > 8 or isinstance(value, (nn.Module, type, str, bytes, int, float, bool)) or value is None:
             return value
         elif isinstance(value, (list, tuple)):
@@ -401,6 +469,8 @@ class _Session(TorchDispatchMode):  # type: ignore[no-untyped-call]
             tuple(item for i, a in enumerate(args) for item in _named_tensors(str(i), a)),
             self._sources(args) if len(self.tags) else frozenset(),
         )
+        if self.grads:
+            frame.start = torch._C._autograd._get_sequence_nr()
         self.stack.append(frame)
         self.calls.append(frame)
         # Only this session's own mode is popped: a mode the model pushed itself stays.
@@ -431,6 +501,8 @@ class _Session(TorchDispatchMode):  # type: ignore[no-untyped-call]
                 return
             self.failed = None
             frame.outputs = _outputs(output)
+            if self.grads:
+                self.claim(frame, output)
             if role == _PRODUCES:
                 tag = frozenset({frame.index})
                 for tensor in tree_leaves(output):
@@ -442,6 +514,9 @@ class _Session(TorchDispatchMode):  # type: ignore[no-untyped-call]
                 frame.inputs += tuple(item for k, v in kwargs.items() for item in _named_tensors(k, v))
             return
 
+
+# The sequence number autograd gives the nodes that accumulate into leaves (all of them alike).
+_LEAF_NODE = 2**64 - 1
 
 # Operators that write their arguments although their schema does not say so: the legacy batch
 # norm kernels update running_mean and running_var in training (F.batch_norm(training=True)).
@@ -587,13 +662,28 @@ def _stand_in(tensor: torch.Tensor) -> torch.Tensor:
     return meta
 
 
-def record(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], *, compute: bool = True) -> Trace:
+def record(
+    model: nn.Module,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    *,
+    compute: bool = True,
+    backward: bool = False,
+    loss: Callable[[Any], torch.Tensor] | None = None,
+) -> Trace:
     """Run ``model(*args, **kwargs)`` once and return what it revealed.
 
     With ``compute=False``, or a model or inputs on the meta device, nothing is computed.
     The model comes back exactly as it was (see :mod:`convprof.state`): hooks removed,
-    ``training`` flags, attributes, parameters and buffers restored, no gradients computed,
-    also when the forward raises (then ForwardError).
+    ``training`` flags, attributes, parameters and buffers restored, also when the forward
+    raises (then ForwardError).
+
+    ``backward=True`` runs the forward with gradients enabled, then the gradient of
+    ``loss(output)`` (default: the sum of every floating output that requires grad) with
+    respect to the parameters that require grad and the inputs that do, through
+    ``torch.autograd.grad``: the same operators ``loss.backward()`` runs, but nothing is
+    accumulated into ``.grad``. Each backward operator is recorded on the module call whose
+    autograd node runs it.
     """
     named = list(model.named_modules())
     owned = _owned(named)
@@ -604,6 +694,7 @@ def record(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], *, c
         session = _Session(Values(owned), None)
     else:
         session = _Session(None, {id(t): _stand_in(t) for t in owned if not t.is_meta})
+    session.grads = backward
     # Popping the mode only pays off when the operators can run unwatched.
     session.modules = {id(m): _roles(name, m, computing) for name, m in named}
     # Two global hooks cost less than a pair per module (registration, removal); they ignore
@@ -628,11 +719,14 @@ def record(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], *, c
         for running in outer:
             running.paused += 1
         outer.append(session)
-        with torch.no_grad(), session:
+        with torch.enable_grad() if backward else torch.no_grad(), session:
             try:
-                model(*call_args, **call_kwargs)
-            except Exception as exc:
-                raise _forward_error(model, named, session, exc, computing) from exc
+                try:
+                    output = model(*call_args, **call_kwargs)
+                except Exception as exc:
+                    raise _forward_error(model, named, session, exc, computing) from exc
+                if backward:
+                    _gradients(model, named, session, output, loss, (call_args, call_kwargs))
             finally:
                 held.hold()  # from here until the model is back, an interrupt waits
                 session.finish()
@@ -663,11 +757,73 @@ def record(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], *, c
         finally:
             held.release()
     calls = tuple(
-        ModuleCall(infos[f.name], f.inputs, f.outputs or (), tuple(f.ops), tuple(sorted(f.sources)), f.raised)
+        ModuleCall(
+            infos[f.name],
+            f.inputs,
+            f.outputs or (),
+            tuple(f.ops),
+            tuple(sorted(f.sources)),
+            f.raised,
+            tuple(f.backward),
+        )
         for f in session.calls
     )
     inputs = tuple(item for _, item in _named_tensors("", (args, kwargs)))
-    return Trace(type(model).__name__, inputs, tuple(infos.values()), calls)
+    return Trace(type(model).__name__, inputs, tuple(infos.values()), calls, backward)
+
+
+def _gradients(
+    model: nn.Module,
+    named: list[tuple[str, nn.Module]],
+    session: _Session,
+    output: Any,
+    loss: Callable[[Any], torch.Tensor] | None,
+    inputs: Any,
+) -> None:
+    """The backward pass: the gradient of the loss with respect to every parameter that
+    requires grad (as the graph has it: its stand-in in zero compute) and every input that
+    does. ``torch.autograd.grad`` runs what ``loss.backward()`` would and writes no ``.grad``."""
+    params = [p for _, m in named for p in m._parameters.values() if p is not None]
+    stand_ins = session._stand_ins or {}
+    graph_params = [stand_ins.get(id(p), p) for p in params]
+    session.weights = {id(p) for p in graph_params}
+    wanted = {id(t): t for t in graph_params if t.requires_grad}
+    for tensor in tree_leaves(inputs):
+        if isinstance(tensor, torch.Tensor) and tensor.requires_grad:
+            wanted.setdefault(id(tensor), tensor)
+    if loss is None:
+        parts = [
+            t.sum()
+            for t in tree_leaves(output)
+            if isinstance(t, torch.Tensor) and t.requires_grad and t.is_floating_point()
+        ]
+        value = sum(parts[1:], parts[0]) if parts else None
+    else:
+        value = loss(output)
+        if not isinstance(value, torch.Tensor) or value.numel() != 1:
+            got = (
+                f"a tensor of shape {format_shape(tuple(value.shape))}"
+                if isinstance(value, torch.Tensor)
+                else type(value).__name__
+            )
+            raise TypeError(f"convprof: loss(output) must return a tensor with one element, got {got}")
+    if value is None or not value.requires_grad or not wanted:
+        return  # nothing in the model requires grad: no backward runs
+    session.in_backward = True
+    try:
+        torch.autograd.grad(value, list(wanted.values()), allow_unused=True)
+    except Exception as exc:
+        index = session.backward_index
+        where = (
+            f" in the gradient of module '{session.calls[index].name or '(root)'}'"
+            if index is not None
+            else ""
+        )
+        raise ForwardError(
+            f"backward pass of {type(model).__name__} failed{where}: {type(exc).__name__}: {_gist(exc)}"
+        ) from exc
+    finally:
+        session.in_backward = False
 
 
 def _forward_error(

@@ -56,6 +56,9 @@ class OpCall:
     args: tuple[ArgValue, ...]
     kwargs: tuple[tuple[str, ArgValue], ...] = ()
     outputs: tuple[TensorMeta, ...] = ()
+    # In a backward pass: an operand is one of the model's parameters (or a view of one), so
+    # the operator computes a gradient with respect to something else (see formulas.backward).
+    reads_weight: bool = False
 
     def tensor(self, index: int) -> TensorMeta:
         """The positional argument ``index``, which the schema says is a tensor."""
@@ -163,6 +166,9 @@ class ModuleCall:
     # The call raised (its parent caught the exception): it has no outputs, so its cost is
     # counted from the operators it ran, not from its module formula.
     raised: bool = False
+    # With a backward pass: the operators that ran in the autograd nodes this call created
+    # (the gradient of what it computed), in the order they ran.
+    backward: tuple[OpCall, ...] = ()
 
     def input(self, name: str, position: int = 0) -> TensorMeta | None:
         """The tensor input called ``name``, else the one at ``position``, else None."""
@@ -181,3 +187,4 @@ class Trace:
     inputs: tuple[TensorMeta, ...]
     modules: tuple[ModuleInfo, ...]
     calls: tuple[ModuleCall, ...] = ()
+    backward: bool = False  # a backward pass was recorded (ModuleCall.backward)

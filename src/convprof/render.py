@@ -80,7 +80,7 @@ def render(
         )
     layers = report.rollup(depth) if depth is not None and not tree else report.layers
     if format == "csv":
-        return _csv(layers)
+        return _csv(layers, report.backward)
     flat = [layer for layer in layers if not layer.has_children or layer.params or layer.macs]
     seconds = {}
     if roofline is not None:
@@ -95,8 +95,13 @@ def render(
     if timing is not None:
         shown = [replace(row, measured=_measured(timing, row.layer.name, tree)) for row in shown]
     measured = memory or roofline is not None
-    keys = tuple(columns or columns_.default_columns(shown, memory=measured, roofline=bool(roofline)))
-    columns_.check_columns(keys, roofline=roofline is not None, timing=timing is not None)
+    keys = tuple(
+        columns
+        or columns_.default_columns(shown, memory=measured, roofline=bool(roofline), backward=report.backward)
+    )
+    columns_.check_columns(
+        keys, roofline=roofline is not None, timing=timing is not None, backward=report.backward
+    )
     table = columns_.Table(report.total.macs, sum(seconds.values()), roofline)
     headers, cells = columns_.cells(shown, keys, table)
     markdown = format == "markdown"
@@ -294,6 +299,21 @@ def _shares(depthwise: int, total: int) -> str:
     return f"{part}% / {100 - part}%"
 
 
+def _backward_lines(report: Report) -> list[str]:
+    """With a backward pass: its MACs by gradient, and the training step's MACs and FLOPs."""
+    if not report.backward:
+        return []
+    total = report.total
+    ratio = f", {total.train_macs / total.macs:.2f}x the forward" if total.macs else ""
+    return [
+        f"Backward:     {total.backward_macs:,} MACs ({format_quantity(total.backward_macs)}): gradients "
+        f"w.r.t. inputs (dX) {total.grad_input_macs:,}, w.r.t. weights (dW) {total.grad_weight_macs:,}",
+        f"Train step:   {total.train_macs:,} MACs ({format_quantity(total.train_macs)}) = "
+        f"{2 * total.train_macs:,} FLOPs ({format_quantity(2 * total.train_macs)}), forward + backward"
+        f"{ratio}; the optimizer step and the loss are not counted",
+    ]
+
+
 def footer(report: Report, *, markdown: bool = False, memory: bool = False) -> str:
     """Totals in exact integers and human units, the convention, and what was not counted."""
     total = report.total
@@ -303,6 +323,7 @@ def footer(report: Report, *, markdown: bool = False, memory: bool = False) -> s
         f"{sizes.trainable_params:,}, non-trainable {total.params - sizes.trainable_params:,}",
         f"Total MACs:   {total.macs:,} ({format_quantity(total.macs)})",
         f"Total FLOPs:  {total.flops:,} ({format_quantity(total.flops)})",
+        *_backward_lines(report),
         f"Sizes:        params {format_bytes(sizes.param_bytes)}, "
         f"buffers {format_bytes(sizes.buffer_bytes)}; activations {format_bytes(sizes.activation_bytes)} "
         "(every leaf module's outputs, which a "
@@ -325,7 +346,7 @@ def footer(report: Report, *, markdown: bool = False, memory: bool = False) -> s
     return "\n".join(f"{line}  " if markdown else line for line in lines) + "\n"
 
 
-def _csv(layers: Sequence[Layer]) -> str:
+def _csv(layers: Sequence[Layer], backward: bool = False) -> str:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(
@@ -346,6 +367,7 @@ def _csv(layers: Sequence[Layer]) -> str:
             "flops",
             "memory_bytes",
             "shapes_vary",
+            *(["grad_input_macs", "grad_weight_macs"] if backward else []),
         ]
     )
     for layer in layers:
@@ -371,6 +393,7 @@ def _csv(layers: Sequence[Layer]) -> str:
                 layer.flops,
                 layer.memory_bytes,
                 int(layer.shapes_vary),
+                *([layer.grad_input_macs, layer.grad_weight_macs] if backward else []),
             ]
         )
     return out.getvalue()

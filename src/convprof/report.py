@@ -55,10 +55,23 @@ class Layer:
     unexplained: tuple[str, ...] = ()
     memory_bytes: int = 0
     shapes_vary: bool = False  # later calls had other input or output shapes than the first
+    # With a backward pass (Report.backward): MACs of the gradients this module's own
+    # operators produced, with respect to their inputs (activations) and to weights.
+    grad_input_macs: int = 0
+    grad_weight_macs: int = 0
 
     @property
     def flops(self) -> int:
         return 2 * self.macs
+
+    @property
+    def backward_macs(self) -> int:
+        return self.grad_input_macs + self.grad_weight_macs
+
+    @property
+    def train_macs(self) -> int:
+        """Forward and backward: one training step's MACs for this module (optimizer aside)."""
+        return self.macs + self.backward_macs
 
     @property
     def intensity(self) -> float:
@@ -68,16 +81,24 @@ class Layer:
     def depth(self) -> int:
         return self.name.count(".") + 1 if self.name else 0
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self, backward: bool = True) -> dict[str, Any]:
+        """Fields and derived figures; the gradient ones only with ``backward`` (a report
+        that counted no backward pass leaves them out rather than show zeros)."""
         data = asdict(self)
         data["flops"] = self.flops
         data["intensity"] = self.intensity
+        if backward:
+            data["backward_macs"] = self.backward_macs
+            data["train_macs"] = self.train_macs
+        else:
+            del data["grad_input_macs"], data["grad_weight_macs"]
         return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Layer:
         """The inverse of :meth:`to_dict` (JSON turned tuples into lists)."""
-        fields = {k: v for k, v in data.items() if k not in ("flops", "intensity")}
+        derived = ("flops", "intensity", "backward_macs", "train_macs")
+        fields = {k: v for k, v in data.items() if k not in derived}
         for key in ("input_shape", "output_shape", "kernel_size", "stride", "dilation", "unexplained"):
             if fields.get(key) is not None:
                 fields[key] = tuple(fields[key])
@@ -91,10 +112,20 @@ class Totals:
     params: int
     macs: int
     memory_bytes: int = 0
+    grad_input_macs: int = 0
+    grad_weight_macs: int = 0
 
     @property
     def flops(self) -> int:
         return 2 * self.macs
+
+    @property
+    def backward_macs(self) -> int:
+        return self.grad_input_macs + self.grad_weight_macs
+
+    @property
+    def train_macs(self) -> int:
+        return self.macs + self.backward_macs
 
     @property
     def intensity(self) -> float:
@@ -236,6 +267,7 @@ class Report:
     blocks: tuple[Block, ...] = ()
     sizes: Sizes = Sizes()
     dtype: str = "float32"  # what the model computes in: its weights' dtype (most bytes), else its input's
+    backward: bool = False  # a backward pass was counted: the grad_* figures are measured, not zero
 
     @property
     def complete(self) -> bool:
@@ -262,6 +294,8 @@ class Report:
                     params=sum(m.params for m in members),
                     macs=sum(m.macs for m in members),
                     memory_bytes=sum(m.memory_bytes for m in members),
+                    grad_input_macs=sum(m.grad_input_macs for m in members),
+                    grad_weight_macs=sum(m.grad_weight_macs for m in members),
                     has_children=head.has_children and not collapsed,
                     kind=head.kind if len(members) == 1 else None,
                     unexplained=tuple(op for m in members for op in m.unexplained),
@@ -275,10 +309,12 @@ class Report:
         for layer in self.layers:
             parts = layer.name.split(".") if layer.name else []
             for depth in range(len(parts) + 1):
-                acc = sums.setdefault(".".join(parts[:depth]), [0, 0, 0])
+                acc = sums.setdefault(".".join(parts[:depth]), [0, 0, 0, 0, 0])
                 acc[0] += layer.params
                 acc[1] += layer.macs
                 acc[2] += layer.memory_bytes
+                acc[3] += layer.grad_input_macs
+                acc[4] += layer.grad_weight_macs
         return {name: Totals(*acc) for name, acc in sums.items()}
 
     @classmethod
@@ -293,7 +329,11 @@ class Report:
                 inputs=tuple(tuple(s) for s in data["inputs"]),
                 layers=tuple(Layer.from_dict(_table(layer, "layer")) for layer in data["layers"]),
                 total=Totals(
-                    data["total"]["params"], data["total"]["macs"], data["total"].get("memory_bytes", 0)
+                    data["total"]["params"],
+                    data["total"]["macs"],
+                    data["total"].get("memory_bytes", 0),
+                    data["total"].get("grad_input_macs", 0),
+                    data["total"].get("grad_weight_macs", 0),
                 ),
                 unexplained=tuple(
                     Unexplained(u["op"], u["calls"], tuple(u["layers"])) for u in data["unexplained"]
@@ -302,6 +342,7 @@ class Report:
                 blocks=tuple(Block.from_dict(b) for b in data.get("blocks", ())),
                 sizes=Sizes(**_table(data.get("sizes", {}), "sizes table")),
                 dtype=data.get("dtype", "float32"),
+                backward=data.get("backward", False),
             )
         except (KeyError, TypeError, AttributeError) as exc:
             raise ValueError(f"malformed convprof report: {type(exc).__name__}: {exc}") from exc
@@ -319,10 +360,21 @@ class Report:
                 "macs": self.total.macs,
                 "flops": self.total.flops,
                 "memory_bytes": self.total.memory_bytes,
+                **(
+                    {
+                        "grad_input_macs": self.total.grad_input_macs,
+                        "grad_weight_macs": self.total.grad_weight_macs,
+                        "backward_macs": self.total.backward_macs,
+                        "train_macs": self.total.train_macs,
+                    }
+                    if self.backward
+                    else {}
+                ),
             },
+            **({"backward": True} if self.backward else {}),
             "complete": self.complete,
             "unexplained": [asdict(u) for u in self.unexplained],
-            "layers": [layer.to_dict() for layer in self.layers],
+            "layers": [layer.to_dict(self.backward) for layer in self.layers],
             "blocks": [block.to_dict() for block in self.blocks],
             "sizes": asdict(self.sizes),
         }

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from convprof.formulas import attention, conv, free, linear, moe, quantized, rnn
+from convprof.formulas import attention, backward, conv, free, linear, moe, quantized, rnn
 from convprof.formulas.registry import (
     ModuleFormula,
     OpClass,
@@ -20,6 +20,7 @@ __all__ = [
     "OpClass",
     "OpFormula",
     "attention",
+    "backward",
     "classify",
     "conv",
     "free",

@@ -39,6 +39,7 @@ _FREE_OPS: set[str] = set()
 _FREE_MODULES: set[type] = set()
 _VIEW_MODULES: set[type] = set()
 _RESOLVED: dict[type, ModuleFormula | None] = {}
+_WEIGHT_PARTS: dict[str, OpFormula] = {}
 _FREE_TAGS = (torch.Tag.pointwise, torch.Tag.reduction, torch.Tag.inplace_view)
 
 
@@ -86,6 +87,23 @@ def register(target: type[nn.Module] | OpTarget) -> Callable[[_M], _M] | Callabl
         return formula
 
     return add_op
+
+
+def register_weight_part(target: OpTarget) -> Callable[[_O], _O]:
+    """Register, for a backward operator that computes several gradients in one call
+    (``convolution_backward``), the MACs of its gradient with respect to the weight; the rest
+    of its op formula is the gradient with respect to the input (see formulas.backward)."""
+    name = op_name(target)
+
+    def add(formula: _O) -> _O:
+        _WEIGHT_PARTS[name] = formula
+        return formula
+
+    return add
+
+
+def weight_part(name: str) -> OpFormula | None:
+    return _WEIGHT_PARTS.get(name) or _WEIGHT_PARTS.get(_packet(name))
 
 
 def register_free(targets: Iterable[OpTarget]) -> None:
