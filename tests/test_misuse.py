@@ -4,6 +4,7 @@ before the fix it tests (issue 10)."""
 
 from __future__ import annotations
 
+import copy
 import threading
 from typing import Any
 
@@ -183,12 +184,14 @@ class OwnCounter(nn.Module):
         self.conv = nn.Conv2d(3, 8, 3)
         self.bn = nn.BatchNorm2d(8)
         self.fc = nn.Linear(8, 10)
-        self.seen = seen  # outlives the profile: attributes set in forward are put back
+        # outlives the profile: attributes set in forward, and the contents of containers the
+        # model holds, are put back; a bound method is neither
+        self.report = seen.append
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         with FlopCounterMode(display=False) as counter:
             y = F.relu(self.bn(self.conv(x)))
-        self.seen.append(counter.get_total_flops())
+        self.report(counter.get_total_flops())
         return self.fc(y.mean((2, 3)))
 
 
@@ -305,3 +308,34 @@ def test_a_call_from_another_thread_during_profiling_is_refused_clearly() -> Non
     assert len(errors) == 1 and "another thread" in str(errors[0])
     # afterwards both threads may use the model again
     assert model(torch.randn(1, 4)).shape == (1, 4)
+
+
+class CachesInPlace(nn.Module):
+    """Fills containers it owns in place, as timm's LeViT caches its attention biases per device."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.scale = nn.Parameter(torch.ones(4))
+        self.cache: dict[str, torch.Tensor] = {}
+        self.seen: list[int] = [7]
+        self.tags: set[str] = set()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        key = str(x.device)
+        if key not in self.cache:
+            self.cache[key] = self.scale * 2
+        self.seen.append(x.shape[0])
+        self.tags.add(key)
+        return x * self.cache[key]
+
+
+@pytest.mark.parametrize("backward", [False, True])
+@pytest.mark.parametrize("compute", [True, False])
+def test_containers_filled_in_place_are_emptied(compute: bool, backward: bool) -> None:
+    model = CachesInPlace()
+    cache, seen, tags = model.cache, model.seen, model.tags
+    convprof.profile(model, torch.zeros(2, 4), compute=compute, backward=backward)
+    assert model.cache is cache and cache == {}  # no meta tensor, no tensor holding a graph
+    assert model.seen is seen and seen == [7]
+    assert model.tags is tags and tags == set()
+    copy.deepcopy(model)  # a cached tensor with a graph would refuse to be copied

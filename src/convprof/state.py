@@ -10,8 +10,12 @@ that operators whose composite code compares devices before any kernel runs see 
 
 :class:`ModelState` takes a shallow snapshot of every module (its class, ``__dict__`` and the
 ``_parameters``, ``_buffers`` and ``_modules`` tables, by identity, never comparing tensors by
-value) and puts each entry back afterwards, removing what was added. :class:`Values` keeps
-copies of the buffers that operators write in place, taken just before the first write.
+value) and puts each entry back afterwards, removing what was added. The contents of the plain
+dicts, lists and sets a module holds are put back too, in the same objects: a cache that the
+forward fills in place (timm's LeViT and EfficientFormer keep their attention biases in a dict
+keyed by device) is left as empty as it was, not holding a meta tensor or a tensor with a graph.
+:class:`Values` keeps copies of the buffers that operators write in place, taken just before
+the first write.
 
 TorchScript modules keep their state in C++: only their ``training`` flag is set and put back,
 through the script module's own attribute.
@@ -27,6 +31,9 @@ import torch
 from torch import nn
 
 _TABLES = ("_parameters", "_buffers", "_modules")
+# nn.Module's own attributes (its tables, hook dicts): the containers a model adds are the
+# ones whose contents are put back; the tables are put back by identity above.
+_OWN_CONTAINERS = frozenset(vars(nn.Module()))
 
 
 class _Missing:
@@ -51,11 +58,17 @@ class ModelState:
             tuple[nn.Module, type, dict[str, Any], tuple[dict[str, Any] | None, ...], set[str] | None]
         ] = []
         self._script: list[tuple[nn.Module, bool]] = []
+        # (a dict, list or set a module holds, a copy of its contents or None when empty)
+        self._containers: list[tuple[Any, Any]] = []
         for module in modules:
             if _is_script(module):
                 self._script.append((module, module.training))
                 continue
             state = module.__dict__
+            for key, value in state.items():
+                kind = type(value)
+                if (kind is dict or kind is list or kind is set) and key not in _OWN_CONTAINERS:
+                    self._containers.append((value, kind(value) if value else None))
             self._python.append(
                 (
                     module,
@@ -104,6 +117,23 @@ class ModelState:
                 module._non_persistent_buffers_set.update(non_persistent or ())
         for module, flag in self._script:
             module.training = flag
+        for container, saved in self._containers:
+            _refill(container, saved)
+
+
+def _refill(container: Any, saved: Any) -> None:
+    """Make a dict, list or set hold what it held (``saved``; None: nothing), by identity."""
+    if saved is None:
+        if container:
+            container.clear()
+    elif type(container) is dict:
+        _put_back(container, saved)
+    elif type(container) is list:
+        if len(container) != len(saved) or any(a is not b for a, b in zip(container, saved, strict=True)):
+            container[:] = saved
+    elif {id(item) for item in container} != {id(item) for item in saved}:
+        container.clear()
+        container.update(saved)
 
 
 def _put_back(current: dict[str, Any], saved: dict[str, Any]) -> None:
