@@ -31,6 +31,7 @@ from convprof.budget import Budget, BudgetExceeded, checks
 from convprof.cli import main
 from convprof.recorder import ForwardError
 from convprof.report import Report
+from convprof.zoo import torchvision_model
 
 aten = torch.ops.aten
 
@@ -226,6 +227,17 @@ def test_torchvision_training_step_equals_flop_counter(name: str) -> None:
     assert report.total.train_macs == flop_counter_train_macs(model, (x,))
     # every weight of these models trains, so dW repeats every forward product with a weight
     assert report.total.grad_weight_macs == report.total.macs - ATTENTION.get(name, 0)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", torchvision.models.list_models(module=torchvision.models))
+def test_every_torchvision_training_step_equals_flop_counter(name: str) -> None:
+    torch.manual_seed(0)
+    loaded = torchvision_model(name)
+    x = torch.zeros(loaded.inputs[0].shape)
+    report = convprof.profile(loaded.model, x, backward=True, compute=False)
+    assert report.complete, report.unexplained
+    assert report.total.train_macs == flop_counter_train_macs(loaded.model, (x,))
 
 
 @pytest.mark.parametrize("name", ["resnet18", "mobilenet_v2", "vit_b_32"])
