@@ -4,6 +4,11 @@ child: the fixture comes from the ``pytest11`` entry point installed with the pa
 from __future__ import annotations
 
 import pytest
+import torch  # noqa: F401  (see below)
+
+# Imported here, before any child session: pytester runs children in this process and drops the
+# modules a child imported first when it ends, and torch imported a second time corrupts the
+# interpreter (this file alone crashed with SIGSEGV in its second child session).
 
 MODEL = """
 import torch
@@ -27,6 +32,24 @@ def test_ok(convprof_budget):
 """
     )
     pytester.runpytest("-p", "no:cacheprovider").assert_outcomes(passed=1)
+
+
+def test_train_budget_through_the_fixture(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        MODEL
+        + """
+def test_train(convprof_budget):
+    # forward 756; dW 216 + 540; dX 540 (the pointwise conv's input, not the image): 2,052
+    report = convprof_budget(model(), X, max_train_macs=2052)
+    assert report.total.train_macs == 2052
+
+def test_train_over(convprof_budget):
+    convprof_budget(model(), X, max_train_macs=2051)
+"""
+    )
+    result = pytester.runpytest("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["*total: train_macs 2,052 > limit 2,051*"])
 
 
 def test_failing_budget_shows_limits_and_table(pytester: pytest.Pytester) -> None:
