@@ -444,3 +444,66 @@ def test_check_with_a_train_budget(tmp_path: Path, capsys: pytest.CaptureFixture
     )
     assert main(["check", "--config", str(config)]) == 1
     assert "train_macs" in capsys.readouterr().out
+
+
+# --- other families ----------------------------------------------------------------------------
+
+
+def test_lstm_on_cpu_counts_what_onednn_computes() -> None:
+    """On CPU, oneDNN runs each LSTM layer's backward in one kernel that computes every
+    gradient: dX, dh (the forward's products again) and dW (once more), so the backward is
+    2 x the forward exactly. A zero-compute pass runs the per-step products, which skip the
+    first layer's input and the initial state (FlopCounterMode on meta agrees)."""
+    from test_rnn import CASES
+
+    build, shape, forward = CASES["lstm 2 layers"]
+    model, x = build(), torch.randn(*shape)
+    real = convprof.profile(model, x, backward=True, compute=True)
+    assert real.complete and real.total.macs == forward
+    assert (real.total.grad_input_macs, real.total.grad_weight_macs) == (forward, forward)
+    zero = convprof.profile(model, x, backward=True, compute=False)
+    assert zero.total.train_macs == flop_counter_train_macs(model, (x,))
+    # 5 steps x batch 3, I = 8, H = 16: the meta pass skips the first layer's dX (15 x 64 x 8)
+    # and both layers' dh for the initial state (2 x 3 x 64 x 16)
+    assert real.total.grad_input_macs - zero.total.grad_input_macs == 15 * 64 * 8 + 2 * 3 * 64 * 16
+
+
+@pytest.mark.parametrize("compute", [True, False])
+def test_weight_norm_is_complete(compute: bool) -> None:
+    conv = nn.utils.parametrizations.weight_norm(nn.Conv2d(6, 10, 2, bias=False))
+    report = convprof.profile(conv, SEED, backward=True, compute=compute)
+    assert report.complete, report.unexplained
+    assert (report.total.macs, report.total.grad_weight_macs) == (2_160, 2_160)
+
+
+def test_torchscript_needs_a_computing_pass() -> None:
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 5))
+    x = torch.randn(2, 3, 8, 8)
+    eager = convprof.profile(model, x, backward=True)
+    scripted = torch.jit.script(model)
+    assert convprof.profile(scripted, x, backward=True).total.train_macs == eager.total.train_macs
+    auto = convprof.profile(scripted, x, backward=True, compute="auto").total
+    assert (auto.grad_input_macs, auto.grad_weight_macs) == (
+        eager.total.grad_input_macs,
+        eager.total.grad_weight_macs,
+    )
+    with pytest.raises(convprof.ValuesNeeded, match="TorchScript"):
+        convprof.profile(scripted, x, backward=True, compute=False)
+
+
+def test_mixture_of_experts_in_bfloat16() -> None:
+    """Grouped products: dA = dY B^T and dB = A^T dY are grouped products of the forward's
+    size, so with every weight trainable and activations needing gradients all the way down
+    (the embedding trains) the step is exactly 3x the forward. PyTorch's _grouped_mm backward
+    needs bfloat16 (float32 raises, on CPU and meta alike); FlopCounterMode has no formula for
+    _grouped_mm at all."""
+    import hf_models
+
+    _, _, build, inputs = next(e for e in hf_models.entries() if e[0] == "mixtral")
+    torch.manual_seed(0)
+    model = build().to(torch.bfloat16)
+    args, kwargs = inputs()
+    real = convprof.profile(model, args, kwargs, backward=True, compute=True)
+    zero = convprof.profile(model, args, kwargs, backward=True, compute=False)
+    assert real.complete and real.total == zero.total
+    assert real.total.train_macs == 3 * real.total.macs

@@ -99,6 +99,8 @@ register_free(
         "aten.native_batch_norm_backward",
         "aten.native_layer_norm_backward",
         "aten.native_group_norm_backward",
+        "aten._weight_norm_interface_backward",
+        "aten._weight_norm_differentiable_backward",
         "aten.cudnn_batch_norm_backward",
         "aten.miopen_batch_norm_backward",
         "aten._fused_rms_norm_backward",

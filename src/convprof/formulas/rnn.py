@@ -22,8 +22,8 @@ from __future__ import annotations
 
 from torch import nn
 
-from convprof.formulas.registry import ModuleFormula, register
-from convprof.records import ModuleCall
+from convprof.formulas.registry import ModuleFormula, register, register_weight_part
+from convprof.records import ModuleCall, OpCall
 
 _GATES = {"RNN_TANH": 1, "RNN_RELU": 1, "LSTM": 4, "GRU": 3}
 
@@ -85,3 +85,27 @@ def cell_formula(gates: int) -> ModuleFormula:
 register(nn.RNNCell)(cell_formula(1))
 register(nn.LSTMCell)(cell_formula(4))
 register(nn.GRUCell)(cell_formula(3))
+
+
+def _mkldnn_layer_forward(call: OpCall) -> int:
+    # mkldnn_rnn_layer_backward(input, weight_ih, weight_hh, bias_ih, bias_hh, hx, cx, output,
+    #   hy, cy, grad_output, grad_hy, grad_cy, reverse, mode, hidden_size, ...): one layer, one
+    # direction of an LSTM run by oneDNN on CPU; weight_ih is (gates*H, I), weight_hh (gates*H, H)
+    x, weight_ih, weight_hh = call.tensor(0), call.tensor(1), call.tensor(2)
+    gates_h, input_size = weight_ih.shape
+    steps = x.numel // input_size
+    return steps * gates_h * (input_size + weight_hh.shape[1])
+
+
+@register("aten.mkldnn_rnn_layer_backward")
+def _mkldnn_layer_backward(call: OpCall) -> int:
+    # oneDNN computes every gradient of the layer, whether needed or not: dx_t and dh_{t-1}
+    # (the forward's products again, with the transposed weights) and dW_ih, dW_hh (once more).
+    # So on CPU the first layer's input gradient is computed, and counted, even when the input
+    # needs none; a zero-compute pass, which runs the composite per-step products, leaves it out.
+    return 2 * _mkldnn_layer_forward(call)
+
+
+@register_weight_part("aten.mkldnn_rnn_layer_backward")
+def _mkldnn_layer_backward_weight(call: OpCall) -> int:
+    return _mkldnn_layer_forward(call)
