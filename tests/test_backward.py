@@ -507,3 +507,23 @@ def test_mixture_of_experts_in_bfloat16() -> None:
     zero = convprof.profile(model, args, kwargs, backward=True, compute=False)
     assert real.complete and real.total == zero.total
     assert real.total.train_macs == 3 * real.total.macs
+
+
+class StandardizedConv(nn.Conv2d):
+    """Weight standardization through a training-mode batch norm over the weight, as timm's
+    ScaledStdConv2d (NFNet) does: its backward reads the batch norm's saved statistics."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        flat = self.weight.reshape(1, self.out_channels, -1)
+        weight = nn.functional.batch_norm(flat, None, None, training=True, momentum=0.0).reshape_as(
+            self.weight
+        )
+        return nn.functional.conv2d(x, weight, self.bias, self.stride, self.padding)
+
+
+def test_standardized_weights_in_zero_compute() -> None:
+    model = nn.Sequential(StandardizedConv(6, 10, 2, bias=False))
+    real = convprof.profile(model, SEED, backward=True, compute=True)
+    zero = convprof.profile(model, SEED, backward=True, compute=False)  # raised before the fix
+    assert real.total == zero.total
+    assert (zero.total.macs, zero.total.grad_weight_macs) == (2_160, 2_160)

@@ -109,8 +109,15 @@ def _meta(*shapes: tuple[int, ...], dtype: torch.dtype = torch.float32) -> list[
 
 aten = torch.ops.aten
 x4, c, ln = _meta((2, 8, 5, 5))[0], _meta((8,))[0], _meta((5,))[0]
+h4, hc, hln = _meta((2, 8, 5, 5), (8,), (5,), dtype=torch.bfloat16)
 STAND_INS = [
     (aten.native_batch_norm.default, (x4, c, c, c, c, False, 0.1, 1e-5)),
+    (aten.native_batch_norm.default, (x4, c, c, None, None, True, 0.1, 1e-5)),  # weight standardization
+    (aten.native_batch_norm.default, (h4, hc, hc, hc, hc, False, 0.1, 1e-5)),  # float32 statistics
+    (aten._native_batch_norm_legit.default, (x4, c, c, c, c, True, 0.1, 1e-5)),
+    (aten._batch_norm_with_update.default, (x4, c, c, c, c, 0.1, 1e-5)),
+    (aten._batch_norm_no_update.default, (x4, c, c, c, c, 0.1, 1e-5)),
+    (aten.native_layer_norm.default, (h4, [5], hln, hln, 1e-5)),
     (aten._native_batch_norm_legit_no_training.default, (x4, c, c, c, c, 0.1, 1e-5)),
     (aten.native_layer_norm.default, (x4, [5], ln, ln, 1e-5)),
     (aten.add.Tensor, (x4, _meta((8, 1, 1))[0])),
@@ -160,13 +167,11 @@ def test_stand_ins_match_pytorch_meta_kernels(func: torch._ops.OpOverload, args:
     theirs = func(*args)
     ours_t = ours if isinstance(ours, tuple) else (ours,)
     theirs_t = theirs if isinstance(theirs, tuple) else (theirs,)
-    # The first output is what the model goes on with: shape, dtype and strides must match.
-    assert (ours_t[0].shape, ours_t[0].dtype, ours_t[0].stride()) == (
-        theirs_t[0].shape,
-        theirs_t[0].dtype,
-        theirs_t[0].stride(),
-    )
+    # The first output is what the model goes on with, the others (a norm's saved statistics)
+    # what a backward pass reads: shape, dtype and strides must match for all.
     assert len(ours_t) == len(theirs_t)
+    for mine, pytorch in zip(ours_t, theirs_t, strict=True):
+        assert (mine.shape, mine.dtype, mine.stride()) == (pytorch.shape, pytorch.dtype, pytorch.stride())
 
 
 def test_stand_ins_decline_what_they_cannot_know() -> None:

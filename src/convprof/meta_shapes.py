@@ -104,13 +104,20 @@ def _elementwise(func: torch._ops.OpOverload, args: tuple[Any, ...], kwargs: dic
 
 
 def _norm_outputs(func: torch._ops.OpOverload, x: torch.Tensor, stat_shape: tuple[int, ...]) -> Any:
-    extra = len(func._schema.returns) - 1
-    return (_like(x), *(_new(stat_shape, x) for _ in range(extra)))
+    """The output and the saved statistics (mean and inverse std, which the backward pass
+    reads), as PyTorch's meta kernels make them: in float32 for half-precision inputs; and the
+    batch norms that return a reserve space give an empty uint8 one."""
+    stats = x.dtype if x.dtype in (torch.float32, torch.float64) else torch.float32
+    saved = [torch.empty(stat_shape, dtype=stats, device="meta") for _ in range(2)]
+    if len(func._schema.returns) == 4:
+        saved.append(torch.empty((0,), dtype=torch.uint8, device="meta"))
+    return (_like(x), *saved)
 
 
 def _batch_norm(func: torch._ops.OpOverload, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    # The saved statistics only feed the backward pass; their size does not matter here.
-    return _norm_outputs(func, args[0], (0,)) if _float(args[0]) else None
+    # one mean and one inverse std per channel, in training and in eval alike (on meta)
+    x = args[0]
+    return _norm_outputs(func, x, (x.shape[1],)) if _float(x) and x.dim() >= 2 else None
 
 
 def _layer_norm(func: torch._ops.OpOverload, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
