@@ -527,3 +527,26 @@ def test_standardized_weights_in_zero_compute() -> None:
     zero = convprof.profile(model, SEED, backward=True, compute=False)  # raised before the fix
     assert real.total == zero.total
     assert (zero.total.macs, zero.total.grad_weight_macs) == (2_160, 2_160)
+
+
+def test_language_model_training_per_token(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from test_language import save
+
+    monkeypatch.chdir(tmp_path)
+    config = save(tmp_path, "llama")
+    assert main(["profile", "transformers:llama", "--backward", "--input", "1,8", "--format", "json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    tokens, total = data["tokens"], data["total"]
+    assert total["train_macs"] == flop_counter_train_macs(
+        getattr(transformers, config.architectures[0])(config),
+        (),
+        {"input_ids": torch.zeros(1, 8, dtype=torch.long)},
+    )
+    assert tokens["train_macs_per_token"] == total["train_macs"] / 8
+    assert tokens["train_counted_vs_rule"] == pytest.approx(
+        tokens["train_macs_per_token"] / (3 * tokens["rule_macs_per_token"])
+    )
+    assert main(["profile", "transformers:llama", "--backward", "--input", "1,8"]) == 0
+    assert "Training:     " in capsys.readouterr().out

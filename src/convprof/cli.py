@@ -534,6 +534,7 @@ def _profile_once(
             new=ids.shape[-1],
             past=past or 0,
             prefill_macs=prefill,
+            train_macs=report.total.train_macs if report.backward else None,
         )
     timing = None
     if repeats is not None:

@@ -225,6 +225,17 @@ def token_lines(cost: TokenCost, *, markdown: bool = False) -> str:
             f"Rule:         2N + 2 n_layer n_ctx d_attn = {format_quantity(2 * rule)} FLOPs per token "
             f"(N = params without embeddings; Kaplan et al. 2020); counted {cost.counted_vs_rule:.3f}x"
         )
+    train = cost.train_macs_per_token
+    if train is not None:
+        versus = cost.train_counted_vs_rule
+        lines.append(
+            f"Training:     {format_quantity(round(2 * train))} FLOPs per token (train step / tokens)"
+            + (
+                f"; rule 6N + 6 n_layer n_ctx d_attn = {format_quantity(6 * rule)}, counted {versus:.3f}x"
+                if rule is not None and versus is not None
+                else ""
+            )
+        )
     if cost.prefill_macs is not None:
         per = cost.prefill_macs / (cost.batch * cost.past)
         lines.append(

@@ -8,6 +8,8 @@ d_attn``. It is a good guess for a dense decoder at a short context, and off whe
 is not that: a head tied to the embedding (its MACs are spent, its params are not in N), the
 scores *and* the weighted sum of attention (the rule counts one of the two matmuls), mixture of
 experts (N counts every expert, a token runs only a few), and encoders or encoder-decoders.
+For training, the same paper takes 3x the forward, ``6 N`` FLOPs per token (plus
+``6 n_layer n_ctx d_attn``), next to which a counted backward pass is put.
 
 Plain arithmetic on numbers the caller gives; nothing here imports torch.
 """
@@ -46,6 +48,7 @@ class TokenCost:
     layers: int | None = None  # None: no rule (encoder-decoder models)
     attention_width: int | None = None
     prefill_macs: int | None = None
+    train_macs: int | None = None  # forward + backward, when a backward pass was counted
 
     @property
     def new(self) -> int:
@@ -76,6 +79,16 @@ class TokenCost:
         rule = self.rule_macs_per_token
         return self.macs_per_token / rule if rule else None
 
+    @property
+    def train_macs_per_token(self) -> float | None:
+        return self.train_macs / self.tokens if self.train_macs is not None else None
+
+    @property
+    def train_counted_vs_rule(self) -> float | None:
+        """The training step per token against 3x the forward rule (``6 N + ...`` FLOPs)."""
+        rule, counted = self.rule_macs_per_token, self.train_macs_per_token
+        return counted / (3 * rule) if rule and counted is not None else None
+
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data.update(
@@ -84,6 +97,8 @@ class TokenCost:
             flops_per_token=2 * self.macs_per_token,
             rule_macs_per_token=self.rule_macs_per_token,
             counted_vs_rule=self.counted_vs_rule,
+            train_macs_per_token=self.train_macs_per_token,
+            train_counted_vs_rule=self.train_counted_vs_rule,
         )
         return data
 
@@ -97,6 +112,7 @@ def token_cost(
     new: int,
     past: int = 0,
     prefill_macs: int | None = None,
+    train_macs: int | None = None,
 ) -> TokenCost:
     """The per-token figures of a pass over ``batch`` sequences of ``new`` tokens each, after
     ``past`` cached positions."""
@@ -113,4 +129,5 @@ def token_cost(
         layers=shape.layers if rule else None,
         attention_width=shape.attention_width if rule else None,
         prefill_macs=prefill_macs,
+        train_macs=train_macs,
     )
