@@ -156,6 +156,54 @@ STAND_INS = [
     (aten.max_pool2d_with_indices.default, (x4, [3, 3], [2, 2], [1, 1], [2, 2], True)),
     (aten.avg_pool2d.default, (x4, [2, 2], [2, 2], [0, 0], True)),
     (aten.avg_pool2d.default, (x4, [3, 3], [1, 1], [1, 1])),
+    # backward operators: every output (None where the mask asks for none) must match
+    (aten.threshold_backward.default, (x4, x4, 0.0)),
+    (aten.gelu_backward.default, (x4, x4)),
+    (aten.hardswish_backward.default, (x4, x4)),
+    (aten._softmax_backward_data.default, (x4, x4, -1, torch.float32)),
+    (aten.native_batch_norm_backward.default, (x4, x4, c, c, c, c, c, False, 1e-5, [True, False, False])),
+    (aten.native_batch_norm_backward.default, (x4, x4, c, None, None, c, c, True, 1e-5, [True, True, True])),
+    (aten.native_batch_norm_backward.default, (h4, h4, hc, hc, hc, c, c, False, 1e-5, [True, True, True])),
+    (
+        aten.native_layer_norm_backward.default,
+        (x4, x4, [5], *_meta((2, 8, 5, 1), (2, 8, 5, 1)), ln, ln, [True] * 3),
+    ),
+    (
+        aten.native_layer_norm_backward.default,
+        (x4, x4, [5], *_meta((2, 8, 5, 1), (2, 8, 5, 1)), None, None, [True, False, False]),
+    ),
+    (
+        aten.convolution_backward.default,
+        (
+            _meta((2, 16, 3, 3))[0],
+            x4,
+            _meta((16, 8, 3, 3))[0],
+            [16],
+            [1, 1],
+            [0, 0],
+            [1, 1],
+            False,
+            [0, 0],
+            1,
+            [True] * 3,
+        ),
+    ),
+    (
+        aten.convolution_backward.default,
+        (
+            _meta((2, 8, 3, 3))[0],
+            x4,
+            _meta((8, 1, 3, 3))[0],
+            None,
+            [1, 1],
+            [0, 0],
+            [1, 1],
+            False,
+            [0, 0],
+            8,
+            [False, True, False],
+        ),
+    ),
 ]
 
 
@@ -171,6 +219,9 @@ def test_stand_ins_match_pytorch_meta_kernels(func: torch._ops.OpOverload, args:
     # what a backward pass reads: shape, dtype and strides must match for all.
     assert len(ours_t) == len(theirs_t)
     for mine, pytorch in zip(ours_t, theirs_t, strict=True):
+        if pytorch is None:
+            assert mine is None
+            continue
         assert (mine.shape, mine.dtype, mine.stride()) == (pytorch.shape, pytorch.dtype, pytorch.stride())
 
 
