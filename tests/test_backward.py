@@ -550,3 +550,33 @@ def test_language_model_training_per_token(
     )
     assert main(["profile", "transformers:llama", "--backward", "--input", "1,8"]) == 0
     assert "Training:     " in capsys.readouterr().out
+
+
+class Opaque:
+    """An output convprof cannot look into (not a tensor, container or registered pytree)."""
+
+    def __init__(self, logits: torch.Tensor) -> None:
+        self.logits = logits
+
+
+class ReturnsOpaque(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor) -> Opaque:
+        return Opaque(self.fc(x) @ self.fc.weight)  # the root's own product: 5 x 3 x 4 = 60
+
+
+@pytest.mark.parametrize("compute", [True, False])
+def test_an_opaque_output_needs_a_loss_and_is_then_counted(compute: bool) -> None:
+    model, x = ReturnsOpaque(), torch.zeros(5, 4)
+    with pytest.raises(TypeError, match="pass loss="):
+        convprof.profile(model, x, backward=True, compute=compute)
+    report = convprof.profile(model, x, backward=True, compute=compute, loss=lambda out: out.logits.sum())
+    # fc: forward 60, dW 60, no dX (x needs none). The root's product y @ W: forward 60; its
+    # gradients, dY = G W^T (60, reads the weight: dX) and dW = Y^T G (60, shaped like W)
+    assert rows(report)["fc"] == (60, 0, 60)
+    root = report.layers[0]
+    assert (root.macs, root.grad_input_macs, root.grad_weight_macs) == (60, 60, 60)
+    assert report.total.train_macs == flop_counter_train_macs(model, (x,), loss=lambda out: out.logits.sum())

@@ -78,6 +78,9 @@ from convprof.units import format_shape
 
 _VALUE_TAGS = (torch.Tag.data_dependent_output, torch.Tag.dynamic_output_shape)
 
+# The sequence number autograd gives the nodes that accumulate into leaves (all of them alike).
+_LEAF_NODE = 2**64 - 1
+
 
 class ForwardError(RuntimeError):
     """The model's forward pass raised; the message names the module that was running."""
@@ -321,11 +324,12 @@ class _Session(TorchDispatchMode):  # type: ignore[no-untyped-call]
         base = value._base
         return id(value) in self.weights or (base is not None and id(base) in self.weights)
 
-    def claim(self, frame: _Frame, output: Any) -> None:
+    def claim(self, frame: _Frame, output: Any, before: int = _LEAF_NODE) -> None:
         """Give a call the autograd nodes it created: those reachable from its outputs that
         are newer than the call, less those a call inside it claimed already (the walk goes
         on through them, to what this call computed before calling them). What a module made
-        without returning it (a cache it keeps) falls to its parent."""
+        without returning it (a cache it keeps) falls to its parent. ``before``: the sequence
+        number from which nodes are not the call's (made after it returned)."""
         todo = [
             t.grad_fn for t in tree_leaves(output) if isinstance(t, torch.Tensor) and t.grad_fn is not None
         ]
@@ -333,9 +337,12 @@ class _Session(TorchDispatchMode):  # type: ignore[no-untyped-call]
         while todo:
             node = todo.pop()
             seq = node._sequence_nr()
-            if seq < frame.start or seq == _LEAF_NODE or seq in seen:
+            if seq < frame.start or seq in seen:
                 continue
             seen.add(seq)
+            if seq >= before:  # made after the call returned (the loss): not its, but leads to it
+                todo.extend(next_node for next_node, _ in node.next_functions if next_node is not None)
+                continue
             owner = self.nodes.setdefault(seq, frame.index)
             if owner < frame.index:  # made by an earlier call (a new node cannot be)
                 continue
@@ -515,9 +522,6 @@ class _Session(TorchDispatchMode):  # type: ignore[no-untyped-call]
                 frame.inputs += tuple(item for k, v in kwargs.items() for item in _named_tensors(k, v))
             return
 
-
-# The sequence number autograd gives the nodes that accumulate into leaves (all of them alike).
-_LEAF_NODE = 2**64 - 1
 
 # Operators that write their arguments although their schema does not say so: the legacy batch
 # norm kernels update running_mean and running_var in training (F.batch_norm(training=True)).
@@ -765,7 +769,8 @@ def _record(
                 except Exception as exc:
                     raise _forward_error(model, named, session, exc, computing) from exc
                 if backward:
-                    _gradients(model, named, session, output, loss, (call_args, call_kwargs))
+                    returned = torch._C._autograd._get_sequence_nr()
+                    _gradients(model, named, session, output, loss, (call_args, call_kwargs), returned)
             finally:
                 held.hold()  # from here until the model is back, an interrupt waits
                 session.finish()
@@ -818,6 +823,7 @@ def _gradients(
     output: Any,
     loss: Callable[[Any], torch.Tensor] | None,
     inputs: Any,
+    returned: int,
 ) -> None:
     """The backward pass: the gradient of the loss with respect to every parameter that
     requires grad (as the graph has it: its stand-in in zero compute) and every input that
@@ -837,6 +843,13 @@ def _gradients(
             if isinstance(t, torch.Tensor) and t.requires_grad and t.is_floating_point()
         ]
         value = sum(parts[1:], parts[0]) if parts else None
+        if value is None and wanted:
+            raise TypeError(
+                f"convprof: backward=True: the output of {type(model).__name__} "
+                f"({type(output).__name__}) holds no floating tensor that requires grad where convprof "
+                "looks (tensors, lists, tuples, dicts, registered pytrees); pass loss= to say what to "
+                "differentiate"
+            )
     else:
         value = loss(output)
         if not isinstance(value, torch.Tensor) or value.numel() != 1:
@@ -848,6 +861,10 @@ def _gradients(
             raise TypeError(f"convprof: loss(output) must return a tensor with one element, got {got}")
     if value is None or not value.requires_grad or not wanted:
         return  # nothing in the model requires grad: no backward runs
+    if session.calls:
+        # The model's own nodes that no call claimed (an output convprof cannot look into, which
+        # the loss reached): the root's, up to where the forward returned; the loss's are not.
+        session.claim(session.calls[0], value, before=returned)
     session.in_backward = True
     try:
         torch.autograd.grad(value, list(wanted.values()), allow_unused=True)
