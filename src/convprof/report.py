@@ -30,8 +30,35 @@ def intensity(macs: int, memory_bytes: int) -> float:
     return macs / memory_bytes if memory_bytes else 0.0
 
 
+class _Derived:
+    """What follows from a row's or the totals' counts: FLOPs, intensity, the backward pass."""
+
+    __slots__ = ()
+    macs: int
+    memory_bytes: int
+    grad_input_macs: int
+    grad_weight_macs: int
+
+    @property
+    def flops(self) -> int:
+        return 2 * self.macs
+
+    @property
+    def intensity(self) -> float:
+        return intensity(self.macs, self.memory_bytes)
+
+    @property
+    def backward_macs(self) -> int:
+        return self.grad_input_macs + self.grad_weight_macs
+
+    @property
+    def train_macs(self) -> int:
+        """Forward and backward: one training step's MACs (the optimizer's update aside)."""
+        return self.macs + self.backward_macs
+
+
 @dataclass(frozen=True, slots=True)
-class Layer:
+class Layer(_Derived):
     """One module of the model: its own params and MACs over all its calls.
 
     ``kind`` is set on conv-family rows: ``"standard"``, ``"grouped"``, ``"depthwise"`` or
@@ -59,23 +86,6 @@ class Layer:
     # operators produced, with respect to their inputs (activations) and to weights.
     grad_input_macs: int = 0
     grad_weight_macs: int = 0
-
-    @property
-    def flops(self) -> int:
-        return 2 * self.macs
-
-    @property
-    def backward_macs(self) -> int:
-        return self.grad_input_macs + self.grad_weight_macs
-
-    @property
-    def train_macs(self) -> int:
-        """Forward and backward: one training step's MACs for this module (optimizer aside)."""
-        return self.macs + self.backward_macs
-
-    @property
-    def intensity(self) -> float:
-        return intensity(self.macs, self.memory_bytes)
 
     @property
     def depth(self) -> int:
@@ -108,28 +118,12 @@ class Layer:
 
 
 @dataclass(frozen=True, slots=True)
-class Totals:
+class Totals(_Derived):
     params: int
     macs: int
     memory_bytes: int = 0
     grad_input_macs: int = 0
     grad_weight_macs: int = 0
-
-    @property
-    def flops(self) -> int:
-        return 2 * self.macs
-
-    @property
-    def backward_macs(self) -> int:
-        return self.grad_input_macs + self.grad_weight_macs
-
-    @property
-    def train_macs(self) -> int:
-        return self.macs + self.backward_macs
-
-    @property
-    def intensity(self) -> float:
-        return intensity(self.macs, self.memory_bytes)
 
 
 @dataclass(frozen=True, slots=True)
