@@ -19,12 +19,17 @@ FakeTensorMode does the same job at about ten times the cost per operator). Oper
 output depends on values (``.item()``, ``nonzero``) cannot run and raise :class:`ValuesNeeded`.
 
 The pass runs in eval mode under ``torch.no_grad()``, which is what torchvision's published
-figures measure and what keeps BatchNorm statistics still. Whatever the pass changes on the
-model is put back by :mod:`convprof.state`, also when the forward raises or is interrupted:
-flags, attributes, parameter and buffer tables, values written in place. In a zero-compute
-pass the model's own references point at meta stand-ins, the caller's inputs are copied (their
-tensors as stand-ins, except small integer tensors that steer control flow), and nothing the
-caller owns is written. Records hold shapes and plain values.
+figures measure and what keeps BatchNorm statistics still. With a backward pass it runs with
+gradients enabled (still in eval mode); each autograd node is claimed by the module call that
+created it (a walk back from the call's outputs when it returns, by autograd sequence number),
+and each operator of the backward pass is recorded on the call whose node runs it.
+
+Whatever the pass changes on the model is put back by :mod:`convprof.state`, also when the
+forward raises or is interrupted: flags, attributes, parameter and buffer tables, values
+written in place. In a zero-compute pass the model's own references point at meta stand-ins,
+the caller's inputs are copied (their tensors as stand-ins, except small integer tensors that
+steer control flow), and nothing the caller owns is written. Records hold shapes and plain
+values.
 
 Control flow: the post-hook is also called when a forward raises, so a call whose exception a
 parent catches is closed there and counted from its operators. Only this session's own mode is
