@@ -580,3 +580,26 @@ def test_an_opaque_output_needs_a_loss_and_is_then_counted(compute: bool) -> Non
     root = report.layers[0]
     assert (root.macs, root.grad_input_macs, root.grad_weight_macs) == (60, 60, 60)
     assert report.total.train_macs == flop_counter_train_macs(model, (x,), loss=lambda out: out.logits.sum())
+
+
+def test_check_holds_the_training_step_to_the_baseline(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "pyproject.toml"
+    entry = '[[tool.convprof.models]]\nname = "r18"\nmodel = "torchvision:resnet18"\ninput = "1,3,64,64"\n'
+    config.write_text(entry + 'max_train_macs = "1G"\n')
+    baseline = tmp_path / "baseline.json"
+    assert main(["check", "--config", str(config), "--write-baseline", str(baseline)]) == 0
+    capsys.readouterr()
+    assert main(["check", "--config", str(config), "--baseline", str(baseline)]) == 0
+    out = capsys.readouterr().out
+    # the baseline holds the training step, FlopCounterMode's count on meta
+    data = json.loads(baseline.read_text())["models"]["r18"]
+    assert data["backward"] and data["total"]["train_macs"] == flop_counter_train_macs(
+        torchvision.models.resnet18(), (torch.zeros(1, 3, 64, 64),)
+    )
+    assert "train_macs vs baseline" in out
+    data["total"]["grad_weight_macs"] = "many"
+    baseline.write_text(json.dumps({"schema": 1, "models": {"r18": data}}))
+    assert main(["check", "--config", str(config), "--baseline", str(baseline)]) == 2
+    assert "grad_weight_macs must be a non-negative integer" in capsys.readouterr().err

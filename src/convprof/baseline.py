@@ -68,11 +68,20 @@ def _check_counts(name: str, report: Report) -> None:
         ("params", totals.params),
         ("macs", totals.macs),
         ("memory_bytes", totals.memory_bytes),
+        ("grad_input_macs", totals.grad_input_macs),
+        ("grad_weight_macs", totals.grad_weight_macs),
     ):
         if not _count(value):
             raise ValueError(f"model {name!r}: total {key} must be a non-negative integer, got {value!r}")
     for layer in report.layers:
-        for key, value in (("params", layer.params), ("macs", layer.macs), ("calls", layer.calls)):
+        counts = (
+            ("params", layer.params),
+            ("macs", layer.macs),
+            ("calls", layer.calls),
+            ("grad_input_macs", layer.grad_input_macs),
+            ("grad_weight_macs", layer.grad_weight_macs),
+        )
+        for key, value in counts:
             if not _count(value):
                 where = f"model {name!r}: layer {layer.name!r}"
                 raise ValueError(f"{where}: {key} must be a non-negative integer, got {value!r}")

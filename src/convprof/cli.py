@@ -670,9 +670,11 @@ def _cmd_check(args: argparse.Namespace) -> int:
             ops = ", ".join(u.op for u in report.unexplained)
             table.append([entry.name, "coverage", "incomplete", ops, "", "allowed" if ok else "FAIL"])
         if entry.name in base:
-            # FLOPs are 2 x MACs: a FLOPs row against the baseline would repeat the MACs row
-            for metric in ("params", "macs"):
-                old, new = getattr(base[entry.name].total, metric), getattr(report.total, metric)
+            # FLOPs are 2 x MACs: a FLOPs row against the baseline would repeat the MACs row; a
+            # training step is compared when both counted one (a max_train_macs budget)
+            held = base[entry.name]
+            for metric in ("params", "macs", *(("train_macs",) if report.backward and held.backward else ())):
+                old, new = getattr(held.total, metric), getattr(report.total, metric)
                 limit = int(old * (1 + args.tolerance))
                 check = Check("total", metric, new, max(limit, old))
                 bad |= not check.ok
