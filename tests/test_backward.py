@@ -603,3 +603,17 @@ def test_check_holds_the_training_step_to_the_baseline(
     baseline.write_text(json.dumps({"schema": 1, "models": {"r18": data}}))
     assert main(["check", "--config", str(config), "--baseline", str(baseline)]) == 2
     assert "grad_weight_macs must be a non-negative integer" in capsys.readouterr().err
+
+
+def test_diff_compares_the_training_step_only_when_both_sides_counted_one() -> None:
+    from convprof.diff import compare
+
+    small, large = nn.Sequential(nn.Linear(4, 3)), nn.Sequential(nn.Linear(4, 6))
+    x = torch.zeros(5, 4)
+    old, new = convprof.profile(small, x, backward=True), convprof.profile(large, x, backward=True)
+    (both,) = compare({"m": old}, {"m": new})
+    # forward 5 x 4 x 3 = 60 -> 120; the step adds dW only (the input needs no dX): 120 -> 240
+    assert both.metric("train_macs") == (120, 240)
+    assert both.exceeded(0.5) == ("params", "macs", "flops", "train_macs")
+    (forward_only,) = compare({"m": old}, {"m": convprof.profile(large, x)})
+    assert forward_only.exceeded(0.5) == ("params", "macs", "flops")  # no train_macs to compare

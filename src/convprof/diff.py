@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from convprof.budget import METRICS
 from convprof.report import Report, Totals
 
 
@@ -31,9 +30,16 @@ class ModelDiff:
     old: Totals | None
     new: Totals | None
     layers: tuple[LayerChange, ...] = ()
+    backward: bool = False  # both sides counted a backward pass: their train_macs compare
+
+    @property
+    def metrics(self) -> tuple[str, ...]:
+        """What the diff compares: params, MACs and FLOPs, and the training step when both
+        reports counted one (without a backward pass it would only repeat the MACs)."""
+        return ("params", "macs", "flops", *(("train_macs",) if self.backward else ()))
 
     def metric(self, metric: str) -> tuple[int, int]:
-        """(old, new) of ``params``, ``macs`` or ``flops``; 0 for a side that is missing."""
+        """(old, new) of one of :attr:`metrics`; 0 for a side that is missing."""
 
         def value(totals: Totals | None) -> int:
             return 0 if totals is None else getattr(totals, metric)
@@ -45,7 +51,7 @@ class ModelDiff:
         if self.old is None or self.new is None:
             return ()
         grown = []
-        for metric in METRICS:
+        for metric in self.metrics:
             old, new = self.metric(metric)
             if new > old * (1 + tolerance) and new > old:
                 grown.append(metric)
@@ -79,7 +85,8 @@ def compare(old: Mapping[str, Report], new: Mapping[str, Report]) -> tuple[Model
     for name in names:
         before, after = old.get(name), new.get(name)
         layers = _layer_changes(before, after) if before and after else ()
+        both = bool(before and after and before.backward and after.backward)
         diffs.append(
-            ModelDiff(name, before.total if before else None, after.total if after else None, layers)
+            ModelDiff(name, before.total if before else None, after.total if after else None, layers, both)
         )
     return tuple(diffs)

@@ -476,7 +476,7 @@ def render_diff(diffs: Sequence[ModelDiff], *, format: str = "table") -> str:
     """
     totals = []
     for d in diffs:
-        for metric in ("params", "macs", "flops"):
+        for metric in d.metrics:
             old, new = d.metric(metric)
             change, percent = _delta(old, new)
             old_cell = "" if d.old is None else f"{old:,}"
