@@ -153,13 +153,13 @@ def matches(pattern: str, name: str) -> bool:
 
 
 def _value(totals: Totals, metric: str) -> int:
-    values = {
-        "params": totals.params,
-        "macs": totals.macs,
-        "flops": totals.flops,
-        "train_macs": totals.train_macs,
-    }
-    return values[metric]
+    value: int = getattr(totals, metric)  # every metric is a field or property of Totals
+    return value
+
+
+def _ranked_by(metric: str) -> str:
+    """What the layers most responsible for a broken limit are ranked by: FLOPs follow MACs."""
+    return "macs" if metric == "flops" else metric
 
 
 def checks(report: Report, budget: Budget) -> tuple[Check, ...]:
@@ -192,7 +192,7 @@ def violations(report: Report, budget: Budget) -> tuple[Check, ...]:
 
 
 def _top_layers(report: Report, metric: str, count: int = 5) -> list[str]:
-    key = metric if metric in ("params", "train_macs") else "macs"
+    key = _ranked_by(metric)
     rows = sorted(report.layers, key=lambda layer: getattr(layer, key), reverse=True)[:count]
     total = getattr(report.total, key) or 1
     return [
@@ -225,7 +225,7 @@ def explain(report: Report, broken: tuple[Check, ...], incomplete: bool) -> str:
             f"  incomplete count: operators without a formula ran ({missing}); the totals are lower "
             "bounds. Register a formula (convprof.register) or pass allow_incomplete=True."
         )
-    for metric in dict.fromkeys(v.metric if v.metric in ("params", "train_macs") else "macs" for v in broken):
+    for metric in dict.fromkeys(_ranked_by(v.metric) for v in broken):
         lines.append(f"Layers with the most {metric}:")
         lines.extend(_top_layers(report, metric))
     return "\n".join(lines)
