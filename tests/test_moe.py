@@ -44,21 +44,34 @@ def test_grouped_mm_layouts(name: str) -> None:
 
 
 @pytest.mark.parametrize(
-    ("a_shape", "b_shape"), [((12, 8), (3, 8, 8)), ((3, 4, 8), (3, 8, 8))], ids=["2d x 3d", "3d x 3d"]
+    ("a_shape", "b_shape", "groups"),
+    [
+        ((12, 8), (3, 8, 8), 3),
+        ((12, 8), (3, 8, 6), 3),  # 6 columns: the kernel pads each output row to 16 bytes
+        ((3, 4, 8), (3, 8, 8), 0),
+        ((3, 4, 8), (3, 8, 12), 0),
+        ((4, 16), (16, 8), 2),  # the weight gradient of the first layout
+        ((4, 24), (24, 6), 2),
+        ((2, 4, 8), (8, 16), 2),
+    ],
+    ids=["2d x 3d", "2d x 3d padded", "3d x 3d", "3d x 3d padded", "2d x 2d", "2d x 2d padded", "3d x 2d"],
 )
 def test_grouped_mm_stand_in_matches_pytorch_meta_kernel(
-    a_shape: tuple[int, ...], b_shape: tuple[int, ...]
+    a_shape: tuple[int, ...], b_shape: tuple[int, ...], groups: int
 ) -> None:
-    # PyTorch's meta kernel takes bf16 only; the stand-in must agree with it there.
-    a = torch.empty(a_shape, dtype=torch.bfloat16, device="meta")
-    b = torch.empty(b_shape, dtype=torch.bfloat16, device="meta")
-    offs = torch.empty(3, dtype=torch.int32, device="meta") if len(a_shape) == 2 else None
+    # PyTorch's meta kernel takes bf16 only; the stand-in must agree with it there, and give the
+    # same shapes in float32, which only the stand-in takes on meta.
     op = torch.ops.aten._grouped_mm.default
     shortcut = shortcut_for(op)
     assert shortcut is not None
+    offs = torch.empty(groups, dtype=torch.int32, device="meta") if groups else None
+    a = torch.empty(a_shape, dtype=torch.bfloat16, device="meta")
+    b = torch.empty(b_shape, dtype=torch.bfloat16, device="meta").mT.contiguous().mT  # column major
     mine = shortcut(op, (a, b, offs), {})
     theirs = op(a, b, offs)
     assert (mine.shape, mine.dtype, mine.stride()) == (theirs.shape, theirs.dtype, theirs.stride())
+    single = shortcut(op, (a.float(), b.float(), offs), {})
+    assert (single.shape, single.dtype) == (theirs.shape, torch.float32)
 
 
 def test_mixtral_counts_router_and_top_k_experts() -> None:

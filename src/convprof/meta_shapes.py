@@ -144,18 +144,33 @@ def _matmul(func: torch._ops.OpOverload, args: tuple[Any, ...], kwargs: dict[str
 
 
 def _grouped_mm(func: torch._ops.OpOverload, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    # PyTorch's meta kernel accepts bf16 only, while the CPU kernel runs any float type. Only
-    # the two layouts mixture-of-experts layers use: rows split among experts (2-D x 3-D) and a
-    # batch of experts (3-D x 3-D).
+    # PyTorch's meta kernel accepts bf16 only, while the CPU and CUDA kernels run float32 too.
+    # The four layouts of the operator: rows split among experts (2-D x 3-D), a batch of
+    # experts (3-D x 3-D), the inner dimension split (2-D x 2-D, one output per group: the
+    # weight gradient of the first layout) and columns split (3-D x 2-D). Like the kernel, the
+    # output's rows are padded to 16 bytes.
     a, b = args[0], args[1]
+    offs = kwargs["offs"] if "offs" in kwargs else (args[2] if len(args) > 2 else None)
     out_dtype = kwargs.get("out_dtype") or (args[4] if len(args) > 4 else None)
     if not (_float(a) and _float(b)) or a.dtype != b.dtype or out_dtype not in (None, a.dtype):
         return None
+    if kwargs.keys() - {"offs", "out_dtype"} or (len(args) > 3 and args[3] is not None):
+        return None  # a bias: left to PyTorch
+    shape: tuple[int, ...]
     if a.dim() == 2 and b.dim() == 3:
-        return torch.empty((a.shape[0], b.shape[-1]), dtype=a.dtype, device="meta")
-    if a.dim() == 3 and b.dim() == 3:
-        return torch.empty((a.shape[0], a.shape[1], b.shape[-1]), dtype=a.dtype, device="meta")
-    return None
+        shape = (a.shape[0], b.shape[-1])
+    elif a.dim() == 3 and b.dim() == 3:
+        shape = (a.shape[0], a.shape[1], b.shape[-1])
+    elif a.dim() == 2 and b.dim() == 2 and offs is not None:
+        shape = (offs.shape[0], a.shape[0], b.shape[-1])
+    elif a.dim() == 3 and b.dim() == 2:
+        shape = (a.shape[1], b.shape[-1])
+    else:
+        return None
+    align = max(1, 16 // a.element_size())
+    row = -(-shape[-1] // align) * align
+    strides = (row, 1) if len(shape) == 2 else (shape[1] * row, row, 1)
+    return torch.empty_strided(shape, strides, dtype=a.dtype, device="meta")
 
 
 def _cat(func: torch._ops.OpOverload, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
