@@ -271,3 +271,81 @@ def test_profiling_never_imports_dynamo() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "False"
+
+
+class DeviceAutocast(torch.nn.Module):
+    """What timm 1.0.29's EfficientViT attention does: an autocast region keyed by the device of
+    its input, which PyTorch refuses for the meta device (no autocast dtype)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.proj = torch.nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            return self.proj(x)
+
+
+def test_api_compute_auto_runs_for_real_whatever_stopped_zero_compute() -> None:
+    model, x = DeviceAutocast(), torch.randn(2, 4)
+    with pytest.raises(
+        convprof.ForwardError, match=r"module '\(root\)' \(DeviceAutocast\).*unsupported scalarType"
+    ):
+        convprof.profile(model, x, compute=False)
+    # the real pass runs: 2 rows x 4 inputs x 4 outputs
+    assert convprof.profile(model, x, compute="auto").total.macs == 2 * 4 * 4
+
+
+def test_api_compute_auto_raises_the_real_pass_error() -> None:
+    model = torch.nn.Linear(4, 4)
+    with pytest.raises(convprof.ForwardError, match="mat1 and mat2 shapes cannot be multiplied"):
+        convprof.profile(model, torch.randn(2, 5), compute="auto")
+
+
+class Call(nn.Module):
+    """A module that calls one function on its inputs."""
+
+    def __init__(self, fn: Callable[..., Any]) -> None:
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, *args: Any) -> Any:
+        return self.fn(*args)
+
+
+# Inputs that do not fit the model: PyTorch refuses each when it computes. Zero compute's
+# stand-ins skip PyTorch's kernels, so each must refuse too rather than count a made-up shape
+# (before, all but the batch norm and the conv were counted: e.g. 32 MACs for the Linear given
+# 5 features).
+MISFITS: dict[str, tuple[nn.Module, tuple[torch.Tensor, ...]]] = {
+    "linear in_features": (nn.Linear(4, 4), (torch.randn(2, 5),)),
+    "mm inner dim": (Call(torch.mm), (torch.randn(2, 3), torch.randn(4, 5))),
+    "bmm inner dim": (Call(torch.bmm), (torch.randn(2, 3, 4), torch.randn(2, 5, 6))),
+    "bmm batch": (Call(torch.bmm), (torch.randn(2, 3, 4), torch.randn(3, 4, 6))),
+    "addmm bias": (Call(torch.addmm), (torch.randn(5), torch.randn(2, 3), torch.randn(3, 4))),
+    "layer norm shape": (nn.LayerNorm(5), (torch.randn(2, 4),)),
+    "mean dim": (Call(lambda x: x.mean(3)), (torch.randn(2, 4),)),
+    "mean dim twice": (Call(lambda x: x.mean((1, -1))), (torch.randn(2, 4),)),
+    "softmax dim": (Call(lambda x: x.softmax(2)), (torch.randn(2, 4),)),
+    "attention head dim": (
+        Call(F.scaled_dot_product_attention),
+        (torch.randn(1, 2, 4, 8), torch.randn(1, 2, 4, 6), torch.randn(1, 2, 4, 8)),
+    ),
+    "batch norm channels": (nn.Sequential(nn.Linear(3, 3), nn.BatchNorm1d(4)), (torch.randn(2, 3),)),
+    "conv channels": (nn.Conv2d(3, 8, 3), (torch.randn(1, 4, 8, 8),)),
+    "grouped mm inner dim": (
+        Call(lambda a, b: torch._grouped_mm(a, b, offs=torch.tensor([4, 8], dtype=torch.int32))),
+        (torch.randn(8, 8, dtype=torch.bfloat16), torch.randn(2, 16, 8, dtype=torch.bfloat16)),
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(MISFITS))
+def test_zero_compute_refuses_what_pytorch_refuses(name: str) -> None:
+    model, args = MISFITS[name]
+    with pytest.raises(convprof.ForwardError) as real:
+        convprof.profile(model, args)
+    with pytest.raises(convprof.ForwardError) as zero:
+        convprof.profile(model, args, compute=False)
+    # both name the same module
+    assert str(zero.value).split(" with inputs")[0] == str(real.value).split(" with inputs")[0]

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from convprof.counter import count
-from convprof.recorder import ValuesNeeded, record
+from convprof.recorder import ForwardError, record
 from convprof.report import Report
 
 
@@ -46,8 +46,11 @@ def profile(
     the same counts at a cost that does not grow with the input, the model's weights neither
     copied nor moved, the caller's tensors untouched. A model or inputs on the meta device need
     no option. A forward that needs tensor values (``.item()``, ``nonzero``) then raises
-    :class:`ValuesNeeded`. ``compute="auto"`` tries that first and, if so, runs the real
-    forward instead (what the command line does by default).
+    :class:`ValuesNeeded`. ``compute="auto"`` tries that first and, if the zero-compute pass
+    stops for any reason (values needed; an operator PyTorch has no meta kernel for; a model
+    that checks its tensors' device, such as ``torch.autocast(x.device.type)``), runs the real
+    forward instead, whose own error is the one raised if it fails too (what the command line
+    does by default).
 
     ``backward=True`` also counts a training step's backward pass, per layer, from the
     operators that really run: the gradient of ``loss(output)`` (by default the sum of every
@@ -73,7 +76,7 @@ def profile(
     if compute == "auto":
         try:
             return count(record(model, positional, dict(kwargs), compute=False, backward=backward, loss=loss))
-        except ValuesNeeded:
+        except ForwardError:  # ValuesNeeded included: a real pass may not stop where meta did
             compute = True
     if not isinstance(compute, bool):
         raise TypeError(f"convprof.profile: compute must be True, False or 'auto', got {compute!r}")

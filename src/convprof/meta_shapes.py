@@ -115,16 +115,27 @@ def _norm_outputs(func: torch._ops.OpOverload, x: torch.Tensor, stat_shape: tupl
 
 
 def _batch_norm(func: torch._ops.OpOverload, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    # one mean and one inverse std per channel, in training and in eval alike (on meta)
+    # one mean and one inverse std per channel, in training and in eval alike (on meta); weight,
+    # bias and running statistics (arguments 1 to 4) one per channel, or PyTorch says otherwise
     x = args[0]
-    return _norm_outputs(func, x, (x.shape[1],)) if _float(x) and x.dim() >= 2 else None
+    if not _float(x) or x.dim() < 2 or kwargs:
+        return None
+    channels = (x.shape[1],)
+    if any(isinstance(t, torch.Tensor) and tuple(t.shape) != channels for t in args[1:5]):
+        return None
+    return _norm_outputs(func, x, channels)
 
 
 def _layer_norm(func: torch._ops.OpOverload, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     x, normalized = args[0], args[1]
-    if not _float(x):
+    if not _float(x) or kwargs or x.dim() < len(normalized) or not normalized:
         return None
     axis = x.dim() - len(normalized)
+    # the trailing dimensions must be the normalized shape, and so must weight and bias
+    if tuple(x.shape[axis:]) != tuple(normalized) or any(
+        isinstance(t, torch.Tensor) and tuple(t.shape) != tuple(normalized) for t in args[2:4]
+    ):
+        return None
     return _norm_outputs(func, x, (*x.shape[:axis], *(1,) * len(normalized)))
 
 
@@ -133,14 +144,36 @@ def _softmax(func: torch._ops.OpOverload, args: tuple[Any, ...], kwargs: dict[st
     dtype = kwargs.get("dtype")
     if not _float(args[0]) or half_to_float or dtype is not None:
         return None
+    dim, rank = args[1], max(args[0].dim(), 1)
+    if type(dim) is not int:
+        return None
+    if not -rank <= dim < rank:  # PyTorch's meta kernel lets this pass; its CPU kernel does not
+        raise IndexError(
+            f"Dimension out of range (expected to be in range of [{-rank}, {rank - 1}], but got {dim})"
+        )
     return _like(args[0])
 
 
 def _matmul(func: torch._ops.OpOverload, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    a, b = (args[1], args[2]) if func.__name__.startswith(("addmm", "baddbmm")) else (args[0], args[1])
+    # mm and addmm take 2-D operands, bmm and baddbmm 3-D ones of one batch; operands that do
+    # not fit (a model given the wrong input) go to PyTorch's kernel, which says what is wrong
+    added = func.__name__.startswith(("addmm", "baddbmm"))
+    a, b = (args[1], args[2]) if added else (args[0], args[1])
     if not (_float(a) and _float(b)) or a.dtype != b.dtype or kwargs:
         return None
-    return torch.empty((*a.shape[:-1], b.shape[-1]), dtype=a.dtype, device="meta")
+    rank = 3 if func.__name__.startswith(("bmm", "baddbmm")) else 2
+    if a.dim() != rank or b.dim() != rank or a.shape[-1] != b.shape[-2] or a.shape[:-2] != b.shape[:-2]:
+        return None
+    shape = (*a.shape[:-1], b.shape[-1])
+    if added and (not isinstance(args[0], torch.Tensor) or not _broadcasts_to(tuple(args[0].shape), shape)):
+        return None
+    return torch.empty(shape, dtype=a.dtype, device="meta")
+
+
+def _broadcasts_to(shape: tuple[int, ...], target: tuple[int, ...]) -> bool:
+    return len(shape) <= len(target) and all(
+        s in (1, t) for s, t in zip(reversed(shape), reversed(target), strict=False)
+    )
 
 
 def _grouped_mm(func: torch._ops.OpOverload, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -151,15 +184,19 @@ def _grouped_mm(func: torch._ops.OpOverload, args: tuple[Any, ...], kwargs: dict
     # output's rows are padded to 16 bytes.
     a, b = args[0], args[1]
     offs = kwargs["offs"] if "offs" in kwargs else (args[2] if len(args) > 2 else None)
+    if not isinstance(a, torch.Tensor) or not isinstance(b, torch.Tensor):
+        return None
     out_dtype = kwargs.get("out_dtype") or (args[4] if len(args) > 4 else None)
     if not (_float(a) and _float(b)) or a.dtype != b.dtype or out_dtype not in (None, a.dtype):
         return None
     if kwargs.keys() - {"offs", "out_dtype"} or (len(args) > 3 and args[3] is not None):
         return None  # a bias: left to PyTorch
     shape: tuple[int, ...]
+    if a.shape[-1] != b.shape[-2] or (offs is None) != (a.dim() == 3 and b.dim() == 3):
+        return None  # PyTorch's kernel says what does not fit
     if a.dim() == 2 and b.dim() == 3:
         shape = (a.shape[0], b.shape[-1])
-    elif a.dim() == 3 and b.dim() == 3:
+    elif a.dim() == 3 and b.dim() == 3 and a.shape[0] == b.shape[0]:
         shape = (a.shape[0], a.shape[1], b.shape[-1])
     elif a.dim() == 2 and b.dim() == 2 and offs is not None:
         shape = (offs.shape[0], a.shape[0], b.shape[-1])
@@ -246,10 +283,12 @@ def _reduce(func: torch._ops.OpOverload, args: tuple[Any, ...], kwargs: dict[str
     keep = bool(args[2]) if len(args) > 2 else False
     if dims is None or (isinstance(dims, (list, tuple)) and not dims):
         reduced = set(range(x.dim()))
-    elif isinstance(dims, (list, tuple)) and all(type(d) is int for d in dims):
+    elif isinstance(dims, (list, tuple)) and all(type(d) is int and -x.dim() <= d < x.dim() for d in dims):
         reduced = {d % x.dim() for d in dims}
+        if len(reduced) != len(dims):
+            return None  # a dimension named twice: PyTorch refuses
     else:
-        return None
+        return None  # a dimension out of range: PyTorch says so
     shape = [1 if i in reduced else size for i, size in enumerate(x.shape) if keep or i not in reduced]
     return _new(shape, x)
 
