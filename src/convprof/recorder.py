@@ -8,7 +8,10 @@ custom modules), and attributes each to the innermost module running.
 Cost: a dispatch mode alone slows a mobile network's forward by 10-25%. Inside a childless
 module whose operators need no watching (its module formula replaces them, or it is a
 built-in that only runs free operators, see ``formulas.is_quiet``) the mode is popped off the
-dispatch stack and pushed back after, so most operators of a CNN run at full speed.
+dispatch stack and pushed back after, so most operators of a CNN run at full speed. In zero
+compute the mode must stay (it hands those operators their meta stand-ins), but it records
+nothing of theirs either, so that both passes count the same operators and zero compute pays
+for no record it would throw away.
 
 Zero compute (``compute=False``, or a model or inputs on the meta device): the inputs are
 replaced by meta tensors and the dispatch mode hands every operator meta stand-ins for the
@@ -199,6 +202,7 @@ class _Frame:
     raised: bool = False  # the call raised (a parent caught it, or the pass failed here)
     start: int = 0  # with a backward pass: the autograd sequence number when the call began
     backward: list[OpCall] = field(default_factory=list)
+    quiet: bool = False  # a childless module whose operators are not recorded (is_quiet)
 
 
 # What a module call does to the data-flow tags of the tensors it returns.
@@ -288,6 +292,8 @@ class _Session(TorchDispatchMode):  # type: ignore[no-untyped-call]
         if self.in_backward:
             if op_class is not OpClass.FREE:
                 self._record_gradient(func, args, kwargs, out)
+            return out
+        if self.stack and self.stack[-1].quiet:  # zero compute inside a quiet module: see above
             return out
         if op_class is OpClass.FREE:
             if len(self.tags):
@@ -481,13 +487,15 @@ class _Session(TorchDispatchMode):  # type: ignore[no-untyped-call]
             len(self.calls),
             tuple(item for i, a in enumerate(args) for item in _named_tensors(str(i), a)),
             self._sources(args) if len(self.tags) else frozenset(),
+            quiet=quiet,
         )
         if self.grads:
             frame.start = torch._C._autograd._get_sequence_nr()
         self.stack.append(frame)
         self.calls.append(frame)
-        # Only this session's own mode is popped: a mode the model pushed itself stays.
-        if quiet and _get_current_dispatch_mode() is self:
+        # Only this session's own mode is popped: a mode the model pushed itself stays. Zero
+        # compute keeps it: the operators need their stand-ins.
+        if quiet and self._stand_ins is None and _get_current_dispatch_mode() is self:
             _pop_mode()
             self.quiet = frame
 
@@ -585,9 +593,9 @@ def _has_children(module: nn.Module) -> bool:
     return any(child is not None for child in module._modules.values())
 
 
-def _roles(name: str, module: nn.Module, computing: bool) -> tuple[str, bool, int]:
+def _roles(name: str, module: nn.Module) -> tuple[str, bool, int]:
     """(name, quiet, data-flow role) of a module of the model."""
-    quiet = computing and is_quiet(type(module)) and not _has_children(module)
+    quiet = is_quiet(type(module)) and not _has_children(module)
     if module_formula(type(module)) is not None:
         return name, quiet, _PRODUCES
     return name, quiet, _PASSES if quiet else _NOTHING
@@ -743,8 +751,7 @@ def _record(
     else:
         session = _Session(None, {id(t): _stand_in(t) for t in owned if not t.is_meta})
     session.grads = backward
-    # Popping the mode only pays off when the operators can run unwatched.
-    session.modules = {id(m): _roles(name, m, computing) for name, m in named}
+    session.modules = {id(m): _roles(name, m) for name, m in named}
     # Two global hooks cost less than a pair per module (registration, removal); they ignore
     # modules that are not part of the model.
     handles = []
