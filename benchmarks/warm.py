@@ -2,7 +2,7 @@
 interleaved, against a plain forward pass; and where convprof's own time goes.
 
 Usage:
-    python benchmarks/warm.py [--rounds 7] [--models mobilenet_v3_large,...] [--breakdown]
+    python benchmarks/warm.py [--rounds 7] [--models mobilenet_v3_large,...] [--breakdown | --phases]
 
 bench_peers.py times each tool's *first* call in a fresh process, which is what a CI job pays;
 its plain forward then carries one-time set-up (oneDNN, the allocator) that hides most of a
@@ -11,6 +11,11 @@ turn (plain, convprof, compute=False, FlopCounterMode on CPU and on meta, ptflop
 backend, thop, torchinfo), so each sees the same machine state. The table gives each tool's
 median time as a ratio to the plain forward's median, with the spread (min-max of the ratios
 per round). Timings are never asserted anywhere.
+
+``--phases`` wraps convprof's own functions (the hooks, the Python part of the dispatch mode,
+the module records, the stand-ins, the model's state, counting) with timers and gives each
+one's time per profile, for computing and zero-compute profiles; what ``record`` spends
+outside them is the model's own Python and PyTorch's calls into the mode and hooks.
 
 ``--breakdown`` splits convprof's cost per forward into stages, each measured the same way:
 a TorchDispatchMode that does nothing (the floor of watching every operator), global module
@@ -66,15 +71,25 @@ def _build(name: str) -> tuple[Any, Any, Any, Any]:
     return cpu, torch.randn(shape), meta, torch.empty(shape, device="meta")
 
 
-def _tools(cpu: Any, x: Any, meta: Any, xm: Any) -> dict[str, Callable[[], Any]]:
+def _tools(model: Any, x: Any, meta: Any, xm: Any) -> dict[str, Callable[[], Any]]:
+    """Each tool with its own copy of the model: ptflops leaves forward hooks on the modules
+    it profiled and thop two buffers on every module (``total_ops``, ``total_params``), which
+    slowed every later call of every tool on a shared model (convprof's zero compute on
+    mobilenetv4_conv_small from 28 ms to 54 ms)."""
+    import copy
+
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
     import convprof
 
+    own = {tool: copy.deepcopy(model) for tool in TOOLS if tool != "fcm_meta"}
+
+    plain_model = own["plain"]
+
     def plain() -> None:
         with torch.no_grad():
-            cpu(x)
+            plain_model(x)
 
     def fcm(model: Any, inp: Any) -> Callable[[], Any]:
         def run() -> Any:
@@ -86,9 +101,9 @@ def _tools(cpu: Any, x: Any, meta: Any, xm: Any) -> dict[str, Callable[[], Any]]
 
     tools: dict[str, Callable[[], Any]] = {
         "plain": plain,
-        "convprof": lambda: convprof.profile(cpu, x).total.macs,
-        "zero": lambda: convprof.profile(cpu, x, compute=False).total.macs,
-        "fcm_cpu": fcm(cpu, x),
+        "convprof": lambda: convprof.profile(own["convprof"], x).total.macs,
+        "zero": lambda: convprof.profile(own["zero"], x, compute=False).total.macs,
+        "fcm_cpu": fcm(own["fcm_cpu"], x),
         "fcm_meta": fcm(meta, xm),
     }
     quiet = io.StringIO()
@@ -98,7 +113,11 @@ def _tools(cpu: Any, x: Any, meta: Any, xm: Any) -> dict[str, Callable[[], Any]]
         def ptflops_aten() -> Any:
             with contextlib.redirect_stdout(quiet), contextlib.redirect_stderr(quiet):
                 return get_model_complexity_info(
-                    cpu, tuple(x.shape[1:]), as_strings=False, print_per_layer_stat=False, backend="aten"
+                    own["ptflops_aten"],
+                    tuple(x.shape[1:]),
+                    as_strings=False,
+                    print_per_layer_stat=False,
+                    backend="aten",
                 )[0]
 
         tools["ptflops_aten"] = ptflops_aten
@@ -109,7 +128,7 @@ def _tools(cpu: Any, x: Any, meta: Any, xm: Any) -> dict[str, Callable[[], Any]]
 
         def run_thop() -> Any:
             with contextlib.redirect_stdout(quiet), contextlib.redirect_stderr(quiet):
-                return thop.profile(cpu, inputs=(x,), verbose=False)[0]
+                return thop.profile(own["thop"], inputs=(x,), verbose=False)[0]
 
         tools["thop"] = run_thop
     except ImportError:
@@ -117,7 +136,9 @@ def _tools(cpu: Any, x: Any, meta: Any, xm: Any) -> dict[str, Callable[[], Any]]
     try:
         import torchinfo
 
-        tools["torchinfo"] = lambda: torchinfo.summary(cpu, input_data=x, verbose=0).total_mult_adds
+        tools["torchinfo"] = lambda: (
+            torchinfo.summary(own["torchinfo"], input_data=x, verbose=0).total_mult_adds
+        )
     except ImportError:
         pass
     return tools
@@ -247,6 +268,66 @@ def _stages(name: str, rounds: int, watch: Any) -> str:
     return "| " + " | ".join(cells) + " |"
 
 
+PHASES = [
+    ("recorder", "_Session.__torch_dispatch__", "dispatch (Python part)"),
+    ("recorder", "_Session.pre_hook", "pre-hooks"),
+    ("recorder", "_Session.post_hook", "post-hooks"),
+    ("recorder", "_module_info", "module records"),
+    ("recorder", "_stand_in", "stand-ins"),
+    ("state", "ModelState.__init__", "state snapshot"),
+    ("state", "ModelState.point_at", "point at stand-ins"),
+    ("state", "ModelState.restore", "state restore"),
+    ("api", "count", "count"),
+    ("api", "record", "record (all of it)"),
+]
+
+
+def phases(models: list[str], rounds: int) -> str:
+    """Milliseconds per profile in each of convprof's own functions (see the docstring)."""
+    import importlib
+
+    import convprof
+
+    timers: dict[str, float] = {}
+    for module, path, label in PHASES:
+        owner: Any = importlib.import_module(f"convprof.{module}")
+        *outer, attr = path.split(".")
+        for part in outer:
+            owner = getattr(owner, part)
+        original = getattr(owner, attr)
+
+        def timed(*a: Any, _original: Any = original, _label: str = label, **k: Any) -> Any:
+            start = time.perf_counter()
+            try:
+                return _original(*a, **k)
+            finally:
+                timers[_label] = timers.get(_label, 0.0) + time.perf_counter() - start
+
+        setattr(owner, attr, timed)
+    lines = [
+        "| model | mode | profile | " + " | ".join(label for *_, label in PHASES) + " |",
+        "|---|---|---:|" + "---:|" * len(PHASES),
+    ]
+    for name in models:
+        cpu, x, _, _ = _build(name)
+        for compute in (True, False):
+            for _ in range(2):
+                convprof.profile(cpu, x, compute=compute)
+            timers.clear()
+            start = time.perf_counter()
+            for _ in range(rounds):
+                convprof.profile(cpu, x, compute=compute)
+            total = (time.perf_counter() - start) / rounds
+            cells = [f"{1e3 * timers.get(label, 0.0) / rounds:.2f}" for *_, label in PHASES]
+            lines.append(
+                f"| {name} | {'compute' if compute else 'zero'} | {1e3 * total:.1f} | "
+                + " | ".join(cells)
+                + " |"
+            )
+            print(lines[-1], file=sys.stderr, flush=True)
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -254,6 +335,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--models", default=",".join(MODELS))
     parser.add_argument("--breakdown", action="store_true")
+    parser.add_argument("--phases", action="store_true")
     args = parser.parse_args()
     from bench_peers import PEERS, _install_peers
 
@@ -265,11 +347,16 @@ def main() -> None:
 
     models = args.models.split(",")
     machine = platform.processor() or platform.machine()
-    print(
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads, {machine}, "
-        f"median of {args.rounds} interleaved rounds after 2 warm-up calls\n"
+    how = (
+        f"mean of {args.rounds} profiles after 2 warm-up calls, per model and mode"
+        if args.phases
+        else f"median of {args.rounds} interleaved rounds after 2 warm-up calls"
     )
-    print(breakdown(models, args.rounds) if args.breakdown else compare(models, args.rounds))
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {machine}, {how}\n")
+    if args.phases:
+        print(phases(models, args.rounds))
+    else:
+        print(breakdown(models, args.rounds) if args.breakdown else compare(models, args.rounds))
 
 
 if __name__ == "__main__":
