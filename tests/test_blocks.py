@@ -266,3 +266,20 @@ def test_a_formula_module_between_breaks_the_block() -> None:
     report = convprof.profile(mixed, X)
     assert report.blocks == ()
     assert report.layers[2].macs == 1 * 6 * 3 * 3 * 6  # the registered formula ran
+
+
+def test_data_flow_tags_forget_a_dead_tensor_whose_id_was_taken() -> None:
+    """Tags are kept by id() with a weak reference beside them: a tensor that died must not
+    pass its tags to a new tensor that got the same id (CPython reuses ids at once)."""
+    from convprof.recorder import _Tags
+
+    tags = _Tags()
+    produced = torch.zeros(1)
+    tags.set(produced, frozenset({3}))
+    assert tags.get(produced) == frozenset({3})
+    stale = tags._by_id.pop(id(produced))
+    del produced
+    newcomer = torch.zeros(1)
+    tags._by_id[id(newcomer)] = stale  # what the dict holds when the id is reused
+    assert tags.get(newcomer) == frozenset()
+    assert len(tags) == 1  # the entry stays until the pass ends, holding no tensor

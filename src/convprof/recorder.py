@@ -49,6 +49,7 @@ import functools
 import gc
 import threading
 import traceback
+import weakref
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -66,7 +67,6 @@ from torch.utils._python_dispatch import (
     _push_mode,
 )
 from torch.utils._pytree import tree_leaves
-from torch.utils.weak import WeakIdKeyDictionary
 
 from convprof.formulas import OpClass, classify, is_quiet, module_formula, moves_memory
 from convprof.meta_shapes import Shortcut, shortcut_for, steers, value_shortcut_for
@@ -205,6 +205,35 @@ class _Frame:
     quiet: bool = False  # a childless module whose operators are not recorded (is_quiet)
 
 
+_UNTAGGED: frozenset[int] = frozenset()
+
+
+class _Tags:
+    """Data-flow tags by tensor identity, for one pass: a dict keyed by ``id`` with a weak
+    reference beside each entry, checked on every read, so that a tensor that died (and whose
+    id a new tensor took) reads as untagged and no tensor is kept alive or compared by value.
+    Several times cheaper per read and write than ``WeakIdKeyDictionary``, which makes a Python
+    weak-reference object for every lookup; the entries of dead tensors stay until the pass
+    ends, a few hundred bytes each."""
+
+    __slots__ = ("_by_id",)
+
+    def __init__(self) -> None:
+        self._by_id: dict[int, tuple[weakref.ref[torch.Tensor], frozenset[int]]] = {}
+
+    def __len__(self) -> int:
+        return len(self._by_id)
+
+    def get(self, tensor: torch.Tensor) -> frozenset[int]:
+        entry = self._by_id.get(id(tensor))
+        if entry is None or entry[0]() is not tensor:
+            return _UNTAGGED
+        return entry[1]
+
+    def set(self, tensor: torch.Tensor, tags: frozenset[int]) -> None:
+        self._by_id[id(tensor)] = (weakref.ref(tensor), tags)
+
+
 # What a module call does to the data-flow tags of the tensors it returns.
 _PRODUCES = 1  # a module with a formula: its outputs start a new tag (its call index)
 _PASSES = 2  # a quiet childless module (norm, activation): outputs inherit the tags of inputs of
@@ -231,9 +260,8 @@ class _Session(TorchDispatchMode):  # type: ignore[no-untyped-call]
         self.calls: list[_Frame] = []
         self.last_op: torch._ops.OpOverload | None = None
         self.modules: dict[int, tuple[str, bool, int]] = {}  # id(module) -> (name, quiet, role)
-        # Data flow: tensor -> indices of the producing calls (see ModuleCall.sources). Weak
-        # and keyed by identity, so tensors die as usual and are never compared by value.
-        self.tags: WeakIdKeyDictionary = WeakIdKeyDictionary()
+        # Data flow: tensor -> indices of the producing calls (see ModuleCall.sources).
+        self.tags = _Tags()
         self.quiet: _Frame | None = None  # the childless module running with the mode popped
         self._values = values  # buffers to copy before an operator writes them (computing)
         self.thread = threading.get_ident()
@@ -368,7 +396,7 @@ class _Session(TorchDispatchMode):  # type: ignore[no-untyped-call]
         tags: frozenset[int] = frozenset()
         for arg in args:
             if isinstance(arg, torch.Tensor):
-                tags = tags | self.tags.get(arg, frozenset())  # type: ignore[no-untyped-call]
+                tags = tags | self.tags.get(arg)
         return tags
 
     def _pass_tags(self, args: tuple[Any, ...], out: Any) -> None:
@@ -384,7 +412,7 @@ class _Session(TorchDispatchMode):  # type: ignore[no-untyped-call]
             tuple(a for a in args if isinstance(a, torch.Tensor) and not a.is_nested and a.shape == shape)
         )
         if tags:
-            self.tags[first] = tags
+            self.tags.set(first, tags)
 
     def _meta(self, tensor: torch.Tensor) -> torch.Tensor:
         """A meta tensor like ``tensor`` (itself when it is one): no data is read or copied."""
@@ -485,7 +513,9 @@ class _Session(TorchDispatchMode):  # type: ignore[no-untyped-call]
         frame = _Frame(
             name,
             len(self.calls),
-            tuple(item for i, a in enumerate(args) for item in _named_tensors(str(i), a)),
+            (("0", meta_of(args[0])),)  # the common case, without the generators
+            if len(args) == 1 and isinstance(args[0], torch.Tensor) and not args[0].is_nested
+            else tuple(item for i, a in enumerate(args) for item in _named_tensors(str(i), a)),
             self._sources(args) if len(self.tags) else frozenset(),
             quiet=quiet,
         )
@@ -526,9 +556,9 @@ class _Session(TorchDispatchMode):  # type: ignore[no-untyped-call]
                 self.claim(frame, output)
             if role == _PRODUCES:
                 tag = frozenset({frame.index})
-                for tensor in tree_leaves(output):
+                for tensor in (output,) if isinstance(output, torch.Tensor) else tree_leaves(output):
                     if isinstance(tensor, torch.Tensor):
-                        self.tags[tensor] = tag
+                        self.tags.set(tensor, tag)
             elif role == _PASSES and len(self.tags):
                 self._pass_tags(args, output)
             if kwargs:
