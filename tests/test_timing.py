@@ -90,3 +90,42 @@ def test_cli_time(capsys: pytest.CaptureFixture[str]) -> None:
     assert "needs a measurement (--time)" in capsys.readouterr().err
     assert main([*argv, "--device", "nonsense"]) == 2
     assert "--device nonsense" in capsys.readouterr().err
+
+
+class FakeEvent:
+    """Stands in for torch.cuda.Event on a machine without a GPU: records a made-up GPU time
+    (one unit per event, in order), and says how far apart two are in milliseconds."""
+
+    clock = 0.0
+
+    def __init__(self, enable_timing: bool = False) -> None:
+        assert enable_timing
+        self.at: float | None = None
+
+    def record(self, stream: object = None) -> None:
+        FakeEvent.clock += 1.0
+        self.at = FakeEvent.clock
+
+    def elapsed_time(self, end: FakeEvent) -> float:
+        assert self.at is not None and end.at is not None
+        return end.at - self.at
+
+
+def test_cuda_event_clock_sums_each_module_per_pass(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CUDA path's bookkeeping, without a GPU: a module called twice gets the sum of its
+    two intervals, each pass starts from nothing, and nothing synchronises in between (the
+    events are read once, when the pass is collected)."""
+    from convprof import timing
+
+    monkeypatch.setattr(torch.cuda, "Event", FakeEvent)
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: None)
+    clock = timing._EventClock(torch.device("cuda"))
+    for _ in range(2):  # two passes: the second must not carry the first's time
+        clock.before("dw")  # events 1 and 2: 1 unit
+        clock.after("dw")
+        clock.before("pw")  # events 3 and 4, then 5 and 6: 1 + 1 units
+        clock.after("pw")
+        clock.before("pw")
+        clock.after("pw")
+        clock.after("never started")  # a post-hook without its pre-hook is ignored
+        assert clock.collect() == {"dw": 0.001, "pw": 0.002}  # milliseconds -> seconds
