@@ -183,6 +183,23 @@ def _named_tensors(name: str, value: Any) -> Iterator[tuple[str, TensorMeta]]:
             yield from _named_tensors(f"{name}[{key!r}]", item)
 
 
+def _op_call(
+    func: torch._ops.OpOverload,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    out: Any,
+    reads_weight: bool = False,
+) -> OpCall:
+    """The record of one operator call, of the forward or the backward pass."""
+    return OpCall(
+        op=str(func),
+        args=tuple(_plain(a) for a in args),
+        kwargs=tuple((k, _plain(v)) for k, v in kwargs.items()),
+        outputs=_outputs(out),
+        reads_weight=reads_weight,
+    )
+
+
 def _outputs(value: Any) -> tuple[TensorMeta, ...]:
     if isinstance(value, torch.Tensor):
         return (meta_of(value),)
@@ -327,14 +344,7 @@ class _Session(TorchDispatchMode):  # type: ignore[no-untyped-call]
             if len(self.tags):
                 self._pass_tags(args, out)
         elif self.stack:
-            self.stack[-1].ops.append(
-                OpCall(
-                    op=str(func),
-                    args=tuple(_plain(a) for a in args),
-                    kwargs=tuple((k, _plain(v)) for k, v in kwargs.items()),
-                    outputs=_outputs(out),
-                )
-            )
+            self.stack[-1].ops.append(_op_call(func, args, kwargs, out))
         return out
 
     def _record_gradient(
@@ -348,13 +358,7 @@ class _Session(TorchDispatchMode):  # type: ignore[no-untyped-call]
         if index is None:
             return
         self.calls[index].backward.append(
-            OpCall(
-                op=str(func),
-                args=tuple(_plain(a) for a in args),
-                kwargs=tuple((k, _plain(v)) for k, v in kwargs.items()),
-                outputs=_outputs(out),
-                reads_weight=any(self._is_weight(a) for a in args),
-            )
+            _op_call(func, args, kwargs, out, reads_weight=any(self._is_weight(a) for a in args))
         )
 
     def _is_weight(self, value: Any) -> bool:
@@ -514,7 +518,7 @@ class _Session(TorchDispatchMode):  # type: ignore[no-untyped-call]
             name,
             len(self.calls),
             (("0", meta_of(args[0])),)  # the common case, without the generators
-            if len(args) == 1 and isinstance(args[0], torch.Tensor) and not args[0].is_nested
+            if len(args) == 1 and isinstance(args[0], torch.Tensor)
             else tuple(item for i, a in enumerate(args) for item in _named_tensors(str(i), a)),
             self._sources(args) if len(self.tags) else frozenset(),
             quiet=quiet,
