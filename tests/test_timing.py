@@ -119,7 +119,7 @@ def test_cuda_event_clock_sums_each_module_per_pass(monkeypatch: pytest.MonkeyPa
 
     monkeypatch.setattr(torch.cuda, "Event", FakeEvent)
     monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: None)
-    clock = timing._EventClock(torch.device("cuda"))
+    clock = timing._event_clock(torch.device("cuda"))
     for _ in range(2):  # two passes: the second must not carry the first's time
         clock.before("dw")  # events 1 and 2: 1 unit
         clock.after("dw")

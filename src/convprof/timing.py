@@ -68,7 +68,7 @@ def measure(
     state.set_eval()
     per_pass: list[dict[str, float]] = []
     forwards: list[float] = []
-    clock = _EventClock(device) if cuda else _WallClock()
+    clock = _event_clock(device) if cuda else _wall_clock()
     try:
         with torch.no_grad():
             for _ in range(warmup):
@@ -98,50 +98,43 @@ def measure(
     return Timing(where, repeats, statistics.median(forwards), min(forwards), max(forwards), layers)
 
 
-class _WallClock:
-    """Wall time between a leaf module's hooks, summed per module over one pass."""
+class _Clock:
+    """Time between a leaf module's hooks, summed per module over one pass. ``now`` stamps a
+    boundary and ``seconds`` reads two stamps, only when the pass is collected: a CUDA event's
+    time is known once the device has synchronised."""
 
-    def __init__(self) -> None:
-        self.started: dict[str, float] = {}
-        self.spent: dict[str, float] = {}
+    def __init__(self, now: Callable[[], Any], seconds: Callable[[Any, Any], float]) -> None:
+        self.now = now
+        self.seconds = seconds
+        self.started: dict[str, Any] = {}
+        self.pairs: list[tuple[str, Any, Any]] = []
 
     def before(self, name: str) -> None:
-        self.started[name] = time.perf_counter()
+        self.started[name] = self.now()
 
     def after(self, name: str) -> None:
         start = self.started.pop(name, None)
         if start is not None:
-            self.spent[name] = self.spent.get(name, 0.0) + time.perf_counter() - start
-
-    def collect(self) -> dict[str, float]:
-        spent, self.spent = self.spent, {}
-        return spent
-
-
-class _EventClock:
-    """GPU time between a leaf module's hooks, from CUDA events read once the pass has synchronised."""
-
-    def __init__(self, device: torch.device) -> None:
-        self.device = device
-        self.started: dict[str, torch.cuda.Event] = {}
-        self.pairs: list[tuple[str, torch.cuda.Event, torch.cuda.Event]] = []
-
-    def _now(self) -> torch.cuda.Event:
-        event = torch.cuda.Event(enable_timing=True)  # type: ignore[no-untyped-call]
-        event.record(torch.cuda.current_stream(self.device))
-        return event
-
-    def before(self, name: str) -> None:
-        self.started[name] = self._now()
-
-    def after(self, name: str) -> None:
-        start = self.started.pop(name, None)
-        if start is not None:
-            self.pairs.append((name, start, self._now()))
+            self.pairs.append((name, start, self.now()))
 
     def collect(self) -> dict[str, float]:
         spent: dict[str, float] = {}
         for name, start, end in self.pairs:
-            spent[name] = spent.get(name, 0.0) + start.elapsed_time(end) / 1000
+            spent[name] = spent.get(name, 0.0) + self.seconds(start, end)
         self.pairs = []
         return spent
+
+
+def _wall_clock() -> _Clock:
+    return _Clock(time.perf_counter, lambda start, end: end - start)
+
+
+def _event_clock(device: torch.device) -> _Clock:
+    """GPU time, from CUDA events on the device's current stream."""
+
+    def now() -> torch.cuda.Event:
+        event = torch.cuda.Event(enable_timing=True)  # type: ignore[no-untyped-call]
+        event.record(torch.cuda.current_stream(device))
+        return event
+
+    return _Clock(now, lambda start, end: start.elapsed_time(end) / 1000)
