@@ -15,8 +15,12 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+from torch import nn
 
 Shortcut = Callable[[torch._ops.OpOverload, tuple[Any, ...], dict[str, Any]], Any]
+# (module, positional inputs) -> output; the module is typed Any as its attributes are read as
+# the built-in layer declares them, which nn.Module's typing cannot say
+ModuleShortcut = Callable[[Any, tuple[Any, ...]], Any]
 
 _SAME_AS_INPUT = {
     # float in, same shape and dtype out, whatever the extra scalar arguments
@@ -457,6 +461,131 @@ _TABLE: dict[str, Shortcut] = {
     "native_layer_norm_backward": _layer_norm_backward,
     "convolution_backward": _convolution_backward,
 }
+
+
+# Module stand-ins. In a zero-compute pass the operators inside a built-in layer with a module
+# formula are not recorded (the formula counts the call from its input and output), so the
+# layer's forward need not run at all: its output follows from its input and attributes.
+# Skipping it saves the Python dispatch of each operator inside (one for a convolution, two
+# for a BatchNorm, four for a Linear on a 3-D input; 15-30 us each) and the layer's own Python.
+# Each function takes the module and its positional inputs and returns what its forward would
+# (the input itself where the forward returns it: in-place activations, Dropout in eval,
+# Identity), or None for anything unusual, and then the real forward runs on meta. Only exact
+# types are listed: a subclass may override forward.
+
+_CONVOLUTION = torch.ops.aten.convolution.default
+_BATCH_NORM = torch.ops.aten.native_batch_norm.default
+
+
+def _meta_input(args: tuple[Any, ...]) -> torch.Tensor | None:
+    x = args[0] if len(args) == 1 else None
+    return x if isinstance(x, torch.Tensor) and x.is_meta and _float(x) else None
+
+
+def _conv_module(module: Any, args: tuple[Any, ...]) -> Any:
+    # Conv*d.forward: F.conv*d(x, weight, bias, stride, padding, dilation, groups); ConvTranspose
+    # without output_size: F.conv_transpose*d(..., output_padding, groups, dilation). Both reach
+    # aten.convolution with these arguments.
+    x = _meta_input(args)
+    if x is None or module.padding_mode != "zeros" or isinstance(module.padding, str):
+        return None
+    n = len(module.kernel_size)
+    output_padding = list(module.output_padding) if module.transposed else [0] * n
+    return _convolution(
+        _CONVOLUTION,
+        (
+            x,
+            module.weight,
+            module.bias,
+            list(module.stride),
+            list(module.padding),
+            list(module.dilation),
+            module.transposed,
+            output_padding,
+            module.groups,
+        ),
+        {},
+    )
+
+
+_BATCH_NORM_RANKS: dict[type, tuple[int, ...]] = {
+    nn.BatchNorm1d: (2, 3),
+    nn.BatchNorm2d: (4,),
+    nn.BatchNorm3d: (5,),
+}
+
+
+def _batch_norm_module(module: Any, args: tuple[Any, ...]) -> Any:
+    # in eval with running statistics (the pass's mode): normalised with those, same shape out;
+    # without them (track_running_stats=False) it uses the batch's, which is left to PyTorch
+    x = _meta_input(args)
+    if x is None or module.training or module.running_mean is None:
+        return None
+    if x.dim() not in _BATCH_NORM_RANKS[type(module)]:
+        return None  # its _check_input_dim raises, with its message
+    stats = (module.weight, module.bias, module.running_mean, module.running_var)
+    out = _batch_norm(_BATCH_NORM, (x, *stats, False, 0.0, module.eps), {})
+    return None if out is None else out[0]
+
+
+def _linear_module(module: Any, args: tuple[Any, ...]) -> Any:
+    # F.linear on (..., in) gives (..., out), contiguous (2-D: addmm; more: a view of an mm)
+    x, weight, bias = _meta_input(args), module.weight, module.bias
+    if x is None or not _float(weight) or weight.dim() != 2 or x.dtype != weight.dtype:
+        return None
+    if x.dim() < 1 or x.shape[-1] != weight.shape[1] or not x.is_contiguous():
+        return None
+    if bias is not None and (bias.dtype != x.dtype or tuple(bias.shape) != (weight.shape[0],)):
+        return None
+    return torch.empty((*x.shape[:-1], weight.shape[0]), dtype=x.dtype, device="meta")
+
+
+def _activation_module(module: Any, args: tuple[Any, ...]) -> Any:
+    # element-wise, float in, same shape and dtype out; in place: the input itself
+    x = _meta_input(args)
+    if x is None or getattr(module, "approximate", "none") not in ("none", "tanh"):  # GELU's check
+        return None
+    return x if getattr(module, "inplace", False) else _like(x)
+
+
+def _same_tensor_module(module: Any, args: tuple[Any, ...]) -> Any:
+    # Identity returns its input, and so does Dropout when not training
+    x = _meta_input(args)
+    if x is None or module.training:
+        return None
+    return x
+
+
+_MODULE_TABLE: dict[type, ModuleShortcut] = {
+    **{cls: _conv_module for cls in (nn.Conv1d, nn.Conv2d, nn.Conv3d)},
+    **{cls: _conv_module for cls in (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)},
+    **{cls: _batch_norm_module for cls in _BATCH_NORM_RANKS},
+    nn.Linear: _linear_module,
+    **{
+        cls: _activation_module
+        for cls in (
+            nn.ReLU,
+            nn.ReLU6,
+            nn.Hardtanh,
+            nn.Hardswish,
+            nn.Hardsigmoid,
+            nn.SiLU,
+            nn.GELU,
+            nn.Sigmoid,
+            nn.Tanh,
+            nn.LeakyReLU,
+            nn.ELU,
+            nn.Mish,
+        )
+    },
+    nn.Identity: _same_tensor_module,
+    nn.Dropout: _same_tensor_module,
+}
+
+
+def module_shortcut_for(module_type: type) -> ModuleShortcut | None:
+    """The stand-in for the forward of a module of exactly this type, if it has one."""
+    return _MODULE_TABLE.get(module_type)
 
 
 # The caller's integer tensors up to this size stay real in a zero-compute pass: lengths,

@@ -1,0 +1,237 @@
+"""Module stand-ins: in a zero-compute pass a built-in layer's forward is skipped and its output
+made directly (meta_shapes.module_shortcut_for). Each stand-in must give what the layer's own
+forward gives on meta (shape, dtype, strides, and the input itself where the forward returns
+it), decline what it cannot know, and leave the counts and the model exactly as without it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import torch
+from torch import nn
+
+import convprof
+from convprof.meta_shapes import _MODULE_TABLE, module_shortcut_for
+from tests.test_behaviour import assert_unchanged, snapshot
+
+
+def _cl(shape: tuple[int, ...]) -> torch.Tensor:
+    return torch.empty(shape, device="meta").to(memory_format=torch.channels_last)
+
+
+# (module, input) pairs; inputs on meta, like a zero-compute pass's
+CASES: dict[str, tuple[Callable[[], nn.Module], Callable[[], torch.Tensor]]] = {
+    "conv1d": (lambda: nn.Conv1d(4, 6, 3, stride=2), lambda: torch.empty(2, 4, 9)),
+    "conv2d groups dilation": (
+        lambda: nn.Conv2d(8, 16, 3, padding=2, dilation=2, groups=4, bias=False),
+        lambda: torch.empty(1, 8, 7, 7),
+    ),
+    "conv2d depthwise stride": (lambda: nn.Conv2d(6, 6, 3, 2, 1, groups=6), lambda: torch.empty(2, 6, 9, 9)),
+    "conv3d": (lambda: nn.Conv3d(2, 4, (1, 3, 3), padding=(0, 1, 1)), lambda: torch.empty(1, 2, 3, 5, 5)),
+    "conv transpose1d": (lambda: nn.ConvTranspose1d(4, 2, 4, stride=2), lambda: torch.empty(1, 4, 5)),
+    "conv transpose2d output_padding": (
+        lambda: nn.ConvTranspose2d(4, 6, 3, stride=2, padding=1, output_padding=1, groups=2),
+        lambda: torch.empty(2, 4, 5, 5),
+    ),
+    "conv transpose3d": (lambda: nn.ConvTranspose3d(2, 2, 2, stride=2), lambda: torch.empty(1, 2, 2, 3, 3)),
+    "batch norm 1d, 2-D": (lambda: nn.BatchNorm1d(5), lambda: torch.empty(3, 5)),
+    "batch norm 1d, 3-D": (lambda: nn.BatchNorm1d(5, affine=False), lambda: torch.empty(3, 5, 7)),
+    "batch norm 2d": (lambda: nn.BatchNorm2d(4), lambda: torch.empty(2, 4, 3, 3)),
+    "batch norm 2d channels last": (lambda: nn.BatchNorm2d(4), lambda: _cl((2, 4, 3, 3))),
+    "batch norm 3d": (lambda: nn.BatchNorm3d(2), lambda: torch.empty(1, 2, 2, 3, 3)),
+    "linear 1-D": (lambda: nn.Linear(4, 3), lambda: torch.empty(4)),
+    "linear 3-D, no bias": (lambda: nn.Linear(4, 3, bias=False), lambda: torch.empty(2, 5, 4)),
+    "relu in place": (lambda: nn.ReLU(inplace=True), lambda: torch.empty(2, 3)),
+    "relu": (lambda: nn.ReLU(), lambda: _cl((1, 3, 2, 2))),
+    "relu6 in place": (lambda: nn.ReLU6(inplace=True), lambda: torch.empty(2, 3)),
+    "hardtanh": (lambda: nn.Hardtanh(-2.0, 2.0), lambda: torch.empty(2, 3)),
+    "hardswish": (lambda: nn.Hardswish(), lambda: torch.empty(2, 3)),
+    "hardswish in place": (lambda: nn.Hardswish(inplace=True), lambda: torch.empty(2, 3)),
+    "hardsigmoid": (lambda: nn.Hardsigmoid(), lambda: torch.empty(2, 3)),
+    "silu in place": (lambda: nn.SiLU(inplace=True), lambda: torch.empty(2, 3)),
+    "gelu tanh": (lambda: nn.GELU("tanh"), lambda: torch.empty(2, 3, dtype=torch.bfloat16)),
+    "sigmoid": (lambda: nn.Sigmoid(), lambda: torch.empty(2, 3)),
+    "tanh": (lambda: nn.Tanh(), lambda: torch.empty(2, 3)),
+    "leaky relu": (lambda: nn.LeakyReLU(0.2), lambda: torch.empty(2, 3)),
+    "elu in place": (lambda: nn.ELU(inplace=True), lambda: torch.empty(2, 3)),
+    "mish": (lambda: nn.Mish(), lambda: torch.empty(2, 3)),
+    "identity": (lambda: nn.Identity(), lambda: torch.empty(2, 3)),
+    "dropout": (lambda: nn.Dropout(0.5), lambda: torch.empty(2, 3)),
+}
+
+
+def _meta_case(name: str) -> tuple[nn.Module, torch.Tensor]:
+    make_module, make_input = CASES[name]
+    x = make_input()
+    return make_module().to("meta").eval(), (x if x.is_meta else x.to("meta"))
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_module_stand_ins_give_what_the_forward_gives_on_meta(name: str) -> None:
+    module, x = _meta_case(name)
+    shortcut = module_shortcut_for(type(module))
+    assert shortcut is not None
+    ours = shortcut(module, (x,))
+    theirs = module(x)
+    assert ours is not None
+    assert (ours.shape, ours.dtype, ours.stride()) == (theirs.shape, theirs.dtype, theirs.stride())
+    assert (ours is x) == (theirs is x)  # in place, or the input passed through
+
+
+def test_every_module_stand_in_is_checked_above() -> None:
+    checked = {type(_meta_case(name)[0]) for name in CASES}
+    assert set(_MODULE_TABLE) <= checked
+
+
+DECLINED: dict[str, tuple[nn.Module, torch.Tensor]] = {
+    # what the stand-ins cannot know goes to the real forward on meta
+    "conv padding same": (nn.Conv2d(3, 4, 3, padding="same"), torch.empty(1, 3, 5, 5)),
+    "conv reflect padding": (nn.Conv2d(3, 4, 3, padding=1, padding_mode="reflect"), torch.empty(1, 3, 5, 5)),
+    "conv unbatched": (nn.Conv2d(3, 4, 3), torch.empty(3, 5, 5)),
+    "conv channels last": (nn.Conv2d(3, 4, 3), _cl((1, 3, 5, 5))),
+    "batch norm batch statistics": (nn.BatchNorm2d(3, track_running_stats=False), torch.empty(2, 3, 4, 4)),
+    "linear non-contiguous": (nn.Linear(4, 3), torch.empty(4, 2).t()),
+    "relu on integers": (nn.ReLU(), torch.empty(2, 3, dtype=torch.int64)),
+    "gelu bad approximation": (nn.GELU("fast"), torch.empty(2, 3)),
+    # what PyTorch refuses, so that its kernel or the module says what is wrong
+    "conv channels": (nn.Conv2d(3, 4, 3), torch.empty(1, 5, 5, 5)),
+    "conv input too small": (nn.Conv2d(3, 4, 5), torch.empty(1, 3, 3, 3)),
+    "conv dtype": (nn.Conv2d(3, 4, 3), torch.empty(1, 3, 5, 5, dtype=torch.float64)),
+    "batch norm rank": (nn.BatchNorm2d(3), torch.empty(2, 3)),
+    "batch norm channels": (nn.BatchNorm1d(3), torch.empty(2, 4)),
+    "linear features": (nn.Linear(4, 3), torch.empty(2, 5)),
+    "linear dtype": (nn.Linear(4, 3), torch.empty(2, 4, dtype=torch.float16)),
+    "linear scalar": (nn.Linear(1, 3), torch.empty(())),
+}
+
+
+@pytest.mark.parametrize("name", list(DECLINED))
+def test_module_stand_ins_decline_what_they_cannot_know(name: str) -> None:
+    module, x = DECLINED[name]
+    module = module.to("meta").eval()
+    shortcut = module_shortcut_for(type(module))
+    assert shortcut is not None
+    assert shortcut(module, (x.to("meta"),)) is None
+
+
+def test_subclasses_and_wrapped_forwards_keep_their_own_forward() -> None:
+    class Scaled(nn.Conv2d):  # a subclass may override forward: no stand-in
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return super().forward(x * 2)
+
+    assert module_shortcut_for(Scaled) is None
+    assert module_shortcut_for(nn.LazyConv2d) is None
+
+    calls = []
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU())
+    real = model[0].forward
+
+    def wrapped(x: torch.Tensor) -> torch.Tensor:  # as accelerate and others wrap a forward
+        calls.append(x.shape)
+        return real(x)
+
+    model[0].forward = wrapped
+    x = torch.randn(1, 3, 6, 6)
+    assert convprof.profile(model, x, compute=False) == convprof.profile(model, x)
+    assert len(calls) == 2  # the instance's own forward ran in both passes
+    assert model[0].forward is wrapped
+
+
+class _Direct(nn.Module):
+    """Calls a child's forward directly: no module call, so the child's operators belong to
+    the parent's row, and zero compute must run them to count them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.fc = nn.Linear(4, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.conv.forward(x).mean((2, 3))
+        return self.fc(y) + self.fc.forward(y)
+
+
+def test_a_forward_called_directly_is_counted_in_its_caller() -> None:
+    model, x = _Direct(), torch.randn(2, 3, 6, 6)
+    report = convprof.profile(model, x, compute=False)
+    assert report == convprof.profile(model, x)
+    # conv 2 x 4 x 4x4 outputs x 27 = 3,456 MACs and one fc call of 2 x 2 x 4 = 16 in the
+    # root's row, the other fc call (16) in its own
+    root = next(layer for layer in report.layers if layer.name == "")
+    assert root.macs == 2 * 4 * 4 * 4 * 27 + 2 * 2 * 4
+    assert report.total.macs == 3456 + 16 + 16
+
+
+def test_model_left_as_it_was_also_when_a_later_layer_raises() -> None:
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(inplace=True), nn.Flatten(), nn.Linear(5, 2))
+    before = snapshot(model)
+    with pytest.raises(convprof.ForwardError, match="module '3' \\(Linear\\)"):
+        convprof.profile(model, torch.randn(1, 3, 5, 5), compute=False)
+    assert_unchanged(before, model)
+    assert all("forward" not in vars(m) for m in model.modules())
+
+
+def test_zero_compute_with_stand_ins_counts_what_a_real_pass_counts() -> None:
+    # every stand-in type in one network, with in-place layers and a residual that reads the
+    # tensor an in-place activation wrote
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.stem = nn.Sequential(
+                nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU6(inplace=True)
+            )
+            self.up = nn.ConvTranspose2d(8, 8, 2, stride=2)
+            self.acts = nn.Sequential(nn.Hardswish(), nn.SiLU(inplace=True), nn.GELU(), nn.Dropout(0.1))
+            self.head = nn.Sequential(nn.Identity(), nn.Linear(8, 5), nn.Tanh())
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            y = self.stem(x)
+            z = self.acts(self.up(y))
+            return self.head(z.mean((2, 3)) + y.mean((2, 3)))
+
+    model, x = Net(), torch.randn(2, 3, 8, 8)
+    before = snapshot(model)
+    shapes_only = convprof.profile(model, x, compute=False)
+    assert_unchanged(before, model)
+    assert shapes_only == convprof.profile(model, x)
+    # conv 2 x 8 x 8x8 x 27 = 27,648; transposed 2 x 8 x 8x8 (input) x 8 x 4 = 32,768; linear 80
+    assert shapes_only.total.macs == 27648 + 32768 + 80
+
+
+def test_stand_ins_are_used_unless_another_mode_is_running(monkeypatch: pytest.MonkeyPatch) -> None:
+    # the forward of a stood-in layer does not run, unless a mode the model pushed itself is on
+    # the stack: that mode must see the layer's operators
+    ran: list[str] = []
+    forwards: list[torch.Size] = []
+    conv_forward = nn.Conv2d._conv_forward
+
+    def counting(self: nn.Conv2d, x: torch.Tensor, *rest: Any) -> torch.Tensor:
+        forwards.append(x.shape)
+        return conv_forward(self, x, *rest)
+
+    monkeypatch.setattr(nn.Conv2d, "_conv_forward", counting)
+
+    class Watch(torch.utils._python_dispatch.TorchDispatchMode):  # type: ignore[misc]
+        def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+            ran.append(str(func))
+            return func(*args, **(kwargs or {}))
+
+    class Pushes(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 3, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            y = self.conv(x)
+            with Watch():
+                return self.conv(y)
+
+    model, x = Pushes(), torch.randn(1, 3, 8, 8)
+    report = convprof.profile(model, x, compute=False)
+    assert forwards == [(1, 3, 6, 6)]  # the first call was stood in, the second ran on meta
+    assert ran.count("aten.convolution.default") == 1
+    forwards.clear()
+    assert convprof.profile(model, x) == report
+    assert len(forwards) == 2
