@@ -219,13 +219,13 @@ def test_a_mode_around_profile_sees_the_operators(compute: bool) -> None:
 def test_interrupt_between_pop_and_record_surfaces_as_itself(monkeypatch: pytest.MonkeyPatch) -> None:
     from convprof import recorder
 
-    real_pop = recorder._pop_mode
+    real_pop = recorder._stack_pop
 
-    def pop_then_interrupt() -> Any:
-        real_pop()
+    def pop_then_interrupt(key: Any) -> Any:
+        real_pop(key)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(recorder, "_pop_mode", pop_then_interrupt)
+    monkeypatch.setattr(recorder, "_stack_pop", pop_then_interrupt)
     with pytest.raises(KeyboardInterrupt):
         convprof.profile(nn.Sequential(nn.ReLU()), torch.randn(2))
     monkeypatch.undo()

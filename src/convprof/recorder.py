@@ -61,15 +61,20 @@ from torch.nn.modules.module import register_module_forward_hook, register_modul
 from torch.utils._python_dispatch import (
     TorchDispatchMode,
     _disable_current_modes,
-    _get_current_dispatch_mode,
     _get_current_dispatch_mode_stack,
-    _pop_mode,
     _push_mode,
 )
 from torch.utils._pytree import tree_leaves
 
 from convprof.formulas import OpClass, classify, is_quiet, module_formula, moves_memory
-from convprof.meta_shapes import Shortcut, shortcut_for, steers, value_shortcut_for
+from convprof.meta_shapes import (
+    ModuleShortcut,
+    Shortcut,
+    module_shortcut_for,
+    shortcut_for,
+    steers,
+    value_shortcut_for,
+)
 from convprof.records import (
     ArgValue,
     ConvSpec,
@@ -476,11 +481,47 @@ class _Session(TorchDispatchMode):  # type: ignore[no-untyped-call]
             return type(value)(self._metas(v) for v in value)
         return value
 
+    def skip_forwards(self, named: list[tuple[str, nn.Module]]) -> list[nn.Module]:
+        """Zero compute without a backward pass: give each quiet built-in layer that has a
+        module stand-in (meta_shapes) a forward of its own that makes its output directly, and
+        return those modules (the caller takes the forwards away; the state's restore would
+        too). A backward pass needs the operators' autograd graph, so it keeps them all."""
+        skipped = []
+        for name, module in named:
+            shortcut = module_shortcut_for(type(module))
+            if shortcut is not None and self.modules[id(module)][1] and "forward" not in module.__dict__:
+                module.__dict__["forward"] = self._skipping(module, name, shortcut)
+                skipped.append(module)
+        return skipped
+
+    def _skipping(self, module: nn.Module, name: str, shortcut: ModuleShortcut) -> Callable[..., Any]:
+        real = functools.partial(type(module).forward, module)
+
+        def forward(*args: Any, **kwargs: Any) -> Any:
+            # Only for a call this session opened a frame for (not ``module.forward(x)`` called
+            # by other code, whose operators are recorded on the caller), with no other mode
+            # on the stack (a mode pushed by the model, or a user's mode around profile(),
+            # must see the operators).
+            if (
+                not kwargs
+                and self.stack
+                and self.stack[-1].name == name
+                and not self.paused
+                and torch._C._len_torch_dispatch_stack() == 1
+            ):
+                with torch._C._DisableTorchDispatch():
+                    out = shortcut(module, args)
+                if out is not None:
+                    return out
+            return real(*args, **kwargs)
+
+        return forward
+
     def restore_mode(self) -> None:
         """Push the mode back if a quiet module popped it and never got to its post-hook."""
         if self.quiet is not None:
             self.quiet = None
-            _push_mode(self)
+            _stack_push(self)
 
     def finish(self) -> None:
         """Before the ``with`` block pops this mode: make sure it is on the stack, also when an
@@ -529,8 +570,8 @@ class _Session(TorchDispatchMode):  # type: ignore[no-untyped-call]
         self.calls.append(frame)
         # Only this session's own mode is popped: a mode the model pushed itself stays. Zero
         # compute keeps it: the operators need their stand-ins.
-        if quiet and self._stand_ins is None and _get_current_dispatch_mode() is self:
-            _pop_mode()
+        if quiet and self._stand_ins is None and (depth := _stack_len()) and _stack_at(depth - 1) is self:
+            _stack_pop(None)
             self.quiet = frame
 
     def post_hook(self, module: nn.Module, args: Any, *rest: Any) -> None:
@@ -569,6 +610,14 @@ class _Session(TorchDispatchMode):  # type: ignore[no-untyped-call]
                 frame.inputs += tuple(item for k, v in kwargs.items() for item in _named_tensors(k, v))
             return
 
+
+# The dispatch-mode stack itself. PyTorch's _pop_mode, _push_mode and _get_current_dispatch_mode
+# wrap these in Python for modes with a dispatch key (this one has none), which is 2 us more per
+# quiet module in a computing pass.
+_stack_len = torch._C._len_torch_dispatch_stack
+_stack_at = torch._C._get_dispatch_stack_at
+_stack_pop = torch._C._pop_torch_dispatch_stack
+_stack_push = torch._C._push_on_torch_dispatch_stack
 
 # Operators that write their arguments although their schema does not say so: the legacy batch
 # norm kernels update running_mean and running_var in training (F.batch_norm(training=True)).
@@ -639,10 +688,10 @@ def _dtype(tensor: torch.Tensor) -> str:
     return str(tensor.dtype).removeprefix("torch.")
 
 
-def _params(module: nn.Module) -> tuple[ParamInfo, ...]:
+def _params(module: nn.Module, ident: Callable[[torch.Tensor], int]) -> tuple[ParamInfo, ...]:
     """The parameters a module owns directly, packed ones (quantized kernels) included."""
     params = [
-        ParamInfo(pname, id(p), tuple(p.shape), p.element_size(), p.requires_grad, _dtype(p))
+        ParamInfo(pname, ident(p), tuple(p.shape), p.element_size(), p.requires_grad, _dtype(p))
         for pname, p in module._parameters.items()
         if p is not None and not nn.parameter.is_lazy(p)
     ]
@@ -656,8 +705,10 @@ def _params(module: nn.Module) -> tuple[ParamInfo, ...]:
     return tuple(params)
 
 
-def _module_info(name: str, module: nn.Module) -> ModuleInfo:
-    params = _params(module)
+def _module_info(name: str, module: nn.Module, ident: Callable[[torch.Tensor], int]) -> ModuleInfo:
+    """What a module is. ``ident``: the key of a parameter or buffer (its id, or in zero
+    compute the id of the tensor a stand-in stands for, so that both passes agree)."""
+    params = _params(module, ident)
     return ModuleInfo(
         name=name,
         type=type(module),
@@ -668,11 +719,61 @@ def _module_info(name: str, module: nn.Module) -> ModuleInfo:
         has_children=_has_children(module),
         moves_memory=moves_memory(type(module)),
         buffers=tuple(
-            ParamInfo(bname, id(b), tuple(b.shape), b.element_size(), False, _dtype(b))
+            ParamInfo(bname, ident(b), tuple(b.shape), b.element_size(), False, _dtype(b))
             for bname, b in module._buffers.items()
             if b is not None and not nn.parameter.is_lazy(b)
         ),
     )
+
+
+# What was read from each module, kept for its next profile (a sweep over input sizes, a loop
+# in a notebook, a CI job over variants), where reading it again is a good part of the cost for
+# a small network. An entry is reused only when every fact it was read from is the same (see
+# _facts), so a module changed in between is read afresh. Weak keys: a module that goes away
+# takes its entry with it, and an entry holds no tensor and no module.
+_INFOS: weakref.WeakKeyDictionary[nn.Module, tuple[tuple[Any, ...], ModuleInfo]] = weakref.WeakKeyDictionary()
+
+
+def _tensor_facts(table: dict[str, Any], ident: Callable[[torch.Tensor], int]) -> tuple[Any, ...]:
+    if not table:
+        return ()
+    return tuple(
+        (key, ident(t), type(t), t.shape, t.dtype, t.requires_grad)
+        for key, t in table.items()
+        if t is not None
+    )
+
+
+def _facts(name: str, module: nn.Module, ident: Callable[[torch.Tensor], int]) -> tuple[Any, ...] | None:
+    """Everything :func:`_module_info` reads from a module, in a form compared by value: its
+    name, class, children or not, each parameter's and buffer's key, class (lazy or not),
+    shape, dtype and requires_grad, and for a module with a formula its plain attributes. None
+    for a module holding packed parameters, which is read every time."""
+    if torch.ScriptObject in map(type, module.__dict__.values()):
+        return None
+    kind = type(module)
+    with_config = module_formula(kind) is not None or isinstance(module, nn.modules.conv._ConvNd)
+    return (
+        name,
+        kind,
+        _has_children(module),
+        _tensor_facts(module._parameters, ident),
+        _tensor_facts(module._buffers, ident),
+        _config(module) if with_config else None,
+    )
+
+
+def _read_info(name: str, module: nn.Module, ident: Callable[[torch.Tensor], int]) -> ModuleInfo:
+    """The module's :class:`ModuleInfo`, from the last profile when nothing it says changed."""
+    facts = _facts(name, module, ident)
+    if facts is not None:
+        known = _INFOS.get(module)
+        if known is not None and known[0] == facts:
+            return known[1]
+    info = _module_info(name, module, ident)
+    if facts is not None:
+        _INFOS[module] = (facts, info)
+    return info
 
 
 def _describe(frame: _Frame, module: nn.Module, exc: BaseException) -> str:
@@ -707,10 +808,13 @@ def _owned(named: list[tuple[str, nn.Module]]) -> list[torch.Tensor]:
     ]
 
 
+_META = torch.device("meta")
+
+
 def _stand_in(tensor: torch.Tensor) -> torch.Tensor:
-    meta = torch.empty_strided(tensor.shape, tensor.stride(), dtype=tensor.dtype, device="meta")
-    if isinstance(tensor, nn.Parameter):
-        return nn.Parameter(meta, requires_grad=tensor.requires_grad)
+    meta = torch.empty_strided(tensor.shape, tensor.stride(), dtype=tensor.dtype, device=_META)
+    if isinstance(tensor, nn.Parameter):  # what nn.Parameter(meta) does, without its Python
+        return torch.Tensor._make_subclass(nn.Parameter, meta, tensor.requires_grad)
     return meta
 
 
@@ -789,6 +893,7 @@ def _record(
     # Two global hooks cost less than a pair per module (registration, removal); they ignore
     # modules that are not part of the model.
     handles = []
+    skipped: list[nn.Module] = []
     outer = _sessions()
     held = HeldSignals()
     try:
@@ -805,6 +910,8 @@ def _record(
         if session._stand_ins is not None:
             state.point_at(session._stand_ins)
             call_args, call_kwargs = session.meta_copy((args, kwargs), {}, 0)
+            if not backward:
+                skipped = session.skip_forwards(named)
         for running in outer:
             running.paused += 1
         outer.append(session)
@@ -827,7 +934,15 @@ def _record(
                 "other thread runs, or a copy of it"
             )
         # Read before the state is put back: a lazy module knows its sizes only now.
-        infos = {name: _module_info(name, module) for name, module in named}
+        if session._stand_ins is None:
+            ident: Callable[[torch.Tensor], int] = id
+        else:
+            originals = {id(stand_in): key for key, stand_in in session._stand_ins.items()}
+
+            def ident(tensor: torch.Tensor) -> int:
+                return originals.get(id(tensor), id(tensor))
+
+        infos = {name: _read_info(name, module, ident) for name, module in named}
     finally:
         held.hold()
         try:
@@ -841,6 +956,8 @@ def _record(
                 # with it a global-hooks flag that slows every later forward and warns in compile)
                 _module_globals._global_forward_hooks_with_kwargs.pop(handle.id, None)
                 _module_globals._global_forward_hooks_always_called.pop(handle.id, None)
+            for module in skipped:
+                module.__dict__.pop("forward", None)
             state.restore()
             if session._values is not None:
                 session._values.restore()
