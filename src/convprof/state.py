@@ -60,6 +60,8 @@ class ModelState:
         self._script: list[tuple[nn.Module, bool]] = []
         # (a dict, list or set a module holds, a copy of its contents or None when empty)
         self._containers: list[tuple[Any, Any]] = []
+        # (module, attribute) holding a list or tuple of tensors, for point_at
+        self._tensor_lists: list[tuple[nn.Module, str]] = []
         for module in modules:
             if _is_script(module):
                 self._script.append((module, module.training))
@@ -67,8 +69,11 @@ class ModelState:
             state = module.__dict__
             for key, value in state.items():
                 kind = type(value)
-                if (kind is dict or kind is list or kind is set) and key not in _OWN_CONTAINERS:
-                    self._containers.append((value, kind(value) if value else None))
+                if kind is dict or kind is list or kind is set or kind is tuple:
+                    if kind is not tuple and key not in _OWN_CONTAINERS:
+                        self._containers.append((value, kind(value) if value else None))
+                    if kind is not dict and kind is not set and value and isinstance(value[0], torch.Tensor):
+                        self._tensor_lists.append((module, key))
             self._python.append(
                 (
                     module,
@@ -89,21 +94,17 @@ class ModelState:
 
     def point_at(self, stand_ins: dict[int, torch.Tensor]) -> None:
         """Make each module's references to its parameters and buffers (in their tables and in
-        plain attributes holding one or a list of them) point at their meta stand-ins."""
-        for module, _, attrs, _, _ in self._python:
+        plain attributes holding a list or tuple of them) point at their meta stand-ins."""
+        for module, *_ in self._python:
             tables: tuple[dict[str, Any], ...] = (module._parameters, module._buffers)
             for table in tables:
                 for key, value in table.items():
                     if value is not None and id(value) in stand_ins:
                         table[key] = stand_ins[id(value)]
-            for key, value in attrs.items():
-                if (
-                    isinstance(value, (list, tuple))
-                    and value
-                    and isinstance(value[0], torch.Tensor)
-                    and any(id(v) in stand_ins for v in value)
-                ):
-                    module.__dict__[key] = type(value)(stand_ins.get(id(v), v) for v in value)
+        for module, key in self._tensor_lists:
+            value = module.__dict__[key]
+            if any(id(v) in stand_ins for v in value):
+                module.__dict__[key] = type(value)(stand_ins.get(id(v), v) for v in value)
 
     def restore(self) -> None:
         for module, cls, attrs, tables, non_persistent in self._python:
