@@ -82,8 +82,8 @@ class _Row:
     def add(self, call: ModuleCall) -> None:
         """Another call of the module: a different input or output shape from the first
         call's is noted, since the row shows the first call's shapes only."""
-        if self.first is not None and call is not self.first:
-            self.shapes_vary |= _shapes(call) != _shapes(self.first)
+        if self.first is not None and not self.shapes_vary:
+            self.shapes_vary = _shapes(call) != _shapes(self.first)
 
     def freeze(self) -> Layer:
         spec = self.info.conv
@@ -148,8 +148,11 @@ def count(trace: Trace) -> Report:
     unexplained: dict[str, tuple[int, list[str]]] = {}
     trainable = _trainable(trace.modules) if trace.backward else {}
     for call in trace.calls:
-        row = rows.setdefault(call.module.name, _Row(call.module, call))
-        row.add(call)
+        row = rows.get(call.module.name)
+        if row is None:
+            row = rows[call.module.name] = _Row(call.module, call)
+        else:
+            row.add(call)
         macs, missing = call_macs(call)
         if call.backward:
             grad_input, grad_weight, missing_grads = call_gradients(
@@ -161,6 +164,8 @@ def count(trace: Trace) -> Report:
         row.macs += macs
         row.memory_bytes += call_bytes(call)
         row.calls += 1
+        if not missing:
+            continue
         row.unexplained.update(missing)
         for op in missing:
             seen_calls, where = unexplained.get(op, (0, []))
