@@ -51,7 +51,6 @@ import threading
 import traceback
 import weakref
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -211,20 +210,40 @@ def _outputs(value: Any) -> tuple[TensorMeta, ...]:
     return tuple(meta_of(t) for t in tree_leaves(value) if isinstance(t, torch.Tensor))
 
 
-@dataclass
 class _Frame:
-    """A module call in progress."""
+    """A module call in progress (a plain slotted class: one is made per module call)."""
 
-    name: str
-    index: int  # position in the trace's calls
-    inputs: tuple[tuple[str, TensorMeta], ...]
-    sources: frozenset[int] = frozenset()
-    ops: list[OpCall] = field(default_factory=list)
-    outputs: tuple[TensorMeta, ...] | None = None
-    raised: bool = False  # the call raised (a parent caught it, or the pass failed here)
-    start: int = 0  # with a backward pass: the autograd sequence number when the call began
-    backward: list[OpCall] = field(default_factory=list)
-    quiet: bool = False  # a childless module whose operators are not recorded (is_quiet)
+    __slots__ = (
+        "backward",
+        "index",
+        "inputs",
+        "name",
+        "ops",
+        "outputs",
+        "quiet",
+        "raised",
+        "sources",
+        "start",
+    )
+
+    def __init__(
+        self,
+        name: str,
+        index: int,
+        inputs: tuple[tuple[str, TensorMeta], ...],
+        sources: frozenset[int],
+        quiet: bool,
+    ) -> None:
+        self.name = name
+        self.index = index  # position in the trace's calls
+        self.inputs = inputs
+        self.sources = sources
+        self.ops: list[OpCall] = []
+        self.outputs: tuple[TensorMeta, ...] | None = None
+        self.raised = False  # the call raised (a parent caught it, or the pass failed here)
+        self.start = 0  # with a backward pass: the autograd sequence number when the call began
+        self.backward: list[OpCall] = []
+        self.quiet = quiet  # a childless module whose operators are not recorded (is_quiet)
 
 
 _UNTAGGED: frozenset[int] = frozenset()
@@ -530,30 +549,29 @@ class _Session(TorchDispatchMode):  # type: ignore[no-untyped-call]
         if not any(mode is self for mode in _get_current_dispatch_mode_stack()):
             _push_mode(self)
 
-    def _known(self, module: nn.Module, refuse: bool = True) -> tuple[str, bool, int] | None:
-        """The module's (name, quiet, role) if this session records its call now. A call from
-        another thread is refused when it starts (``refuse``) and ignored when it ends."""
-        known = self.modules.get(id(module))
-        if known is None or self.paused:
-            return None
-        if threading.get_ident() != self.thread:
-            if not refuse:
-                return None
-            self.intruder = known[0]
-            raise RuntimeError(
-                f"module '{known[0] or '(root)'}' was called from another thread while convprof is "
-                "profiling its model; run it after profile() returns"
-            )
-        return known
+    def _refuse(self, name: str) -> None:
+        """A module of the model called from another thread while it is profiled."""
+        self.intruder = name
+        raise RuntimeError(
+            f"module '{name or '(root)'}' was called from another thread while convprof is "
+            "profiling its model; run it after profile() returns"
+        )
 
     def pre_hook(self, module: nn.Module, args: tuple[Any, ...]) -> None:
         """Global forward pre-hook: open a frame for a module of the model (others pass by).
         Global pre-hooks see no keyword arguments; the post-hook adds their tensors."""
-        known = self._known(module)
-        if known is None:
+        # Only this session's own calls, and only from its thread (a call from another thread
+        # is refused when it starts and ignored when it ends); the checks are inline, as this
+        # runs for every module call.
+        known = self.modules.get(id(module))
+        if known is None or self.paused:
             return
+        if threading.get_ident() != self.thread:
+            self._refuse(known[0])
         name, quiet, _ = known
-        self.restore_mode()
+        if self.quiet is not None:  # restore_mode(), inline
+            self.quiet = None
+            _stack_push(self)
         self.failed = None
         frame = _Frame(
             name,
@@ -561,8 +579,8 @@ class _Session(TorchDispatchMode):  # type: ignore[no-untyped-call]
             (("0", meta_of(args[0])),)  # the common case, without the generators
             if len(args) == 1 and isinstance(args[0], torch.Tensor)
             else tuple(item for i, a in enumerate(args) for item in _named_tensors(str(i), a)),
-            self._sources(args) if len(self.tags) else frozenset(),
-            quiet=quiet,
+            self._sources(args) if len(self.tags) else _UNTAGGED,
+            quiet,
         )
         if self.grads:
             frame.start = torch._C._autograd._get_sequence_nr()
@@ -578,11 +596,13 @@ class _Session(TorchDispatchMode):  # type: ignore[no-untyped-call]
         """Global forward hook, also called when the forward raises (``always_call``): then
         PyTorch passes ``(module, args, None)`` and the call's frame is closed as raised, so
         that a parent that catches the exception gets its later operators on its own row."""
-        known = self._known(module, refuse=False)
-        if known is None:
+        known = self.modules.get(id(module))
+        if known is None or self.paused or threading.get_ident() != self.thread:
             return
         name, _, role = known
-        self.restore_mode()
+        if self.quiet is not None:  # restore_mode(), inline
+            self.quiet = None
+            _stack_push(self)
         raised = len(rest) == 1
         kwargs, output = (None, None) if raised else rest
         # Pop back to this module's frame (frames above it were left by exceptions).
