@@ -113,3 +113,30 @@ def test_the_changes_show_in_the_figures() -> None:
     _half(model)
     report = convprof.profile(model, x.double())
     assert report.sizes.param_bytes == 2 * before.sizes.param_bytes
+
+
+def test_the_attributes_a_formula_reads() -> None:
+    # public scalars, None and tuples of scalars, subclasses included (an IntEnum, a NumPy
+    # float); not private ones, tensors, tuples holding None, or lists
+    import enum
+
+    import numpy as np
+
+    from convprof.recorder import _config
+
+    class Mode(enum.IntEnum):
+        A = 1
+
+    module = nn.Module()
+    module.heads, module.scale, module.mode, module.name = 4, np.float64(0.5), Mode.A, "q"
+    module.size, module.mixed, module.nothing = torch.Size([2, 3]), (1, np.float64(2.0)), None
+    module.holes, module.listed, module.tensor, module._private = (1, None), [1], torch.ones(1), 3
+    assert _config(module) == (
+        ("heads", 4),
+        ("scale", 0.5),
+        ("mode", Mode.A),
+        ("name", "q"),
+        ("size", (2, 3)),
+        ("mixed", (1, 2.0)),
+        ("nothing", None),
+    )

@@ -14,7 +14,7 @@ model.parameters())``.
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from convprof.blocks import find_blocks
 from convprof.formulas import module_formula, op_formula
@@ -66,7 +66,7 @@ def _trainable(modules: tuple[ModuleInfo, ...]) -> dict[str, frozenset[Shape]]:
     return {name: frozenset(found) for name, found in shapes.items()}
 
 
-@dataclass
+@dataclass(slots=True)
 class _Row:
     info: ModuleInfo
     first: ModuleCall | None
@@ -74,7 +74,7 @@ class _Row:
     calls: int = 0
     params: int = 0
     memory_bytes: int = 0
-    unexplained: Counter[str] = field(default_factory=Counter)
+    unexplained: Counter[str] | None = None  # made for the few rows that have any
     shapes_vary: bool = False
     grad_input_macs: int = 0
     grad_weight_macs: int = 0
@@ -104,7 +104,7 @@ class _Row:
             padding=spec.padding if spec else None,
             dilation=spec.dilation if spec else None,
             groups=spec.groups if spec else None,
-            unexplained=tuple(sorted(self.unexplained)),
+            unexplained=tuple(sorted(self.unexplained)) if self.unexplained else (),
             memory_bytes=self.memory_bytes,
             shapes_vary=self.shapes_vary,
             grad_input_macs=self.grad_input_macs,
@@ -166,6 +166,8 @@ def count(trace: Trace) -> Report:
         row.calls += 1
         if not missing:
             continue
+        if row.unexplained is None:
+            row.unexplained = Counter()
         row.unexplained.update(missing)
         for op in missing:
             seen_calls, where = unexplained.get(op, (0, []))

@@ -658,15 +658,28 @@ def _sessions() -> list[_Session]:
     return sessions
 
 
+_SCALARS = frozenset({bool, int, float, str})
+
+
+def _plain_value(value: Any) -> bool:
+    scalar = isinstance(value, (bool, int, float, str)) or value is None
+    return scalar or (isinstance(value, tuple) and all(isinstance(v, (bool, int, float, str)) for v in value))
+
+
 def _config(module: nn.Module) -> tuple[tuple[str, Plain], ...]:
-    """The module's public plain attributes (in_features, num_heads, ...), for formulas."""
+    """The module's public plain attributes (in_features, num_heads, ...), for formulas: scalars,
+    None, and tuples of scalars. Exact types are checked first, at C speed; subclasses (an
+    IntEnum, a NumPy float) take the general check."""
     items: list[tuple[str, Plain]] = []
     for key, value in vars(module).items():
         if key.startswith("_") or key == "training":
             continue
-        scalar = isinstance(value, (bool, int, float, str)) or value is None
-        if scalar or (
-            isinstance(value, tuple) and all(isinstance(v, (bool, int, float, str)) for v in value)
+        kind = type(value)
+        if (
+            kind in _SCALARS
+            or value is None
+            or (kind is tuple and _SCALARS.issuperset(map(type, value)))
+            or _plain_value(value)
         ):
             items.append((key, value))
     return tuple(items)
