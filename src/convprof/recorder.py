@@ -103,16 +103,37 @@ class ValuesNeeded(ForwardError):
 
 
 _DTYPES: dict[torch.dtype, tuple[str, int]] = {}
+# TensorMeta by (shape, dtype): records are frozen, so one instance serves every tensor of that
+# shape and dtype (a conv's output, the norm and activation after it, the next conv's input),
+# and a lookup costs a third of making one. Cleared when it grows past _MAX_METAS (a sweep over
+# many input sizes).
+_METAS: dict[tuple[torch.Size, torch.dtype], TensorMeta] = {}
+_MAX_METAS = 4096
 
 
 def meta_of(tensor: torch.Tensor) -> TensorMeta:
-    dtype = tensor.dtype
+    if tensor.is_nested:
+        return _nested_meta(tensor, _dtype_facts(tensor.dtype))
+    key = (tensor.shape, tensor.dtype)
+    try:
+        known = _METAS.get(key)
+    except TypeError:  # a symbolic size: not hashable
+        known = None
+    if known is None:
+        facts = _dtype_facts(key[1])
+        known = TensorMeta(tuple(key[0]), facts[0], facts[1])
+        if len(_METAS) >= _MAX_METAS:
+            _METAS.clear()
+        with contextlib.suppress(TypeError):
+            _METAS[key] = known
+    return known
+
+
+def _dtype_facts(dtype: torch.dtype) -> tuple[str, int]:
     known = _DTYPES.get(dtype)
     if known is None:
         known = _DTYPES[dtype] = (str(dtype).removeprefix("torch."), dtype.itemsize)
-    if tensor.is_nested:
-        return _nested_meta(tensor, known)
-    return TensorMeta(tuple(tensor.shape), known[0], known[1])
+    return known
 
 
 def _nested_meta(tensor: torch.Tensor, dtype: tuple[str, int]) -> TensorMeta:
@@ -434,6 +455,13 @@ class _Session(TorchDispatchMode):  # type: ignore[no-untyped-call]
         if first is None and isinstance(out, (tuple, list)) and out and isinstance(out[0], torch.Tensor):
             first = out[0]
         if first is None or first.is_nested:
+            return
+        if len(args) == 1:  # a module's single input (bn, relu): the common case, inline
+            only = args[0]
+            if isinstance(only, torch.Tensor) and not only.is_nested and only.shape == first.shape:
+                tags = self.tags.get(only)
+                if tags:
+                    self.tags.set(first, tags)
             return
         shape = first.shape
         tags = self._sources(
