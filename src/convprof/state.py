@@ -34,6 +34,7 @@ _TABLES = ("_parameters", "_buffers", "_modules")
 # nn.Module's own attributes (its tables, hook dicts): the containers a model adds are the
 # ones whose contents are put back; the tables are put back by identity above.
 _OWN_CONTAINERS = frozenset(vars(nn.Module()))
+_NO_NAMES: frozenset[str] = frozenset()
 
 
 class _Missing:
@@ -74,13 +75,19 @@ class ModelState:
                         self._containers.append((value, kind(value) if value else None))
                     if kind is not dict and kind is not set and value and isinstance(value[0], torch.Tensor):
                         self._tensor_lists.append((module, key))
+            params, buffers, children = state["_parameters"], state["_buffers"], state["_modules"]
+            non_persistent = state["_non_persistent_buffers_set"]
             self._python.append(
                 (
                     module,
                     type(module),
                     dict(state),
-                    tuple(dict(state[table]) if state[table] else None for table in _TABLES),
-                    set(module._non_persistent_buffers_set) if module._non_persistent_buffers_set else None,
+                    (
+                        dict(params) if params else None,
+                        dict(buffers) if buffers else None,
+                        dict(children) if children else None,
+                    ),
+                    set(non_persistent) if non_persistent else None,
                 )
             )
 
@@ -110,12 +117,18 @@ class ModelState:
         for module, cls, attrs, tables, non_persistent in self._python:
             if type(module) is not cls:  # a lazy module that materialised
                 module.__class__ = cls
-            _put_back(module.__dict__, attrs)
+            state = module.__dict__
+            _put_back(state, attrs)
             for name, saved in zip(_TABLES, tables, strict=True):
-                _put_back(module.__dict__[name], saved or {})
-            if module._non_persistent_buffers_set != (non_persistent or set()):
-                module._non_persistent_buffers_set.clear()
-                module._non_persistent_buffers_set.update(non_persistent or ())
+                table = state[name]
+                if saved is not None:
+                    _put_back(table, saved)
+                elif table:  # it was empty
+                    table.clear()
+            names = state["_non_persistent_buffers_set"]
+            if names != (non_persistent or _NO_NAMES):
+                names.clear()
+                names.update(non_persistent or ())
         for module, flag in self._script:
             module.training = flag
         for container, saved in self._containers:
