@@ -339,3 +339,24 @@ def test_containers_filled_in_place_are_emptied(compute: bool, backward: bool) -
     assert model.seen is seen and seen == [7]
     assert model.tags is tags and tags == set()
     copy.deepcopy(model)  # a cached tensor with a graph would refuse to be copied
+
+
+@pytest.mark.parametrize("compute", [True, False, "auto"])
+def test_the_garbage_collector_comes_back_as_it_was(compute: Any) -> None:
+    # profile() pauses it for the pass and the counting; on again after, also after an error,
+    # and left off when the caller had turned it off
+    import gc
+
+    model = nn.Sequential(nn.Linear(3, 4), nn.Linear(5, 2))
+    assert gc.isenabled()
+    convprof.profile(model[:1], torch.randn(1, 3), compute=compute)
+    assert gc.isenabled()
+    with pytest.raises(convprof.ForwardError):
+        convprof.profile(model, torch.randn(1, 3), compute=compute)
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        convprof.profile(model[:1], torch.randn(1, 3), compute=compute)
+        assert not gc.isenabled()
+    finally:
+        gc.enable()

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from convprof.counter import count
-from convprof.recorder import ForwardError, record
+from convprof.recorder import ForwardError, collector_paused, record
 from convprof.report import Report
 
 
@@ -75,9 +75,12 @@ def profile(
         raise TypeError(f"convprof.profile: loss must be a function of the output, got {type(loss).__name__}")
     if compute == "auto":
         try:
-            return count(record(model, positional, dict(kwargs), compute=False, backward=backward, loss=loss))
+            with collector_paused():
+                trace = record(model, positional, dict(kwargs), compute=False, backward=backward, loss=loss)
+                return count(trace)
         except ForwardError:  # ValuesNeeded included: a real pass may not stop where meta did
             compute = True
     if not isinstance(compute, bool):
         raise TypeError(f"convprof.profile: compute must be True, False or 'auto', got {compute!r}")
-    return count(record(model, positional, dict(kwargs), compute=compute, backward=backward, loss=loss))
+    with collector_paused():
+        return count(record(model, positional, dict(kwargs), compute=compute, backward=backward, loss=loss))

@@ -902,17 +902,17 @@ def record(
     accumulated into ``.grad``. Each backward operator is recorded on the module call whose
     autograd node runs it.
     """
-    with _collector_paused():
+    with collector_paused():
         return _record(model, args, kwargs, compute=compute, backward=backward, loss=loss)
 
 
 @contextlib.contextmanager
-def _collector_paused() -> Iterator[None]:
-    """Python's cyclic garbage collector off for the pass, and back on after. The pass makes
-    thousands of small objects (frames, records, stand-ins); their count triggers collections
-    that walk every object of the process, the model's included, several times per pass (5-10%
-    of a small network's profile). Reference counting still frees what the pass drops; only
-    cycles wait for the next collection after it."""
+def collector_paused() -> Iterator[None]:
+    """Python's cyclic garbage collector off for the pass (and, from ``profile()``, its
+    counting), and back on after. Both make thousands of small objects (frames, records,
+    stand-ins, rows); their count triggers collections that walk every object of the process,
+    the model's included, several times per profile (5-10% of a small network's). Reference
+    counting still frees what they drop; only cycles wait for the next collection after it."""
     enabled = gc.isenabled()
     if enabled:
         gc.disable()
