@@ -272,7 +272,7 @@ PHASES = [
     ("recorder", "_Session.__torch_dispatch__", "dispatch (Python part)"),
     ("recorder", "_Session.pre_hook", "pre-hooks"),
     ("recorder", "_Session.post_hook", "post-hooks"),
-    ("recorder", "_module_info", "module records"),
+    ("recorder", "_read_info", "module records"),
     ("recorder", "_stand_in", "stand-ins"),
     ("state", "ModelState.__init__", "state snapshot"),
     ("state", "ModelState.point_at", "point at stand-ins"),

@@ -17,6 +17,12 @@ from convprof.meta_shapes import _MODULE_TABLE, module_shortcut_for
 from tests.test_behaviour import assert_unchanged, snapshot
 
 
+def _set(module: nn.Module, **attributes: Any) -> nn.Module:
+    for key, value in attributes.items():
+        setattr(module, key, value)
+    return module
+
+
 def _cl(shape: tuple[int, ...]) -> torch.Tensor:
     return torch.empty(shape, device="meta").to(memory_format=torch.channels_last)
 
@@ -29,6 +35,7 @@ CASES: dict[str, tuple[Callable[[], nn.Module], Callable[[], torch.Tensor]]] = {
         lambda: torch.empty(1, 8, 7, 7),
     ),
     "conv2d depthwise stride": (lambda: nn.Conv2d(6, 6, 3, 2, 1, groups=6), lambda: torch.empty(2, 6, 9, 9)),
+    "conv2d stride an int": (lambda: _set(nn.Conv2d(3, 4, 3), stride=2), lambda: torch.empty(1, 3, 9, 9)),
     "conv3d": (lambda: nn.Conv3d(2, 4, (1, 3, 3), padding=(0, 1, 1)), lambda: torch.empty(1, 2, 3, 5, 5)),
     "conv transpose1d": (lambda: nn.ConvTranspose1d(4, 2, 4, stride=2), lambda: torch.empty(1, 4, 5)),
     "conv transpose2d output_padding": (
@@ -98,6 +105,7 @@ DECLINED: dict[str, tuple[nn.Module, torch.Tensor]] = {
     # what PyTorch refuses, so that its kernel or the module says what is wrong
     "conv channels": (nn.Conv2d(3, 4, 3), torch.empty(1, 5, 5, 5)),
     "conv input too small": (nn.Conv2d(3, 4, 5), torch.empty(1, 3, 3, 3)),
+    "conv stride of the wrong length": (_set(nn.Conv2d(3, 4, 3), stride=(1, 1, 1)), torch.empty(1, 3, 5, 5)),
     "conv dtype": (nn.Conv2d(3, 4, 3), torch.empty(1, 3, 5, 5, dtype=torch.float64)),
     "batch norm rank": (nn.BatchNorm2d(3), torch.empty(2, 3)),
     "batch norm channels": (nn.BatchNorm1d(3), torch.empty(2, 4)),

@@ -11,7 +11,7 @@ guessed at. tests/test_zero_compute.py checks that counts match a computing pass
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -64,6 +64,9 @@ _NORMS = {
 }
 
 
+_META = torch.device("meta")
+
+
 def _float(t: Any) -> bool:
     return isinstance(t, torch.Tensor) and t.dtype.is_floating_point
 
@@ -72,16 +75,21 @@ def _like(x: torch.Tensor) -> torch.Tensor:
     """``empty_like`` on meta, the cheap way for a contiguous tensor: PyTorch's own goes through
     a Python reference that works out the memory format (0.1 ms a call)."""
     if x.is_contiguous():
-        return torch.empty(x.shape, dtype=x.dtype, device="meta")
+        return torch.empty(x.shape, dtype=x.dtype, device=_META)
     return torch.empty_like(x)
 
 
 def _new(shape: Any, like: torch.Tensor) -> torch.Tensor:
-    return torch.empty(tuple(shape), dtype=like.dtype, device="meta")
+    return torch.empty(tuple(shape), dtype=like.dtype, device=_META)
 
 
-def _ints(value: Any, n: int) -> list[int] | None:
+_INT = frozenset({int})
+
+
+def _ints(value: Any, n: int) -> Sequence[int] | None:
     """A size argument (an int or a list of 1 or n ints) as n ints, else None."""
+    if type(value) is tuple and len(value) == n and _INT.issuperset(map(type, value)):
+        return value  # a module's own attribute (stride=(2, 2)): as it is
     items = [value] if isinstance(value, int) else list(value) if isinstance(value, (list, tuple)) else []
     if not items or not all(type(v) is int for v in items):
         return None
@@ -119,15 +127,20 @@ def _norm_outputs(func: torch._ops.OpOverload, x: torch.Tensor, stat_shape: tupl
 
 
 def _batch_norm(func: torch._ops.OpOverload, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    # one mean and one inverse std per channel, in training and in eval alike (on meta); weight,
-    # bias and running statistics (arguments 1 to 4) one per channel, or PyTorch says otherwise
+    # one mean and one inverse std per channel, in training and in eval alike (on meta)
     x = args[0]
-    if not _float(x) or x.dim() < 2 or kwargs:
+    if kwargs or not _batch_norm_fits(x, args[1:5]):
         return None
+    return _norm_outputs(func, x, (x.shape[1],))
+
+
+def _batch_norm_fits(x: Any, stats: Sequence[Any]) -> bool:
+    """A float input of at least 2 dimensions, and weight, bias and running statistics (those
+    given) one per channel; otherwise PyTorch says what is wrong."""
+    if not _float(x) or x.dim() < 2:
+        return False
     channels = (x.shape[1],)
-    if any(isinstance(t, torch.Tensor) and tuple(t.shape) != channels for t in args[1:5]):
-        return None
-    return _norm_outputs(func, x, channels)
+    return not any(isinstance(t, torch.Tensor) and tuple(t.shape) != channels for t in stats)
 
 
 def _layer_norm(func: torch._ops.OpOverload, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -233,26 +246,38 @@ def _cat(func: torch._ops.OpOverload, args: tuple[Any, ...], kwargs: dict[str, A
 
 def _convolution(func: torch._ops.OpOverload, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     # convolution(input, weight, bias, stride, padding, dilation, transposed, output_padding,
-    # groups): out = (in + 2p - d(k-1) - 1) // s + 1, transposed (in-1)s - 2p + d(k-1) + op + 1.
+    # groups)
     if kwargs or len(args) < 9:
         return None
     x, w = args[0], args[1]
-    if not (_float(x) and _float(w)) or x.dtype != w.dtype or x.dim() != w.dim() or not x.is_contiguous():
+    if not isinstance(x, torch.Tensor) or not isinstance(w, torch.Tensor) or x.dim() != w.dim():
         return None
     n = x.dim() - 2
     stride, padding, dilation, output_padding = (_ints(a, n) for a in (args[3], args[4], args[5], args[7]))
-    transposed, groups = args[6], args[8]
-    if (
-        stride is None
-        or padding is None
-        or dilation is None
-        or output_padding is None
-        or type(groups) is not int
-    ):
+    if stride is None or padding is None or dilation is None or output_padding is None:
+        return None
+    return _conv_out(x, w, args[2], stride, padding, dilation, args[6], output_padding, args[8])
+
+
+def _conv_out(
+    x: torch.Tensor,
+    w: torch.Tensor,
+    bias: Any,
+    stride: Sequence[int],
+    padding: Sequence[int],
+    dilation: Sequence[int],
+    transposed: Any,
+    output_padding: Sequence[int],
+    groups: Any,
+) -> torch.Tensor | None:
+    """The output of a convolution, or None for anything PyTorch would reject (its kernel then
+    says what is wrong): out = (in + 2p - d(k-1) - 1) // s + 1, transposed (in-1)s - 2p + d(k-1)
+    + op + 1. Sizes are n ints each, for n spatial dimensions."""
+    if not (_float(x) and _float(w)) or x.dtype != w.dtype or x.dim() != w.dim() or not x.is_contiguous():
+        return None
+    if type(groups) is not int or type(transposed) is not bool:
         return None
     kernel = w.shape[2:]
-    bias = args[2]
-    # anything PyTorch would reject goes to its kernel, which says what is wrong
     if groups < 1 or x.shape[1] != (w.shape[0] if transposed else w.shape[1] * groups):
         return None
     if (w.shape[0] % groups) or (
@@ -274,8 +299,8 @@ def _convolution(func: torch._ops.OpOverload, args: tuple[Any, ...], kwargs: dic
             for i, s, p, d, k in zip(x.shape[2:], stride, padding, dilation, kernel, strict=True)
         ]
     if any(size <= 0 for size in sizes):
-        return None  # PyTorch's kernel says what is wrong
-    return _new((x.shape[0], channels, *sizes), x)
+        return None
+    return torch.empty((x.shape[0], channels, *sizes), dtype=x.dtype, device=_META)
 
 
 def _reduce(func: torch._ops.OpOverload, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -473,9 +498,6 @@ _TABLE: dict[str, Shortcut] = {
 # Identity), or None for anything unusual, and then the real forward runs on meta. Only exact
 # types are listed: a subclass may override forward.
 
-_CONVOLUTION = torch.ops.aten.convolution.default
-_BATCH_NORM = torch.ops.aten.native_batch_norm.default
-
 
 def _meta_input(args: tuple[Any, ...]) -> torch.Tensor | None:
     x = args[0] if len(args) == 1 else None
@@ -485,27 +507,23 @@ def _meta_input(args: tuple[Any, ...]) -> torch.Tensor | None:
 def _conv_module(module: Any, args: tuple[Any, ...]) -> Any:
     # Conv*d.forward: F.conv*d(x, weight, bias, stride, padding, dilation, groups); ConvTranspose
     # without output_size: F.conv_transpose*d(..., output_padding, groups, dilation). Both reach
-    # aten.convolution with these arguments.
+    # aten.convolution with these arguments. The weight and bias are read from the module's
+    # table: nn.Module.__getattr__ costs 1 us a read.
     x = _meta_input(args)
     if x is None or module.padding_mode != "zeros" or isinstance(module.padding, str):
         return None
-    n = len(module.kernel_size)
-    output_padding = list(module.output_padding) if module.transposed else [0] * n
-    return _convolution(
-        _CONVOLUTION,
-        (
-            x,
-            module.weight,
-            module.bias,
-            list(module.stride),
-            list(module.padding),
-            list(module.dilation),
-            module.transposed,
-            output_padding,
-            module.groups,
-        ),
-        {},
-    )
+    params = module._parameters
+    weight, bias = params.get("weight"), params.get("bias")
+    if weight is None or "bias" not in params:
+        return None
+    n = x.dim() - 2
+    sizes = [_ints(module.stride, n), _ints(module.padding, n), _ints(module.dilation, n)]
+    sizes.append(_ints(module.output_padding, n) if module.transposed else (0,) * n)
+    stride, padding, dilation, output_padding = sizes
+    if stride is None or padding is None or dilation is None or output_padding is None:
+        return None
+    transposed, groups = module.transposed, module.groups
+    return _conv_out(x, weight, bias, stride, padding, dilation, transposed, output_padding, groups)
 
 
 _BATCH_NORM_RANKS: dict[type, tuple[int, ...]] = {
@@ -519,25 +537,25 @@ def _batch_norm_module(module: Any, args: tuple[Any, ...]) -> Any:
     # in eval with running statistics (the pass's mode): normalised with those, same shape out;
     # without them (track_running_stats=False) it uses the batch's, which is left to PyTorch
     x = _meta_input(args)
-    if x is None or module.training or module.running_mean is None:
+    params, buffers = module._parameters, module._buffers
+    if x is None or module.training or buffers.get("running_mean") is None:
         return None
     if x.dim() not in _BATCH_NORM_RANKS[type(module)]:
         return None  # its _check_input_dim raises, with its message
-    stats = (module.weight, module.bias, module.running_mean, module.running_var)
-    out = _batch_norm(_BATCH_NORM, (x, *stats, False, 0.0, module.eps), {})
-    return None if out is None else out[0]
+    stats = (params.get("weight"), params.get("bias"), buffers["running_mean"], buffers.get("running_var"))
+    return _like(x) if _batch_norm_fits(x, stats) else None
 
 
 def _linear_module(module: Any, args: tuple[Any, ...]) -> Any:
     # F.linear on (..., in) gives (..., out), contiguous (2-D: addmm; more: a view of an mm)
-    x, weight, bias = _meta_input(args), module.weight, module.bias
+    x, weight, bias = _meta_input(args), module._parameters.get("weight"), module._parameters.get("bias")
     if x is None or not _float(weight) or weight.dim() != 2 or x.dtype != weight.dtype:
         return None
     if x.dim() < 1 or x.shape[-1] != weight.shape[1] or not x.is_contiguous():
         return None
     if bias is not None and (bias.dtype != x.dtype or tuple(bias.shape) != (weight.shape[0],)):
         return None
-    return torch.empty((*x.shape[:-1], weight.shape[0]), dtype=x.dtype, device="meta")
+    return torch.empty((*x.shape[:-1], weight.shape[0]), dtype=x.dtype, device=_META)
 
 
 def _activation_module(module: Any, args: tuple[Any, ...]) -> Any:
