@@ -140,3 +140,22 @@ def test_the_attributes_a_formula_reads() -> None:
         ("mixed", (1, 2.0)),
         ("nothing", None),
     )
+
+
+def test_what_is_kept_goes_away_with_the_model() -> None:
+    # the kept module records hold no module and no tensor, and leave with their module
+    import gc
+    import weakref
+
+    from convprof import recorder
+
+    model = _net()
+    convprof.profile(model, torch.randn(1, 3, 8, 8), compute=False)
+    ids = {id(m) for m in model.modules()}
+    assert ids <= recorder._INFOS.keys()
+    alive = weakref.ref(model)
+    del model
+    gc.collect()
+    assert alive() is None  # nothing convprof kept holds the model
+    assert not [key for key, entry in recorder._INFOS.items() if key in ids and entry[0]() is not None]
+    assert not ids & recorder._INFOS.keys()

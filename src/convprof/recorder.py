@@ -790,9 +790,16 @@ def _module_info(name: str, module: nn.Module, ident: Callable[[torch.Tensor], i
 # What was read from each module, kept for its next profile (a sweep over input sizes, a loop
 # in a notebook, a CI job over variants), where reading it again is a good part of the cost for
 # a small network. An entry is reused only when every fact it was read from is the same (see
-# _facts), so a module changed in between is read afresh. Weak keys: a module that goes away
-# takes its entry with it, and an entry holds no tensor and no module.
-_INFOS: weakref.WeakKeyDictionary[nn.Module, tuple[tuple[Any, ...], ModuleInfo]] = weakref.WeakKeyDictionary()
+# _facts), so a module changed in between is read afresh. Keyed by id() with a weak reference
+# checked on every read (a module class may define __eq__ and so not be hashable): a module
+# that goes away takes its entry with it, and an entry holds no tensor and no module.
+_INFOS: dict[int, tuple[weakref.ref[nn.Module], tuple[Any, ...], ModuleInfo]] = {}
+
+
+def _forget(key: int, gone: weakref.ref[nn.Module]) -> None:
+    entry = _INFOS.get(key)
+    if entry is not None and entry[0] is gone:  # not a newer module that took the id
+        del _INFOS[key]
 
 
 def _tensor_facts(table: dict[str, Any], ident: Callable[[torch.Tensor], int]) -> tuple[Any, ...]:
@@ -827,13 +834,14 @@ def _facts(name: str, module: nn.Module, ident: Callable[[torch.Tensor], int]) -
 def _read_info(name: str, module: nn.Module, ident: Callable[[torch.Tensor], int]) -> ModuleInfo:
     """The module's :class:`ModuleInfo`, from the last profile when nothing it says changed."""
     facts = _facts(name, module, ident)
+    key = id(module)
     if facts is not None:
-        known = _INFOS.get(module)
-        if known is not None and known[0] == facts:
-            return known[1]
+        known = _INFOS.get(key)
+        if known is not None and known[0]() is module and known[1] == facts:
+            return known[2]
     info = _module_info(name, module, ident)
     if facts is not None:
-        _INFOS[module] = (facts, info)
+        _INFOS[key] = (weakref.ref(module, functools.partial(_forget, key)), facts, info)
     return info
 
 
