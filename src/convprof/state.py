@@ -213,17 +213,22 @@ class Values:
     ``self.buf.view(-1).add_(1)`` and ``self.weight.data.mul_(0.5)`` write through views."""
 
     def __init__(self, watched: list[torch.Tensor]) -> None:
-        self._by_storage: dict[int, list[torch.Tensor]] = {}
-        for tensor in watched:
-            key = _storage(tensor)
-            if key:
-                self._by_storage.setdefault(key, []).append(tensor)
+        # indexed by storage at the first write: many passes write nothing of their own in
+        # place, and reading every tensor's storage costs 1-2 us each
+        self._watched = watched
+        self._by_storage: dict[int, list[torch.Tensor]] | None = None
         self._saved: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def __bool__(self) -> bool:
-        return bool(self._by_storage)
+        return bool(self._watched)
 
     def before_write(self, args: tuple[Any, ...]) -> None:
+        if self._by_storage is None:
+            self._by_storage = {}
+            for tensor in self._watched:
+                key = _storage(tensor)
+                if key:
+                    self._by_storage.setdefault(key, []).append(tensor)
         for arg in args:
             if isinstance(arg, (list, tuple)):  # _foreach_* operators
                 self.before_write(tuple(arg))
