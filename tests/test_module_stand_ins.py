@@ -146,6 +146,19 @@ def test_subclasses_and_wrapped_forwards_keep_their_own_forward() -> None:
     assert len(calls) == 2  # the instance's own forward ran in both passes
     assert model[0].forward is wrapped
 
+    # a patched helper: this conv pads by one before convolving, so its output is 6x6, not 4x4
+    padded = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.Linear(4 * 6 * 6, 2))
+    conv_forward = padded[0]._conv_forward
+
+    def padding_first(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        return conv_forward(torch.nn.functional.pad(x, (1, 1, 1, 1)), weight, bias)
+
+    padded[0]._conv_forward = padding_first
+    report = convprof.profile(padded, x, compute=False)
+    assert report == convprof.profile(padded, x)
+    # conv 4 x 6x6 x 27 = 3,888 MACs, linear 144 x 2 = 288
+    assert report.total.macs == 3888 + 288
+
 
 class _Direct(nn.Module):
     """Calls a child's forward directly: no module call, so the child's operators belong to
