@@ -601,9 +601,30 @@ _MODULE_TABLE: dict[type, ModuleShortcut] = {
 }
 
 
+def _own_methods(cls: type) -> tuple[tuple[str, Any], ...]:
+    """The methods a layer class and its bases below nn.Module define, as they are now."""
+    return tuple(
+        (name, value)
+        for base in cls.__mro__
+        if base is not nn.Module and base is not object
+        for name, value in vars(base).items()
+        if callable(value)
+    )
+
+
+# The methods of each class with a stand-in as PyTorch defines them: a stand-in does what those
+# do, so a class patched since (its forward replaced, as some pruning and quantization tools
+# do) gets none.
+_ORIGINAL_METHODS = {cls: _own_methods(cls) for cls in _MODULE_TABLE}
+
+
 def module_shortcut_for(module_type: type) -> ModuleShortcut | None:
-    """The stand-in for the forward of a module of exactly this type, if it has one."""
-    return _MODULE_TABLE.get(module_type)
+    """The stand-in for the forward of a module of exactly this type, if it has one and the
+    class's methods are still PyTorch's own (a few microseconds: ask once per class)."""
+    shortcut = _MODULE_TABLE.get(module_type)
+    if shortcut is None or _own_methods(module_type) != _ORIGINAL_METHODS[module_type]:
+        return None
+    return shortcut
 
 
 # The caller's integer tensors up to this size stay real in a zero-compute pass: lengths,

@@ -534,8 +534,12 @@ class _Session(TorchDispatchMode):  # type: ignore[no-untyped-call]
         return those modules (the caller takes the forwards away; the state's restore would
         too). A backward pass needs the operators' autograd graph, so it keeps them all."""
         skipped = []
+        shortcuts: dict[type, ModuleShortcut | None] = {}
         for name, module in named:
-            shortcut = module_shortcut_for(type(module))
+            kind = type(module)
+            if kind not in shortcuts:
+                shortcuts[kind] = module_shortcut_for(kind)
+            shortcut = shortcuts[kind]
             # an instance that shadows a method of its class (its own forward, as accelerate
             # installs, or a patched _conv_forward) may not do what the class does: it runs
             if (
