@@ -170,6 +170,10 @@ def test_a_patched_class_keeps_its_forward(monkeypatch: pytest.MonkeyPatch) -> N
 
     monkeypatch.setattr(nn.Conv2d, "forward", padding_first)
     assert module_shortcut_for(nn.Conv2d) is None
+    # and had the patch come before convprof was imported: a method from outside PyTorch
+    from convprof.meta_shapes import _from_pytorch, _own_methods
+
+    assert not _from_pytorch(_own_methods(nn.Conv2d))
     model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.Linear(4 * 6 * 6, 2))
     x = torch.randn(1, 3, 6, 6)
     report = convprof.profile(model, x, compute=False)

@@ -612,17 +612,22 @@ def _own_methods(cls: type) -> tuple[tuple[str, Any], ...]:
     )
 
 
-# The methods of each class with a stand-in as PyTorch defines them: a stand-in does what those
-# do, so a class patched since (its forward replaced, as some pruning and quantization tools
-# do) gets none.
-_ORIGINAL_METHODS = {cls: _own_methods(cls) for cls in _MODULE_TABLE}
+def _from_pytorch(methods: tuple[tuple[str, Any], ...]) -> bool:
+    return all(str(getattr(value, "__module__", "")).startswith("torch.") for _, value in methods)
+
+
+# The methods of each class with a stand-in, as PyTorch defines them: a stand-in does what those
+# do, so a class patched before this import (a method defined outside PyTorch) or since (its
+# forward replaced, as some pruning and quantization tools do) gets none.
+_ORIGINAL_METHODS = {cls: methods for cls in _MODULE_TABLE if _from_pytorch(methods := _own_methods(cls))}
 
 
 def module_shortcut_for(module_type: type) -> ModuleShortcut | None:
     """The stand-in for the forward of a module of exactly this type, if it has one and the
     class's methods are still PyTorch's own (a few microseconds: ask once per class)."""
     shortcut = _MODULE_TABLE.get(module_type)
-    if shortcut is None or _own_methods(module_type) != _ORIGINAL_METHODS[module_type]:
+    original = _ORIGINAL_METHODS.get(module_type)
+    if shortcut is None or original is None or _own_methods(module_type) != original:
         return None
     return shortcut
 
