@@ -282,3 +282,22 @@ def test_stand_ins_are_used_unless_another_mode_is_running(monkeypatch: pytest.M
     made.clear()
     assert convprof.profile(model, x) == report
     assert made == []  # a computing pass runs every forward
+
+
+def test_an_interrupt_inside_a_stand_in_leaves_the_model_as_it_was(monkeypatch: pytest.MonkeyPatch) -> None:
+    from convprof import meta_shapes
+
+    def interrupted(module: Any, args: tuple[Any, ...]) -> Any:
+        raise KeyboardInterrupt
+
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(inplace=True), nn.Flatten(), nn.Linear(4 * 4 * 4, 2))
+    before = snapshot(model)
+    monkeypatch.setitem(meta_shapes._MODULE_TABLE, nn.Linear, interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        convprof.profile(model, torch.randn(1, 3, 6, 6), compute=False)
+    monkeypatch.undo()
+    assert_unchanged(before, model)
+    assert all("forward" not in vars(m) for m in model.modules())
+    assert not any(p.is_meta for p in model.parameters())
+    # conv 4 x 4x4 x 27 = 1,728 MACs, linear 64 x 2 = 128
+    assert convprof.profile(model, torch.randn(1, 3, 6, 6), compute=False).total.macs == 1728 + 128
