@@ -488,9 +488,10 @@ _TABLE: dict[str, Shortcut] = {
 }
 
 
-# Module stand-ins. In a zero-compute pass the operators inside a built-in layer with a module
-# formula are not recorded (the formula counts the call from its input and output), so the
-# layer's forward need not run at all: its output follows from its input and attributes.
+# Module stand-ins. In a zero-compute pass the operators inside a quiet built-in layer are not
+# recorded (a module formula counts the call from its input and output, or the layer runs only
+# free operators: norms, activations), so the layer's forward need not run at all: its output
+# follows from its input and attributes.
 # Skipping it saves the Python dispatch of each operator inside (one for a convolution, two
 # for a BatchNorm, four for a Linear on a 3-D input; 15-30 us each) and the layer's own Python.
 # Each function takes the module and its positional inputs and returns what its forward would

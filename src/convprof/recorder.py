@@ -18,8 +18,12 @@ replaced by meta tensors and the dispatch mode hands every operator meta stand-i
 real tensors it meets (same shape, stride and dtype, no data), so shapes flow and nothing is
 computed; the model's weights are neither copied nor moved and the caller's tensors are not
 touched. This costs a few microseconds per operator, whatever the input size (PyTorch's
-FakeTensorMode does the same job at about ten times the cost per operator). Operators whose
-output depends on values (``.item()``, ``nonzero``) cannot run and raise :class:`ValuesNeeded`.
+FakeTensorMode does the same job at about ten times the cost per operator). A built-in layer
+whose operators nothing records (a conv, counted by its module formula; a norm or an
+activation, which runs only free operators) does not even run: for the pass, its forward is a
+module stand-in that makes the output from the input and the layer's attributes
+(``skip_forwards``, ``meta_shapes.module_shortcut_for``). Operators whose output depends on
+values (``.item()``, ``nonzero``) cannot run and raise :class:`ValuesNeeded`.
 
 The pass runs in eval mode under ``torch.no_grad()``, which is what torchvision's published
 figures measure and what keeps BatchNorm statistics still. With a backward pass it runs with
@@ -545,7 +549,7 @@ class _Session(TorchDispatchMode):  # type: ignore[no-untyped-call]
             if (
                 shortcut is not None
                 and self.modules[id(module)][1]
-                and module.__dict__.keys().isdisjoint(_methods(type(module)))
+                and module.__dict__.keys().isdisjoint(_methods(kind))
             ):
                 module.__dict__["forward"] = self._skipping(module, name, shortcut)
                 skipped.append(module)
