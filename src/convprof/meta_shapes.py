@@ -184,7 +184,7 @@ def _matmul(func: torch._ops.OpOverload, args: tuple[Any, ...], kwargs: dict[str
     shape = (*a.shape[:-1], b.shape[-1])
     if added and (not isinstance(args[0], torch.Tensor) or not _broadcasts_to(tuple(args[0].shape), shape)):
         return None
-    return torch.empty(shape, dtype=a.dtype, device="meta")
+    return _new(shape, a)
 
 
 def _broadcasts_to(shape: tuple[int, ...], target: tuple[int, ...]) -> bool:
@@ -249,33 +249,31 @@ def _convolution(func: torch._ops.OpOverload, args: tuple[Any, ...], kwargs: dic
     # groups)
     if kwargs or len(args) < 9:
         return None
-    x, w = args[0], args[1]
-    if not isinstance(x, torch.Tensor) or not isinstance(w, torch.Tensor) or x.dim() != w.dim():
-        return None
-    n = x.dim() - 2
-    stride, padding, dilation, output_padding = (_ints(a, n) for a in (args[3], args[4], args[5], args[7]))
-    if stride is None or padding is None or dilation is None or output_padding is None:
-        return None
-    return _conv_out(x, w, args[2], stride, padding, dilation, args[6], output_padding, args[8])
+    return _conv_out(*args[:9])
 
 
 def _conv_out(
-    x: torch.Tensor,
-    w: torch.Tensor,
+    x: Any,
+    w: Any,
     bias: Any,
-    stride: Sequence[int],
-    padding: Sequence[int],
-    dilation: Sequence[int],
+    stride: Any,
+    padding: Any,
+    dilation: Any,
     transposed: Any,
-    output_padding: Sequence[int],
+    output_padding: Any,
     groups: Any,
 ) -> torch.Tensor | None:
     """The output of a convolution, or None for anything PyTorch would reject (its kernel then
     says what is wrong): out = (in + 2p - d(k-1) - 1) // s + 1, transposed (in-1)s - 2p + d(k-1)
-    + op + 1. Sizes are n ints each, for n spatial dimensions."""
+    + op + 1. Sizes as ATen takes them (an int, or one or n ints for n spatial dimensions)."""
     if not (_float(x) and _float(w)) or x.dtype != w.dtype or x.dim() != w.dim() or not x.is_contiguous():
         return None
     if type(groups) is not int or type(transposed) is not bool:
+        return None
+    n = x.dim() - 2
+    sizes_given = (stride, padding, dilation, output_padding)
+    stride, padding, dilation, output_padding = (_ints(size, n) for size in sizes_given)
+    if stride is None or padding is None or dilation is None or output_padding is None:
         return None
     kernel = w.shape[2:]
     if groups < 1 or x.shape[1] != (w.shape[0] if transposed else w.shape[1] * groups):
@@ -300,7 +298,7 @@ def _conv_out(
         ]
     if any(size <= 0 for size in sizes):
         return None
-    return torch.empty((x.shape[0], channels, *sizes), dtype=x.dtype, device=_META)
+    return _new((x.shape[0], channels, *sizes), x)
 
 
 def _reduce(func: torch._ops.OpOverload, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -517,14 +515,17 @@ def _conv_module(module: Any, args: tuple[Any, ...]) -> Any:
     weight, bias = params.get("weight"), params.get("bias")
     if weight is None or "bias" not in params:
         return None
-    n = x.dim() - 2
-    sizes = [_ints(module.stride, n), _ints(module.padding, n), _ints(module.dilation, n)]
-    sizes.append(_ints(module.output_padding, n) if module.transposed else (0,) * n)
-    stride, padding, dilation, output_padding = sizes
-    if stride is None or padding is None or dilation is None or output_padding is None:
-        return None
-    transposed, groups = module.transposed, module.groups
-    return _conv_out(x, weight, bias, stride, padding, dilation, transposed, output_padding, groups)
+    return _conv_out(
+        x,
+        weight,
+        bias,
+        module.stride,
+        module.padding,
+        module.dilation,
+        module.transposed,
+        module.output_padding if module.transposed else 0,
+        module.groups,
+    )
 
 
 _BATCH_NORM_RANKS: dict[type, tuple[int, ...]] = {
@@ -556,7 +557,7 @@ def _linear_module(module: Any, args: tuple[Any, ...]) -> Any:
         return None
     if bias is not None and (bias.dtype != x.dtype or tuple(bias.shape) != (weight.shape[0],)):
         return None
-    return torch.empty((*x.shape[:-1], weight.shape[0]), dtype=x.dtype, device=_META)
+    return _new((*x.shape[:-1], weight.shape[0]), x)
 
 
 def _activation_module(module: Any, args: tuple[Any, ...]) -> Any:
@@ -621,6 +622,20 @@ def _from_pytorch(methods: tuple[tuple[str, Any], ...]) -> bool:
 # do, so a class patched before this import (a method defined outside PyTorch) or since (its
 # forward replaced, as some pruning and quantization tools do) gets none.
 _ORIGINAL_METHODS = {cls: methods for cls in _MODULE_TABLE if _from_pytorch(methods := _own_methods(cls))}
+
+
+_METHOD_NAMES: dict[type, frozenset[str]] = {}
+
+
+def shadows_its_class(module: nn.Module) -> bool:
+    """Whether an instance holds an attribute named like a method of its class (a ``forward``
+    of its own, as accelerate installs, or a patched ``_conv_forward``): it may not do what the
+    class does, so its own forward runs. The class's method names are read once per class."""
+    cls = type(module)
+    names = _METHOD_NAMES.get(cls)
+    if names is None:
+        names = _METHOD_NAMES[cls] = frozenset(n for n in dir(cls) if callable(getattr(cls, n, None)))
+    return not module.__dict__.keys().isdisjoint(names)
 
 
 def module_shortcut_for(module_type: type) -> ModuleShortcut | None:

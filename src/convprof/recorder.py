@@ -74,6 +74,7 @@ from convprof.meta_shapes import (
     ModuleShortcut,
     Shortcut,
     module_shortcut_for,
+    shadows_its_class,
     shortcut_for,
     steers,
     value_shortcut_for,
@@ -544,13 +545,7 @@ class _Session(TorchDispatchMode):  # type: ignore[no-untyped-call]
             if kind not in shortcuts:
                 shortcuts[kind] = module_shortcut_for(kind)
             shortcut = shortcuts[kind]
-            # an instance that shadows a method of its class (its own forward, as accelerate
-            # installs, or a patched _conv_forward) may not do what the class does: it runs
-            if (
-                shortcut is not None
-                and self.modules[id(module)][1]
-                and module.__dict__.keys().isdisjoint(_methods(kind))
-            ):
+            if shortcut is not None and self.modules[id(module)][1] and not shadows_its_class(module):
                 module.__dict__["forward"] = self._skipping(module, name, shortcut)
                 skipped.append(module)
         return skipped
@@ -671,17 +666,6 @@ class _Session(TorchDispatchMode):  # type: ignore[no-untyped-call]
             if kwargs:
                 frame.inputs += tuple(item for k, v in kwargs.items() for item in _named_tensors(k, v))
             return
-
-
-_METHODS: dict[type, frozenset[str]] = {}
-
-
-def _methods(cls: type) -> frozenset[str]:
-    """The names of a class's callable attributes (its methods), once per class."""
-    known = _METHODS.get(cls)
-    if known is None:
-        known = _METHODS[cls] = frozenset(name for name in dir(cls) if callable(getattr(cls, name, None)))
-    return known
 
 
 # The dispatch-mode stack itself. PyTorch's _pop_mode, _push_mode and _get_current_dispatch_mode
