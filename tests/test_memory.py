@@ -6,6 +6,7 @@ layer's own weights) plus elements written (output), times the bytes per element
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -13,6 +14,7 @@ import torch
 from torch import nn
 
 import convprof
+from convprof.records import ParamInfo, TensorMeta
 from convprof.report import Report
 
 X = torch.ones(1, 6, 4, 4)
@@ -88,3 +90,14 @@ def test_rollup_and_json_keep_the_bytes() -> None:
     assert data["total"]["memory_bytes"] == 1512
     assert [layer["memory_bytes"] for layer in data["layers"]] == [0, 0, 696, 816]
     assert Report.from_dict(data).total.memory_bytes == 1512
+
+
+def test_records_derive_elements_and_bytes_when_made() -> None:
+    # a nested batch of two sequences, 3x4 and 5x4, padded to 2x5x4: 12 + 20 real elements
+    nested = TensorMeta((2, 5, 4), "float16", 2, ((3, 4), (5, 4)))
+    assert (nested.numel, nested.nbytes) == (32, 64)
+    dense = TensorMeta((2, 5, 4), "float32", 4)
+    assert (dense.numel, dense.nbytes) == (40, 160)
+    assert dataclasses.replace(dense, shape=(1, 3)).numel == 3  # derived again, not copied
+    weight = ParamInfo("weight", 1, (10, 6, 2, 2), itemsize=2)
+    assert (weight.numel, weight.nbytes) == (240, 480)

@@ -121,6 +121,11 @@ STAND_INS = [
     (aten._native_batch_norm_legit_no_training.default, (x4, c, c, c, c, 0.1, 1e-5)),
     (aten.native_layer_norm.default, (x4, [5], ln, ln, 1e-5)),
     (aten.add.Tensor, (x4, _meta((8, 1, 1))[0])),
+    # broadcasting: a squeeze-and-excitation scale, the smaller operand first, both grown
+    (aten.mul.Tensor, (x4, _meta((2, 8, 1, 1))[0])),
+    (aten.add.Tensor, (_meta((8, 1, 1))[0], x4)),
+    (aten.mul.Tensor, tuple(_meta((2, 1, 5, 1), (1, 8, 1, 5)))),
+    (aten.add.Tensor, tuple(_meta((0, 1, 3), (4, 1)))),
     (aten.mul.Tensor, (x4, x4)),
     (aten.relu_.default, (x4,)),
     (aten.hardtanh_.default, (x4, 0.0, 6.0)),
@@ -228,6 +233,8 @@ def test_stand_ins_match_pytorch_meta_kernels(func: torch._ops.OpOverload, args:
 def test_stand_ins_decline_what_they_cannot_know() -> None:
     half, full = _meta((2, 3))[0].half(), _meta((2, 3))[0]
     assert shortcut_for(aten.add.Tensor)(aten.add.Tensor, (half, full), {}) is None  # type: ignore[misc]
+    # shapes that do not broadcast (5 against 3): PyTorch's kernel says so
+    assert shortcut_for(aten.mul.Tensor)(aten.mul.Tensor, (x4, _meta((3, 1))[0]), {}) is None  # type: ignore[misc]
     ints = torch.empty((2, 3), dtype=torch.int64, device="meta")
     assert shortcut_for(aten.relu.default)(aten.relu.default, (ints,), {}) is None  # type: ignore[misc]
     assert shortcut_for(aten._softmax.default)(aten._softmax.default, (half, -1, True), {}) is None  # type: ignore[misc]

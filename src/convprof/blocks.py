@@ -81,16 +81,21 @@ def find_blocks(calls: Sequence[ModuleCall], layers: Sequence[Layer]) -> tuple[B
         x, out = head.inputs[0][1].shape, project.outputs[0].shape
         standard[names] = standard.get(names, 0) + conv_macs(x, weight, out, False)
         first.setdefault(names, (head, depthwise, project))
+    # The blocks with a member inside each module (by name): a block's common prefix names it
+    # when that module holds this block only (MNASNet's first block sits directly in "layers",
+    # which holds every block).
+    holders: dict[str, set[tuple[str, ...]]] = {}
+    for names in first:
+        for name in names:
+            parts = name.split(".")
+            for depth in range(1, len(parts)):
+                holders.setdefault(".".join(parts[:depth]), set()).add(names)
     blocks = []
     for names, (head, depthwise, project) in first.items():
         member_rows = [rows[name] for name in names]
         dw_row = rows[names[-2]]
-        # The common prefix names the block when it holds this block only (MNASNet's first
-        # block sits directly in "layers", which holds every block).
         prefix = _prefix(names)
-        unique = prefix and not any(
-            other != names and any(n.startswith(prefix + ".") for n in other) for other in first
-        )
+        unique = prefix and holders.get(prefix, set()) == {names}
         blocks.append(
             Block(
                 name=prefix if unique else " + ".join(names),

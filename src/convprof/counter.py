@@ -139,8 +139,11 @@ def call_bytes(call: ModuleCall) -> int:
     modules that return a view of their input."""
     if call.module.has_children or not call.module.moves_memory:
         return 0
-    tensors = [meta for _, meta in call.inputs] + list(call.outputs)
-    return sum(t.numel * t.itemsize for t in tensors) + sum(p.numel * p.itemsize for p in call.module.params)
+    return (
+        sum(meta.nbytes for _, meta in call.inputs)
+        + sum(meta.nbytes for meta in call.outputs)
+        + sum(p.nbytes for p in call.module.params)
+    )
 
 
 def count(trace: Trace) -> Report:
@@ -229,7 +232,7 @@ def _sizes(trace: Trace) -> Sizes:
         for buffer in info.buffers:
             buffers.setdefault(buffer.key, buffer)
     activations = sum(
-        meta.numel * meta.itemsize
+        meta.nbytes
         for call in trace.calls
         if not call.module.has_children and call.module.moves_memory
         for meta in call.outputs

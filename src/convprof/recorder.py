@@ -743,7 +743,8 @@ def _no_op(module: nn.Module, args: Any) -> None:
 
 
 def _has_children(module: nn.Module) -> bool:
-    return any(child is not None for child in module._modules.values())
+    children = module._modules
+    return bool(children) and any(child is not None for child in children.values())
 
 
 def _roles(name: str, module: nn.Module) -> tuple[str, bool, int]:

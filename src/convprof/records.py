@@ -8,7 +8,7 @@ built by hand in a test.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from math import prod
 
 Shape = tuple[int, ...]
@@ -28,12 +28,14 @@ class TensorMeta:
     dtype: str
     itemsize: int
     parts: tuple[Shape, ...] = ()
+    # derived once: counting reads it for every input and output of every call
+    numel: int = field(init=False, repr=False, compare=False)
+    nbytes: int = field(init=False, repr=False, compare=False)
 
-    @property
-    def numel(self) -> int:
-        if self.parts:
-            return sum(prod(part) for part in self.parts)
-        return prod(self.shape)
+    def __post_init__(self) -> None:
+        numel = sum(prod(part) for part in self.parts) if self.parts else prod(self.shape)
+        object.__setattr__(self, "numel", numel)
+        object.__setattr__(self, "nbytes", numel * self.itemsize)
 
     @property
     def sequences(self) -> tuple[Shape, ...]:
@@ -79,14 +81,13 @@ class ParamInfo:
     itemsize: int = 4
     trainable: bool = True  # requires_grad (False for buffers and packed quantized weights)
     dtype: str = "float32"
+    # derived once (a module's record is kept across profiles): counting reads them per call
+    numel: int = field(init=False, repr=False, compare=False)
+    nbytes: int = field(init=False, repr=False, compare=False)
 
-    @property
-    def numel(self) -> int:
-        return prod(self.shape)
-
-    @property
-    def nbytes(self) -> int:
-        return self.numel * self.itemsize
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "numel", prod(self.shape))
+        object.__setattr__(self, "nbytes", self.numel * self.itemsize)
 
 
 @dataclass(frozen=True, slots=True)

@@ -68,10 +68,13 @@ class ModelState:
                 self._script.append((module, module.training))
                 continue
             state = module.__dict__
-            for key, value in state.items():
+            # nn.Module's own entries (tables, hook dicts, flags) are four in five of a
+            # module's attributes, and none is a container the model fills
+            for key in state.keys() - _OWN_CONTAINERS:
+                value = state[key]
                 kind = type(value)
                 if kind is dict or kind is list or kind is set or kind is tuple:
-                    if kind is not tuple and key not in _OWN_CONTAINERS:
+                    if kind is not tuple:
                         self._containers.append((value, kind(value) if value else None))
                     if kind is not dict and kind is not set and value and isinstance(value[0], torch.Tensor):
                         self._tensor_lists.append((module, key))
