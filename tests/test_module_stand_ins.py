@@ -64,6 +64,14 @@ CASES: dict[str, tuple[Callable[[], nn.Module], Callable[[], torch.Tensor]]] = {
     "leaky relu": (lambda: nn.LeakyReLU(0.2), lambda: torch.empty(2, 3)),
     "elu in place": (lambda: nn.ELU(inplace=True), lambda: torch.empty(2, 3)),
     "mish": (lambda: nn.Mish(), lambda: torch.empty(2, 3)),
+    "adaptive avg pool 1d": (lambda: nn.AdaptiveAvgPool1d(3), lambda: torch.empty(2, 4, 7)),
+    "adaptive avg pool 2d to 1x1": (lambda: nn.AdaptiveAvgPool2d(1), lambda: torch.empty(2, 8, 7, 7)),
+    "adaptive avg pool 2d, None keeps a size": (
+        lambda: nn.AdaptiveAvgPool2d((None, 2)),
+        lambda: torch.empty(1, 3, 5, 6),
+    ),
+    "adaptive avg pool 2d, larger": (lambda: nn.AdaptiveAvgPool2d((4, 9)), lambda: torch.empty(1, 3, 2, 3)),
+    "adaptive avg pool 3d": (lambda: nn.AdaptiveAvgPool3d((1, 2, 3)), lambda: torch.empty(1, 2, 3, 4, 5)),
     "identity": (lambda: nn.Identity(), lambda: torch.empty(2, 3)),
     "dropout": (lambda: nn.Dropout(0.5), lambda: torch.empty(2, 3)),
 }
@@ -112,6 +120,12 @@ DECLINED: dict[str, tuple[nn.Module, torch.Tensor]] = {
     "linear features": (nn.Linear(4, 3), torch.empty(2, 5)),
     "linear dtype": (nn.Linear(4, 3), torch.empty(2, 4, dtype=torch.float16)),
     "linear scalar": (nn.Linear(1, 3), torch.empty(())),
+    "adaptive pool unbatched": (nn.AdaptiveAvgPool2d(1), torch.empty(3, 5, 5)),
+    "adaptive pool channels last": (nn.AdaptiveAvgPool2d(2), _cl((1, 3, 5, 5))),
+    "adaptive pool rank": (nn.AdaptiveAvgPool2d(1), torch.empty(1, 3, 5)),
+    "adaptive pool output size 0": (nn.AdaptiveAvgPool2d(0), torch.empty(1, 3, 5, 5)),
+    "adaptive pool empty input": (nn.AdaptiveAvgPool2d(1), torch.empty(1, 3, 0, 5)),
+    "adaptive pool output size of the wrong length": (nn.AdaptiveAvgPool2d((1, 1, 1)), torch.empty(1, 3, 5, 5)),
 }
 
 

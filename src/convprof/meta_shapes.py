@@ -589,6 +589,25 @@ def _activation_module(module: Any, args: tuple[Any, ...]) -> Any:
     return x if getattr(module, "inplace", False) else _like(x)
 
 
+_ADAPTIVE_RANKS: dict[type, int] = {nn.AdaptiveAvgPool1d: 1, nn.AdaptiveAvgPool2d: 2, nn.AdaptiveAvgPool3d: 3}
+
+
+def _adaptive_pool_module(module: Any, args: tuple[Any, ...]) -> Any:
+    # batched (N, C, *spatial) in, (N, C, *output_size) out, a None keeping the input's size;
+    # contiguous in, contiguous out (squeeze-and-excitation's pooling, a classifier's head)
+    x, n = _meta_input(args), _ADAPTIVE_RANKS[type(module)]
+    if x is None or x.dim() != n + 2 or not x.is_contiguous() or 0 in x.shape:
+        return None
+    size = module.output_size
+    sizes = [size] * n if type(size) is int else list(size) if isinstance(size, (tuple, list)) else []
+    if len(sizes) != n:
+        return None
+    out = [x.shape[2 + i] if s is None else s for i, s in enumerate(sizes)]
+    if not all(type(s) is int and s > 0 for s in out):
+        return None  # PyTorch says what is wrong
+    return _new((*x.shape[:2], *out), x)
+
+
 def _same_tensor_module(module: Any, args: tuple[Any, ...]) -> Any:
     # Identity returns its input, and so does Dropout when not training
     x = _meta_input(args)
@@ -602,6 +621,7 @@ _MODULE_TABLE: dict[type, ModuleShortcut] = {
     **{cls: _conv_module for cls in (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)},
     **{cls: _batch_norm_module for cls in _BATCH_NORM_RANKS},
     nn.Linear: _linear_module,
+    **{cls: _adaptive_pool_module for cls in _ADAPTIVE_RANKS},
     **{
         cls: _activation_module
         for cls in (
