@@ -2,7 +2,8 @@
 interleaved, against a plain forward pass; and where convprof's own time goes.
 
 Usage:
-    python benchmarks/warm.py [--rounds 7] [--models mobilenet_v3_large,...] [--breakdown | --phases]
+    python benchmarks/warm.py [--rounds 7] [--models mobilenet_v3_large,...]
+                              [--breakdown | --phases | --floor]
 
 bench_peers.py times each tool's *first* call in a fresh process, which is what a CI job pays;
 its plain forward then carries one-time set-up (oneDNN, the allocator) that hides most of a
@@ -172,12 +173,18 @@ def compare(models: list[str], rounds: int) -> str:
             if tool not in times:
                 cells.append("")
                 continue
-            ratios = [t / p for t, p in zip(times[tool], plain, strict=True)]
-            ratio = statistics.median(times[tool]) / statistics.median(plain)
-            cells.append(f"{ratio:.2f}x ({min(ratios):.2f}-{max(ratios):.2f})")
+            cells.append(_ratio(times[tool], plain))
         lines.append("| " + " | ".join(cells) + " |")
         print(lines[-1], file=sys.stderr, flush=True)
     return "\n".join(lines)
+
+
+def _ratio(times: list[float], plain: list[float]) -> str:
+    """The median as a ratio to the plain forward's median, and the spread of the ratios per
+    round (min-max)."""
+    ratios = [t / p for t, p in zip(times, plain, strict=True)]
+    ratio = statistics.median(times) / statistics.median(plain)
+    return f"{ratio:.2f}x ({min(ratios):.2f}-{max(ratios):.2f})"
 
 
 def breakdown(models: list[str], rounds: int) -> str:
@@ -268,6 +275,95 @@ def _stages(name: str, rounds: int, watch: Any) -> str:
     return "| " + " | ".join(cells) + " |"
 
 
+def floor(models: list[str], rounds: int) -> str:
+    """What convprof's design costs before it records anything, against what it costs.
+
+    The design watches operators with a Python dispatch mode, popped inside the modules whose
+    operators need no watching (``quiet``: convolutions, norms, activations), and sees every
+    module call through two global hooks. The floor is that and nothing more: a dispatch mode
+    that only forwards each operator, popped and pushed back by hooks that do nothing else, in
+    the very modules convprof would pop it in. No profiler built this way can be cheaper.
+    """
+    lines = [
+        "| model | module calls | ops | ops outside quiet modules | plain | floor | convprof | zero |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name in models:
+        lines.append(_floor_row(name, rounds))
+        print(lines[-1], file=sys.stderr, flush=True)
+    return "\n".join(lines)
+
+
+def _floor_row(name: str, rounds: int) -> str:
+    import torch
+    from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    import convprof
+    from convprof.recorder import _roles, _stack_pop, _stack_push
+
+    class Forward(TorchDispatchMode):
+        ops = 0
+
+        @classmethod
+        def _should_skip_dynamo(cls) -> bool:
+            return False
+
+        def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+            Forward.ops += 1
+            return func(*args, **(kwargs or {}))
+
+    cpu, x, _, _ = _build(name)
+    quiet = {id(module) for path, module in cpu.named_modules() if _roles(path, module)[1]}
+    mode = Forward()
+    popped: list[Any] = []
+    calls = [0]
+
+    def pre(module: Any, args: Any) -> None:
+        calls[0] += 1
+        if id(module) in quiet and not popped:
+            _stack_pop(None)
+            popped.append(module)
+
+    def post(module: Any, args: Any, *rest: Any) -> None:
+        if popped and popped[-1] is module:
+            popped.pop()
+            _stack_push(mode)
+
+    def plain() -> None:
+        with torch.no_grad():
+            cpu(x)
+
+    def watched() -> None:
+        handles = [
+            register_module_forward_pre_hook(pre),
+            register_module_forward_hook(post, always_call=True),
+        ]
+        try:
+            with torch.no_grad(), mode:
+                cpu(x)
+        finally:
+            for handle in handles:
+                handle.remove()
+
+    with torch.no_grad(), mode:
+        cpu(x)
+    everything, Forward.ops, calls[0] = Forward.ops, 0, 0
+    watched()
+    outside, module_calls = Forward.ops, calls[0]
+    tools = {
+        "plain": plain,
+        "floor": watched,
+        "convprof": lambda: convprof.profile(cpu, x),
+        "zero": lambda: convprof.profile(cpu, x, compute=False),
+    }
+    times = _timed(tools, rounds)
+    cells = [name, str(module_calls), str(everything), str(outside)]
+    cells.append(f"{1e3 * statistics.median(times['plain']):.1f} ms")
+    cells += [_ratio(times[tool], times["plain"]) for tool in ("floor", "convprof", "zero")]
+    return "| " + " | ".join(cells) + " |"
+
+
 PHASES = [
     ("recorder", "_Session.__torch_dispatch__", "dispatch (Python part)"),
     ("recorder", "_Session.pre_hook", "pre-hooks"),
@@ -336,6 +432,7 @@ def main() -> None:
     parser.add_argument("--models", default=",".join(MODELS))
     parser.add_argument("--breakdown", action="store_true")
     parser.add_argument("--phases", action="store_true")
+    parser.add_argument("--floor", action="store_true")
     args = parser.parse_args()
     from bench_peers import PEERS, _install_peers
 
@@ -355,6 +452,8 @@ def main() -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {machine}, {how}\n")
     if args.phases:
         print(phases(models, args.rounds))
+    elif args.floor:
+        print(floor(models, args.rounds))
     else:
         print(breakdown(models, args.rounds) if args.breakdown else compare(models, args.rounds))
 
