@@ -125,7 +125,7 @@ DECLINED: dict[str, tuple[nn.Module, torch.Tensor]] = {
     "adaptive pool rank": (nn.AdaptiveAvgPool2d(1), torch.empty(1, 3, 5)),
     "adaptive pool output size 0": (nn.AdaptiveAvgPool2d(0), torch.empty(1, 3, 5, 5)),
     "adaptive pool empty input": (nn.AdaptiveAvgPool2d(1), torch.empty(1, 3, 0, 5)),
-    "adaptive pool output size of the wrong length": (nn.AdaptiveAvgPool2d((1, 1, 1)), torch.empty(1, 3, 5, 5)),
+    "adaptive pool output size too long": (nn.AdaptiveAvgPool2d((1, 1, 1)), torch.empty(1, 3, 5, 5)),
 }
 
 
