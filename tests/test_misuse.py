@@ -71,6 +71,32 @@ def test_writes_through_views_and_data_are_undone(how: str) -> None:
         assert torch.equal(value, state[key]), key
 
 
+def test_only_a_batch_norm_in_training_is_taken_for_a_write() -> None:
+    # the legacy batch norm kernels write running_mean and running_var although their schema
+    # does not say so, and only in training (their sixth argument): in eval nothing is saved
+    from convprof.recorder import _trains
+
+    x, c = torch.randn(2, 3, 4, 4), torch.zeros(3)
+    assert _trains((x, c, c, c, c, True, 0.1, 1e-5), {})
+    assert not _trains((x, c, c, c, c, False, 0.1, 1e-5), {})
+    assert not _trains((x, c, c, c, c), {"training": False, "momentum": 0.1, "eps": 1e-5})
+    assert _trains((x, c, c, c, c), {})  # not said: taken as a write, to be safe
+
+    class NormWithChild(nn.BatchNorm1d):  # as timm's BatchNormAct2d: not a quiet layer
+        def __init__(self) -> None:
+            super().__init__(8)
+            self.act = nn.ReLU()
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.act(F.batch_norm(x, self.running_mean, self.running_var, training=self.training))
+
+    model = nn.Sequential(nn.Linear(8, 8), NormWithChild()).train()  # profiled in eval
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    assert convprof.profile(model, torch.randn(4, 8)).total.macs == 8 * 8 * 4
+    assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
+    assert model.training
+
+
 def test_state_put_back_when_one_attribute_is_removed_and_another_added() -> None:
     from convprof.state import ModelState
 
