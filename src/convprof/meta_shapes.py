@@ -112,7 +112,7 @@ def _elementwise(func: torch._ops.OpOverload, args: tuple[Any, ...], kwargs: dic
     if all(s == first.shape for s in shapes):
         return _like(first)
     shape = _broadcast(shapes)
-    return None if shape is None else torch.empty(shape, dtype=first.dtype, device=_META)
+    return None if shape is None else _new(shape, first)
 
 
 def _broadcast(shapes: list[torch.Size]) -> list[int] | None:

@@ -705,12 +705,13 @@ def _sessions() -> list[_Session]:
     return sessions
 
 
-_SCALARS = frozenset({bool, int, float, str})
+_SCALAR_TYPES = (bool, int, float, str)
+_SCALARS = frozenset(_SCALAR_TYPES)
 
 
 def _plain_value(value: Any) -> bool:
-    scalar = isinstance(value, (bool, int, float, str)) or value is None
-    return scalar or (isinstance(value, tuple) and all(isinstance(v, (bool, int, float, str)) for v in value))
+    scalar = isinstance(value, _SCALAR_TYPES) or value is None
+    return scalar or (isinstance(value, tuple) and all(isinstance(v, _SCALAR_TYPES) for v in value))
 
 
 def _config(module: nn.Module) -> tuple[tuple[str, Plain], ...]:

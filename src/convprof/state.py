@@ -73,11 +73,10 @@ class ModelState:
             for key in state.keys() - _OWN_CONTAINERS:
                 value = state[key]
                 kind = type(value)
-                if kind is dict or kind is list or kind is set or kind is tuple:
-                    if kind is not tuple:
-                        self._containers.append((value, kind(value) if value else None))
-                    if kind is not dict and kind is not set and value and isinstance(value[0], torch.Tensor):
-                        self._tensor_lists.append((module, key))
+                if kind is dict or kind is list or kind is set:
+                    self._containers.append((value, kind(value) if value else None))
+                if (kind is list or kind is tuple) and value and isinstance(value[0], torch.Tensor):
+                    self._tensor_lists.append((module, key))
             params, buffers, children = state["_parameters"], state["_buffers"], state["_modules"]
             non_persistent = state["_non_persistent_buffers_set"]
             self._python.append(
