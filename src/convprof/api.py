@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from convprof.counter import count
+from convprof.optimizers import OPTIMIZERS
 from convprof.recorder import ForwardError, collector_paused, record
 from convprof.report import Report
 
@@ -34,6 +35,8 @@ def profile(
     compute: bool | str = True,
     backward: bool = False,
     loss: Callable[[Any], torch.Tensor] | None = None,
+    memory: bool | str = False,
+    optimizer: str | None = None,
 ) -> Report:
     """Params, MACs and FLOPs of ``model(*args, **kwargs)``, per layer and in total.
 
@@ -59,6 +62,13 @@ def profile(
     input requires grad. The forward then runs with gradients enabled (still in eval mode),
     and no ``.grad`` is left on the model. See ``Layer.grad_input_macs``,
     ``Layer.grad_weight_macs`` and ``Totals.train_macs``.
+
+    ``memory=True`` also predicts peak memory (``Report.memory``, ``Layer.peak_bytes``) from
+    the lifetimes of the tensor storages the pass makes, zero compute included: of one
+    inference forward, or with ``backward=True`` of a training step (forward in training
+    mode, backward, gradients held) and, with ``optimizer`` (``"sgd"``, ``"momentum"``,
+    ``"adam"`` or ``"adamw"``), the optimizer's state and update. The allocator predicted is
+    the model's device's (a model on meta: CUDA's); ``memory="cuda"`` or ``"cpu"`` names it.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"convprof.profile: model must be a torch.nn.Module, got {type(model).__name__}")
@@ -73,14 +83,40 @@ def profile(
         raise TypeError("convprof.profile: loss is the loss of a backward pass; pass backward=True too")
     if loss is not None and not callable(loss):
         raise TypeError(f"convprof.profile: loss must be a function of the output, got {type(loss).__name__}")
+    device = _memory_device(model, memory, optimizer, backward)
+    options: dict[str, Any] = {"backward": backward, "loss": loss, "memory": device, "optimizer": optimizer}
     if compute == "auto":
         try:
             with collector_paused():
-                trace = record(model, positional, dict(kwargs), compute=False, backward=backward, loss=loss)
-                return count(trace)
+                return count(record(model, positional, dict(kwargs), compute=False, **options))
         except ForwardError:  # ValuesNeeded included: a real pass may not stop where meta did
             compute = True
     if not isinstance(compute, bool):
         raise TypeError(f"convprof.profile: compute must be True, False or 'auto', got {compute!r}")
     with collector_paused():
-        return count(record(model, positional, dict(kwargs), compute=compute, backward=backward, loss=loss))
+        return count(record(model, positional, dict(kwargs), compute=compute, **options))
+
+
+def _memory_device(model: nn.Module, memory: bool | str, optimizer: str | None, backward: bool) -> str | None:
+    """The device whose allocator a peak is predicted for, or None for no peak."""
+    if optimizer is not None:
+        if not isinstance(optimizer, str) or optimizer not in OPTIMIZERS:
+            raise ValueError(
+                f"convprof.profile: unknown optimizer {optimizer!r}; use one of {', '.join(OPTIMIZERS)}"
+            )
+        if memory is False or not backward:
+            raise TypeError(
+                "convprof.profile: optimizer= is the optimizer of a training step's memory; "
+                "pass memory=True and backward=True too"
+            )
+    if memory is False:
+        return None
+    if memory is True:
+        tensor: torch.Tensor | None = next(iter(model.parameters()), None)
+        if tensor is None:
+            tensor = next(iter(model.buffers()), None)
+        kind = tensor.device.type if tensor is not None else "cpu"
+        return "cuda" if kind == "meta" else kind
+    if memory not in ("cpu", "cuda"):
+        raise ValueError(f"convprof.profile: memory must be True, False, 'cpu' or 'cuda', got {memory!r}")
+    return memory

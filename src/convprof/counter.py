@@ -19,8 +19,9 @@ from dataclasses import dataclass
 from convprof.blocks import find_blocks
 from convprof.formulas import module_formula, op_formula
 from convprof.formulas.backward import split
+from convprof.peak import call_peaks, levels, summarize
 from convprof.records import ModuleCall, ModuleInfo, ParamInfo, Shape, Trace
-from convprof.report import Layer, Report, Sizes, Totals, Unexplained
+from convprof.report import Layer, Memory, Report, Sizes, Totals, Unexplained
 
 
 def call_macs(call: ModuleCall) -> tuple[int, list[str]]:
@@ -78,6 +79,7 @@ class _Row:
     shapes_vary: bool = False
     grad_input_macs: int = 0
     grad_weight_macs: int = 0
+    peak_bytes: int = 0
 
     def add(self, call: ModuleCall) -> None:
         """Another call of the module: a different input or output shape from the first
@@ -109,6 +111,7 @@ class _Row:
             shapes_vary=self.shapes_vary,
             grad_input_macs=self.grad_input_macs,
             grad_weight_macs=self.grad_weight_macs,
+            peak_bytes=self.peak_bytes,
         )
 
 
@@ -150,7 +153,8 @@ def count(trace: Trace) -> Report:
     rows: dict[str, _Row] = {}
     unexplained: dict[str, tuple[int, list[str]]] = {}
     trainable = _trainable(trace.modules) if trace.backward else {}
-    for call in trace.calls:
+    memory, peaks = _memory(trace)
+    for index, call in enumerate(trace.calls):
         row = rows.get(call.module.name)
         if row is None:
             row = rows[call.module.name] = _Row(call.module, call)
@@ -166,6 +170,8 @@ def count(trace: Trace) -> Report:
             missing += missing_grads
         row.macs += macs
         row.memory_bytes += call_bytes(call)
+        if peaks:
+            row.peak_bytes = max(row.peak_bytes, peaks[index])
         row.calls += 1
         if not missing:
             continue
@@ -203,6 +209,17 @@ def count(trace: Trace) -> Report:
         sizes=sizes,
         dtype=_dtype(trace),
         backward=trace.backward,
+        memory=memory,
+    )
+
+
+def _memory(trace: Trace) -> tuple[Memory | None, list[int]]:
+    """The pass's peak memory and each call's, when its storage lifetimes were recorded."""
+    if trace.memory is None:
+        return None, []
+    level = levels(trace.memory)
+    return summarize(trace.memory, level, [c.module.name for c in trace.calls]), call_peaks(
+        trace.memory, level
     )
 
 

@@ -70,6 +70,7 @@ from torch.utils._python_dispatch import (
 from torch.utils._pytree import tree_leaves
 
 from convprof.formulas import OpClass, classify, is_quiet, module_formula, moves_memory
+from convprof.lifetimes import Lifetimes
 from convprof.meta_shapes import (
     ModuleShortcut,
     Shortcut,
@@ -79,6 +80,7 @@ from convprof.meta_shapes import (
     steers,
     value_shortcut_for,
 )
+from convprof.optimizers import Step, meta_like
 from convprof.records import (
     ArgValue,
     ConvSpec,
@@ -241,9 +243,11 @@ class _Frame:
 
     __slots__ = (
         "backward",
+        "closed",
         "index",
         "inputs",
         "name",
+        "opened",
         "ops",
         "outputs",
         "quiet",
@@ -270,6 +274,7 @@ class _Frame:
         self.start = 0  # with a backward pass: the autograd sequence number when the call began
         self.backward: list[OpCall] = []
         self.quiet = quiet  # a childless module whose operators are not recorded (is_quiet)
+        self.opened = self.closed = 0  # with peak memory: the lifetime ticks it ran between
 
 
 _UNTAGGED: frozenset[int] = frozenset()
@@ -343,6 +348,9 @@ class _Session(TorchDispatchMode):  # type: ignore[no-untyped-call]
         self.nodes: dict[int, int] = {}
         self.weights: set[int] = set()
         self.backward_index: int | None = None  # the call whose gradient ran last
+        # Peak memory: storage lifetimes, shown every operator's outputs (then no mode is
+        # popped and no forward skipped, so that every allocation passes through here)
+        self.lifetimes: Lifetimes | None = None
         self._op_classes: dict[
             torch._ops.OpOverload, tuple[OpClass, bool, Shortcut | None, Shortcut | None]
         ] = {}
@@ -384,6 +392,8 @@ class _Session(TorchDispatchMode):  # type: ignore[no-untyped-call]
             self._values.before_write(args)
         if out is None:
             out = func(*args, **kwargs)
+        if self.lifetimes is not None:
+            self.lifetimes.see(func, out, args, kwargs, self._owner())
         if self.in_backward:
             if op_class is not OpClass.FREE:
                 self._record_gradient(func, args, kwargs, out)
@@ -396,6 +406,14 @@ class _Session(TorchDispatchMode):  # type: ignore[no-untyped-call]
         elif self.stack:
             self.stack[-1].ops.append(_op_call(func, args, kwargs, out))
         return out
+
+    def _owner(self) -> int:
+        """The call an allocation is made by: the innermost running, or in the backward pass
+        the one whose autograd node runs (-1: none, as for the loss and the optimizer)."""
+        if self.in_backward:
+            node = torch._C._current_autograd_node()
+            return self.nodes.get(node._sequence_nr(), -1) if node is not None else -1
+        return self.stack[-1].index if self.stack else -1
 
     def _record_gradient(
         self, func: torch._ops.OpOverload, args: tuple[Any, ...], kwargs: dict[str, Any], out: Any
@@ -621,11 +639,19 @@ class _Session(TorchDispatchMode):  # type: ignore[no-untyped-call]
         )
         if self.grads:
             frame.start = torch._C._autograd._get_sequence_nr()
+        if self.lifetimes is not None:
+            frame.opened = frame.closed = self.lifetimes.ticks
         self.stack.append(frame)
         self.calls.append(frame)
         # Only this session's own mode is popped: a mode the model pushed itself stays. Zero
         # compute keeps it: the operators need their stand-ins.
-        if quiet and self._stand_ins is None and (depth := _stack_len()) and _stack_at(depth - 1) is self:
+        if (
+            quiet
+            and self._stand_ins is None
+            and self.lifetimes is None
+            and (depth := _stack_len())
+            and _stack_at(depth - 1) is self
+        ):
             _stack_pop(None)
             self.quiet = frame
 
@@ -647,6 +673,8 @@ class _Session(TorchDispatchMode):  # type: ignore[no-untyped-call]
             frame = self.stack.pop()
             if frame.name != name:
                 continue
+            if self.lifetimes is not None:
+                frame.closed = self.lifetimes.ticks
             if raised:
                 frame.raised = True
                 if self.failed is None:
@@ -916,6 +944,8 @@ def record(
     compute: bool = True,
     backward: bool = False,
     loss: Callable[[Any], torch.Tensor] | None = None,
+    memory: str | None = None,
+    optimizer: str | None = None,
 ) -> Trace:
     """Run ``model(*args, **kwargs)`` once and return what it revealed.
 
@@ -930,9 +960,24 @@ def record(
     ``torch.autograd.grad``: the same operators ``loss.backward()`` runs, but nothing is
     accumulated into ``.grad``. Each backward operator is recorded on the module call whose
     autograd node runs it.
+
+    ``memory`` (``"cpu"`` or ``"cuda"``, the device whose allocator is predicted) also records
+    storage lifetimes (:mod:`convprof.lifetimes`). With a backward pass the step is a training
+    step: the forward runs in training mode (restored after), the gradients are held as
+    ``.grad`` would hold them, and ``optimizer`` (see :mod:`convprof.optimizers`) runs its
+    update on meta copies of the trainable parameters, its state held from the start.
     """
     with collector_paused():
-        return _record(model, args, kwargs, compute=compute, backward=backward, loss=loss)
+        return _record(
+            model,
+            args,
+            kwargs,
+            compute=compute,
+            backward=backward,
+            loss=loss,
+            memory=memory,
+            optimizer=optimizer,
+        )
 
 
 @contextlib.contextmanager
@@ -960,6 +1005,8 @@ def _record(
     compute: bool,
     backward: bool,
     loss: Callable[[Any], torch.Tensor] | None,
+    memory: str | None = None,
+    optimizer: str | None = None,
 ) -> Trace:
     named = list(model.named_modules())
     owned = _owned(named)
@@ -995,13 +1042,17 @@ def _record(
         handles.extend(
             m.register_forward_pre_hook(_no_op) for _, m in named if isinstance(m, nn.TransformerEncoderLayer)
         )
-        state.set_eval()
+        state.set_eval(training=backward and memory is not None)
         call_args, call_kwargs = args, kwargs
         if session._stand_ins is not None:
             state.point_at(session._stand_ins)
             call_args, call_kwargs = session.meta_copy((args, kwargs), {}, 0)
-            if not backward:
+            if not backward and memory is None:
                 skipped = session.skip_forwards(named)
+        step = None
+        memory_trace = None
+        if memory is not None:
+            session.lifetimes, step = _held(named, session, (call_args, call_kwargs), memory, optimizer)
         for running in outer:
             running.paused += 1
         outer.append(session)
@@ -1011,9 +1062,21 @@ def _record(
                     output = model(*call_args, **call_kwargs)
                 except Exception as exc:
                     raise _forward_error(model, named, session, exc, computing) from exc
+                lifetimes = session.lifetimes
+                if lifetimes is not None:
+                    lifetimes.role(output, "output")
+                    lifetimes.mark("forward")
                 if backward:
                     returned = torch._C._autograd._get_sequence_nr()
-                    _gradients(model, named, session, output, loss, (call_args, call_kwargs), returned)
+                    grads = _gradients(
+                        model, named, session, output, loss, (call_args, call_kwargs), returned
+                    )
+                    if lifetimes is not None:
+                        _step(lifetimes, step, grads)
+                if lifetimes is not None:
+                    memory_trace = lifetimes.close(
+                        [(f.opened, f.closed) for f in session.calls], memory or "cpu", optimizer
+                    )
             finally:
                 held.hold()  # from here until the model is back, an interrupt waits
                 session.finish()
@@ -1066,7 +1129,50 @@ def _record(
         for f in session.calls
     )
     inputs = tuple(item for _, item in _named_tensors("", (args, kwargs)))
-    return Trace(type(model).__name__, inputs, tuple(infos.values()), calls, backward)
+    return Trace(
+        type(model).__name__,
+        inputs,
+        tuple(infos.values()),
+        calls,
+        backward,
+        memory_trace if memory is not None else None,
+    )
+
+
+def _held(
+    named: list[tuple[str, nn.Module]], session: _Session, inputs: Any, device: str, optimizer: str | None
+) -> tuple[Lifetimes, Step | None]:
+    """What exists before a pass whose memory is tracked: parameters, buffers and inputs (as
+    the pass sees them: stand-ins in zero compute) and, for a training step, the optimizer's
+    state, made on meta by a warm-up update outside the pass."""
+    stand_ins = session._stand_ins or {}
+    lifetimes = Lifetimes(device)
+    params = [stand_ins.get(id(p), p) for _, m in named for p in m._parameters.values() if p is not None]
+    lifetimes.hold(params, "parameter")
+    lifetimes.hold(
+        [stand_ins.get(id(b), b) for _, m in named for b in m._buffers.values() if b is not None], "buffer"
+    )
+    lifetimes.hold(inputs, "input")
+    step = None
+    if optimizer is not None:
+        unique = {id(p): p for p in params if p.requires_grad}
+        step = Step(optimizer, list(unique.values()), device, keys=list(unique))
+        lifetimes.hold(step.state(), "optimizer")
+    lifetimes.mark("held")
+    return lifetimes, step
+
+
+def _step(lifetimes: Lifetimes, step: Step | None, grads: dict[int, torch.Tensor | None]) -> None:
+    """After the backward pass: the gradients held as ``.grad`` holds them, then the
+    optimizer's update on meta copies (its temporaries are allocations of the step)."""
+    lifetimes.role(list(grads.values()), "gradient")
+    lifetimes.mark("backward")
+    if step is None:
+        return
+    with _disable_current_modes():
+        metas = [meta_like(g) if (g := grads.get(key)) is not None else None for key in step.keys]
+    step.run(metas)
+    lifetimes.mark("step")
 
 
 def _gradients(
@@ -1077,10 +1183,11 @@ def _gradients(
     loss: Callable[[Any], torch.Tensor] | None,
     inputs: Any,
     returned: int,
-) -> None:
+) -> dict[int, torch.Tensor | None]:
     """The backward pass: the gradient of the loss with respect to every parameter that
     requires grad (as the graph has it: its stand-in in zero compute) and every input that
-    does. ``torch.autograd.grad`` runs what ``loss.backward()`` would and writes no ``.grad``."""
+    does. ``torch.autograd.grad`` runs what ``loss.backward()`` would and writes no ``.grad``;
+    the gradients come back by id of the tensor (a training step's memory holds them)."""
     params = [p for _, m in named for p in m._parameters.values() if p is not None]
     stand_ins = session._stand_ins or {}
     graph_params = [stand_ins.get(id(p), p) for p in params]
@@ -1113,14 +1220,15 @@ def _gradients(
             )
             raise TypeError(f"convprof: loss(output) must return a tensor with one element, got {got}")
     if value is None or not value.requires_grad or not wanted:
-        return  # nothing in the model requires grad: no backward runs
+        return {}  # nothing in the model requires grad: no backward runs
     if session.calls:
         # The model's own nodes that no call claimed (an output convprof cannot look into, which
         # the loss reached): the root's, up to where the forward returned; the loss's are not.
         session.claim(session.calls[0], value, before=returned)
     session.in_backward = True
     try:
-        torch.autograd.grad(value, list(wanted.values()), allow_unused=True)
+        grads = torch.autograd.grad(value, list(wanted.values()), allow_unused=True)
+        return dict(zip(wanted, grads, strict=True))
     except Exception as exc:
         index = session.backward_index
         where = (

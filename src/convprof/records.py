@@ -189,3 +189,31 @@ class Trace:
     modules: tuple[ModuleInfo, ...]
     calls: tuple[ModuleCall, ...] = ()
     backward: bool = False  # a backward pass was recorded (ModuleCall.backward)
+    memory: MemoryTrace | None = None  # storage lifetimes, when peak memory was asked for
+
+
+@dataclass(frozen=True, slots=True)
+class MemoryTrace:
+    """Storage lifetimes of one pass (see :mod:`convprof.lifetimes`), as plain integers.
+
+    Storage ``i`` has ``sizes[i]`` bytes, was made at tick ``made[i]`` by call ``owners[i]``
+    (-1: before the pass or outside any module) and freed at tick ``freed[i]`` (-1: still
+    alive when the pass ended). ``roles[i]`` is ``parameter``, ``buffer``, ``input``,
+    ``optimizer``, ``gradient`` or empty (classified by its lifetime). ``marks`` holds the
+    ticks at which the phases ended (``held``: what existed before the pass; ``forward``;
+    ``backward``; ``step``), ``calls`` the (open, close) ticks of each module call in
+    ``Trace.calls`` order, ``block`` the allocator's rounding in bytes (512 on CUDA, 1 on CPU).
+    ``optimizer`` names the optimizer whose step was simulated, if any.
+    """
+
+    sizes: tuple[int, ...]
+    roles: tuple[str, ...]
+    owners: tuple[int, ...]
+    made: tuple[int, ...]
+    freed: tuple[int, ...]
+    ticks: int
+    marks: tuple[tuple[str, int], ...]
+    calls: tuple[tuple[int, int], ...]
+    block: int = 1
+    optimizer: str | None = None
+    device: str = "cpu"

@@ -17,6 +17,22 @@ CONVENTION = (
     "MACs = multiply-accumulates of convolutions, linear layers, matmuls and attention, "
     "bias excluded; FLOPs = 2 x MACs; params counted once per tensor"
 )
+MEMORY_CONVENTION = (
+    "peak = the most bytes of tensor storage alive at once (views and tied weights once), "
+    "{rounding}; not counted: the CUDA context, library workspaces (cuBLAS, cuDNN), kernels' "
+    "internal scratch, allocator caching and fragmentation"
+)
+# What a peak holds, in the order tables list it (see convprof.peak).
+CATEGORIES = (
+    "parameter",
+    "buffer",
+    "input",
+    "optimizer",
+    "gradient",
+    "activation",
+    "output",
+    "temporary",
+)
 
 
 def _table(value: Any, what: str) -> dict[str, Any]:
@@ -86,14 +102,18 @@ class Layer(_Derived):
     # operators produced, with respect to their inputs (activations) and to weights.
     grad_input_macs: int = 0
     grad_weight_macs: int = 0
+    # With peak memory (Report.memory): the most bytes alive while this module ran (any call),
+    # everything held before it included; a container's covers its children's.
+    peak_bytes: int = 0
 
     @property
     def depth(self) -> int:
         return self.name.count(".") + 1 if self.name else 0
 
-    def to_dict(self, backward: bool = True) -> dict[str, Any]:
-        """Fields and derived figures; the gradient ones only with ``backward`` (a report
-        that counted no backward pass leaves them out rather than show zeros)."""
+    def to_dict(self, backward: bool = True, memory: bool = True) -> dict[str, Any]:
+        """Fields and derived figures; the gradient ones only with ``backward`` and the peak
+        only with ``memory`` (a report that measured neither leaves them out rather than show
+        zeros)."""
         data = asdict(self)
         data["flops"] = self.flops
         data["intensity"] = self.intensity
@@ -102,6 +122,8 @@ class Layer(_Derived):
             data["train_macs"] = self.train_macs
         else:
             del data["grad_input_macs"], data["grad_weight_macs"]
+        if not memory:
+            del data["peak_bytes"]
         return data
 
     @classmethod
@@ -144,6 +166,55 @@ class Sizes:
     buffers: int = 0
     buffer_bytes: int = 0
     activation_bytes: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Memory:
+    """Peak memory of the pass, predicted from storage lifetimes (see :mod:`convprof.peak`).
+
+    ``peak_bytes`` is the most bytes alive at once, everything the pass starts from included
+    (``held_bytes``: parameters, buffers, inputs and, for a training step, the optimizer's
+    state). ``at_peak`` splits it by category (see ``CATEGORIES``), ``phase`` says when it was
+    reached (``forward``, ``backward`` or the optimizer's ``step``) and ``layer`` which module
+    made the allocation that reached it (None: the loss, the optimizer, code outside any
+    module). ``training``: a training step (forward in training mode, backward, ``optimizer``'s
+    update, if any); else one inference forward under ``no_grad``. ``block``: the allocator's
+    rounding applied to every storage (512 bytes for ``device`` cuda, 1 for cpu).
+    """
+
+    peak_bytes: int
+    phase: str
+    layer: str | None
+    at_peak: tuple[tuple[str, int], ...]
+    held_bytes: int
+    training: bool = False
+    optimizer: str | None = None
+    device: str = "cpu"
+    block: int = 1
+
+    def held_at_peak(self, category: str) -> int:
+        """Bytes of one category alive at the peak (0 when there are none)."""
+        return dict(self.at_peak).get(category, 0)
+
+    @property
+    def convention(self) -> str:
+        rounding = (
+            "each storage rounded up to CUDA's 512-byte blocks"
+            if self.block > 1
+            else "each storage at its size (the CPU allocator does not round)"
+        )
+        return MEMORY_CONVENTION.format(rounding=rounding)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["at_peak"] = dict(self.at_peak)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Memory:
+        fields = dict(data)
+        fields["at_peak"] = tuple(_table(fields.get("at_peak", {}), "memory split").items())
+        return cls(**fields)
 
 
 @dataclass(frozen=True, slots=True)
@@ -262,6 +333,7 @@ class Report:
     sizes: Sizes = Sizes()
     dtype: str = "float32"  # what the model computes in: its weights' dtype (most bytes), else its input's
     backward: bool = False  # a backward pass was counted: the grad_* figures are measured, not zero
+    memory: Memory | None = None  # peak memory, when it was asked for (Layer.peak_bytes too)
 
     @property
     def complete(self) -> bool:
@@ -290,6 +362,7 @@ class Report:
                     memory_bytes=sum(m.memory_bytes for m in members),
                     grad_input_macs=sum(m.grad_input_macs for m in members),
                     grad_weight_macs=sum(m.grad_weight_macs for m in members),
+                    peak_bytes=max(m.peak_bytes for m in members),
                     has_children=head.has_children and not collapsed,
                     kind=head.kind if len(members) == 1 else None,
                     unexplained=tuple(op for m in members for op in m.unexplained),
@@ -337,6 +410,9 @@ class Report:
                 sizes=Sizes(**_table(data.get("sizes", {}), "sizes table")),
                 dtype=data.get("dtype", "float32"),
                 backward=data.get("backward", False),
+                memory=Memory.from_dict(_table(data["memory"], "memory table"))
+                if data.get("memory")
+                else None,
             )
         except (KeyError, TypeError, AttributeError) as exc:
             raise ValueError(f"malformed convprof report: {type(exc).__name__}: {exc}") from exc
@@ -368,9 +444,10 @@ class Report:
             **({"backward": True} if self.backward else {}),
             "complete": self.complete,
             "unexplained": [asdict(u) for u in self.unexplained],
-            "layers": [layer.to_dict(self.backward) for layer in self.layers],
+            "layers": [layer.to_dict(self.backward, self.memory is not None) for layer in self.layers],
             "blocks": [block.to_dict() for block in self.blocks],
             "sizes": asdict(self.sizes),
+            **({"memory": self.memory.to_dict()} if self.memory is not None else {}),
         }
 
     def __str__(self) -> str:

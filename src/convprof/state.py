@@ -93,13 +93,14 @@ class ModelState:
                 )
             )
 
-    def set_eval(self) -> None:
+    def set_eval(self, training: bool = False) -> None:
         """Every module's ``training`` flag off, as ``Module.eval()`` sets it but without any
-        override of ``train()`` a model may define."""
+        override of ``train()`` a model may define; on with ``training`` (a training step's
+        memory: dropout's masks and batch statistics are part of it)."""
         for module, *_ in self._python:
-            module.__dict__["training"] = False
+            module.__dict__["training"] = training
         for module, _ in self._script:
-            module.training = False
+            module.training = training
 
     def point_at(self, stand_ins: dict[int, torch.Tensor]) -> None:
         """Make each module's references to its parameters and buffers (in their tables and in

@@ -1,0 +1,215 @@
+"""Storage lifetimes: which tensor storages exist at each moment of a pass, for peak memory.
+
+Memory is held by storages, not tensors: views, ``detach()``, in-place results and tied
+weights share one, and a storage is freed when the last tensor (or autograd's saved copy of
+it) that uses it goes away. The recorder shows every operator's outputs to :meth:`Lifetimes.see`;
+an output whose storage is new (not one of the operator's inputs', not one already known) is
+an allocation, and a weak reference with a callback on the storage's Python object notes the
+moment it is freed. PyTorch keeps one Python object per storage for as long as the storage
+lives (its "PyObject preservation"), so the callback runs when the memory is given back, on
+real and meta tensors alike: a zero-compute pass's stand-ins live and die as the real tensors
+would.
+
+Kernels' own scratch is invisible at the operator level. One is large enough to move a CPU
+peak, and is added: oneDNN's convolution (PyTorch's CPU path for float convolutions), given
+NCHW tensors, reorders its input and weight into copies in its blocked layout, computes the
+output into a buffer of its own, frees the copies and only then makes the output tensor and
+copies the result in (measured with ``torch.profiler``'s memory events). So for a moment the
+input, weight and output exist twice, then the output (:func:`_conv_scratch`). And a CPU
+matrix product copies an operand that BLAS cannot read in place (an expanded tensor, such as
+the gradient of a sum) into a dense temporary (:func:`_mm_scratch`). CUDA libraries' workspaces (cuDNN,
+cuBLAS) are left out and said so in the convention.
+
+Time is a tick counter: one tick per allocation or free. The result is :class:`MemoryTrace`,
+plain integers that :mod:`convprof.peak` turns into a peak, its categories and the peak of
+every module call. This module touches no hooks and no dispatch mode; it only watches what it
+is shown.
+"""
+
+from __future__ import annotations
+
+import weakref
+from typing import Any
+
+import torch
+from torch.utils._pytree import tree_leaves
+
+from convprof.records import MemoryTrace
+
+
+def _storage(tensor: torch.Tensor) -> torch.UntypedStorage | None:
+    """A dense tensor's storage; None for layouts without one (sparse, nested, wrappers)."""
+    if tensor.layout is not torch.strided or tensor.is_nested:
+        return None
+    try:
+        return tensor.untyped_storage()
+    except (RuntimeError, NotImplementedError, TypeError):
+        return None
+
+
+class Lifetimes:
+    """Allocations and frees of storages during one pass, in order (see the module docstring).
+
+    ``role`` names what a storage is when that is known when it is seen or later
+    (:meth:`mark`): ``parameter``, ``buffer``, ``input``, ``optimizer`` (state), ``gradient``;
+    every other storage is classified by when it was made and freed (see :mod:`convprof.peak`).
+    """
+
+    def __init__(self, device: str = "cpu") -> None:
+        self.device = device
+        self.sizes: list[int] = []
+        self.roles: list[str] = []
+        self.owners: list[int] = []  # index of the module call that made it, -1: none
+        self.made: list[int] = []
+        self.freed: list[int] = []  # -1 while alive
+        self.ticks = 0
+        self.marks: dict[str, int] = {}
+        # id(storage) -> (weak reference, index); the reference is checked on every read, so a
+        # storage that died and whose id a new one took reads as unknown
+        self._known: dict[int, tuple[weakref.ref[torch.UntypedStorage], int]] = {}
+        self._open = True
+
+    def _index(self, storage: torch.UntypedStorage) -> int | None:
+        entry = self._known.get(id(storage))
+        if entry is None or entry[0]() is not storage:
+            return None
+        return entry[1]
+
+    def _add(self, storage: torch.UntypedStorage, role: str, owner: int) -> int:
+        index = len(self.sizes)
+        self.sizes.append(int(storage.nbytes()))
+        self.roles.append(role)
+        self.owners.append(owner)
+        self.made.append(self.ticks)
+        self.freed.append(-1)
+        self.ticks += 1
+
+        def gone(_: Any, index: int = index) -> None:
+            if self._open and self.freed[index] < 0:
+                self.freed[index] = self.ticks
+                self.ticks += 1
+
+        self._known[id(storage)] = (weakref.ref(storage, gone), index)
+        return index
+
+    def hold(self, value: Any, role: str) -> None:
+        """Storages that exist before the pass (parameters, buffers, inputs, optimizer state):
+        each once, under the first role given."""
+        for tensor in tree_leaves(value):
+            if isinstance(tensor, torch.Tensor):
+                storage = _storage(tensor)
+                if storage is not None and self._index(storage) is None:
+                    self._add(storage, role, -1)
+
+    def see(self, func: Any, out: Any, args: tuple[Any, ...], kwargs: dict[str, Any], owner: int) -> None:
+        """An operator's outputs: each new storage among them is an allocation made by call
+        ``owner``. A view, an in-place or ``out=`` result shares an input's storage and is none."""
+        rule = _SCRATCH.get(func) if self.device == "cpu" else None
+        scratch = rule(args, out) if rule is not None else None
+        if scratch is not None:
+            self._transient(scratch[0], owner)
+        inputs: set[int] | None = None
+        for tensor in (out,) if isinstance(out, torch.Tensor) else tree_leaves(out):
+            if not isinstance(tensor, torch.Tensor):
+                continue
+            storage = _storage(tensor)
+            if storage is None or self._index(storage) is not None:
+                continue
+            if inputs is None:
+                inputs = {
+                    id(s)
+                    for a in tree_leaves((args, kwargs))
+                    if isinstance(a, torch.Tensor) and (s := _storage(a)) is not None
+                }
+            if id(storage) not in inputs:
+                self._add(storage, "", owner)
+        if scratch is not None:
+            self._transient(scratch[1], owner)
+
+    def _transient(self, size: int, owner: int) -> None:
+        """Scratch a kernel makes and frees inside one operator, after its output."""
+        if size:
+            self.sizes.append(size)
+            self.roles.append("")
+            self.owners.append(owner)
+            self.made.append(self.ticks)
+            self.freed.append(self.ticks + 1)
+            self.ticks += 2
+
+    def mark(self, name: str) -> None:
+        """A phase boundary (``forward``, ``backward``, ``step``): the tick it ends at."""
+        self.marks[name] = self.ticks
+
+    def role(self, value: Any, role: str) -> None:
+        """Give the known storages of ``value``'s tensors a role (the gradients, once returned)."""
+        for tensor in tree_leaves(value):
+            if isinstance(tensor, torch.Tensor):
+                storage = _storage(tensor)
+                index = self._index(storage) if storage is not None else None
+                if index is not None and not self.roles[index]:
+                    self.roles[index] = role
+
+    def close(self, calls: list[tuple[int, int]], device: str, optimizer: str | None) -> MemoryTrace:
+        """Stop watching (late frees are not events of the pass) and hand over the facts;
+        ``calls`` is the (open, close) tick of every module call, in call order; ``device``
+        the one whose allocator is predicted (CUDA's rounds every block up to 512 bytes)."""
+        self._open = False
+        self._known.clear()
+        return MemoryTrace(
+            sizes=tuple(self.sizes),
+            roles=tuple(self.roles),
+            owners=tuple(self.owners),
+            made=tuple(self.made),
+            freed=tuple(self.freed),
+            ticks=self.ticks,
+            marks=tuple(sorted(self.marks.items(), key=lambda item: item[1])),
+            calls=tuple(calls),
+            block=512 if device == "cuda" else 1,
+            optimizer=optimizer,
+            device=device,
+        )
+
+
+def _conv_scratch(args: tuple[Any, ...], out: Any) -> tuple[int, int] | None:
+    """oneDNN's copies (see the module docstring), before and after the output is made, for a
+    float convolution in the default (NCHW) layout; a channels-last one works in place."""
+    x, w = (args[0], args[1]) if len(args) > 1 else (None, None)
+    if (
+        not isinstance(x, torch.Tensor)
+        or not isinstance(w, torch.Tensor)
+        or not isinstance(out, torch.Tensor)
+        or not x.is_floating_point()
+        or x.dim() < 3
+        or not x.is_contiguous()
+    ):
+        return None
+    output = out.numel() * out.element_size()
+    return x.numel() * x.element_size() + w.numel() * w.element_size() + output, output
+
+
+def _blas_reads(matrix: torch.Tensor) -> bool:
+    """Whether BLAS can read a 2-D operand as it is: rows or columns contiguous."""
+    rows, cols = matrix.shape
+    return (matrix.stride(1) == 1 and matrix.stride(0) >= max(1, cols)) or (
+        matrix.stride(0) == 1 and matrix.stride(1) >= max(1, rows)
+    )
+
+
+def _mm_scratch(args: tuple[Any, ...], out: Any) -> tuple[int, int] | None:
+    """The dense copies of the operands BLAS cannot read (see the module docstring), made
+    after the output; ``addmm``'s matrices are its second and third arguments."""
+    matrices = args[-2:] if len(args) >= 2 else ()
+    copies = sum(
+        m.numel() * m.element_size()
+        for m in matrices
+        if isinstance(m, torch.Tensor) and m.dim() == 2 and not _blas_reads(m)
+    )
+    return (0, copies) if copies else None
+
+
+_SCRATCH = {
+    torch.ops.aten.convolution.default: _conv_scratch,
+    torch.ops.aten._convolution.default: _conv_scratch,
+    torch.ops.aten.mm.default: _mm_scratch,
+    torch.ops.aten.addmm.default: _mm_scratch,
+}

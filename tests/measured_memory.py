@@ -1,0 +1,89 @@
+"""The measured peak memory of a pass on the CPU: the oracle convprof's prediction is held to.
+
+``torch.profiler`` with ``profile_memory=True`` records every allocation and free of PyTorch's
+CPU allocator, in order; the measured peak is what existed before the pass (every storage the
+parameters, buffers, inputs and optimizer state hold, each once) plus the highest running sum
+of those events. Nothing of convprof runs here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+from torch.profiler import ProfilerActivity, profile
+
+OPTIMIZERS: dict[str, Callable[[Any], torch.optim.Optimizer]] = {
+    "sgd": lambda params: torch.optim.SGD(params, lr=0.01),
+    "momentum": lambda params: torch.optim.SGD(params, lr=0.01, momentum=0.9),
+    "adam": lambda params: torch.optim.Adam(params),
+    "adamw": lambda params: torch.optim.AdamW(params),
+}
+
+
+def _held(*values: Any) -> int:
+    seen: dict[int, int] = {}
+    for tensor in torch.utils._pytree.tree_leaves(values):
+        if isinstance(tensor, torch.Tensor) and tensor.layout is torch.strided:
+            storage = tensor.untyped_storage()
+            seen[storage.data_ptr() or id(storage)] = storage.nbytes()
+    return sum(seen.values())
+
+
+def _peak_of(run: Callable[[], Any]) -> int:
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        run()
+    events = [e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"]  # type: ignore[union-attr]
+    level = peak = 0
+    for event in sorted(events, key=lambda e: e.start_ns()):
+        if event.device_type() == torch.autograd.DeviceType.CPU:
+            level += event.nbytes()
+            peak = max(peak, level)
+    return peak
+
+
+def _loss(output: Any) -> torch.Tensor:
+    parts = [t.sum() for t in torch.utils._pytree.tree_leaves(output) if isinstance(t, torch.Tensor) and t.is_floating_point() and t.requires_grad]
+    return sum(parts[1:], parts[0])
+
+
+def inference_peak(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any] | None = None) -> int:
+    """Bytes at the peak of one forward in eval mode under no_grad."""
+    kwargs = kwargs or {}
+    model.eval()
+    held = _held(list(model.parameters()), list(model.buffers()), args, kwargs)
+
+    def run() -> None:
+        with torch.no_grad():
+            model(*args, **kwargs)
+
+    run()  # warm-up: lazy caches, oneDNN's first-call allocations
+    return held + _peak_of(run)
+
+
+def training_peak(
+    model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any] | None = None, optimizer: str | None = "adam"
+) -> int:
+    """Bytes at the peak of a steady-state training step: zero_grad(set_to_none=True), the
+    forward in training mode, the sum of the floating outputs' backward and the update (after
+    one warm-up step, so the optimizer's state exists, as in every step after the first)."""
+    kwargs = kwargs or {}
+    model.train()
+    opt = OPTIMIZERS[optimizer](model.parameters()) if optimizer else None
+
+    def run() -> None:
+        output = model(*args, **kwargs)  # held to the end of the step, as a training loop holds it
+        _loss(output).backward()
+        if opt is not None:
+            opt.step()
+        del output
+
+    run()
+    model.zero_grad(set_to_none=True)
+    state = [list(s.values()) for s in opt.state.values()] if opt is not None else []
+    held = _held(list(model.parameters()), list(model.buffers()), args, kwargs, state)
+    peak = _peak_of(run)
+    model.zero_grad(set_to_none=True)
+    return held + peak
