@@ -45,7 +45,11 @@ def _peak_of(run: Callable[[], Any]) -> int:
 
 
 def _loss(output: Any) -> torch.Tensor:
-    parts = [t.sum() for t in torch.utils._pytree.tree_leaves(output) if isinstance(t, torch.Tensor) and t.is_floating_point() and t.requires_grad]
+    parts = [
+        t.sum()
+        for t in torch.utils._pytree.tree_leaves(output)
+        if isinstance(t, torch.Tensor) and t.is_floating_point() and t.requires_grad
+    ]
     return sum(parts[1:], parts[0])
 
 
@@ -64,7 +68,10 @@ def inference_peak(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, An
 
 
 def training_peak(
-    model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any] | None = None, optimizer: str | None = "adam"
+    model: nn.Module,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any] | None = None,
+    optimizer: str | None = "adam",
 ) -> int:
     """Bytes at the peak of a steady-state training step: zero_grad(set_to_none=True), the
     forward in training mode, the sum of the floating outputs' backward and the update (after
