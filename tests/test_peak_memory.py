@@ -14,11 +14,11 @@ from typing import Any
 
 import pytest
 import torch
+from measured_memory import inference_peak, training_peak
 from torch import nn
 
 import convprof
 from convprof.report import Report
-from measured_memory import inference_peak, training_peak
 
 F32 = 4
 PARAMS = (100 * 200 + 200 + 200 * 10 + 10) * F32  # 88,840

@@ -52,6 +52,25 @@ def test_train_over(convprof_budget):
     result.stdout.fnmatch_lines(["*total: train_macs 2,052 > limit 2,051*"])
 
 
+def test_peak_budget_through_the_fixture(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        MODEL
+        + """
+def test_peak(convprof_budget):
+    # CUDA's allocator (the default) rounds each storage up to 512 bytes: two weights (96 and
+    # 240 bytes) and the input (384) are held; both convs' outputs (216, 360) are alive at the end
+    report = convprof_budget(model(), X, max_peak_bytes=5 * 512)
+    assert report.memory.peak_bytes == 2560
+
+def test_peak_over(convprof_budget):
+    convprof_budget(model(), X, max_peak_bytes="2KiB")
+"""
+    )
+    result = pytester.runpytest("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["*total: peak_bytes 2,560 > limit 2,048 (2.50 KiB > 2.00 KiB)*"])
+
+
 def test_failing_budget_shows_limits_and_table(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(
         MODEL

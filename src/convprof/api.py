@@ -9,9 +9,8 @@ import torch
 from torch import nn
 
 from convprof.counter import count
-from convprof.optimizers import OPTIMIZERS
 from convprof.recorder import ForwardError, collector_paused, record
-from convprof.report import Report
+from convprof.report import OPTIMIZERS, Report
 
 
 def _positional(args: Any) -> tuple[Any, ...]:

@@ -1,4 +1,4 @@
-"""Budgets: hold a model's params, MACs and FLOPs under agreed limits.
+"""Budgets: hold a model's params, MACs, FLOPs and peak memory under agreed limits.
 
 A :class:`Budget` is checked against a :class:`Report` (pure arithmetic, no torch) and yields
 :class:`Check` rows; :func:`assert_budget` profiles and raises :class:`BudgetExceeded`, an
@@ -10,6 +10,12 @@ Layer limits are keyed by module-name patterns matched one dotted component at a
 matches one component, ``**`` any number, so ``features.*`` means each top-level block of
 ``features`` and ``features`` the whole container. Each matching module is held to the limit
 with everything below it. A pattern that matches no module is an error, never a pass.
+
+``max_peak_bytes`` holds the predicted peak memory (see ``profile(memory=...)``): of an
+inference forward, or of a training step when the budget names an ``optimizer``, for the
+allocator of ``device`` (CUDA by default: the question a memory budget answers is whether the
+model fits on the GPU, and the prediction needs none). A layer's peak is the most memory alive
+while it runs.
 """
 
 from __future__ import annotations
@@ -19,10 +25,10 @@ from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from typing import Any
 
-from convprof.report import Report, Totals
-from convprof.units import parse_quantity
+from convprof.report import OPTIMIZERS, Report, Totals
+from convprof.units import format_binary_bytes, parse_bytes, parse_quantity
 
-METRICS = ("params", "macs", "flops", "train_macs")
+METRICS = ("params", "macs", "flops", "train_macs", "peak_bytes")
 LIMIT_KEYS = tuple(f"max_{m}" for m in METRICS)
 Quantity = int | str
 
@@ -36,6 +42,7 @@ class Limits:
     max_macs: int | None = None
     max_flops: int | None = None
     max_train_macs: int | None = None
+    max_peak_bytes: int | None = None  # a memory size: "20GiB", "16GB", bytes
 
     @classmethod
     def parse(cls, values: Mapping[str, Any], where: str = "budget") -> Limits:
@@ -47,14 +54,15 @@ class Limits:
         for key in LIMIT_KEYS:
             value = values.get(key)
             try:
-                parsed[key] = None if value is None else parse_quantity(value)
+                read = parse_bytes if key == "max_peak_bytes" else parse_quantity
+                parsed[key] = None if value is None else read(value)
             except ValueError as exc:
                 raise ValueError(f"{where}: {key}: {exc}") from None
         return cls(**parsed)
 
     def items(self) -> list[tuple[str, int]]:
         """(metric, limit) for each limit that is set."""
-        limits = (self.max_params, self.max_macs, self.max_flops, self.max_train_macs)
+        limits = (self.max_params, self.max_macs, self.max_flops, self.max_train_macs, self.max_peak_bytes)
         pairs = zip(METRICS, limits, strict=True)
         return [(metric, limit) for metric, limit in pairs if limit is not None]
 
@@ -64,13 +72,23 @@ class Budget:
     total: Limits = Limits()
     layers: tuple[tuple[str, Limits], ...] = ()
     allow_incomplete: bool = False
+    optimizer: str | None = None  # max_peak_bytes is a training step's, with this optimizer
+    device: str = "cuda"  # whose allocator max_peak_bytes is predicted for
+
+    def _any(self, key: str) -> bool:
+        return any(
+            getattr(limits, key) is not None for limits in (self.total, *(lim for _, lim in self.layers))
+        )
+
+    @property
+    def needs_memory(self) -> bool:
+        """A limit on ``peak_bytes`` needs a profile that predicts peak memory."""
+        return self._any("max_peak_bytes")
 
     @property
     def needs_backward(self) -> bool:
-        """A limit on ``train_macs`` needs a profile with a backward pass."""
-        return any(
-            limits.max_train_macs is not None for limits in (self.total, *(lim for _, lim in self.layers))
-        )
+        """A limit on ``train_macs``, or a training step's peak, needs a backward pass."""
+        return self._any("max_train_macs") or (self.needs_memory and self.optimizer is not None)
 
     @classmethod
     def parse(
@@ -80,12 +98,25 @@ class Budget:
         max_macs: Quantity | None = None,
         max_flops: Quantity | None = None,
         max_train_macs: Quantity | None = None,
+        max_peak_bytes: Quantity | None = None,
         layers: Mapping[str, Mapping[str, Any]] | None = None,
         allow_incomplete: bool = False,
+        optimizer: str | None = None,
+        device: str = "cuda",
         where: str = "budget",
     ) -> Budget:
         given = {"max_params": max_params, "max_macs": max_macs, "max_flops": max_flops}
-        total = Limits.parse({**given, "max_train_macs": max_train_macs}, where)
+        total = Limits.parse(
+            {**given, "max_train_macs": max_train_macs, "max_peak_bytes": max_peak_bytes}, where
+        )
+        if optimizer is not None and optimizer not in OPTIMIZERS:
+            raise ValueError(
+                f"{where}: unknown optimizer {optimizer!r} (expected one of {', '.join(OPTIMIZERS)})"
+            )
+        if device not in ("cpu", "cuda"):
+            raise ValueError(
+                f"{where}: device must be 'cuda' or 'cpu' (the allocator predicted), got {device!r}"
+            )
         if not isinstance(allow_incomplete, bool):  # "no" would otherwise be a true flag
             raise TypeError(f"{where}: allow_incomplete must be True or False, got {allow_incomplete!r}")
         if layers is not None and not isinstance(layers, Mapping):
@@ -100,7 +131,12 @@ class Budget:
             (pattern, Limits.parse(limits, f"{where}: layers[{pattern!r}]"))
             for pattern, limits in (layers or {}).items()
         )
-        return cls(total, per_layer, allow_incomplete)
+        budget = cls(total, per_layer, allow_incomplete, optimizer, device)
+        if optimizer is not None and not budget.needs_memory:
+            raise ValueError(
+                f"{where}: optimizer {optimizer!r} is for a max_peak_bytes limit, and none is set"
+            )
+        return budget
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,8 +162,13 @@ class Check:
     def describe(self) -> str:
         where = "total" if self.pattern is None else f"layer {self.scope!r} (limit for {self.pattern!r})"
         percent = f", +{100 * self.excess / self.limit:.1f}%" if self.limit else ""
+        sizes = (
+            f" ({format_binary_bytes(self.actual)} > {format_binary_bytes(self.limit)})"
+            if self.metric == "peak_bytes"
+            else ""
+        )
         return (
-            f"{where}: {self.metric} {self.actual:,} > limit {self.limit:,} "
+            f"{where}: {self.metric} {self.actual:,} > limit {self.limit:,}{sizes} "
             f"(over by {self.excess:,}{percent})"
         )
 
@@ -170,8 +211,21 @@ def checks(report: Report, budget: Budget) -> tuple[Check, ...]:
             f"max_train_macs needs a backward pass; the report of {report.model} has none "
             "(profile with backward=True, --backward)"
         )
+    memory = report.memory
+    if budget.needs_memory and memory is None:
+        raise ValueError(
+            f"max_peak_bytes needs peak memory; the report of {report.model} has none "
+            "(profile with memory=True, --peak-memory)"
+        )
+    peaks = {layer.name: layer.peak_bytes for layer in report.layers}
     rows = [
-        Check("total", metric, _value(report.total, metric), limit) for metric, limit in budget.total.items()
+        Check(
+            "total",
+            metric,
+            memory.peak_bytes if metric == "peak_bytes" and memory else _value(report.total, metric),
+            limit,
+        )
+        for metric, limit in budget.total.items()
     ]
     inclusive = report.inclusive()
     for pattern, limits in budget.layers:
@@ -180,7 +234,13 @@ def checks(report: Report, budget: Budget) -> tuple[Check, ...]:
             raise ValueError(f"layer pattern {pattern!r} matches no module of {report.model}")
         for name in names:
             rows.extend(
-                Check(name, metric, _value(inclusive[name], metric), limit, pattern)
+                Check(
+                    name,
+                    metric,
+                    peaks.get(name, 0) if metric == "peak_bytes" else _value(inclusive[name], metric),
+                    limit,
+                    pattern,
+                )
                 for metric, limit in limits.items()
             )
     return tuple(rows)
@@ -226,9 +286,23 @@ def explain(report: Report, broken: tuple[Check, ...], incomplete: bool) -> str:
             "bounds. Register a formula (convprof.register) or pass allow_incomplete=True."
         )
     for metric in dict.fromkeys(_ranked_by(v.metric) for v in broken):
+        if metric == "peak_bytes":
+            lines.extend(_peak_lines(report))
+            continue
         lines.append(f"Layers with the most {metric}:")
         lines.extend(_top_layers(report, metric))
     return "\n".join(lines)
+
+
+def _peak_lines(report: Report) -> list[str]:
+    """Where a broken peak is reached and what it holds."""
+    memory = report.memory
+    if memory is None:
+        return []
+    held = ", ".join(f"{name} {format_binary_bytes(size)}" for name, size in memory.at_peak)
+    return [
+        f"The peak is reached in the {memory.phase} pass at {memory.layer or '(no module)'}; it holds {held}"
+    ]
 
 
 def enforce(report: Report, budget: Budget) -> Report:
@@ -249,16 +323,22 @@ def assert_budget(
     max_macs: Quantity | None = None,
     max_flops: Quantity | None = None,
     max_train_macs: Quantity | None = None,
+    max_peak_bytes: Quantity | None = None,
     layers: Mapping[str, Mapping[str, Any]] | None = None,
     allow_incomplete: bool = False,
     loss: Callable[[Any], Any] | None = None,
+    optimizer: str | None = None,
+    device: str = "cuda",
 ) -> Report:
     """Profile once and return the report when every limit holds; else raise BudgetExceeded.
 
     Limits are ints or strings such as ``"300M"``; ``layers`` maps module-name patterns to
     limits (``{"features.*": {"max_macs": "200M"}}``). A ``max_train_macs`` limit (total or
-    per layer) profiles a backward pass too, of ``loss(output)`` when given.
+    per layer) profiles a backward pass too, of ``loss(output)`` when given. A
+    ``max_peak_bytes`` limit (``"20GiB"``) holds the predicted peak memory for ``device``'s
+    allocator: of an inference forward, or with ``optimizer`` of a training step.
     """
+    __tracebackhide__ = True  # pytest shows the budget's message, not convprof's frames
     from convprof.api import profile
 
     budget = Budget.parse(
@@ -266,8 +346,20 @@ def assert_budget(
         max_macs=max_macs,
         max_flops=max_flops,
         max_train_macs=max_train_macs,
+        max_peak_bytes=max_peak_bytes,
         layers=layers,
         allow_incomplete=allow_incomplete,
+        optimizer=optimizer,
+        device=device,
     )
     backward = budget.needs_backward
-    return enforce(profile(model, args, kwargs, backward=backward, loss=loss if backward else None), budget)
+    report = profile(
+        model,
+        args,
+        kwargs,
+        backward=backward,
+        loss=loss if backward else None,
+        memory=budget.device if budget.needs_memory else False,
+        optimizer=budget.optimizer if budget.needs_memory else None,
+    )
+    return enforce(report, budget)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import json
 import os
 import sys
 import textwrap
@@ -29,13 +30,14 @@ from convprof import __version__, baseline, config
 from convprof.budget import Check, checks
 from convprof.columns import COLUMNS, check_columns, parse_columns
 from convprof.diff import compare
+from convprof.fit import Fit, search_batch
 from convprof.inputs import FLOATING, Input, floating_bytes, make, merge, parse
 from convprof.plot import plot
 from convprof.render import FORMATS, render, render_diff, rows
-from convprof.report import Report, Timing
+from convprof.report import OPTIMIZERS, Report, Timing
 from convprof.roofline import HARDWARE, PRECISIONS, machine
 from convprof.tokens import TokenCost, token_cost
-from convprof.units import format_shape, parse_tolerance
+from convprof.units import format_shape, parse_bytes, parse_tolerance
 
 if TYPE_CHECKING:
     import torch
@@ -70,6 +72,16 @@ def _tolerance(text: str) -> float:
         return parse_tolerance(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _memory_size(text: str) -> int:
+    try:
+        size = parse_bytes(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if size <= 0:
+        raise argparse.ArgumentTypeError(f"a memory size must be more than 0 bytes, got {text!r}")
+    return size
 
 
 def _columns(text: str) -> tuple[str, ...]:
@@ -224,9 +236,30 @@ def _parser() -> argparse.ArgumentParser:
         "weights, of the sum of the outputs), from the operators that run",
     )
     prof.add_argument(
+        "--peak-memory",
+        action="store_true",
+        help="predict peak memory from tensor lifetimes, per layer and in total, without running "
+        "(an inference forward; with --backward or --optimizer a training step), for the "
+        "allocator of --device",
+    )
+    prof.add_argument(
+        "--optimizer",
+        choices=OPTIMIZERS,
+        help="a training step's peak memory with this optimizer's state and update (implies "
+        "--backward and --peak-memory; momentum is SGD with momentum 0.9)",
+    )
+    prof.add_argument(
+        "--fit",
+        type=_memory_size,
+        metavar="SIZE",
+        help="find the largest batch whose predicted peak fits in SIZE (e.g. 24GiB, 80GB), "
+        "counted without arithmetic; the table is that batch's (implies --peak-memory)",
+    )
+    prof.add_argument(
         "--device",
         default="cpu",
-        help="where a computing pass runs (cpu, cuda, cuda:1); zero compute needs no device",
+        help="where a computing pass runs (cpu, cuda, cuda:1), and whose allocator --peak-memory "
+        "predicts (CUDA rounds to 512-byte blocks); zero compute needs no device",
     )
     prof.add_argument(
         "--blocks", action="store_true", help="list separable blocks and inverted residuals instead of layers"
@@ -372,12 +405,16 @@ def _profile_spec(
     device: str = "cpu",
     repeats: int | None = None,
     backward: bool = False,
+    memory: str | None = None,
+    optimizer: str | None = None,
+    batch: int | None = None,
 ) -> _Profiled:
     """Build the spec's model and profile it on made-up inputs: without arithmetic when
     ``compute`` is False, with a real forward when True, and when None (the default) without
     arithmetic first, then for real if the model needs tensor values. ``repeats`` measures
     each layer's time too (a real model, so a computing pass); ``backward`` counts a
-    backward pass too."""
+    backward pass too; ``memory`` (a device) predicts peak memory, of a training step with
+    ``optimizer``; ``batch`` replaces every input's first size."""
     if repeats is not None:
         if compute is False:
             raise UsageError("--time runs the model for real: it cannot go with --no-compute")
@@ -392,6 +429,9 @@ def _profile_spec(
         device=device,
         repeats=repeats,
         backward=backward,
+        memory=memory,
+        optimizer=optimizer,
+        batch=batch,
     )
     if compute is not None:
         return once(compute=compute)
@@ -428,12 +468,22 @@ def _run(
     compute: bool,
     automatic: bool,
     backward: bool = False,
+    memory: str | None = None,
+    optimizer: str | None = None,
 ) -> Report:
     from convprof.api import profile
     from convprof.recorder import ForwardError, ValuesNeeded
 
     try:
-        return profile(model, args, kwargs, compute=compute, backward=backward)
+        return profile(
+            model,
+            args,
+            kwargs,
+            compute=compute,
+            backward=backward,
+            memory=memory or False,
+            optimizer=optimizer,
+        )
     except ForwardError as exc:  # ValuesNeeded included
         first = str(exc).splitlines()[0]
         if automatic:  # whatever stopped the zero-compute pass, a real forward may not stop
@@ -484,6 +534,9 @@ def _profile_once(
     device: str = "cpu",
     repeats: int | None = None,
     backward: bool = False,
+    memory: str | None = None,
+    optimizer: str | None = None,
+    batch: int | None = None,
 ) -> _Profiled:
     import torch
 
@@ -501,6 +554,10 @@ def _profile_once(
     chosen = merge(given, defaults, loaded.main)
     if not chosen:
         raise UsageError(f"no input shape for {spec!r}: give --input (or 'input' in the config)")
+    if batch is not None:
+        chosen = tuple(
+            replace(item, shape=(batch, *item.shape[1:])) if item.shape else item for item in chosen
+        )
     model = loaded.model.to(getattr(torch, dtype))
     if not repeat:
         _note_unknown_keywords(model, chosen)
@@ -523,7 +580,7 @@ def _profile_once(
         prefill = _run(model, (), {"input_ids": before}, compute, automatic).total.macs
         kwargs[cache_keyword(model)] = cache(model, before if compute else before.to("meta"))
         kwargs.setdefault("use_cache", True)
-    report = _run(model, args, kwargs, compute, automatic, backward)
+    report = _run(model, args, kwargs, compute, automatic, backward, memory, optimizer)
     tokens = None
     if ids is not None and loaded.text is not None:
         tokens = token_cost(
@@ -556,10 +613,20 @@ def _cmd_profile(args: argparse.Namespace) -> int:
         raise UsageError(f"--plot writes PNG files: give a name ending in .png, not {str(args.plot)!r}")
     if args.plot is not None:
         _writable(args.plot, "--plot")
+    if args.optimizer is not None:
+        args.backward = True
+    peak = args.peak_memory or args.optimizer is not None or args.fit is not None
+    if peak and (args.time or args.blocks or args.past is not None):
+        clash = "--time" if args.time else "--blocks" if args.blocks else "--past"
+        raise UsageError(f"{clash} does not go with peak memory (--peak-memory, --optimizer, --fit)")
     if args.columns:
         try:
             check_columns(
-                args.columns, roofline=args.roofline is not None, timing=args.time, backward=args.backward
+                args.columns,
+                roofline=args.roofline is not None,
+                timing=args.time,
+                backward=args.backward,
+                peak=peak,
             )
         except ValueError as exc:
             raise UsageError(f"--columns: {exc}") from None
@@ -568,7 +635,9 @@ def _cmd_profile(args: argparse.Namespace) -> int:
     for option in ("tree", "columns"):
         if args.blocks and getattr(args, option):
             raise UsageError(f"--{option} shapes the layer table; --blocks lists blocks instead")
-    found = _profile_spec(
+    memory = ("cuda" if args.device.startswith("cuda") else "cpu") if peak else None
+    profile_at = functools.partial(
+        _profile_spec,
         args.spec,
         args.input,
         args.dtype,
@@ -577,7 +646,17 @@ def _cmd_profile(args: argparse.Namespace) -> int:
         device=args.device,
         repeats=args.repeats if args.time else None,
         backward=args.backward,
+        memory=memory,
+        optimizer=args.optimizer,
     )
+    fit = None
+    if args.fit is not None:
+        if args.compute is None:  # shapes only: a real forward at the batches tried could be huge
+            profile_at = functools.partial(profile_at, compute=False)
+        fit = search_batch(lambda b: _peak_of(profile_at(batch=b)), args.fit)
+        found = profile_at(batch=fit.batch if fit.batch else 1)
+    else:
+        found = profile_at()
     report = found.report
     try:
         text = render(
@@ -594,6 +673,8 @@ def _cmd_profile(args: argparse.Namespace) -> int:
         )
     except ValueError as exc:  # a column that needs an option not given
         raise UsageError(str(exc)) from None
+    if fit is not None:
+        text = _with_fit(text, fit, args.format)
     sys.stdout.write(text)
     if args.plot is not None:
         try:
@@ -601,7 +682,23 @@ def _cmd_profile(args: argparse.Namespace) -> int:
         except (ImportError, OSError) as exc:
             raise UsageError(str(exc)) from None
         print(f"convprof: plot written to {args.plot}", file=sys.stderr)
-    return 0
+    return 1 if fit is not None and not fit.batch else 0
+
+
+def _peak_of(found: _Profiled) -> int:
+    memory = found.report.memory
+    assert memory is not None  # asked for
+    return memory.peak_bytes
+
+
+def _with_fit(text: str, fit: Fit, format: str) -> str:
+    """The search's answer after the table (in JSON, as a ``fit`` object)."""
+    if format == "json":
+        data = json.loads(text)
+        data["fit"] = fit.to_dict()
+        return json.dumps(data, indent=2) + "\n"
+    line = f"Fit:          {fit.describe()}"
+    return text + (f"{line}  \n" if format == "markdown" else f"{line}\n")
 
 
 def _summary_rows(name: str, found: Sequence[Check]) -> list[list[str]]:
@@ -656,6 +753,8 @@ def _cmd_check(args: argparse.Namespace) -> int:
             compute=args.compute,
             folders=folders,
             backward=entry.budget.needs_backward,
+            memory=entry.budget.device if entry.budget.needs_memory else None,
+            optimizer=entry.budget.optimizer,
         ).report
         reports[entry.name] = report
         try:

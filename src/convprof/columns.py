@@ -73,6 +73,7 @@ COLUMNS: dict[str, tuple[str, Cell]] = {
     "backward": ("Bwd MACs", lambda r, t: f"{r.layer.backward_macs:,}"),
     "train": ("Train MACs", lambda r, t: f"{r.layer.train_macs:,}"),
     "bytes": ("Bytes", lambda r, t: f"{r.layer.memory_bytes:,}"),
+    "peak": ("Peak MiB", lambda r, t: f"{r.layer.peak_bytes / 2**20:,.2f}" if r.layer.peak_bytes else ""),
     "intensity": (
         "MACs/B",
         lambda r, t: f"{r.layer.intensity:.2f}" if r.layer.memory_bytes else "",
@@ -101,7 +102,7 @@ COLUMNS: dict[str, tuple[str, Cell]] = {
 }
 NUMERIC = frozenset(
     {"Calls", "Params", "MACs", "FLOPs", "Share", "Bytes", "MACs/B", "Time share"}
-    | {"Bwd dX MACs", "Bwd dW MACs", "Bwd MACs", "Train MACs"}
+    | {"Bwd dX MACs", "Bwd dW MACs", "Bwd MACs", "Train MACs", "Peak MiB"}
     | {"Measured ms", "Spread ms", "GMAC/s", "GB/s", "Roofline ms", "Measured / roofline"}
 )
 _NEEDS_ROOFLINE = ("bound", "time", "predicted", "ratio")
@@ -132,7 +133,7 @@ def parse_columns(text: str) -> tuple[str, ...]:
 
 
 def default_columns(
-    rows: Sequence[Row], *, memory: bool, roofline: bool, backward: bool = False
+    rows: Sequence[Row], *, memory: bool, roofline: bool, backward: bool = False, peak: bool = False
 ) -> tuple[str, ...]:
     keys = ["name", "type", "kind", "input", "output", "conv"]
     if any(row.layer.calls > 1 for row in rows):  # reused modules: a row sums several calls
@@ -142,6 +143,8 @@ def default_columns(
         keys += ["grad_input", "grad_weight"]
     if memory or roofline:
         keys += ["bytes", "intensity"]
+    if peak:
+        keys.append("peak")
     if roofline:
         keys += ["bound", "time"]
     if any(row.measured is not None for row in rows):
@@ -150,7 +153,12 @@ def default_columns(
 
 
 def check_columns(
-    keys: Sequence[str], *, roofline: bool, timing: bool = False, backward: bool | None = None
+    keys: Sequence[str],
+    *,
+    roofline: bool,
+    timing: bool = False,
+    backward: bool | None = None,
+    peak: bool | None = None,
 ) -> None:
     """A ValueError for a column that cannot be filled (bound and time need a roofline, the
     measured columns a measurement, the backward ones a backward pass; ``backward=None``:
@@ -164,6 +172,8 @@ def check_columns(
             raise ValueError(f"column {key!r} needs a measurement (--time)")
         if key in _NEEDS_BACKWARD and backward is False:
             raise ValueError(f"column {key!r} needs a backward pass (--backward)")
+        if key == "peak" and peak is False:
+            raise ValueError("column 'peak' needs peak memory (--peak-memory)")
 
 
 def cells(rows: Sequence[Row], keys: Sequence[str], table: Table) -> tuple[list[str], list[list[str]]]:
@@ -217,5 +227,5 @@ def tree(report: Report, depth: int | None = None) -> list[Row]:
                 grad_input_macs=total.grad_input_macs,
                 grad_weight_macs=total.grad_weight_macs,
             )
-        rows.append(Row(layer, name))
+        rows.append(Row(layer, name))  # a container's peak already covers its children
     return rows

@@ -21,7 +21,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
-ENTRY_KEYS = ("name", "model", "input", "layers", "allow_incomplete", *LIMIT_KEYS)
+ENTRY_KEYS = ("name", "model", "input", "layers", "allow_incomplete", "optimizer", "peak_device", *LIMIT_KEYS)
 
 
 class ConfigError(ValueError):
@@ -83,8 +83,11 @@ def _entry(raw: Any, index: int, path: Path) -> ModelEntry:
             max_macs=raw.get("max_macs"),
             max_train_macs=raw.get("max_train_macs"),
             max_flops=raw.get("max_flops"),
+            max_peak_bytes=raw.get("max_peak_bytes"),
             layers=raw.get("layers"),
             allow_incomplete=raw.get("allow_incomplete", False),
+            optimizer=raw.get("optimizer"),
+            device=raw.get("peak_device", "cuda"),
             where=where,
         )
     except (ValueError, TypeError) as exc:

@@ -18,6 +18,8 @@ from collections.abc import Callable
 
 import torch
 
+from convprof.report import OPTIMIZERS
+
 # name -> how to build it over the parameters, with foreach as the target device's default
 _MAKERS: dict[str, Callable[[list[torch.Tensor], bool], torch.optim.Optimizer]] = {
     "sgd": lambda params, foreach: torch.optim.SGD(params, lr=0.01, foreach=foreach),
@@ -25,7 +27,6 @@ _MAKERS: dict[str, Callable[[list[torch.Tensor], bool], torch.optim.Optimizer]] 
     "adam": lambda params, foreach: torch.optim.Adam(params, foreach=foreach),
     "adamw": lambda params, foreach: torch.optim.AdamW(params, foreach=foreach),
 }
-OPTIMIZERS = tuple(_MAKERS)
 
 
 class Step:

@@ -18,10 +18,10 @@ from tabulate import tabulate
 
 from convprof import columns as columns_
 from convprof.diff import ModelDiff
-from convprof.report import Block, Layer, LayerTime, Report, Timing
+from convprof.report import Block, Layer, LayerTime, Memory, Report, Timing
 from convprof.roofline import Machine, machine
 from convprof.tokens import TokenCost
-from convprof.units import format_bytes, format_quantity, format_shape, format_stride
+from convprof.units import format_binary_bytes, format_bytes, format_quantity, format_shape, format_stride
 
 FORMATS = ("table", "json", "csv", "markdown", "html")
 
@@ -97,10 +97,20 @@ def render(
     measured = memory or roofline is not None
     keys = tuple(
         columns
-        or columns_.default_columns(shown, memory=measured, roofline=bool(roofline), backward=report.backward)
+        or columns_.default_columns(
+            shown,
+            memory=measured,
+            roofline=bool(roofline),
+            backward=report.backward,
+            peak=report.memory is not None,
+        )
     )
     columns_.check_columns(
-        keys, roofline=roofline is not None, timing=timing is not None, backward=report.backward
+        keys,
+        roofline=roofline is not None,
+        timing=timing is not None,
+        backward=report.backward,
+        peak=report.memory is not None,
     )
     table = columns_.Table(report.total.macs, sum(seconds.values()), roofline)
     headers, cells = columns_.cells(shown, keys, table)
@@ -325,6 +335,32 @@ def _backward_lines(report: Report) -> list[str]:
     ]
 
 
+_PHASES = {
+    "forward": "in the forward pass",
+    "backward": "in the backward pass",
+    "step": "in the optimizer's update",
+}
+
+
+def _peak_lines(memory: Memory | None) -> list[str]:
+    """With peak memory: the peak, when and where it is reached, what it holds, and how."""
+    if memory is None:
+        return []
+    what = (
+        (f"training step ({memory.optimizer} update)" if memory.optimizer else "training step (no optimizer)")
+        if memory.training
+        else "inference (no_grad)"
+    )
+    where = f", at {memory.layer or '(root)'}" if memory.layer is not None else ""
+    held = ", ".join(f"{name} {format_binary_bytes(size)}" for name, size in memory.at_peak)
+    return [
+        f"Peak memory:  {format_binary_bytes(memory.peak_bytes)} ({memory.peak_bytes:,} bytes), {what} on "
+        f"{memory.device}, {_PHASES.get(memory.phase, memory.phase)}{where}",
+        f"At the peak:  {held}",
+        f"Memory:       {memory.convention}.",
+    ]
+
+
 def footer(report: Report, *, markdown: bool = False, memory: bool = False) -> str:
     """Totals in exact integers and human units, the convention, and what was not counted."""
     total = report.total
@@ -346,6 +382,7 @@ def footer(report: Report, *, markdown: bool = False, memory: bool = False) -> s
             f"{total.intensity:.2f} MACs per byte; bytes = inputs read + weights read + outputs "
             "written by each leaf module (memory access cost)."
         )
+    lines += _peak_lines(report.memory)
     lines.append(f"Convention:   {report.convention}.")
     if report.unexplained:
         lines.append("Not counted:  operators with no formula ran; their compute is missing above:")

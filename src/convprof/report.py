@@ -19,9 +19,11 @@ CONVENTION = (
 )
 MEMORY_CONVENTION = (
     "peak = the most bytes of tensor storage alive at once (views and tied weights once), "
-    "{rounding}; not counted: the CUDA context, library workspaces (cuBLAS, cuDNN), kernels' "
-    "internal scratch, allocator caching and fragmentation"
+    "{rounding}; not counted: the CUDA context, library workspaces (cuBLAS, cuDNN), other "
+    "kernels' internal scratch, allocator caching and fragmentation"
 )
+# The optimizers whose step a training step's memory can include (convprof.optimizers).
+OPTIMIZERS = ("sgd", "momentum", "adam", "adamw")
 # What a peak holds, in the order tables list it (see convprof.peak).
 CATEGORIES = (
     "parameter",
@@ -201,7 +203,8 @@ class Memory:
         rounding = (
             "each storage rounded up to CUDA's 512-byte blocks"
             if self.block > 1
-            else "each storage at its size (the CPU allocator does not round)"
+            else "each storage at its size (the CPU allocator does not round), with oneDNN's "
+            "convolution copies and BLAS's operand copies"
         )
         return MEMORY_CONVENTION.format(rounding=rounding)
 

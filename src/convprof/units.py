@@ -31,6 +31,51 @@ def parse_quantity(value: int | str) -> int:
     return round(value_float)
 
 
+_BYTE_UNITS = {
+    "": 1,
+    "b": 1,
+    "kb": 10**3,
+    "mb": 10**6,
+    "gb": 10**9,
+    "tb": 10**12,
+    "kib": 2**10,
+    "mib": 2**20,
+    "gib": 2**30,
+    "tib": 2**40,
+    "k": 10**3,  # as parse_quantity reads them: "24G" is 24 GB
+    "m": 10**6,
+    "g": 10**9,
+    "t": 10**12,
+}
+_BYTES = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*$")
+
+
+def parse_bytes(value: int | str) -> int:
+    """Bytes from an int or a string such as ``"24GiB"`` (2^30), ``"80GB"`` (10^9), ``"512MiB"``
+    or ``"1000000"``: a memory size, as GPUs are sold in GiB (a "24 GB" card holds 24 GiB)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value < 0:
+            raise ValueError(f"a memory size must not be negative, got {value}")
+        return value
+    match = _BYTES.match(value) if isinstance(value, str) else None
+    unit = match.group(2).lower() if match else ""
+    if match is None or unit not in _BYTE_UNITS:
+        raise ValueError(
+            f"cannot read memory size {value!r}: expected a number of bytes with an optional unit "
+            "B, KB (K), MB (M), GB (G), TB (T), powers of 1000, or KiB, MiB, GiB, TiB, powers of 1024, "
+            "e.g. '24GiB'"
+        )
+    return round(float(match.group(1)) * _BYTE_UNITS[unit])
+
+
+def format_binary_bytes(count: int) -> str:
+    """Bytes in binary units, as memory is sized: ``25769803776 -> '24.00 GiB'``."""
+    for unit, scale in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if count >= scale:
+            return f"{count / scale:.2f} {unit}"
+    return f"{count} B"
+
+
 def parse_tolerance(value: str | float) -> float:
     """A relative tolerance from ``"2%"``, ``"0.5%"`` or a fraction such as ``0.02``."""
     text = str(value).strip()
