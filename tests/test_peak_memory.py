@@ -160,6 +160,20 @@ def _t5() -> tuple[nn.Module, tuple[Any, ...], dict[str, Any]]:
     return hf.T5ForConditionalGeneration(config), (), {"input_ids": ids, "decoder_input_ids": ids[:, :16]}
 
 
+class LongAttention(nn.Module):
+    """Self-attention over 1,024 tokens: the math path's attention matrix would be 4 x 1,024 x
+    1,024 floats (16 MiB), the CPU's flash kernel keeps none; with causal masking."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.qkv, self.out = nn.Linear(64, 192), nn.Linear(64, 64)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        q, k, v = self.qkv(x).view(1, -1, 3, 4, 16).permute(2, 0, 3, 1, 4)
+        y = nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
+        return self.out(y.transpose(1, 2).reshape(1, -1, 64))
+
+
 MODELS: dict[str, Callable[[], tuple[nn.Module, tuple[Any, ...], dict[str, Any]]]] = {
     "in-place": lambda: (InPlace(), (torch.randn(32, 64),), {}),
     "conv-bn-dropout": lambda: (Residual(), (torch.randn(4, 8, 16, 16),), {}),
@@ -168,10 +182,6 @@ MODELS: dict[str, Callable[[], tuple[nn.Module, tuple[Any, ...], dict[str, Any]]
     "gpt2": _gpt2,
     "t5": _t5,
 }
-# Zero compute runs scaled_dot_product_attention as its math decomposition (the attention
-# matrix materialised), where the CPU runs its flash kernel: T5's inference peak is then an
-# upper bound, 18% above (docs/memory.md). A computing pass sees the fused kernel.
-UPPER_BOUND = {("t5", False, False)}
 
 
 @pytest.mark.parametrize("compute", [True, False], ids=["computing", "zero-compute"])
@@ -194,10 +204,28 @@ def test_prediction_within_3_percent_of_the_measured_peak(name: str, training: b
     )
     assert report.memory is not None
     error = report.memory.peak_bytes / measured - 1
-    if (name, training, compute) in UPPER_BOUND:
-        assert 0 < error < 0.25
-    else:
-        assert abs(error) <= 0.03, f"{name}: predicted {report.memory.peak_bytes:,}, measured {measured:,}"
+    assert abs(error) <= 0.03, f"{name}: predicted {report.memory.peak_bytes:,}, measured {measured:,}"
+
+
+def test_zero_compute_runs_the_fused_attention_the_device_would() -> None:
+    model, x = LongAttention(), torch.randn(1, 1024, 64)
+    matrix = 4 * 1024 * 1024 * 4  # what the math path would hold: 16 MiB
+    for device in ("cpu", "cuda"):
+        memory = convprof.profile(model, x, memory=device, compute=False).memory
+        assert memory is not None and memory.peak_bytes < matrix / 2, device
+    # zero compute predicts what a computing pass sees on the CPU (the flash kernel), and the
+    # measured peak is higher by the kernel's own per-thread blocks of scores, which no
+    # operator shows (docs/memory.md lists it): not the attention matrix either way
+    zero = convprof.profile(model, x, memory=True, compute=False).memory
+    real = convprof.profile(model, x, memory=True, compute=True).memory
+    assert zero is not None and real is not None and zero.peak_bytes == real.peak_bytes
+    assert zero.peak_bytes < inference_peak(model, (x,)) < zero.peak_bytes + matrix / 4
+    # the counts do not change: Q K^T and P V, 1,024 x 1,024 x 16 each per head, less the
+    # causal half that the convention counts anyway, plus the two projections
+    macs = convprof.profile(model, x, memory=True, compute=False).total.macs
+    assert (
+        macs == convprof.profile(model, x, compute=False).total.macs == 4 * 1024 * 1024 * 32 + 1024 * 64 * 256
+    )
 
 
 def test_the_model_is_left_as_it_was_after_a_training_step() -> None:

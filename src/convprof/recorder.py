@@ -61,6 +61,7 @@ import torch
 from torch import nn
 from torch.nn.modules import module as _module_globals
 from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
+from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import (
     TorchDispatchMode,
     _disable_current_modes,
@@ -69,6 +70,7 @@ from torch.utils._python_dispatch import (
 )
 from torch.utils._pytree import tree_leaves
 
+from convprof import fused_attention
 from convprof.formulas import OpClass, classify, is_quiet, module_formula, moves_memory
 from convprof.lifetimes import Lifetimes
 from convprof.meta_shapes import (
@@ -696,6 +698,30 @@ class _Session(TorchDispatchMode):  # type: ignore[no-untyped-call]
             return
 
 
+class _DeviceAttention(TorchFunctionMode):
+    """Zero compute with peak memory: ``F.scaled_dot_product_attention`` on meta tensors runs
+    the kernel the target device would (see :mod:`convprof.fused_attention`), not the math
+    path, whose attention matrix the device never holds."""
+
+    def __init__(self, device: str) -> None:
+        super().__init__()
+        self.device = device
+
+    def __torch_function__(
+        self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None
+    ) -> Any:
+        kwargs = kwargs or {}
+        if func is _SDPA:
+            with _disable_current_modes():
+                kind = fused_attention.backend(self.device, args, kwargs)
+            if kind is not None:
+                return fused_attention.run(kind, args, kwargs)
+        return func(*args, **kwargs)
+
+
+_SDPA = torch.nn.functional.scaled_dot_product_attention
+
+
 # The dispatch-mode stack itself. PyTorch's _pop_mode, _push_mode and _get_current_dispatch_mode
 # wrap these in Python for modes with a dispatch key (this one has none), which is 2 us more per
 # quiet module in a computing pass.
@@ -1056,7 +1082,12 @@ def _record(
         for running in outer:
             running.paused += 1
         outer.append(session)
-        with torch.enable_grad() if backward else torch.no_grad(), session:
+        attention = (
+            _DeviceAttention(memory)
+            if memory is not None and session._stand_ins is not None
+            else contextlib.nullcontext()
+        )
+        with torch.enable_grad() if backward else torch.no_grad(), attention, session:
             try:
                 try:
                     output = model(*call_args, **call_kwargs)
