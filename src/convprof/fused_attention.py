@@ -11,10 +11,10 @@ device would choose and runs that kernel's meta implementation instead:
 - CPU: PyTorch's own choice (``torch._fused_sdp_choice``), made on small CPU tensors of the
   same dtype, ranks, broadcasting and head sizes (the rules look at nothing else); its flash
   kernel when chosen (no dropout, dense inputs), else the math path.
-- CUDA: the memory-efficient kernel (float32 too, masks as a float bias, dropout), which
-  PyTorch prefers after flash, and whose memory matches flash's; the math path beyond head
-  size 256, where neither fused kernel runs. Grouped-query attention (``enable_gqa``) keeps
-  the math path on either device.
+- CUDA: for half precision without a mask its flash kernel (grouped-query attention too), else the
+  memory-efficient kernel (float32, masks as a float bias, dropout), which keeps as little;
+  the math path beyond head size 256, where neither runs, and for float32 grouped-query
+  attention (``enable_gqa``), which the memory-efficient kernel does not take.
 """
 
 from __future__ import annotations
@@ -32,7 +32,9 @@ def _small(tensor: torch.Tensor, head: bool = True) -> torch.Tensor:
     key or value; a mask's last is the keys'), every other size becomes 2."""
     last = tensor.dim() - 1 if head else -1
     sizes = [s if s <= 2 or i == last else 2 for i, s in enumerate(tensor.shape)]
-    return torch.empty(sizes, dtype=tensor.dtype)
+    small = torch.empty(sizes, dtype=tensor.dtype)
+    # a mask that requires grad rules the flash kernel out
+    return small.requires_grad_() if tensor.requires_grad and small.is_floating_point() else small
 
 
 def backend(device: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str | None:
@@ -44,15 +46,20 @@ def backend(device: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str |
     q, k, v = given.get("query"), given.get("key"), given.get("value")
     mask = given.get("attn_mask")
     tensors = [t for t in (q, k, v) if isinstance(t, torch.Tensor)]
-    if len(tensors) != 3 or given.get("enable_gqa") or set(given) - set(names):
+    if len(tensors) != 3 or set(given) - set(names):
         return None
+    gqa = bool(given.get("enable_gqa", False))
     if not all(t.is_meta and t.dim() == 4 and not t.is_nested for t in tensors):
         return None
     if mask is not None and not (isinstance(mask, torch.Tensor) and mask.is_meta):
         return None
     assert q is not None and k is not None and v is not None
     if device == "cuda":
-        return "efficient" if max(q.shape[-1], v.shape[-1]) <= 256 else None
+        if max(q.shape[-1], v.shape[-1]) > 256:
+            return None
+        if q.dtype in (torch.float16, torch.bfloat16) and mask is None:
+            return "flash"
+        return None if gqa else "efficient"
     choice = torch._fused_sdp_choice(
         _small(q),
         _small(k),
@@ -61,13 +68,14 @@ def backend(device: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str |
         float(given.get("dropout_p", 0.0)),
         bool(given.get("is_causal", False)),
         scale=given.get("scale"),
+        enable_gqa=gqa,
     )
     return "flash_cpu" if choice == _FLASH else None
 
 
 def run(kind: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> torch.Tensor:
     """The chosen kernel on the meta tensors, as scaled_dot_product_attention would call it."""
-    names = ("query", "key", "value", "attn_mask", "dropout_p", "is_causal", "scale")
+    names = ("query", "key", "value", "attn_mask", "dropout_p", "is_causal", "scale", "enable_gqa")
     given = dict(zip(names, args, strict=False)) | kwargs
     q, k, v, mask = given["query"], given["key"], given["value"], given.get("attn_mask")
     dropout, causal, scale = (
@@ -79,6 +87,9 @@ def run(kind: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> torch.Tenso
         out: torch.Tensor = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
             q, k, v, dropout, causal, attn_mask=mask, scale=scale
         )[0]
+        return out
+    if kind == "flash":  # CUDA's, on meta: takes no mask (the choice made sure there is none)
+        out = torch.ops.aten._scaled_dot_product_flash_attention(q, k, v, dropout, causal, scale=scale)[0]
         return out
     if mask is not None and mask.dtype == torch.bool:  # as the dispatcher converts it: a float bias
         mask = torch.zeros(mask.shape, dtype=q.dtype, device=q.device)

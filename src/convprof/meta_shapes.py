@@ -136,15 +136,18 @@ def _broadcast(shapes: list[torch.Size]) -> list[int] | None:
     return out
 
 
-def _norm_outputs(func: torch._ops.OpOverload, x: torch.Tensor, stat_shape: tuple[int, ...]) -> Any:
+def _norm_outputs(
+    func: torch._ops.OpOverload, x: torch.Tensor, stat_shape: tuple[int, ...], contiguous: bool = False
+) -> Any:
     """The output and the saved statistics (mean and inverse std, which the backward pass
     reads), as PyTorch's meta kernels make them: in float32 for half-precision inputs; and the
-    batch norms that return a reserve space give an empty uint8 one."""
+    batch norms that return a reserve space give an empty uint8 one. A batch norm's output
+    keeps its input's layout (channels last stays so), a layer norm's is contiguous."""
     stats = x.dtype if x.dtype in (torch.float32, torch.float64) else torch.float32
     saved = [torch.empty(stat_shape, dtype=stats, device="meta") for _ in range(2)]
     if len(func._schema.returns) == 4:
         saved.append(torch.empty((0,), dtype=torch.uint8, device="meta"))
-    return (_like(x), *saved)
+    return (_new(x.shape, x) if contiguous else _like(x), *saved)
 
 
 def _batch_norm(func: torch._ops.OpOverload, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -174,7 +177,7 @@ def _layer_norm(func: torch._ops.OpOverload, args: tuple[Any, ...], kwargs: dict
         isinstance(t, torch.Tensor) and tuple(t.shape) != tuple(normalized) for t in args[2:4]
     ):
         return None
-    return _norm_outputs(func, x, (*x.shape[:axis], *(1,) * len(normalized)))
+    return _norm_outputs(func, x, (*x.shape[:axis], *(1,) * len(normalized)), contiguous=True)
 
 
 def _softmax(func: torch._ops.OpOverload, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -286,8 +289,14 @@ def _conv_out(
 ) -> torch.Tensor | None:
     """The output of a convolution, or None for anything PyTorch would reject (its kernel then
     says what is wrong): out = (in + 2p - d(k-1) - 1) // s + 1, transposed (in-1)s - 2p + d(k-1)
-    + op + 1. Sizes as ATen takes them (an int, or one or n ints for n spatial dimensions)."""
-    if not (_float(x) and _float(w)) or x.dtype != w.dtype or x.dim() != w.dim() or not x.is_contiguous():
+    + op + 1. Sizes as ATen takes them (an int, or one or n ints for n spatial dimensions).
+    A channels-last 2-D input gives a channels-last output, as the CPU and CUDA kernels make
+    it (PyTorch's meta kernel makes it contiguous, which would send later operators down other
+    paths than the device's, with other temporaries)."""
+    if not (_float(x) and _float(w)) or x.dtype != w.dtype or x.dim() != w.dim():
+        return None
+    last = not x.is_contiguous() and x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last)
+    if not (x.is_contiguous() or last):
         return None
     if type(groups) is not int or type(transposed) is not bool:
         return None
@@ -319,6 +328,10 @@ def _conv_out(
         ]
     if any(size <= 0 for size in sizes):
         return None
+    if last:
+        return torch.empty(
+            (x.shape[0], channels, *sizes), dtype=x.dtype, device=_META, memory_format=torch.channels_last
+        )
     return _new((x.shape[0], channels, *sizes), x)
 
 

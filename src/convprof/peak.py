@@ -6,8 +6,9 @@ allocator the bytes asked for). The level after every tick is the sum of the sto
 the peak is its highest value, first reached at an allocation, which names the module call
 that made it. What the peak holds is split by category: a storage's role when the recorder
 knew it (parameters, buffers, inputs, outputs, optimizer state, gradients), else by its
-lifetime: made in the forward and alive when the forward returned, an *activation* (saved for
-backward, or kept by the model); everything else a *temporary*.
+lifetime: made in the forward and alive when the forward returned, an *activation* in a
+training step (saved for backward) and *kept* in inference (a key/value cache, a module's own
+cache: what the model holds on to outside its output); everything else a *temporary*.
 """
 
 from __future__ import annotations
@@ -33,13 +34,13 @@ def levels(trace: MemoryTrace) -> list[int]:
     return [0, *accumulate(delta)]
 
 
-def _category(trace: MemoryTrace, index: int, forward_end: int) -> str:
+def _category(trace: MemoryTrace, index: int, forward_end: int, training: bool) -> str:
     role = trace.roles[index]
     if role:
         return role
     made, freed = trace.made[index], trace.freed[index]
     if made < forward_end and (freed < 0 or freed >= forward_end):
-        return "activation"
+        return "activation" if training else "kept"
     return "temporary"
 
 
@@ -61,8 +62,9 @@ def summarize(trace: MemoryTrace, level: list[int], names: list[str]) -> Memory:
         if made <= tick and (freed < 0 or freed > tick)
     ]
     split = dict.fromkeys(CATEGORIES, 0)
+    training = "backward" in marks
     for i in alive:
-        split[_category(trace, i, forward_end)] += _rounded(trace.sizes[i], trace.block)
+        split[_category(trace, i, forward_end, training)] += _rounded(trace.sizes[i], trace.block)
     phase = "forward"
     if tick >= marks.get("backward", trace.ticks):
         phase = "step"
@@ -75,7 +77,7 @@ def summarize(trace: MemoryTrace, level: list[int], names: list[str]) -> Memory:
         layer=names[made_by] if made_by >= 0 else None,
         at_peak=tuple((name, split[name]) for name in CATEGORIES if split[name]),
         held_bytes=level[held],
-        training="backward" in marks,
+        training=training,
         optimizer=trace.optimizer,
         device=trace.device,
         block=trace.block,

@@ -33,6 +33,7 @@ CATEGORIES = (
     "gradient",
     "activation",
     "output",
+    "kept",
     "temporary",
 )
 
