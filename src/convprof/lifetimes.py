@@ -10,15 +10,22 @@ lives (its "PyObject preservation"), so the callback runs when the memory is giv
 real and meta tensors alike: a zero-compute pass's stand-ins live and die as the real tensors
 would.
 
-Kernels' own scratch is invisible at the operator level. One is large enough to move a CPU
-peak, and is added: oneDNN's convolution (PyTorch's CPU path for float convolutions), given
-NCHW tensors, reorders its input and weight into copies in its blocked layout, computes the
-output into a buffer of its own, frees the copies and only then makes the output tensor and
-copies the result in (measured with ``torch.profiler``'s memory events). So for a moment the
-input, weight and output exist twice, then the output (:func:`_conv_scratch`). And a CPU
-matrix product copies an operand that BLAS cannot read in place (an expanded tensor, such as
-the gradient of a sum) into a dense temporary (:func:`_mm_scratch`). CUDA libraries' workspaces (cuDNN,
-cuBLAS) are left out and said so in the convention.
+Kernels' own scratch is invisible at the operator level. Two kinds are large enough to move
+a CPU peak, and are added (their sizes measured with ``torch.profiler``'s memory events):
+
+- oneDNN's convolution (PyTorch's CPU path for float convolutions), given NCHW tensors, works
+  in a blocked layout whose channels are padded to the vector width (16 floats with AVX-512,
+  8 below it). It copies the input into that layout when it has at least one block of
+  channels, and the weight always; computes the output into a padded buffer of its own; frees
+  the copies, and only then makes the output tensor and copies the result in. So for a moment
+  the padded input, weight and output exist beside the input, then the padded output beside
+  the output (:func:`_conv_scratch`). A channels-last convolution works in place.
+- A CPU matrix product copies an operand that BLAS cannot read as it is (an expanded tensor,
+  such as the gradient of a sum) into a dense temporary (:func:`_mm_scratch`).
+
+CUDA libraries' workspaces (cuDNN, cuBLAS) and other kernels' scratch (the CPU flash
+attention's per-thread blocks, oneDNN's recurrent kernels) are left out, and the convention
+says so.
 
 Time is a tick counter: one tick per allocation or free. The result is :class:`MemoryTrace`,
 plain integers that :mod:`convprof.peak` turns into a peak, its categories and the peak of
@@ -170,10 +177,18 @@ class Lifetimes:
         )
 
 
+def _padded(channels: int) -> int:
+    """Channels as oneDNN's blocked layout holds them: up to the vector width in floats."""
+    block = 16 if torch.backends.cpu.get_cpu_capability().startswith("AVX512") else 8
+    return -(-channels // block) * block
+
+
 def _conv_scratch(args: tuple[Any, ...], out: Any) -> tuple[int, int] | None:
     """oneDNN's copies (see the module docstring), before and after the output is made, for a
-    float convolution in the default (NCHW) layout; a channels-last one works in place."""
-    x, w = (args[0], args[1]) if len(args) > 1 else (None, None)
+    float convolution in the default (NCHW) layout; channels-last and transposed ones, none."""
+    if len(args) < 9:
+        return None
+    x, w, groups = args[0], args[1], args[8]
     if (
         not isinstance(x, torch.Tensor)
         or not isinstance(w, torch.Tensor)
@@ -181,10 +196,22 @@ def _conv_scratch(args: tuple[Any, ...], out: Any) -> tuple[int, int] | None:
         or not x.is_floating_point()
         or x.dim() < 3
         or not x.is_contiguous()
+        or args[6] is not False
+        or type(groups) is not int
     ):
         return None
-    output = out.numel() * out.element_size()
-    return x.numel() * x.element_size() + w.numel() * w.element_size() + output, output
+    size = x.element_size()
+    c_in, c_out, spatial_in, spatial_out = x.shape[1], out.shape[1], x[0, 0].numel(), out[0, 0].numel()
+    blocked_input = c_in >= _padded(1)  # at least one block of channels: reordered
+    copy_in = x.shape[0] * _padded(c_in) * spatial_in * size if blocked_input else 0
+    kernel = w[0, 0].numel()
+    if groups > 1 and groups == c_in:  # depthwise: one padded block of groups
+        copy_w = _padded(groups) * (c_out // groups) * kernel * size
+    else:
+        per_group = c_in // groups
+        copy_w = _padded(c_out) * (_padded(per_group) if blocked_input else per_group) * kernel * size
+    padded_out = out.shape[0] * _padded(c_out) * spatial_out * size
+    return copy_in + copy_w + padded_out, padded_out
 
 
 def _blas_reads(matrix: torch.Tensor) -> bool:
