@@ -144,8 +144,14 @@ def torchinfo_estimate(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str
         import torchinfo
     except ImportError:
         return None
-    stats = torchinfo.summary(model, input_data=list(args) or None, verbose=0, **kwargs)
-    return int(stats.total_input + stats.total_output_bytes + stats.total_param_bytes)
+    try:
+        stats = torchinfo.summary(model, input_data=list(args) or None, verbose=0, **kwargs)
+    except Exception:  # torchinfo fails on some models: no figure rather than no table
+        return None
+    given = stats.total_input or sum(  # keyword inputs are not in torchinfo's input size
+        t.numel() * t.element_size() for t in kwargs.values() if isinstance(t, torch.Tensor)
+    )
+    return int(given + stats.total_output_bytes + stats.total_param_bytes)
 
 
 def _error(value: int | None, measured: int) -> str:

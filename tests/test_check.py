@@ -11,10 +11,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from torch import nn
 
 import convprof
 from convprof.cli import main
 from convprof.config import ConfigError, load
+from convprof.units import parse_tolerance
 from tests.test_budget import PARAMS, TOTAL
 
 ENTRY = """
@@ -204,3 +206,49 @@ def test_diff_refuses_a_single_report_against_a_baseline(
     single.write_text(json.dumps(data["models"]["separable"]))
     code, _, err = run(capsys, "diff", str(single), str(base))
     assert code == 2 and "holds one model" in err and "two baselines" in err
+
+
+@pytest.mark.parametrize(
+    ("spelling", "fraction"),
+    [
+        ("2%", 0.02),
+        ("2", 0.02),
+        (" 2 % ", 0.02),
+        ("0.5", 0.005),
+        ("0.5%", 0.005),
+        ("0", 0.0),
+        ("100", 1.0),
+        (5, 0.05),
+    ],
+)
+def test_a_tolerance_is_always_a_percentage(spelling: str | int, fraction: float) -> None:
+    # a bare number is a percentage, never a fraction: "--tolerance 2" once allowed +200%
+    assert parse_tolerance(spelling) == pytest.approx(fraction)
+
+
+@pytest.mark.parametrize("spelling", ["-2%", "-1", "two", "2%%", "", "inf"])
+def test_a_tolerance_that_is_no_percentage_is_refused(spelling: str) -> None:
+    with pytest.raises(ValueError, match="expected a percentage such as '2%'"):
+        parse_tolerance(spelling)
+
+
+def test_diff_tolerance_2_is_2_percent(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # 756 -> 1,332 MACs is +76.2%: "--tolerance 80" passes, "--tolerance 5" and "0.5" fail
+    old, new = tmp_path / "old.json", tmp_path / "new.json"
+    assert main(["profile", "tests.test_cli:tutorial_pair", "--input", "1,6,4,4", "--format", "json"]) == 0
+    old.write_text(capsys.readouterr().out)
+    assert main(["profile", "tests.test_check:bigger_pair", "--input", "1,6,4,4", "--format", "json"]) == 0
+    new.write_text(capsys.readouterr().out)
+    assert run(capsys, "diff", str(old), str(new), "--tolerance", "80")[0] == 0
+    for spelling in ("5", "0.5"):
+        code, _, err = run(capsys, "diff", str(old), str(new), "--tolerance", spelling)
+        assert code == 1 and f"macs grew by more than {spelling}%" in err
+
+
+def bigger_pair() -> nn.Module:
+    """The tutorial pair after a 1x1 conv over the 4x4 input (6 x 6 x 16 = 576 MACs): 1,332."""
+    return nn.Sequential(
+        nn.Conv2d(6, 6, 1, bias=False),
+        nn.Conv2d(6, 6, 2, groups=6, bias=False),
+        nn.Conv2d(6, 10, 1, bias=False),
+    )

@@ -290,7 +290,7 @@ def _parser() -> argparse.ArgumentParser:
         type=_tolerance,
         default=0.0,
         metavar="PCT",
-        help="allowed growth over the baseline, e.g. 2%% (default 0%%)",
+        help="allowed growth over the baseline, a percentage: 2%% or 2 (both 2 percent; default 0%%)",
     )
     chk.add_argument("--write-baseline", type=Path, metavar="FILE", help="record the current numbers")
     chk.add_argument("--format", choices=("table", "markdown"), default="table", help="summary format")
@@ -334,7 +334,7 @@ def _parser() -> argparse.ArgumentParser:
         "--tolerance",
         type=_tolerance,
         metavar="PCT",
-        help="exit 1 when a total grew by more than this, e.g. 2%%",
+        help="exit 1 when a total grew by more than this percentage: 2%% or 2 (both 2 percent)",
     )
     return parser
 

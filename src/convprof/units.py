@@ -77,15 +77,21 @@ def format_binary_bytes(count: int) -> str:
 
 
 def parse_tolerance(value: str | float) -> float:
-    """A relative tolerance from ``"2%"``, ``"0.5%"`` or a fraction such as ``0.02``."""
-    text = str(value).strip()
+    """A relative tolerance, as a fraction, from a percentage: ``"2%"`` or ``"2"`` is 0.02,
+    ``"0.5%"`` or ``0.5`` is 0.005. A bare number is a percentage too, never a fraction: the
+    docs and ``--help`` write "2%", and ``--tolerance 2`` read as 200% (or ``0.02`` as 2%)
+    would let a CI guard pass growth it was written to stop."""
+    text = str(value).strip().removesuffix("%").strip()
     try:
-        fraction = float(text[:-1]) / 100 if text.endswith("%") else float(text)
+        percent = float(text)
     except ValueError:
-        fraction = -1.0
-    if not 0 <= fraction < float("inf"):
-        raise ValueError(f"cannot read tolerance {value!r}: expected a percentage such as '2%'")
-    return fraction
+        percent = -1.0
+    if not 0 <= percent < float("inf"):
+        raise ValueError(
+            f"cannot read tolerance {value!r}: expected a percentage such as '2%' (a bare number is "
+            "a percentage too)"
+        )
+    return percent / 100
 
 
 def format_quantity(value: int | float, digits: int = 2) -> str:
