@@ -174,3 +174,33 @@ def test_check_holds_the_configured_peak(tmp_path: Path, capsys: pytest.CaptureF
     assert rows["mlp"] == ["peak_bytes", f"{peak_at(8):,}", f"{peak_at(8):,}", "0.0%", "ok"]
     assert rows["mlp-adam"] == ["peak_bytes", "518,896", "500,000", "-3.8%", "FAIL"]
     assert "1 of 2 models over budget." in out
+
+
+def test_csv_has_the_peak_column(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["profile", "tests.test_peak_cli:mlp", "--input", "8,100", "--peak-memory", "--format", "csv"]) == 0
+    rows = capsys.readouterr().out.splitlines()
+    assert rows[0].endswith(",peak_bytes")
+    assert [row.rsplit(",", 1)[1] for row in rows[1:]] == [str(peak_at(8)), "98440", str(peak_at(8)), "98760"]
+
+
+class Gate(nn.Module):
+    """Needs values: y[y > 0] has a data-dependent shape."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Linear(16, 16)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.a(x)
+        return y[y > 0].sum() + y.mean()
+
+
+def test_fit_on_a_model_that_needs_values_says_how(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["profile", "tests.test_peak_cli:Gate", "--input", "4,16", "--fit", "1MiB"]) == 2
+    err = capsys.readouterr().err
+    assert "needs real tensor values" in err and "add --compute to search with real forwards" in err
+    assert len(err.strip().splitlines()) == 1
+    # with --compute the search runs real forwards: 16x16 + 16 parameters (1,088 bytes) and
+    # the rest grows with the batch
+    assert main(["profile", "tests.test_peak_cli:Gate", "--input", "4,16", "--fit", "1MiB", "--compute"]) == 0
+    assert "Fit:          batch " in capsys.readouterr().out

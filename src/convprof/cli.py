@@ -653,8 +653,16 @@ def _cmd_profile(args: argparse.Namespace) -> int:
     if args.fit is not None:
         if args.compute is None:  # shapes only: a real forward at the batches tried could be huge
             profile_at = functools.partial(profile_at, compute=False)
-        fit = search_batch(lambda b: _peak_of(profile_at(batch=b)), args.fit)
-        found = profile_at(batch=fit.batch if fit.batch else 1)
+        try:
+            fit = search_batch(lambda b: _peak_of(profile_at(batch=b)), args.fit)
+            found = profile_at(batch=fit.batch if fit.batch else 1)
+        except UsageError as exc:
+            if args.compute is not None:
+                raise
+            reason = str(exc).removesuffix(" (run without --no-compute)").split("; profile with")[0]
+            raise UsageError(
+                f"{reason}; --fit searches without arithmetic: add --compute to search with real forwards"
+            ) from None
     else:
         found = profile_at()
     report = found.report

@@ -80,7 +80,7 @@ def render(
         )
     layers = report.rollup(depth) if depth is not None and not tree else report.layers
     if format == "csv":
-        return _csv(layers, report.backward)
+        return _csv(layers, report.backward, report.memory is not None)
     flat = [layer for layer in layers if not layer.has_children or layer.params or layer.macs]
     seconds = {}
     if roofline is not None:
@@ -394,7 +394,7 @@ def footer(report: Report, *, markdown: bool = False, memory: bool = False) -> s
     return "\n".join(f"{line}  " if markdown else line for line in lines) + "\n"
 
 
-def _csv(layers: Sequence[Layer], backward: bool = False) -> str:
+def _csv(layers: Sequence[Layer], backward: bool = False, peak: bool = False) -> str:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(
@@ -416,6 +416,7 @@ def _csv(layers: Sequence[Layer], backward: bool = False) -> str:
             "memory_bytes",
             "shapes_vary",
             *(["grad_input_macs", "grad_weight_macs"] if backward else []),
+            *(["peak_bytes"] if peak else []),
         ]
     )
     for layer in layers:
@@ -442,6 +443,7 @@ def _csv(layers: Sequence[Layer], backward: bool = False) -> str:
                 layer.memory_bytes,
                 int(layer.shapes_vary),
                 *([layer.grad_input_macs, layer.grad_weight_macs] if backward else []),
+                *([layer.peak_bytes] if peak else []),
             ]
         )
     return out.getvalue()
