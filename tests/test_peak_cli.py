@@ -177,7 +177,10 @@ def test_check_holds_the_configured_peak(tmp_path: Path, capsys: pytest.CaptureF
 
 
 def test_csv_has_the_peak_column(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["profile", "tests.test_peak_cli:mlp", "--input", "8,100", "--peak-memory", "--format", "csv"]) == 0
+    assert (
+        main(["profile", "tests.test_peak_cli:mlp", "--input", "8,100", "--peak-memory", "--format", "csv"])
+        == 0
+    )
     rows = capsys.readouterr().out.splitlines()
     assert rows[0].endswith(",peak_bytes")
     assert [row.rsplit(",", 1)[1] for row in rows[1:]] == [str(peak_at(8)), "98440", str(peak_at(8)), "98760"]

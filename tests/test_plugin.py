@@ -69,6 +69,9 @@ def test_peak_over(convprof_budget):
     result = pytester.runpytest("-p", "no:cacheprovider")
     result.assert_outcomes(passed=1, failed=1)
     result.stdout.fnmatch_lines(["*total: peak_bytes 2,560 > limit 2,048 (2.50 KiB > 2.00 KiB)*"])
+    # the failure is the budget's message under the test's own line, not convprof's frames
+    result.stdout.no_fnmatch_line("*convprof/budget.py*")
+    result.stdout.no_fnmatch_line("*convprof/pytest_plugin.py*")
 
 
 def test_failing_budget_shows_limits_and_table(pytester: pytest.Pytester) -> None:

@@ -92,8 +92,17 @@ def profile(
             compute = True
     if not isinstance(compute, bool):
         raise TypeError(f"convprof.profile: compute must be True, False or 'auto', got {compute!r}")
-    with collector_paused():
-        return count(record(model, positional, dict(kwargs), compute=compute, **options))
+    try:
+        with collector_paused():
+            return count(record(model, positional, dict(kwargs), compute=compute, **options))
+    except ForwardError as exc:
+        if positional and all(type(a) is int for a in positional):  # torchinfo's habit: a shape
+            shape = ", ".join(map(str, positional))
+            raise ForwardError(
+                f"{exc}; args {positional} are ints: to profile at an input shape, pass a tensor, "
+                f"e.g. convprof.profile(model, torch.randn({shape}))"
+            ) from exc
+        raise
 
 
 def _memory_device(model: nn.Module, memory: bool | str, optimizer: str | None, backward: bool) -> str | None:

@@ -307,6 +307,7 @@ def _peak_lines(report: Report) -> list[str]:
 
 def enforce(report: Report, budget: Budget) -> Report:
     """Raise BudgetExceeded unless the report keeps the budget; return the report."""
+    __tracebackhide__ = True
     broken = violations(report, budget)
     incomplete = not report.complete and not budget.allow_incomplete
     if broken or incomplete:

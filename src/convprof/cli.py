@@ -122,6 +122,8 @@ class _Parser(argparse.ArgumentParser):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("formatter_class", _Formatter)
+        # no prefixes of options: "--tre" must not quietly mean --tree (nor a future option)
+        kwargs.setdefault("allow_abbrev", False)
         super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
@@ -408,6 +410,7 @@ def _profile_spec(
     memory: str | None = None,
     optimizer: str | None = None,
     batch: int | None = None,
+    missing_input: str = "give --input",
 ) -> _Profiled:
     """Build the spec's model and profile it on made-up inputs: without arithmetic when
     ``compute`` is False, with a real forward when True, and when None (the default) without
@@ -432,6 +435,7 @@ def _profile_spec(
         memory=memory,
         optimizer=optimizer,
         batch=batch,
+        missing_input=missing_input,
     )
     if compute is not None:
         return once(compute=compute)
@@ -537,6 +541,7 @@ def _profile_once(
     memory: str | None = None,
     optimizer: str | None = None,
     batch: int | None = None,
+    missing_input: str = "give --input",
 ) -> _Profiled:
     import torch
 
@@ -553,7 +558,7 @@ def _profile_once(
         defaults = (replace(defaults[0], shape=(defaults[0].shape[0], 1)),)
     chosen = merge(given, defaults, loaded.main)
     if not chosen:
-        raise UsageError(f"no input shape for {spec!r}: give --input (or 'input' in the config)")
+        raise UsageError(f"no input shape for {spec!r}: {missing_input}")
     if batch is not None:
         chosen = tuple(
             replace(item, shape=(batch, *item.shape[1:])) if item.shape else item for item in chosen
@@ -763,6 +768,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
             backward=entry.budget.needs_backward,
             memory=entry.budget.device if entry.budget.needs_memory else None,
             optimizer=entry.budget.optimizer,
+            missing_input=f"give it an 'input' in its [[tool.convprof.models]] entry of {args.config}",
         ).report
         reports[entry.name] = report
         try:

@@ -49,6 +49,7 @@ def convprof_budget(request: pytest.FixtureRequest) -> Callable[..., Report]:
 
     def check(*args: Any, **kwargs: Any) -> Report:
         # The same arguments as convprof.assert_budget, to which this delegates.
+        __tracebackhide__ = True  # the failure shows the budget's message, not this frame
         try:
             report = assert_budget(*args, **kwargs)
         except BudgetExceeded as exc:

@@ -67,6 +67,10 @@ def render(
         roofline = machine(str(roofline), report.dtype)
     if format == "json":
         data = report.to_dict()
+        if depth is not None:  # rolled up as the other formats are
+            data["layers"] = [
+                layer.to_dict(report.backward, report.memory is not None) for layer in report.rollup(depth)
+            ]
         if tokens is not None:
             data["tokens"] = tokens.to_dict()
         if timing is not None:
