@@ -65,3 +65,50 @@ def test_int_args_a_model_takes_are_fine() -> None:
             return x
 
     assert convprof.profile(Steps(), (3,)).total.macs == 3 * 16
+
+
+@pytest.mark.parametrize(
+    ("name", "params"),
+    [
+        # the parameter counts their publishers state (tied embeddings once)
+        ("llama-3-8b", 8_030_261_248),
+        ("llama-3-70b", 70_553_706_496),
+        ("mistral-7b", 7_241_732_096),
+        ("qwen2-7b", 7_615_616_512),
+        ("gemma-2b", 2_506_172_416),
+        ("gemma-7b", 8_537_680_896),
+        ("gpt2-medium", 354_823_168),
+        ("gpt2-large", 774_030_080),
+        ("gpt2-xl", 1_557_611_200),
+    ],
+)
+def test_well_known_models_need_no_network(name: str, params: int) -> None:
+    from convprof.zoo import load
+
+    model = load(f"transformers:{name}", meta=True).model
+    assert sum(p.numel() for p in model.parameters()) == params
+
+
+def test_a_hub_name_offline_fails_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    import transformers
+
+    from convprof import hf
+    from convprof.zoo import SpecError
+
+    asked: list[dict[str, object]] = []
+
+    def from_pretrained(name: str, **options: object) -> None:
+        asked.append(options)
+        raise OSError("not cached")
+
+    monkeypatch.setattr(transformers.AutoConfig, "from_pretrained", from_pretrained)
+    monkeypatch.setattr(hf, "_hub_reachable", lambda seconds=3.0: False)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    with pytest.raises(
+        SpecError, match=r"the hub cannot be reached \(no network\?\).*llama-3-8b.*HF_HUB_OFFLINE"
+    ):
+        hf.configuration("someone/some-model")
+    assert asked == [{"local_files_only": True}]  # the cache only: no retries against the network
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(SpecError, match="not in the local cache, and HF_HUB_OFFLINE is set"):
+        hf.configuration("someone/some-model")

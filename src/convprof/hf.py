@@ -1,9 +1,12 @@
 """``transformers:NAME`` specs: a Hugging Face model built from its configuration alone.
 
-``NAME`` is a directory holding ``config.json`` (or the file itself), a model type such as
-``llama`` or ``gpt2`` (its default configuration, no network), or a hub name, for which only
-``config.json`` is fetched (network needed). Weights are never downloaded: the model is built
-with random weights, on meta when asked (free at any size).
+``NAME`` is a directory holding ``config.json`` (or the file itself), one of the well-known
+models of :mod:`convprof.known_models` (``llama-3-8b``, ``mistral-7b``, ...: their published
+configuration, no network), a model type such as ``llama`` or ``gpt2`` (its default
+configuration, no network), or a hub name, for which only ``config.json`` is fetched: from the
+local cache first, then, where the hub answers within a few seconds, from the hub. Weights are
+never downloaded: the model is built with random weights, on meta when asked (free at any
+size).
 
 The class is the one the configuration's ``architectures`` names when this transformers has
 it; otherwise the causal LM of a decoder-only type, the seq2seq LM of an encoder-decoder, else
@@ -26,6 +29,7 @@ import torch
 from torch import nn
 
 from convprof.inputs import Input
+from convprof.known_models import KNOWN
 from convprof.tokens import TextShape
 from convprof.zoo import Loaded, SpecError, build
 
@@ -55,9 +59,12 @@ def configuration(name: str) -> Any:
             if not (path / "config.json").is_file():
                 raise SpecError(f"transformers:{name}: {path} has no config.json")
             return hf.AutoConfig.from_pretrained(str(path))
+        if name in KNOWN:
+            model_type, values, _ = KNOWN[name]
+            return hf.AutoConfig.for_model(model_type, **values)
         if name in CONFIG_MAPPING:
             return hf.AutoConfig.for_model(name)
-        return hf.AutoConfig.from_pretrained(name)
+        return _from_hub(hf, name)
     except SpecError:
         raise
     except (OSError, ValueError, KeyError) as exc:
@@ -66,6 +73,44 @@ def configuration(name: str) -> Any:
             f"transformers:{name}: not a directory with config.json, a model type, or a hub name "
             f"this machine can fetch ({first})"
         ) from None
+
+
+def _from_hub(hf: Any, name: str) -> Any:
+    """A hub name's configuration: the local cache first; then the hub, only once it answered a
+    connection within a few seconds (offline, the hub client retries for half a minute, with a
+    page of warnings, before it fails)."""
+    try:
+        return hf.AutoConfig.from_pretrained(name, local_files_only=True)
+    except (OSError, ValueError):
+        pass
+    import os
+
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+        raise SpecError(f"transformers:{name}: not in the local cache, and HF_HUB_OFFLINE is set")
+    if not _hub_reachable():
+        known = ", ".join(KNOWN)
+        raise SpecError(
+            f"transformers:{name}: not in the local cache and the hub cannot be reached (no network?). "
+            f"Give a directory with its config.json, a model type such as llama, or one of: {known}; "
+            "set HF_HUB_OFFLINE=1 to fail at once"
+        )
+    return hf.AutoConfig.from_pretrained(name)
+
+
+def _hub_reachable(seconds: float = 3.0) -> bool:
+    """Whether the hub's endpoint accepts a connection (one attempt, no retries)."""
+    import socket
+    from urllib.parse import urlsplit
+
+    from huggingface_hub import constants
+
+    where = urlsplit(constants.ENDPOINT)
+    port = where.port or (443 if where.scheme == "https" else 80)
+    try:
+        with socket.create_connection((where.hostname or "", port), timeout=seconds):
+            return True
+    except OSError:
+        return False
 
 
 def _names(mapping: dict[str, Any], model_type: str) -> tuple[str, ...]:
