@@ -90,9 +90,10 @@ def _from_hub(hf: Any, name: str) -> Any:
     if not _hub_reachable():
         known = ", ".join(KNOWN)
         raise SpecError(
-            f"transformers:{name}: not in the local cache and the hub cannot be reached (no network?). "
-            f"Give a directory with its config.json, a model type such as llama, or one of: {known}; "
-            "set HF_HUB_OFFLINE=1 to fail at once"
+            f"transformers:{name}: not a directory with config.json, a model type, a known model or a "
+            "hub name in the local cache, and the hub cannot be reached (no network?). Give a directory "
+            f"with its config.json, a model type such as llama, or one of: {known}; set "
+            "HF_HUB_OFFLINE=1 to fail at once"
         )
     return hf.AutoConfig.from_pretrained(name)
 
