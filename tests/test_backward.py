@@ -629,3 +629,24 @@ def test_diff_compares_the_training_step_only_when_both_sides_counted_one() -> N
     assert both.exceeded(0.5) == ("params", "macs", "flops", "train_macs")
     (forward_only,) = compare({"m": old}, {"m": convprof.profile(large, x)})
     assert forward_only.exceeded(0.5) == ("params", "macs", "flops")  # no train_macs to compare
+
+
+class Mix(nn.Module):
+    """A trainable mixing matrix applied with einsum, as a user's own layer would."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.mix = nn.Parameter(torch.randn(16, 32))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.einsum("bsi,io->bso", x, self.mix)
+
+
+@pytest.mark.parametrize("compute", [True, False])
+def test_a_parameters_gradient_is_dw_wherever_it_is_used(compute: bool) -> None:
+    # forward 2 x 5 tokens x 16 x 32 = 5,120 MACs; dW = X^T dY and dX = dY W^T cost as much
+    # each. einsum runs dW as a batched product of one, (1, 16, 32), which once read as dX.
+    x = torch.randn(2, 5, 16, requires_grad=True)
+    report = convprof.profile(Mix(), x, backward=True, compute=compute)
+    assert report.total.macs == 2 * 5 * 16 * 32 == 5_120
+    assert (report.total.grad_input_macs, report.total.grad_weight_macs) == (5_120, 5_120)

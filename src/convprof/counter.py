@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from convprof.blocks import find_blocks
 from convprof.formulas import module_formula, op_formula
-from convprof.formulas.backward import split
+from convprof.formulas.backward import shape_key, split
 from convprof.peak import call_peaks, levels, summarize
 from convprof.records import ModuleCall, ModuleInfo, ParamInfo, Shape, Trace
 from convprof.report import Layer, Memory, Report, Sizes, Totals, Unexplained
@@ -61,7 +61,7 @@ def _trainable(modules: tuple[ModuleInfo, ...]) -> dict[str, frozenset[Shape]]:
     shapes: dict[str, set[Shape]] = {}
     for info in modules:
         parts = info.name.split(".") if info.name else []
-        own = {tuple(sorted(p.shape)) for p in info.params if p.trainable}
+        own = {shape_key(p.shape) for p in info.params if p.trainable}
         for depth in range(len(parts) + 1):
             shapes.setdefault(".".join(parts[:depth]), set()).update(own)
     return {name: frozenset(found) for name, found in shapes.items()}

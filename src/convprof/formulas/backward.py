@@ -82,14 +82,22 @@ def _sdpa_backward(call: OpCall) -> int:
     return sdpa_backward_macs(call.tensor(1).shape, call.tensor(2).shape, call.tensor(3).shape)
 
 
+def shape_key(shape: Shape) -> Shape:
+    """A shape as a weight gradient's is matched with its parameter's: sizes sorted (a
+    transpose), sizes of 1 dropped (``einsum`` and ``matmul`` compute ``dW`` as a batched
+    product of one, ``(1, i, o)`` for an ``(i, o)`` parameter)."""
+    return tuple(sorted(size for size in shape if size != 1))
+
+
 def split(call: OpCall, macs: int, trainable: frozenset[Shape]) -> tuple[int, int]:
     """``(input, weight)`` gradient MACs of a backward operator whose formula gave ``macs``;
-    ``trainable`` holds the sorted shapes of the trainable parameters of the module that ran it."""
+    ``trainable`` holds the shapes (``shape_key``) of the trainable parameters of the module that
+    ran it."""
     part = weight_part(call.op)
     if part is not None:
         weight = part(call)
         return macs - weight, weight
-    if not call.reads_weight and any(tuple(sorted(out.shape)) in trainable for out in call.outputs):
+    if not call.reads_weight and any(shape_key(out.shape) in trainable for out in call.outputs):
         return 0, macs
     return macs, 0
 
