@@ -188,3 +188,24 @@ def test_cli_roofline_follows_dtype(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         main(["profile", spec, "--roofline", "t4:tf32"])
     assert "t4 has no tf32 peak" in capsys.readouterr().err
+
+
+def test_small_times_switch_to_microseconds() -> None:
+    # the tutorial's depthwise conv moves 696 bytes: on a roofline of TB/s that is nanoseconds,
+    # which a ms column showed as 0.000 on every row
+    model = nn.Sequential(nn.Conv2d(6, 6, 2, groups=6, bias=False), nn.Conv2d(6, 10, 1, bias=False))
+    report = convprof.profile(model, torch.ones(1, 6, 4, 4))
+    timing = convprof.Timing(
+        "cpu",
+        3,
+        40e-6,
+        39e-6,
+        45e-6,
+        (convprof.LayerTime("0", 20e-6, 19e-6, 22e-6), convprof.LayerTime("1", 10e-6, 9e-6, 12e-6)),
+    )
+    text = convprof.render(report, roofline="xeon-8480", timing=timing)
+    header, _, first, second = text.splitlines()[:4]
+    assert "Roofline us" in header and "Measured us" in header and " ms" not in header
+    assert "20.000" in first and "19.000-22.000" in first and "10.000" in second
+    roofline = header.index("Roofline us")
+    assert all(float(row[roofline : roofline + 11].strip()) > 0 for row in (first, second))

@@ -38,6 +38,7 @@ class Table:
     macs: int
     seconds: float = 0.0
     machine: Machine | None = None
+    unit: str = "ms"  # of the time columns: "us" when a time would show as 0.000 ms
 
 
 def _conv(layer: Layer) -> str:
@@ -83,14 +84,17 @@ COLUMNS: dict[str, tuple[str, Cell]] = {
         lambda r, t: t.machine.bound(r.layer.macs, r.layer.memory_bytes) if t.machine else "",
     ),
     "time": ("Time share", lambda r, t: _share(r.seconds, t.seconds)),
-    "measured": ("Measured ms", lambda r, t: _ms(r.measured.median) if r.measured else ""),
+    "measured": ("Measured ms", lambda r, t: _time(r.measured.median, t) if r.measured else ""),
     "spread": (
         "Spread ms",
-        lambda r, t: f"{_ms(r.measured.low)}-{_ms(r.measured.high)}" if r.measured else "",
+        lambda r, t: f"{_time(r.measured.low, t)}-{_time(r.measured.high, t)}" if r.measured else "",
     ),
     "gmacs": ("GMAC/s", lambda r, t: _rate(r.layer.macs, r.measured)),
     "gbs": ("GB/s", lambda r, t: _rate(r.layer.memory_bytes, r.measured)),
-    "predicted": ("Roofline ms", lambda r, t: _ms(r.seconds) if t.machine and t.machine.absolute else ""),
+    "predicted": (
+        "Roofline ms",
+        lambda r, t: _time(r.seconds, t) if t.machine and t.machine.absolute else "",
+    ),
     "ratio": (
         "Measured / roofline",
         lambda r, t: (
@@ -104,14 +108,21 @@ NUMERIC = frozenset(
     {"Calls", "Params", "MACs", "FLOPs", "Share", "Bytes", "MACs/B", "Time share"}
     | {"Bwd dX MACs", "Bwd dW MACs", "Bwd MACs", "Train MACs", "Peak MiB"}
     | {"Measured ms", "Spread ms", "GMAC/s", "GB/s", "Roofline ms", "Measured / roofline"}
+    | {"Measured us", "Spread us", "Roofline us"}
 )
 _NEEDS_ROOFLINE = ("bound", "time", "predicted", "ratio")
 _NEEDS_TIMING = ("measured", "spread", "gmacs", "gbs", "ratio")
 _NEEDS_BACKWARD = ("grad_input", "grad_weight", "backward", "train")
 
 
-def _ms(seconds: float) -> str:
-    return f"{1e3 * seconds:.3f}"
+def _time(seconds: float, table: Table) -> str:
+    return f"{seconds * (1e6 if table.unit == 'us' else 1e3):,.3f}"
+
+
+def time_unit(seconds: Sequence[float]) -> str:
+    """``"ms"``, or ``"us"`` when some time would show as 0.000 ms (a small model's layers on
+    a roofline: nanoseconds)."""
+    return "us" if any(0 < value < 5e-7 for value in seconds) else "ms"
 
 
 def _rate(count: int, measured: LayerTime | None) -> str:
@@ -178,7 +189,7 @@ def check_columns(
 
 def cells(rows: Sequence[Row], keys: Sequence[str], table: Table) -> tuple[list[str], list[list[str]]]:
     """Headers and the cells of every row, for the columns ``keys``."""
-    headers = [COLUMNS[key][0] for key in keys]
+    headers = [COLUMNS[key][0].replace(" ms", f" {table.unit}") for key in keys]
     return headers, [[COLUMNS[key][1](row, table) for key in keys] for row in rows]
 
 

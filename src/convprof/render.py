@@ -116,7 +116,9 @@ def render(
         backward=report.backward,
         peak=report.memory is not None,
     )
-    table = columns_.Table(report.total.macs, sum(seconds.values()), roofline)
+    times = [row.seconds for row in shown] if roofline is not None and roofline.absolute else []
+    times += [t for row in shown if row.measured for t in (row.measured.median, row.measured.low)]
+    table = columns_.Table(report.total.macs, sum(seconds.values()), roofline, columns_.time_unit(times))
     headers, cells = columns_.cells(shown, keys, table)
     markdown = format == "markdown"
     text = footer(report, markdown=markdown, memory=measured)
