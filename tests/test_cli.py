@@ -31,7 +31,7 @@ def test_profile_torchvision_default_input(capsys: pytest.CaptureFixture[str]) -
     totals = {
         line.split(":")[0]: int(line.split(":")[1].split("(")[0].replace(",", ""))
         for line in out.splitlines()
-        if line.startswith("Total ")
+        if line.startswith(("Total params", "Total MACs", "Total FLOPs"))
     }
     assert totals["Total params"] == meta["num_params"] == 3_504_872
     assert round(totals["Total MACs"] / 1e9, 3) == meta["_ops"] == 0.301

@@ -110,3 +110,18 @@ def test_layer_table_options_refuse_blocks(option: list[str], capsys: pytest.Cap
     spec = "tests.test_tree_columns:Stack"
     assert main(["profile", spec, "--input", "1,3,8,8", "--blocks", *option]) == 2
     assert "--blocks lists blocks instead" in capsys.readouterr().err
+
+
+def test_trainable_and_params_share_columns() -> None:
+    # the tutorial's separable pair with the depthwise conv frozen: 24 frozen + 60 trainable
+    model = nn.Sequential(nn.Conv2d(6, 6, 2, groups=6, bias=False), nn.Conv2d(6, 10, 1, bias=False))
+    model[0].weight.requires_grad_(False)
+    report = convprof.profile(model, torch.ones(1, 6, 4, 4))
+    text = convprof.render(report, tree=True, columns=["name", "params", "trainable", "param_share"])
+    rows = [line.split() for line in text.splitlines()[2:5]]
+    assert rows == [
+        ["Sequential", "84", "60", "100.0%"],
+        ["├─", "0", "24", "0", f"{100 * 24 / 84:.1f}%"],
+        ["└─", "1", "60", "60", f"{100 * 60 / 84:.1f}%"],
+    ]
+    assert "a column adds its children twice" in text

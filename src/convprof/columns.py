@@ -39,6 +39,7 @@ class Table:
     seconds: float = 0.0
     machine: Machine | None = None
     unit: str = "ms"  # of the time columns: "us" when a time would show as 0.000 ms
+    params: int = 0  # the total, for Params %
 
 
 def _conv(layer: Layer) -> str:
@@ -66,6 +67,8 @@ COLUMNS: dict[str, tuple[str, Cell]] = {
     "conv": ("k / s / g", lambda r, t: _conv(r.layer)),
     "calls": ("Calls", lambda r, t: str(r.layer.calls)),
     "params": ("Params", lambda r, t: f"{r.layer.params:,}"),
+    "trainable": ("Trainable", lambda r, t: f"{r.layer.trainable_params:,}"),
+    "param_share": ("Params %", lambda r, t: _share(r.layer.params, t.params)),
     "macs": ("MACs", lambda r, t: f"{r.layer.macs:,}" + (" (+?)" if r.layer.unexplained else "")),
     "flops": ("FLOPs", lambda r, t: f"{r.layer.flops:,}"),
     "share": ("Share", lambda r, t: _share(r.layer.macs, t.macs)),
@@ -108,7 +111,7 @@ NUMERIC = frozenset(
     {"Calls", "Params", "MACs", "FLOPs", "Share", "Bytes", "MACs/B", "Time share"}
     | {"Bwd dX MACs", "Bwd dW MACs", "Bwd MACs", "Train MACs", "Peak MiB"}
     | {"Measured ms", "Spread ms", "GMAC/s", "GB/s", "Roofline ms", "Measured / roofline"}
-    | {"Measured us", "Spread us", "Roofline us"}
+    | {"Measured us", "Spread us", "Roofline us", "Trainable", "Params %"}
 )
 _NEEDS_ROOFLINE = ("bound", "time", "predicted", "ratio")
 _NEEDS_TIMING = ("measured", "spread", "gmacs", "gbs", "ratio")
@@ -198,6 +201,12 @@ def tree(report: Report, depth: int | None = None) -> list[Row]:
     ancestor that has a row (a ModuleList that never runs itself has none), with figures that
     include everything below it."""
     inclusive = report.inclusive()
+    trainable: dict[str, int] = {}  # with everything below, as inclusive() has the rest
+    for layer in report.layers:
+        parts = layer.name.split(".") if layer.name else []
+        for end in range(len(parts) + 1):
+            key = ".".join(parts[:end])
+            trainable[key] = trainable.get(key, 0) + layer.trainable_params
     layers = [layer for layer in report.layers if depth is None or layer.depth <= depth]
     names = {layer.name for layer in layers}
 
@@ -237,6 +246,7 @@ def tree(report: Report, depth: int | None = None) -> list[Row]:
                 memory_bytes=total.memory_bytes,
                 grad_input_macs=total.grad_input_macs,
                 grad_weight_macs=total.grad_weight_macs,
+                trainable_params=trainable.get(layer.name, 0),
             )
         rows.append(Row(layer, name))  # a container's peak already covers its children
     return rows

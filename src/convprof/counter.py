@@ -74,6 +74,7 @@ class _Row:
     macs: int = 0
     calls: int = 0
     params: int = 0
+    trainable_params: int = 0
     memory_bytes: int = 0
     unexplained: Counter[str] | None = None  # made for the few rows that have any
     shapes_vary: bool = False
@@ -112,6 +113,7 @@ class _Row:
             grad_input_macs=self.grad_input_macs,
             grad_weight_macs=self.grad_weight_macs,
             peak_bytes=self.peak_bytes,
+            trainable_params=self.trainable_params,
         )
 
 
@@ -191,6 +193,7 @@ def count(trace: Trace) -> Report:
             if param.key not in seen:
                 seen.add(param.key)
                 row.params += param.numel
+                row.trainable_params += param.numel if param.trainable else 0
     layers = tuple(row.freeze() for row in ordered if row.calls or row.params)
     sizes = _sizes(trace)
     return Report(
@@ -260,4 +263,5 @@ def _sizes(trace: Trace) -> Sizes:
         buffers=sum(b.numel for b in buffers.values()),
         buffer_bytes=sum(b.nbytes for b in buffers.values()),
         activation_bytes=activations,
+        input_bytes=sum(t.nbytes for t in trace.inputs),
     )

@@ -118,10 +118,18 @@ def render(
     )
     times = [row.seconds for row in shown] if roofline is not None and roofline.absolute else []
     times += [t for row in shown if row.measured for t in (row.measured.median, row.measured.low)]
-    table = columns_.Table(report.total.macs, sum(seconds.values()), roofline, columns_.time_unit(times))
+    table = columns_.Table(
+        report.total.macs, sum(seconds.values()), roofline, columns_.time_unit(times), report.total.params
+    )
     headers, cells = columns_.cells(shown, keys, table)
     markdown = format == "markdown"
     text = footer(report, markdown=markdown, memory=measured)
+    if tree:
+        note = (
+            "Tree:         a container's figures include everything below it, so a column adds "
+            "its children twice."
+        )
+        text = f"{note}  \n" + text if markdown else f"{note}\n" + text
     if any(row.layer.shapes_vary for row in shown) and {"input", "output"} & set(keys):
         note = "Shapes:       * the first call's; later calls of the module had other shapes."
         text = f"{note}  \n" + text if markdown else f"{note}\n" + text
@@ -381,6 +389,10 @@ def footer(report: Report, *, markdown: bool = False, memory: bool = False) -> s
         f"buffers {format_bytes(sizes.buffer_bytes)}; activations {format_bytes(sizes.activation_bytes)} "
         "(every leaf module's outputs, which a "
         "training step would keep for backward)",
+        f"Total size:   {format_bytes(sizes.total_bytes)} = inputs {format_bytes(sizes.input_bytes)} "
+        f"+ params {format_bytes(sizes.param_bytes)} + activations {format_bytes(sizes.activation_bytes)} "
+        "(torchinfo's Estimated Total Size, with the activations above); a sum of sizes, not a peak: "
+        "see --peak-memory",
     ]
     if memory:
         lines.append(

@@ -105,6 +105,7 @@ class Layer(_Derived):
     # operators produced, with respect to their inputs (activations) and to weights.
     grad_input_macs: int = 0
     grad_weight_macs: int = 0
+    trainable_params: int = 0  # of ``params``, those that require grad
     # With peak memory (Report.memory): the most bytes alive while this module ran (any call),
     # everything held before it included; a container's covers its children's.
     peak_bytes: int = 0
@@ -169,6 +170,13 @@ class Sizes:
     buffers: int = 0
     buffer_bytes: int = 0
     activation_bytes: int = 0
+    input_bytes: int = 0  # the inputs' tensors (each storage once)
+
+    @property
+    def total_bytes(self) -> int:
+        """Inputs + params + activations: torchinfo's "Estimated Total Size" with convprof's
+        activations figure. A sum of sizes, not a peak (``profile(memory=True)`` predicts one)."""
+        return self.input_bytes + self.param_bytes + self.activation_bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -367,6 +375,7 @@ class Report:
                     grad_input_macs=sum(m.grad_input_macs for m in members),
                     grad_weight_macs=sum(m.grad_weight_macs for m in members),
                     peak_bytes=max(m.peak_bytes for m in members),
+                    trainable_params=sum(m.trainable_params for m in members),
                     has_children=head.has_children and not collapsed,
                     kind=head.kind if len(members) == 1 else None,
                     unexplained=tuple(op for m in members for op in m.unexplained),
