@@ -112,3 +112,18 @@ def test_a_hub_name_offline_fails_at_once(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(SpecError, match="not in the local cache, and HF_HUB_OFFLINE is set"):
         hf.configuration("someone/some-model")
+
+
+def test_profile_help_shows_examples_that_parse(capsys: pytest.CaptureFixture[str]) -> None:
+    import shlex
+
+    from convprof.cli import _parser
+
+    with pytest.raises(SystemExit):
+        _parser().parse_args(["profile", "--help"])
+    text = capsys.readouterr().out
+    examples = [line.split(">")[0] for line in text.splitlines() if line.startswith("  convprof profile ")]
+    assert len(examples) >= 6
+    for example in examples:
+        words = shlex.split(example.split("   ")[0])  # the command, before its explanation
+        assert _parser().parse_args(words[1:]).command == "profile", example

@@ -269,3 +269,13 @@ def test_cli_html(capsys: pytest.CaptureFixture[str]) -> None:
     cells = _Cells()
     cells.feed(capsys.readouterr().out)
     assert [row[0].strip() for row in cells.rows] == ["Layer", "0", "1"]
+
+
+def test_html_is_styled_for_this_report_only() -> None:
+    report = convprof.profile(nn.Conv2d(6, 10, 2, bias=False), torch.ones(1, 6, 4, 4))
+    page = convprof.render(report, format="html")
+    style = page[page.index("<style>") : page.index("</style>")]
+    rules = [rule for rule in style.removeprefix("<style>").split("}") if rule]
+    assert rules and all(rule.startswith(".convprof ") for rule in rules)  # nothing global
+    assert ".convprof pre{white-space:pre-wrap" in style  # the footer wraps in the cell
+    assert page.index("<style>") < page.index("<table>")

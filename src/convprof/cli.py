@@ -47,6 +47,18 @@ if TYPE_CHECKING:
 # torch is imported by the commands that profile, not here: `convprof --help`, `--version`,
 # `diff` and argument errors answer at once.
 _DTYPES = FLOATING
+_PROFILE_EXAMPLES = """examples:
+  convprof profile torchvision:mobilenet_v2                  the layer table at the weights' crop
+  convprof profile torchvision:resnet50 --depth 1            one row per top-level block
+  convprof profile torchvision:resnet18 --tree --depth 2     an outline, as torchinfo prints
+  convprof profile mymodels:build --input 1,3,256,256        your own model (mymodels.py here)
+  convprof profile transformers:llama-3-8b --past 2048       one decoding step after 2,048 tokens
+  convprof profile torchvision:vit_b_16 --backward           a training step's MACs (dX and dW)
+  convprof profile torchvision:resnet50 --optimizer adam --device cuda --fit 24GiB
+                                                             the largest batch that fits in 24 GiB
+  convprof profile torchvision:resnet50 --format json > report.json
+
+"""
 _EXIT_CODES = """exit status:
   0    all good
   1    a budget, a baseline tolerance or coverage is broken
@@ -172,7 +184,7 @@ def _parser() -> argparse.ArgumentParser:
             "'package.module:callable' spec is imported from the current directory first, which "
             "runs its code."
         ),
-        epilog=_EXIT_CODES,
+        epilog=_PROFILE_EXAMPLES + _EXIT_CODES,
     )
     prof.add_argument(
         "spec",

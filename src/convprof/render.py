@@ -142,10 +142,26 @@ def render(
     return _join(rows(headers, cells, format=format, right=_NUMERIC), text, format)
 
 
+# Scoped to the report's own <div>: a notebook's other cells keep their look. Names and shapes
+# in a fixed-width font (tree branches line up), numbers right-aligned (tabulate marks them),
+# and the lines below wrapped to the cell instead of one long scrolling line each.
+_STYLE = (
+    "<style>"
+    ".convprof table{border-collapse:collapse;font-size:12px}"
+    ".convprof th,.convprof td{padding:2px 10px;border-bottom:1px solid #ddd;white-space:pre;"
+    "font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace}"
+    ".convprof thead th{border-bottom:2px solid #888}"
+    ".convprof tbody tr:nth-child(even){background:rgba(127,127,127,0.07)}"
+    ".convprof pre{white-space:pre-wrap;font-size:12px;margin-top:8px}"
+    "</style>\n"
+)
+
+
 def _join(table: str, text: str, format: str) -> str:
-    """The table and the lines below it; in HTML the lines are one escaped ``<pre>`` block."""
+    """The table and the lines below it; in HTML the lines are one escaped ``<pre>`` block,
+    wrapped, under a style that applies to this report only."""
     if format == "html":
-        return f'<div class="convprof">\n{table}<pre>{html.escape(text)}</pre>\n</div>\n'
+        return f'<div class="convprof">\n{_STYLE}{table}<pre>{html.escape(text)}</pre>\n</div>\n'
     return table + "\n" + text
 
 
