@@ -81,8 +81,20 @@ def test_figure_layout() -> None:
         assert params.get_yscale() == "log" and macs.get_yscale() == "linear"
         leaves = [layer for layer in report.layers if not layer.has_children and (layer.macs or layer.params)]
         assert len(macs.patches) == len(params.patches) == len(leaves)  # one bar per layer, same index
-        costliest = sorted(leaves, key=lambda layer: -layer.macs)[:TOP]
-        assert {text.get_text() for text in macs.texts} == {layer.name for layer in costliest}
+        # the costliest layers are named, those that would sit on a name already placed left
+        # out; no two names overlap and none is cut at the figure's edge (issue 25)
+        names = [text.get_text() for text in macs.texts]
+        assert len(names) == TOP and max(leaves, key=lambda layer: layer.macs).name in names
+        drawn.canvas.draw()
+        renderer = drawn.canvas.get_renderer()
+        for panel in (macs, params, roof):
+            boxes = [text.get_window_extent(renderer) for text in panel.texts]
+            assert all(
+                drawn.bbox.contains(box.x0, box.y0) and drawn.bbox.contains(box.x1, box.y1) for box in boxes
+            )
+            assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1 :])
+        # the scatter names its costliest points too (beside the two roofs' labels)
+        assert max(leaves, key=lambda layer: layer.macs).name in {text.get_text() for text in roof.texts}
         memory_roof, compute_roof = roof.get_lines()
         balance = (56 * 2.0e9 * 2 * 16) / (8 * 38.4e9)  # FP32 peak / bandwidth, MACs per byte
         assert memory_roof.get_xdata()[1] == pytest.approx(balance) == compute_roof.get_xdata()[0]

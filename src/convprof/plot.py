@@ -5,6 +5,7 @@ matplotlib stays an optional extra (``pip install 'convprof[plot]'``).
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -92,7 +93,8 @@ def figure(
     return drawn
 
 
-TOP = 5  # layers named on each bar panel
+TOP = 5  # layers named on each panel
+GAP = 0.09  # the share of a bar panel's width that one name takes
 
 
 def _bars(axes: Any, layers: list[Layer], metric: str, title: str, *, log: bool = False) -> None:
@@ -108,23 +110,60 @@ def _bars(axes: Any, layers: list[Layer], metric: str, title: str, *, log: bool 
     axes.set_title(title)
     axes.set_xlim(-1, max(len(layers), 1))
     axes.tick_params(axis="x", labelbottom=metric == "params")
-    top = sorted((i for i, v in enumerate(values) if v), key=lambda i: -values[i])[:TOP]
-    for i in top:  # the costliest layers by name, above their bars
+    # The costliest layers by name, above their bars, level: a name spans about GAP of the
+    # panel's width, so a layer closer than that to one already named stays unnamed (at the
+    # right end of MobileNetV2 three names once overlapped), and names near an edge run inwards.
+    gap = max(1, round(len(layers) * GAP))
+    named: list[int] = []
+    for i in sorted((i for i, v in enumerate(values) if v), key=lambda i: -values[i]):
+        if len(named) == TOP:
+            break
+        if all(abs(i - j) > gap for j in named):
+            named.append(i)
+    for i in named:
+        edge = "left" if i < gap else "right" if i > len(layers) - 1 - gap else "center"
         axes.annotate(
             layers[i].name or "(root)",
             (i, values[i]),
             xytext=(0, 3),
             textcoords="offset points",
-            rotation=60,
             fontsize="x-small",
-            ha="left",
+            ha=edge,
             va="bottom",
         )
     if values and max(values):  # room above the bars for the names
         if log:
-            axes.set_ylim(min(v for v in values if v) / 2, max(values) * 30)
+            axes.set_ylim(min(v for v in values if v) / 2, max(values) * 8)
         else:
-            axes.set_ylim(0, max(values) * 1.35)
+            axes.set_ylim(0, max(values) * 1.2)
+
+
+def _name_points(axes: Any, layers: list[Layer], xs: list[float], ys: list[float]) -> None:
+    """Name the TOP layers with the most MACs beside their points (log-log axes), leaving out
+    one whose name would overlap a name already placed (measured as drawn); names in the
+    right fifth of the panel run leftwards, so that none is cut at its edge."""
+    if not layers:
+        return
+    renderer = axes.figure.canvas.get_renderer()
+    low, high = math.log10(min(xs)), math.log10(max(xs))
+    placed: list[Any] = []
+    for i in sorted(range(len(layers)), key=lambda i: -layers[i].macs):
+        if len(placed) == TOP:
+            break
+        right = math.log10(xs[i]) - low > 0.8 * (high - low)
+        name = axes.annotate(
+            layers[i].name or "(root)",
+            (xs[i], ys[i]),
+            xytext=(-4 if right else 4, 3),
+            textcoords="offset points",
+            fontsize="x-small",
+            ha="right" if right else "left",
+        )
+        box = name.get_window_extent(renderer)
+        if any(box.overlaps(other) for other in placed):
+            name.remove()
+            continue
+        placed.append(box)
 
 
 def _roofline(axes: Any, layers: list[Layer], machine: Machine | None) -> None:
@@ -139,6 +178,7 @@ def _roofline(axes: Any, layers: list[Layer], machine: Machine | None) -> None:
                 axes.scatter(
                     [p.intensity for p in chosen], [p.macs for p in chosen], color=COLOURS[kind], s=18
                 )
+        _name_points(axes, points, [p.intensity for p in points], [float(p.macs) for p in points])
         if machine is not None:
             axes.axvline(machine.balance, color="#c44e52", linestyle="--")
             axes.text(
@@ -186,6 +226,8 @@ def _roofline(axes: Any, layers: list[Layer], machine: Machine | None) -> None:
                 linewidths=0.5,
             )
     axes.set_ylim(top=peak * 2.5)  # room for the peak's label
+    attained = [min(peak, p.intensity * bandwidth) for p in points]
+    _name_points(axes, points, [p.intensity for p in points], attained)
     axes.set_ylabel("attainable MACs per second")
     axes.set_title(f"roofline: {machine.description}", fontsize="small", wrap=True)
 
