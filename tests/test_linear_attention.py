@@ -167,3 +167,47 @@ def test_scaled_dot_product_attention(q: tuple[int, ...], k: tuple[int, ...], v:
     lk, dv = k[2], v[3]
     assert report.total.macs == b * h * lq * lk * d + b * h * lq * lk * dv
     assert report.complete
+
+
+class Distances(nn.Module):
+    """cdist of a batch of rows against 30 learned prototypes of 16 features."""
+
+    def __init__(self, p: float) -> None:
+        super().__init__()
+        self.p = p
+        self.prototypes = nn.Parameter(torch.randn(30, 16))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cdist(x, self.prototypes.expand(x.shape[0], 30, 16), p=self.p)
+
+
+@pytest.mark.parametrize("compute", [True, False])
+@pytest.mark.parametrize(
+    ("p", "rows", "macs"),
+    [
+        (2.0, 8, 3 * 8 * 30 * 16),  # 3 batches x 8 x 30 distances, 16 squared differences each
+        (2.0, 40, 3 * 40 * 30 * 16),  # beyond 25 rows PyTorch takes the matrix-product path
+        (1.0, 8, 0),  # sums of |x - y|: no products, free under the convention
+    ],
+)
+def test_cdist(p: float, rows: int, macs: int, compute: bool) -> None:
+    report = convprof.profile(Distances(p), torch.randn(3, rows, 16), compute=compute)
+    assert report.total.macs == macs and report.complete
+
+
+class TimeBatchChannel(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(3, 8, 12))  # kernel 3, 8 -> 12 channels
+        self.bias = nn.Parameter(torch.zeros(12))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.conv_tbc(x, self.weight, self.bias, 1)
+
+
+@pytest.mark.parametrize("compute", [True, False])
+def test_conv_tbc(compute: bool) -> None:
+    # 20 steps padded by 1 on each side, kernel 3: 20 outputs per sequence; 2 sequences x 12
+    # channels, each output sums 3 x 8 products
+    report = convprof.profile(TimeBatchChannel(), torch.randn(20, 2, 8), compute=compute)
+    assert report.total.macs == 20 * 2 * 12 * 3 * 8 == 11_520 and report.complete

@@ -56,3 +56,11 @@ def _conv_op(call: OpCall) -> int:
 
 for _op in ("aten.convolution", "aten._convolution", "aten.convolution_overrideable"):
     register(_op)(_conv_op)
+
+
+@register("aten.conv_tbc")
+def _conv_tbc(call: OpCall) -> int:
+    # conv_tbc(input (T, B, C_in), weight (K, C_in, C_out), bias, pad): a 1-D convolution in
+    # time-batch-channel layout; each of the T_out x B x C_out outputs sums K x C_in products.
+    kernel, channels_in, _ = call.tensor(1).shape
+    return call.outputs[0].numel * kernel * channels_in

@@ -118,3 +118,15 @@ def _ints(value: object) -> tuple[int, ...]:
     if not isinstance(value, tuple) or not all(isinstance(v, int) for v in value):
         raise TypeError(f"expected a list of ints, got {value!r}")
     return tuple(int(v) for v in value)
+
+
+@register("aten._cdist_forward")
+@register("aten._euclidean_dist")
+def _cdist(call: OpCall) -> int:
+    # cdist(x1 (..., P, M), x2 (..., R, M), p): each of the P x R distances sums M terms. For
+    # p = 2 each term is a product, (x - y)^2, or x . y on the matrix-product path PyTorch takes
+    # beyond 25 rows: M multiply-accumulates per distance. Other p sum |x - y|^p, raised
+    # elementwise, with no products to accumulate: free under the convention.
+    if call.op.startswith("aten._cdist_forward") and call.args[2] != 2:
+        return 0
+    return call.outputs[0].numel * call.tensor(0).shape[-1]
