@@ -30,7 +30,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from measured_memory import OPTIMIZERS, inference_peak, training_peak
+from measured_memory import OPTIMIZERS, inference_peak, loss_of, training_peak
 
 import convprof
 
@@ -110,14 +110,14 @@ def memtracker(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], 
         model.train()
         opt = OPTIMIZERS["adam"](model.parameters())
         output = model(*args, **kwargs)
-        _loss(output).backward()
+        loss_of(output).backward()
         opt.step()
         model.zero_grad(set_to_none=True)
         del output
         tracker.track_external(model, opt)
         with tracker:
             output = model(*args, **kwargs)
-            _loss(output).backward()
+            loss_of(output).backward()
             opt.step()
             del output
         model.zero_grad(set_to_none=True)
@@ -128,15 +128,6 @@ def memtracker(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], 
             model(*args, **kwargs)
     total: int = tracker.get_tracker_snapshot("peak")[torch.device("cpu")]["Total"]
     return total
-
-
-def _loss(output: Any) -> torch.Tensor:
-    parts = [
-        t.sum()
-        for t in torch.utils._pytree.tree_leaves(output)
-        if isinstance(t, torch.Tensor) and t.is_floating_point() and t.requires_grad
-    ]
-    return sum(parts[1:], parts[0])
 
 
 def torchinfo_estimate(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> int | None:

@@ -17,25 +17,15 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from measured_memory import OPTIMIZERS, inference_peak, training_peak
+from measured_memory import OPTIMIZERS, inference_peak, loss_of, training_peak
 
 import convprof
-
-
-def _loss(output: Any) -> torch.Tensor:
-    parts = [
-        t.sum()
-        for t in torch.utils._pytree.tree_leaves(output)
-        if isinstance(t, torch.Tensor) and t.is_floating_point() and t.requires_grad
-    ]
-    return sum(parts[1:], parts[0])
 
 
 def cuda_peak(model: nn.Module, x: torch.Tensor, training: bool) -> int:
@@ -56,7 +46,7 @@ def cuda_peak(model: nn.Module, x: torch.Tensor, training: bool) -> int:
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
         output = model(x)
-        _loss(output).backward()
+        loss_of(output).backward()
         opt.step()
         del output
         opt.zero_grad(set_to_none=True)

@@ -44,7 +44,8 @@ def _peak_of(run: Callable[[], Any]) -> int:
     return peak
 
 
-def _loss(output: Any) -> torch.Tensor:
+def loss_of(output: Any) -> torch.Tensor:
+    """The sum of the floating outputs that require grad: the loss convprof's training step uses."""
     parts = [
         t.sum()
         for t in torch.utils._pytree.tree_leaves(output)
@@ -82,7 +83,7 @@ def training_peak(
 
     def run() -> None:
         output = model(*args, **kwargs)  # held to the end of the step, as a training loop holds it
-        _loss(output).backward()
+        loss_of(output).backward()
         if opt is not None:
             opt.step()
         del output

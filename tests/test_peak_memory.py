@@ -278,3 +278,26 @@ def test_bad_memory_options_are_refused() -> None:
         convprof.profile(mlp(), X, memory=True, backward=True, optimizer="lion")
     with pytest.raises(ValueError, match="memory must be True, False, 'cpu' or 'cuda'"):
         convprof.profile(mlp(), X, memory="tpu")
+
+
+def test_a_forward_that_raises_leaves_the_model_as_it_was() -> None:
+    from torch.nn.modules import module as globals_
+
+    class Fails(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.bn = nn.BatchNorm1d(100)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            self.bn(x)
+            raise ValueError("broken on purpose")
+
+    model = Fails().eval()
+    stats = model.bn.running_mean.clone()
+    hooks = (len(globals_._global_forward_hooks), len(globals_._global_forward_pre_hooks))
+    for compute in (True, False):
+        with pytest.raises(convprof.ForwardError, match="broken on purpose"):
+            convprof.profile(model, X, memory=True, backward=True, optimizer="adam", compute=compute)
+        assert not model.training and not model.bn.training  # the training step's mode put back
+        assert torch.equal(model.bn.running_mean, stats)  # its statistics too
+        assert (len(globals_._global_forward_hooks), len(globals_._global_forward_pre_hooks)) == hooks
