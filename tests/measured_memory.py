@@ -23,10 +23,29 @@ OPTIMIZERS: dict[str, Callable[[Any], torch.optim.Optimizer]] = {
 }
 
 
-def _held(*values: Any) -> int:
+def _tensors(value: Any, seen: set[int]) -> list[torch.Tensor]:
+    """The tensors in containers and plain objects (a transformers key/value cache)."""
+    if isinstance(value, torch.Tensor):
+        return [value]
+    if id(value) in seen or isinstance(value, (str, bytes, int, float, bool, type, nn.Module)):
+        return []
+    seen.add(id(value))
+    if isinstance(value, dict):
+        items: Any = list(value.values())
+    elif isinstance(value, (list, tuple, set)):
+        items = list(value)
+    elif hasattr(value, "__dict__") and not callable(value):
+        items = list(vars(value).values())
+    else:
+        return []
+    return [t for item in items for t in _tensors(item, seen)]
+
+
+def held_bytes(*values: Any) -> int:
+    """Bytes of the storages the values hold, each once."""
     seen: dict[int, int] = {}
-    for tensor in torch.utils._pytree.tree_leaves(values):
-        if isinstance(tensor, torch.Tensor) and tensor.layout is torch.strided:
+    for tensor in _tensors(values, set()):
+        if tensor.layout is torch.strided:
             storage = tensor.untyped_storage()
             seen[storage.data_ptr() or id(storage)] = storage.nbytes()
     return sum(seen.values())
@@ -58,7 +77,7 @@ def inference_peak(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, An
     """Bytes at the peak of one forward in eval mode under no_grad."""
     kwargs = kwargs or {}
     model.eval()
-    held = _held(list(model.parameters()), list(model.buffers()), args, kwargs)
+    held = held_bytes(list(model.parameters()), list(model.buffers()), args, kwargs)
 
     def run() -> None:
         with torch.no_grad():
@@ -91,7 +110,7 @@ def training_peak(
     run()
     model.zero_grad(set_to_none=True)
     state = [list(s.values()) for s in opt.state.values()] if opt is not None else []
-    held = _held(list(model.parameters()), list(model.buffers()), args, kwargs, state)
+    held = held_bytes(list(model.parameters()), list(model.buffers()), args, kwargs, state)
     peak = _peak_of(run)
     model.zero_grad(set_to_none=True)
     return held + peak

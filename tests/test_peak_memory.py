@@ -301,3 +301,52 @@ def test_a_forward_that_raises_leaves_the_model_as_it_was() -> None:
         assert not model.training and not model.bn.training  # the training step's mode put back
         assert torch.equal(model.bn.running_mean, stats)  # its statistics too
         assert (len(globals_._global_forward_hooks), len(globals_._global_forward_pre_hooks)) == hooks
+
+
+def test_a_decoding_step_holds_the_cache_once() -> None:
+    # One token after 300 cached ones: what the step starts from is the parameters and the
+    # key/value cache, which it replaces layer by layer (the old tensors die as the new are
+    # made). Measured: the prefill and the step in one profiler window, the peak taken from
+    # the step's start.
+    import transformers as hf
+    from measured_memory import held_bytes
+    from torch.profiler import ProfilerActivity, record_function
+    from torch.profiler import profile as torch_profile
+
+    from convprof.hf import cache
+
+    torch.manual_seed(0)
+    config = hf.GPT2Config(
+        n_embd=64, n_layer=2, n_head=4, vocab_size=1000, n_positions=512, bos_token_id=0, eos_token_id=0
+    )
+    model = hf.GPT2LMHeadModel(config).eval()
+    ids, step = torch.randint(0, 1000, (1, 300)), torch.randint(0, 1000, (1, 1))
+
+    def run() -> None:
+        past = cache(model, ids)
+        with torch.no_grad(), record_function("decoding step"):
+            model(input_ids=step, past_key_values=past, use_cache=True)
+
+    run()
+    with torch_profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        run()
+    events = list(prof.profiler.kineto_results.events())  # type: ignore[union-attr]
+    window = next(e for e in events if e.name() == "decoding step")
+    level, peak = 0, 0
+    for event in sorted((e for e in events if e.name() == "[memory]"), key=lambda e: e.start_ns()):
+        if event.start_ns() >= window.start_ns() and not peak:
+            peak = level
+        level += event.nbytes()
+        if window.start_ns() <= event.start_ns() <= window.end_ns():
+            peak = max(peak, level)
+    measured = held_bytes(list(model.parameters()), list(model.buffers()), step) + peak
+    for compute in (True, False):
+        past = cache(model, ids if compute else ids.to("meta"))
+        kwargs = {"input_ids": step, "past_key_values": past, "use_cache": True}
+        memory = convprof.profile(model, (), kwargs, memory=True, compute=compute).memory
+        assert memory is not None
+        assert abs(memory.peak_bytes / measured - 1) <= 0.03, (compute, memory.peak_bytes, measured)
+        # held before the step: the parameters, the cache (2 layers x keys and values x 300
+        # tokens x 64 floats) and the one int64 token
+        params = sum(p.numel() for p in model.parameters()) * 4
+        assert memory.held_bytes == params + 2 * 2 * 300 * 64 * 4 + 8

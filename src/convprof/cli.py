@@ -633,8 +633,8 @@ def _cmd_profile(args: argparse.Namespace) -> int:
     if args.optimizer is not None:
         args.backward = True
     peak = args.peak_memory or args.optimizer is not None or args.fit is not None
-    if peak and (args.time or args.blocks or args.past is not None):
-        clash = "--time" if args.time else "--blocks" if args.blocks else "--past"
+    if peak and (args.time or args.blocks):
+        clash = "--time" if args.time else "--blocks"
         raise UsageError(f"{clash} does not go with peak memory (--peak-memory, --optimizer, --fit)")
     if args.columns:
         try:

@@ -39,9 +39,30 @@ import weakref
 from typing import Any
 
 import torch
+from torch import nn
 from torch.utils._pytree import tree_leaves
 
 from convprof.records import MemoryTrace
+
+
+def _tensors(value: Any, depth: int, seen: set[int]) -> Any:
+    """Every tensor in ``value``: in containers and in plain objects' attributes, 8 deep."""
+    if isinstance(value, torch.Tensor):
+        yield value
+        return
+    if depth > 8 or id(value) in seen or isinstance(value, (str, bytes, int, float, bool, type, nn.Module)):
+        return
+    seen.add(id(value))
+    if isinstance(value, dict):
+        items: Any = value.values()
+    elif isinstance(value, (list, tuple, set)):
+        items = value
+    elif hasattr(value, "__dict__") and not callable(value):
+        items = vars(value).values()
+    else:
+        return
+    for item in items:
+        yield from _tensors(item, depth + 1, seen)
 
 
 def _storage(tensor: torch.Tensor) -> torch.UntypedStorage | None:
@@ -101,12 +122,12 @@ class Lifetimes:
 
     def hold(self, value: Any, role: str) -> None:
         """Storages that exist before the pass (parameters, buffers, inputs, optimizer state):
-        each once, under the first role given."""
-        for tensor in tree_leaves(value):
-            if isinstance(tensor, torch.Tensor):
-                storage = _storage(tensor)
-                if storage is not None and self._index(storage) is None:
-                    self._add(storage, role, -1)
+        each once, under the first role given. Inputs are looked for inside the objects that
+        hold them too (a transformers key/value cache), as the pass's copy of them does."""
+        for tensor in _tensors(value, 0, set()):
+            storage = _storage(tensor)
+            if storage is not None and self._index(storage) is None:
+                self._add(storage, role, -1)
 
     def see(self, func: Any, out: Any, args: tuple[Any, ...], kwargs: dict[str, Any], owner: int) -> None:
         """An operator's outputs: each new storage among them is an allocation made by call

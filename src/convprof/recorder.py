@@ -527,6 +527,11 @@ class _Session(TorchDispatchMode):  # type: ignore[no-untyped-call]
         copied: Any = value
         if isinstance(value, torch.Tensor):
             copied = value if steers(value) else self._meta(value)
+            if copied is value and value.is_meta and self.lifetimes is not None:
+                # peak memory: a storage of the copy's own, which dies when the model replaces it
+                # (a key/value cache's tensors do, step by step), as the caller's reference would
+                # otherwise keep it alive
+                copied = torch.empty_strided(value.shape, value.stride(), dtype=value.dtype, device=_META)
             if value.requires_grad and not copied.requires_grad:  # a backward pass wants its gradient
                 copied = copied.detach().requires_grad_()
         elif depth > 8 or isinstance(value, (nn.Module, type, str, bytes, int, float, bool)) or value is None:
@@ -1069,16 +1074,19 @@ def _record(
             m.register_forward_pre_hook(_no_op) for _, m in named if isinstance(m, nn.TransformerEncoderLayer)
         )
         state.set_eval(training=backward and memory is not None)
+        step = None
+        memory_trace = None
+        if memory is not None:
+            session.lifetimes, step = _held(named, session, memory, optimizer)
         call_args, call_kwargs = args, kwargs
         if session._stand_ins is not None:
             state.point_at(session._stand_ins)
             call_args, call_kwargs = session.meta_copy((args, kwargs), {}, 0)
             if not backward and memory is None:
                 skipped = session.skip_forwards(named)
-        step = None
-        memory_trace = None
-        if memory is not None:
-            session.lifetimes, step = _held(named, session, (call_args, call_kwargs), memory, optimizer)
+        if session.lifetimes is not None:
+            session.lifetimes.hold((call_args, call_kwargs), "input")
+            session.lifetimes.mark("held")
         for running in outer:
             running.paused += 1
         outer.append(session)
@@ -1171,11 +1179,11 @@ def _record(
 
 
 def _held(
-    named: list[tuple[str, nn.Module]], session: _Session, inputs: Any, device: str, optimizer: str | None
+    named: list[tuple[str, nn.Module]], session: _Session, device: str, optimizer: str | None
 ) -> tuple[Lifetimes, Step | None]:
-    """What exists before a pass whose memory is tracked: parameters, buffers and inputs (as
-    the pass sees them: stand-ins in zero compute) and, for a training step, the optimizer's
-    state, made on meta by a warm-up update outside the pass."""
+    """What exists before a pass whose memory is tracked, the inputs aside: parameters and
+    buffers (as the pass sees them: stand-ins in zero compute) and, for a training step, the
+    optimizer's state, made on meta by a warm-up update outside the pass."""
     stand_ins = session._stand_ins or {}
     lifetimes = Lifetimes(device)
     params = [stand_ins.get(id(p), p) for _, m in named for p in m._parameters.values() if p is not None]
@@ -1183,13 +1191,11 @@ def _held(
     lifetimes.hold(
         [stand_ins.get(id(b), b) for _, m in named for b in m._buffers.values() if b is not None], "buffer"
     )
-    lifetimes.hold(inputs, "input")
     step = None
     if optimizer is not None:
         unique = {id(p): p for p in params if p.requires_grad}
         step = Step(optimizer, list(unique.values()), device, keys=list(unique))
         lifetimes.hold(step.state(), "optimizer")
-    lifetimes.mark("held")
     return lifetimes, step
 
 
