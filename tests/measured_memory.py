@@ -41,6 +41,11 @@ def _tensors(value: Any, seen: set[int]) -> list[torch.Tensor]:
     return [t for item in items for t in _tensors(item, seen)]
 
 
+def _model_tensors(model: nn.Module) -> list[Any]:
+    """Parameters, buffers and every tensor the modules hold in attributes (caches)."""
+    return [list(model.parameters()), list(model.buffers()), [vars(m) for m in model.modules()]]
+
+
 def held_bytes(*values: Any) -> int:
     """Bytes of the storages the values hold, each once."""
     seen: dict[int, int] = {}
@@ -77,14 +82,13 @@ def inference_peak(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, An
     """Bytes at the peak of one forward in eval mode under no_grad."""
     kwargs = kwargs or {}
     model.eval()
-    held = held_bytes(list(model.parameters()), list(model.buffers()), args, kwargs)
 
     def run() -> None:
         with torch.no_grad():
             model(*args, **kwargs)
 
     run()  # warm-up: lazy caches, oneDNN's first-call allocations
-    return held + _peak_of(run)
+    return held_bytes(_model_tensors(model), args, kwargs) + _peak_of(run)  # the caches held too
 
 
 def training_peak(
@@ -110,7 +114,7 @@ def training_peak(
     run()
     model.zero_grad(set_to_none=True)
     state = [list(s.values()) for s in opt.state.values()] if opt is not None else []
-    held = held_bytes(list(model.parameters()), list(model.buffers()), args, kwargs, state)
+    held = held_bytes(_model_tensors(model), args, kwargs, state)
     peak = _peak_of(run)
     model.zero_grad(set_to_none=True)
     return held + peak

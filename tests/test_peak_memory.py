@@ -350,3 +350,25 @@ def test_a_decoding_step_holds_the_cache_once() -> None:
         # tokens x 64 floats) and the one int64 token
         params = sum(p.numel() for p in model.parameters()) * 4
         assert memory.held_bytes == params + 2 * 2 * 300 * 64 * 4 + 8
+
+
+def test_tensors_a_module_holds_in_attributes_are_held() -> None:
+    # a cache of 1,000 floats in a plain dict attribute (as timm's LeViT keeps its attention
+    # biases) and a list of tensors: memory the device holds beside the parameters and buffers
+    class Cached(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.linear = nn.Linear(100, 10)
+            self.cache = {"cpu": torch.zeros(1000)}
+            self.extra = [torch.zeros(50), self.linear.weight]  # the weight only once
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.linear(x) + self.cache["cpu"][:10]
+
+    model, x = Cached(), torch.randn(8, 100)
+    params = (100 * 10 + 10) * F32
+    for compute in (True, False):
+        memory = convprof.profile(model, x, memory=True, compute=compute).memory
+        assert memory is not None
+        assert memory.held_bytes == params + (1000 + 50) * F32 + INPUT, compute
+    assert convprof.profile(model, x, memory=True).memory.peak_bytes == inference_peak(model, (x,))  # type: ignore[union-attr]

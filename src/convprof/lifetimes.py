@@ -65,6 +65,11 @@ def _tensors(value: Any, depth: int, seen: set[int]) -> Any:
         yield from _tensors(item, depth + 1, seen)
 
 
+def tensors_in(value: Any) -> list[torch.Tensor]:
+    """Every tensor in ``value``, its containers and its plain objects' attributes."""
+    return list(_tensors(value, 0, set()))
+
+
 def _storage(tensor: torch.Tensor) -> torch.UntypedStorage | None:
     """A dense tensor's storage; None for layouts without one (sparse, nested, wrappers)."""
     if tensor.layout is not torch.strided or tensor.is_nested:
@@ -124,7 +129,7 @@ class Lifetimes:
         """Storages that exist before the pass (parameters, buffers, inputs, optimizer state):
         each once, under the first role given. Inputs are looked for inside the objects that
         hold them too (a transformers key/value cache), as the pass's copy of them does."""
-        for tensor in _tensors(value, 0, set()):
+        for tensor in tensors_in(value):
             storage = _storage(tensor)
             if storage is not None and self._index(storage) is None:
                 self._add(storage, role, -1)

@@ -72,7 +72,7 @@ from torch.utils._pytree import tree_leaves
 
 from convprof import fused_attention
 from convprof.formulas import OpClass, classify, is_quiet, module_formula, moves_memory
-from convprof.lifetimes import Lifetimes
+from convprof.lifetimes import Lifetimes, tensors_in
 from convprof.meta_shapes import (
     ModuleShortcut,
     Shortcut,
@@ -727,6 +727,9 @@ class _DeviceAttention(TorchFunctionMode):
 _SDPA = torch.nn.functional.scaled_dot_product_attention
 
 
+_TABLES = frozenset({"_parameters", "_buffers", "_modules"})
+
+
 # The dispatch-mode stack itself. PyTorch's _pop_mode, _push_mode and _get_current_dispatch_mode
 # wrap these in Python for modes with a dispatch key (this one has none), which is 2 us more per
 # quiet module in a computing pass.
@@ -1191,6 +1194,10 @@ def _held(
     lifetimes.hold(
         [stand_ins.get(id(b), b) for _, m in named for b in m._buffers.values() if b is not None], "buffer"
     )
+    # tensors a module holds in plain attributes (a cache of attention biases, a list of its
+    # weights): memory the device holds too, counted with the buffers, each storage once
+    attributes = [{k: v for k, v in vars(m).items() if k not in _TABLES} for _, m in named]
+    lifetimes.hold([stand_ins.get(id(t), t) for t in tensors_in(attributes)], "buffer")
     step = None
     if optimizer is not None:
         unique = {id(p): p for p in params if p.requires_grad}
