@@ -207,3 +207,19 @@ def test_fit_on_a_model_that_needs_values_says_how(capsys: pytest.CaptureFixture
     # the rest grows with the batch
     assert main(["profile", "tests.test_peak_cli:Gate", "--input", "4,16", "--fit", "1MiB", "--compute"]) == 0
     assert "Fit:          batch " in capsys.readouterr().out
+
+
+def test_check_holds_the_peak_to_the_baseline(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = tmp_path / "pyproject.toml"
+    entry = '[[tool.convprof.models]]\nname = "mlp"\nmodel = "tests.test_peak_cli:mlp"\ninput = [8, 100]\n'
+    config.write_text(entry + 'max_peak_bytes = "1MiB"\npeak_device = "cpu"\n')
+    base = tmp_path / "base.json"
+    assert main(["check", "--config", str(config), "--write-baseline", str(base)]) == 0
+    capsys.readouterr()
+    # the same model for CUDA's allocator: params and MACs as they were, the peak 104,840 ->
+    # 107,008 bytes (every storage rounded to 512), +2.07%
+    config.write_text(entry + 'max_peak_bytes = "1MiB"\npeak_device = "cuda"\n')
+    assert main(["check", "--config", str(config), "--baseline", str(base), "--tolerance", "3"]) == 0
+    out = capsys.readouterr().out
+    assert f"peak_bytes vs baseline {peak_at(8):,}" in out and "107,008" in out
+    assert main(["check", "--config", str(config), "--baseline", str(base), "--tolerance", "2"]) == 1

@@ -796,10 +796,18 @@ def _cmd_check(args: argparse.Namespace) -> int:
             table.append([entry.name, "coverage", "incomplete", ops, "", "allowed" if ok else "FAIL"])
         if entry.name in base:
             # FLOPs are 2 x MACs: a FLOPs row against the baseline would repeat the MACs row; a
-            # training step is compared when both counted one (a max_train_macs budget)
+            # training step is compared when both counted one (a max_train_macs budget), the
+            # peak when both predicted one (a max_peak_bytes budget)
             held = base[entry.name]
-            for metric in ("params", "macs", *(("train_macs",) if report.backward and held.backward else ())):
-                old, new = getattr(held.total, metric), getattr(report.total, metric)
+            figures = {
+                metric: (getattr(held.total, metric), getattr(report.total, metric))
+                for metric in ("params", "macs")
+            }
+            if report.backward and held.backward:
+                figures["train_macs"] = (held.total.train_macs, report.total.train_macs)
+            if report.memory is not None and held.memory is not None:  # a max_peak_bytes budget on both
+                figures["peak_bytes"] = (held.memory.peak_bytes, report.memory.peak_bytes)
+            for metric, (old, new) in figures.items():
                 limit = int(old * (1 + args.tolerance))
                 check = Check("total", metric, new, max(limit, old))
                 bad |= not check.ok
