@@ -100,6 +100,10 @@ def test_training_step_without_optimizer_peaks_at_the_last_gradient() -> None:
     assert memory.peak_bytes == PARAMS + INPUT + PARAMS + OUTPUT + HIDDEN + 4 + 4 == 187_608
     assert memory.held_at_peak("gradient") == PARAMS
     assert memory.held_at_peak("activation") == 0
+    # the rows say it too: the first Linear's gradient holds the peak, and so its container
+    report = convprof.profile(mlp(), X, memory=True, compute=False, backward=True)
+    peaks = {layer.name: layer.peak_bytes for layer in report.layers}
+    assert peaks[""] == peaks["0"] == 187_608 and max(peaks.values()) == 187_608
 
 
 class InPlace(nn.Module):

@@ -194,6 +194,8 @@ def count(trace: Trace) -> Report:
                 seen.add(param.key)
                 row.params += param.numel
                 row.trainable_params += param.numel if param.trainable else 0
+    if peaks:  # a container ran while anything below it did (its children's gradients too)
+        _inherit_peaks(ordered)
     layers = tuple(row.freeze() for row in ordered if row.calls or row.params)
     sizes = _sizes(trace)
     return Report(
@@ -214,6 +216,18 @@ def count(trace: Trace) -> Report:
         backward=trace.backward,
         memory=memory,
     )
+
+
+def _inherit_peaks(rows: list[_Row]) -> None:
+    """Each row's peak at least its descendants' (by name prefix, as ``Report.inclusive``)."""
+    highest: dict[str, int] = {}
+    for row in rows:
+        parts = row.info.name.split(".") if row.info.name else []
+        for depth in range(len(parts) + 1):
+            key = ".".join(parts[:depth])
+            highest[key] = max(highest.get(key, 0), row.peak_bytes)
+    for row in rows:
+        row.peak_bytes = highest.get(row.info.name, row.peak_bytes)
 
 
 def _memory(trace: Trace) -> tuple[Memory | None, list[int]]:

@@ -45,8 +45,15 @@ def _category(trace: MemoryTrace, index: int, forward_end: int, training: bool) 
 
 
 def call_peaks(trace: MemoryTrace, level: list[int]) -> list[int]:
-    """The highest level while each module call ran (from the level it started at)."""
-    return [max(level[opened : closed + 1]) for opened, closed in trace.calls]
+    """The highest level while each module call ran (from the level it started at), its
+    gradient in a backward pass included: the level after each allocation the call's autograd
+    nodes made (a peak is always reached at an allocation, and a node runs alone)."""
+    peaks = [max(level[opened : closed + 1]) for opened, closed in trace.calls]
+    backward = dict(trace.marks).get("forward", trace.ticks)
+    for owner, made in zip(trace.owners, trace.made, strict=True):
+        if owner >= 0 and made >= backward:
+            peaks[owner] = max(peaks[owner], level[made + 1])
+    return peaks
 
 
 def summarize(trace: MemoryTrace, level: list[int], names: list[str]) -> Memory:

@@ -106,8 +106,9 @@ class Layer(_Derived):
     grad_input_macs: int = 0
     grad_weight_macs: int = 0
     trainable_params: int = 0  # of ``params``, those that require grad
-    # With peak memory (Report.memory): the most bytes alive while this module ran (any call),
-    # everything held before it included; a container's covers its children's.
+    # With peak memory (Report.memory): the most bytes alive while this module ran (any call,
+    # and its gradient in a training step), everything held before it included; a container's
+    # covers its children's.
     peak_bytes: int = 0
 
     @property
