@@ -223,3 +223,27 @@ def test_check_holds_the_peak_to_the_baseline(tmp_path: Path, capsys: pytest.Cap
     out = capsys.readouterr().out
     assert f"peak_bytes vs baseline {peak_at(8):,}" in out and "107,008" in out
     assert main(["check", "--config", str(config), "--baseline", str(base), "--tolerance", "2"]) == 1
+
+
+def test_diff_compares_the_peak_when_both_reports_predicted_one(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    old, new, plain = tmp_path / "old.json", tmp_path / "new.json", tmp_path / "plain.json"
+    for path, batch, extra in ((old, 8, ["--peak-memory"]), (new, 10, ["--peak-memory"]), (plain, 10, [])):
+        assert (
+            main(
+                ["profile", "tests.test_peak_cli:mlp", "--input", f"{batch},100", "--format", "json", *extra]
+            )
+            == 0
+        )
+        path.write_text(capsys.readouterr().out)
+    assert main(["diff", str(old), str(new)]) == 0
+    rows = {
+        line.split()[1]: line.split()[2:]
+        for line in capsys.readouterr().out.splitlines()[2:7]
+        if line.strip()
+    }
+    # 104,840 -> 108,840 bytes: two more rows of 400 + 2 x 800 bytes
+    assert rows["peak_bytes"] == [f"{peak_at(8):,}", f"{peak_at(10):,}", "+4,000", "+3.82%"]
+    assert main(["diff", str(old), str(plain)]) == 0
+    assert "peak_bytes" not in capsys.readouterr().out  # one side predicted none

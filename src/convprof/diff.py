@@ -31,15 +31,25 @@ class ModelDiff:
     new: Totals | None
     layers: tuple[LayerChange, ...] = ()
     backward: bool = False  # both sides counted a backward pass: their train_macs compare
+    peak: tuple[int, int] | None = None  # (old, new) predicted peak bytes, when both predicted one
 
     @property
     def metrics(self) -> tuple[str, ...]:
-        """What the diff compares: params, MACs and FLOPs, and the training step when both
-        reports counted one (without a backward pass it would only repeat the MACs)."""
-        return ("params", "macs", "flops", *(("train_macs",) if self.backward else ()))
+        """What the diff compares: params, MACs and FLOPs, the training step when both
+        reports counted one (without a backward pass it would only repeat the MACs), and the
+        peak memory when both predicted it."""
+        return (
+            "params",
+            "macs",
+            "flops",
+            *(("train_macs",) if self.backward else ()),
+            *(("peak_bytes",) if self.peak is not None else ()),
+        )
 
     def metric(self, metric: str) -> tuple[int, int]:
         """(old, new) of one of :attr:`metrics`; 0 for a side that is missing."""
+        if metric == "peak_bytes" and self.peak is not None:
+            return self.peak
 
         def value(totals: Totals | None) -> int:
             return 0 if totals is None else getattr(totals, metric)
@@ -86,7 +96,14 @@ def compare(old: Mapping[str, Report], new: Mapping[str, Report]) -> tuple[Model
         before, after = old.get(name), new.get(name)
         layers = _layer_changes(before, after) if before and after else ()
         both = bool(before and after and before.backward and after.backward)
+        peak = (
+            (before.memory.peak_bytes, after.memory.peak_bytes)
+            if before and after and before.memory is not None and after.memory is not None
+            else None
+        )
         diffs.append(
-            ModelDiff(name, before.total if before else None, after.total if after else None, layers, both)
+            ModelDiff(
+                name, before.total if before else None, after.total if after else None, layers, both, peak
+            )
         )
     return tuple(diffs)
