@@ -95,3 +95,17 @@ def test_dynamic_quantized_linear_and_lstm() -> None:
     # weights and both biases of each layer, packed inside the cells' saved state
     assert report.total.params == (64 * 8 + 64 * 16 + 2 * 64) + (64 * 16 + 64 * 16 + 2 * 64)
     assert report.complete
+
+
+def test_dynamic_quantized_model_in_zero_compute_is_a_clear_refusal() -> None:
+    # quantized::linear_dynamic has no meta kernel: zero compute says so, naming the quantized
+    # layer (its class is called Linear, as the float one), and "auto" counts it for real
+    model = torch.ao.quantization.quantize_dynamic(
+        nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 4)), {nn.Linear}, dtype=torch.qint8
+    )
+    with pytest.raises(convprof.ValuesNeeded) as caught:
+        convprof.profile(model, torch.randn(2, 16), compute=False)
+    message = str(caught.value)
+    assert "module '0' (torch.ao.nn.quantized.dynamic.Linear)" in message
+    assert "no meta implementation of quantized.linear_dynamic" in message
+    assert convprof.profile(model, torch.randn(2, 16), compute="auto").total.macs == 2 * 16 * 32 + 2 * 32 * 4

@@ -1292,7 +1292,7 @@ def _forward_error(
 ) -> ForwardError:
     running = session.failed or (session.stack[-1] if session.stack else None)
     where = (
-        f"in module '{running.name or '(root)'}' ({type(dict(named)[running.name]).__name__}) "
+        f"in module '{running.name or '(root)'}' ({_type_label(dict(named)[running.name])}) "
         f"{_describe(running, dict(named)[running.name], exc)}"
         if running is not None
         else "outside any module"
@@ -1314,9 +1314,15 @@ def _forward_error(
             f"zero-compute pass of {type(model).__name__} stopped {where}: {type(exc).__name__}: "
             f"{_gist(exc)}; the model needs real tensors there: profile with compute=True and real inputs"
         )
-    if not computing and op is not None and isinstance(exc, NotImplementedError) and "Meta" in str(exc):
+    if (
+        not computing
+        and op is not None
+        and isinstance(exc, NotImplementedError)
+        and ("Meta" in str(exc) or "fake impl" in str(exc))
+    ):
         # No meta kernel: the operator cannot run without data (nested tensors from a mask,
-        # some custom and backend-specific operators), which is the same remedy.
+        # some custom and backend-specific operators, the dynamically quantized kernels, whose
+        # error speaks of a missing "fake impl"), which is the same remedy.
         return ValuesNeeded(
             f"zero-compute pass of {type(model).__name__} stopped {where}: PyTorch has no meta "
             f"implementation of {op}, so it needs real tensors; profile with compute=True and real inputs"
@@ -1324,6 +1330,17 @@ def _forward_error(
     return ForwardError(
         f"forward pass of {type(model).__name__} failed {where}: {type(exc).__name__}: {_gist(exc)}"
     )
+
+
+def _type_label(module: nn.Module) -> str:
+    """A module's class as an error names it: a quantized one with its package, since its
+    plain name (``Linear``) reads as the float layer's."""
+    kind = type(module)
+    if ".quantized." not in f"{kind.__module__}.":
+        return kind.__name__
+    parts = kind.__module__.split(".")
+    package = ".".join(parts[: parts.index("modules")] if "modules" in parts else parts)
+    return f"{package}.{kind.__name__}"
 
 
 def _gist(exc: Exception) -> str:
