@@ -35,6 +35,7 @@ is shown.
 
 from __future__ import annotations
 
+import functools
 import weakref
 from typing import Any
 
@@ -182,10 +183,10 @@ class Lifetimes:
                 if index is not None and not self.roles[index]:
                     self.roles[index] = role
 
-    def close(self, calls: list[tuple[int, int]], device: str, optimizer: str | None) -> MemoryTrace:
+    def close(self, calls: list[tuple[int, int]], optimizer: str | None) -> MemoryTrace:
         """Stop watching (late frees are not events of the pass) and hand over the facts;
-        ``calls`` is the (open, close) tick of every module call, in call order; ``device``
-        the one whose allocator is predicted (CUDA's rounds every block up to 512 bytes)."""
+        ``calls`` is the (open, close) tick of every module call, in call order. The block is
+        the predicted device's allocator's (CUDA's rounds every block up to 512 bytes)."""
         self._open = False
         self._known.clear()
         return MemoryTrace(
@@ -197,15 +198,21 @@ class Lifetimes:
             ticks=self.ticks,
             marks=tuple(sorted(self.marks.items(), key=lambda item: item[1])),
             calls=tuple(calls),
-            block=512 if device == "cuda" else 1,
+            block=512 if self.device == "cuda" else 1,
             optimizer=optimizer,
-            device=device,
+            device=self.device,
         )
+
+
+@functools.cache
+def _vector_width() -> int:
+    """Floats in one of this CPU's vector registers, as oneDNN blocks channels (read once)."""
+    return 16 if torch.backends.cpu.get_cpu_capability().startswith("AVX512") else 8
 
 
 def _padded(channels: int) -> int:
     """Channels as oneDNN's blocked layout holds them: up to the vector width in floats."""
-    block = 16 if torch.backends.cpu.get_cpu_capability().startswith("AVX512") else 8
+    block = _vector_width()
     return -(-channels // block) * block
 
 

@@ -94,7 +94,7 @@ from convprof.records import (
     TensorMeta,
     Trace,
 )
-from convprof.state import HeldSignals, ModelState, Values
+from convprof.state import TABLES, HeldSignals, ModelState, Values
 from convprof.units import format_shape
 
 _VALUE_TAGS = (torch.Tag.data_dependent_output, torch.Tag.dynamic_output_shape)
@@ -727,9 +727,6 @@ class _DeviceAttention(TorchFunctionMode):
 _SDPA = torch.nn.functional.scaled_dot_product_attention
 
 
-_TABLES = frozenset({"_parameters", "_buffers", "_modules"})
-
-
 # The dispatch-mode stack itself. PyTorch's _pop_mode, _push_mode and _get_current_dispatch_mode
 # wrap these in Python for modes with a dispatch key (this one has none), which is 2 us more per
 # quiet module in a computing pass.
@@ -1116,9 +1113,7 @@ def _record(
                     if lifetimes is not None:
                         _step(lifetimes, step, grads)
                 if lifetimes is not None:
-                    memory_trace = lifetimes.close(
-                        [(f.opened, f.closed) for f in session.calls], memory or "cpu", optimizer
-                    )
+                    memory_trace = lifetimes.close([(f.opened, f.closed) for f in session.calls], optimizer)
             finally:
                 held.hold()  # from here until the model is back, an interrupt waits
                 session.finish()
@@ -1196,7 +1191,7 @@ def _held(
     )
     # tensors a module holds in plain attributes (a cache of attention biases, a list of its
     # weights): memory the device holds too, counted with the buffers, each storage once
-    attributes = [{k: v for k, v in vars(m).items() if k not in _TABLES} for _, m in named]
+    attributes = [{k: v for k, v in vars(m).items() if k not in TABLES} for _, m in named]
     lifetimes.hold([stand_ins.get(id(t), t) for t in tensors_in(attributes)], "buffer")
     step = None
     if optimizer is not None:

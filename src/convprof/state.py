@@ -30,7 +30,8 @@ from typing import Any
 import torch
 from torch import nn
 
-_TABLES = ("_parameters", "_buffers", "_modules")
+# A module's tables of parameters, buffers and children (the recorder walks what is beside them).
+TABLES = ("_parameters", "_buffers", "_modules")
 # nn.Module's own attributes (its tables, hook dicts): the containers a model adds are the
 # ones whose contents are put back; the tables are put back by identity above.
 _OWN_CONTAINERS = frozenset(vars(nn.Module()))
@@ -122,7 +123,7 @@ class ModelState:
                 module.__class__ = cls
             state = module.__dict__
             _put_back(state, attrs)
-            for name, saved in zip(_TABLES, tables, strict=True):
+            for name, saved in zip(TABLES, tables, strict=True):
                 table = state[name]
                 if saved is not None:
                     _put_back(table, saved)
