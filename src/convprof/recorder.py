@@ -72,7 +72,7 @@ from torch.utils._pytree import tree_leaves
 
 from convprof import fused_attention
 from convprof.formulas import OpClass, classify, is_quiet, module_formula, moves_memory
-from convprof.lifetimes import Lifetimes, tensors_in
+from convprof.lifetimes import Lifetimes, tensors_in, unfollowed_kernel
 from convprof.meta_shapes import (
     ModuleShortcut,
     Shortcut,
@@ -1050,6 +1050,12 @@ def _record(
         raise ValuesNeeded(
             f"zero-compute backward pass of {type(model).__name__}: a TorchScript module's gradient "
             "runs inside TorchScript and needs real tensors; profile with compute=True and real inputs"
+        )
+    unfollowed = unfollowed_kernel(named, memory) if memory is not None and not computing else None
+    if unfollowed is not None:
+        raise ValuesNeeded(
+            f"zero-compute peak memory of {type(model).__name__}: {unfollowed}; profile with "
+            "compute=True and real inputs"
         )
     state = ModelState([m for _, m in named])
     if computing:

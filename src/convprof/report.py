@@ -214,7 +214,7 @@ class Memory:
             "each storage rounded up to CUDA's 512-byte blocks"
             if self.block > 1
             else "each storage at its size (the CPU allocator does not round), with oneDNN's "
-            "convolution copies and BLAS's operand copies"
+            "convolution and LSTM copies and BLAS's operand copies"
         )
         return MEMORY_CONVENTION.format(rounding=rounding)
 
