@@ -10,13 +10,16 @@ input already on the device), beside the prediction. Prints a Markdown table; ex
 prediction is more than ``--tolerance`` percent off.
 
 Usage: PYTHONPATH=src python scripts/cuda_memory_check.py [--tolerance 5] [--device cpu (a dry run)]
+       [--autocast bfloat16] (the forward under autocast: checks convprof's CUDA autocast policy)
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -28,14 +31,20 @@ from measured_memory import OPTIMIZERS, inference_peak, loss_of, training_peak
 import convprof
 
 
-def cuda_peak(model: nn.Module, x: torch.Tensor, training: bool) -> int:
-    """max_memory_allocated() of one pass, after a warm-up pass (cuDNN's choice, the state)."""
+def cuda_peak(model: nn.Module, x: torch.Tensor, training: bool, autocast: torch.dtype | None = None) -> int:
+    """max_memory_allocated() of one pass, after a warm-up pass (cuDNN's choice, the state);
+    the forward under CUDA's autocast to ``autocast`` when given."""
+
+    def region() -> Any:
+        return torch.autocast("cuda", dtype=autocast) if autocast is not None else contextlib.nullcontext()
+
     if not training:
         model.eval()
-        with torch.no_grad():
+        with torch.no_grad(), region():
             model(x)
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        with torch.no_grad(), region():
             model(x)
         torch.cuda.synchronize()
         return int(torch.cuda.max_memory_allocated())
@@ -45,7 +54,8 @@ def cuda_peak(model: nn.Module, x: torch.Tensor, training: bool) -> int:
         if step:
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
-        output = model(x)
+        with region():
+            output = model(x)
         loss_of(output).backward()
         opt.step()
         del output
@@ -62,7 +72,9 @@ def main() -> int:
         "--models", default="resnet18,resnet50,mobilenet_v2,efficientnet_b0,vit_b_16,convnext_tiny"
     )
     parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--autocast", choices=["bfloat16", "float16"], help="the forward under autocast")
     options = parser.parse_args()
+    autocast = getattr(torch, options.autocast) if options.autocast else None
     import torchvision
 
     failed = 0
@@ -79,13 +91,16 @@ def main() -> int:
                 compute=False,
                 backward=training,
                 optimizer="adam" if training else None,
+                autocast=autocast,
             ).memory
             assert predicted is not None
             if options.device == "cuda":
                 model, x = model.cuda(), x.cuda()
-                measured = cuda_peak(model, x, training)
-            else:  # a dry run of the script: the CPU oracle of the tests
-                measured = training_peak(model, (x,)) if training else inference_peak(model, (x,))
+                measured = cuda_peak(model, x, training, autocast)
+            elif training:  # a dry run of the script: the CPU oracle of the tests
+                measured = training_peak(model, (x,), autocast=autocast)
+            else:
+                measured = inference_peak(model, (x,), autocast=autocast)
             error = 100 * (predicted.peak_bytes / measured - 1)
             failed += abs(error) > options.tolerance
             step = "Adam step" if training else "inference"

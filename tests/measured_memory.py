@@ -8,6 +8,7 @@ of those events. Nothing of convprof runs here.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from typing import Any
 
@@ -78,13 +79,24 @@ def loss_of(output: Any) -> torch.Tensor:
     return sum(parts[1:], parts[0])
 
 
-def inference_peak(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any] | None = None) -> int:
-    """Bytes at the peak of one forward in eval mode under no_grad."""
+def _region(autocast: torch.dtype | None) -> Any:
+    """The forward's mixed-precision region: CPU autocast to ``autocast``, or none."""
+    return torch.autocast("cpu", dtype=autocast) if autocast is not None else contextlib.nullcontext()
+
+
+def inference_peak(
+    model: nn.Module,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any] | None = None,
+    autocast: torch.dtype | None = None,
+) -> int:
+    """Bytes at the peak of one forward in eval mode under no_grad (under the CPU's autocast
+    to ``autocast``, when given)."""
     kwargs = kwargs or {}
     model.eval()
 
     def run() -> None:
-        with torch.no_grad():
+        with torch.no_grad(), _region(autocast):
             model(*args, **kwargs)
 
     run()  # warm-up: lazy caches, oneDNN's first-call allocations
@@ -96,16 +108,19 @@ def training_peak(
     args: tuple[Any, ...],
     kwargs: dict[str, Any] | None = None,
     optimizer: str | None = "adam",
+    autocast: torch.dtype | None = None,
 ) -> int:
     """Bytes at the peak of a steady-state training step: zero_grad(set_to_none=True), the
-    forward in training mode, the sum of the floating outputs' backward and the update (after
-    one warm-up step, so the optimizer's state exists, as in every step after the first)."""
+    forward in training mode (under the CPU's autocast to ``autocast``, when given), the sum of
+    the floating outputs' backward and the update (after one warm-up step, so the optimizer's
+    state exists, as in every step after the first)."""
     kwargs = kwargs or {}
     model.train()
     opt = OPTIMIZERS[optimizer](model.parameters()) if optimizer else None
 
     def run() -> None:
-        output = model(*args, **kwargs)  # held to the end of the step, as a training loop holds it
+        with _region(autocast):
+            output = model(*args, **kwargs)  # held to the end of the step, as a training loop holds it
         loss_of(output).backward()
         if opt is not None:
             opt.step()

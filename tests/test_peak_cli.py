@@ -83,6 +83,10 @@ def test_fit_that_fails_at_batch_one_exits_1(capsys: pytest.CaptureFixture[str])
         (["--columns", "name,peak"], "column 'peak' needs peak memory (--peak-memory)"),
         (["--optimizer", "lion"], "invalid choice: 'lion'"),
         (["--peak-memory", "--time"], "--time does not go with peak memory"),
+        (
+            ["--autocast", "bfloat16", "--time"],
+            "--time measures the model as it is: it does not go with --autocast",
+        ),
     ],
 )
 def test_bad_peak_options_exit_2(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
@@ -247,3 +251,45 @@ def test_diff_compares_the_peak_when_both_reports_predicted_one(
     assert rows["peak_bytes"] == [f"{peak_at(8):,}", f"{peak_at(10):,}", "+4,000", "+3.82%"]
     assert main(["diff", str(old), str(plain)]) == 0
     assert "peak_bytes" not in capsys.readouterr().out  # one side predicted none
+
+
+# Under autocast to bfloat16 (the CPU's policy) at batch 8: the float32 parameters and input,
+# every weight's bfloat16 copy (cached for the forward), the ReLU's bfloat16 output and the
+# second Linear's, at its output (tests/test_autocast.py has the derivation)
+AUTOCAST_PEAK = PARAMS + 3_200 + PARAMS // 2 + 8 * 200 * 2 + 8 * 10 * 2  # 139,820
+
+
+def test_profile_autocast(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = [
+        "profile",
+        "tests.test_peak_cli:mlp",
+        "--input",
+        "8,100",
+        "--peak-memory",
+        "--autocast",
+        "bfloat16",
+    ]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert f"Peak memory:  {format_binary_bytes(AUTOCAST_PEAK)} ({AUTOCAST_PEAK:,} bytes)" in out
+    assert "inference (no_grad) under autocast (bfloat16) on cpu" in out
+
+
+def test_budgets_hold_the_autocast_peak(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    x = torch.randn(8, 100)
+    report = convprof.assert_budget(mlp(), x, max_peak_bytes=AUTOCAST_PEAK, device="cpu", autocast="bfloat16")
+    assert report.memory is not None and report.memory.peak_bytes == AUTOCAST_PEAK == 139_820
+    with pytest.raises(convprof.BudgetExceeded):
+        convprof.assert_budget(mlp(), x, max_peak_bytes=AUTOCAST_PEAK - 1, device="cpu", autocast="bfloat16")
+    config = tmp_path / "pyproject.toml"
+    config.write_text(
+        "[[tool.convprof.models]]\n"
+        'name = "mlp-amp"\nmodel = "tests.test_peak_cli:mlp"\ninput = [8, 100]\n'
+        f'max_peak_bytes = {AUTOCAST_PEAK}\npeak_device = "cpu"\nautocast = "bfloat16"\n'
+    )
+    assert main(["check", "--config", str(config)]) == 0
+    row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("mlp-amp"))
+    assert row.split()[1:3] == ["peak_bytes", f"{AUTOCAST_PEAK:,}"]
+    config.write_text(config.read_text().replace('"bfloat16"', '"int8"'))
+    assert main(["check", "--config", str(config)]) == 2
+    assert "autocast must be 'bfloat16' or 'float16', got 'int8'" in capsys.readouterr().err

@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from convprof.autocast import DTYPES
 from convprof.counter import count
 from convprof.recorder import ForwardError, collector_paused, record
 from convprof.report import OPTIMIZERS, Report
@@ -36,6 +37,7 @@ def profile(
     loss: Callable[[Any], torch.Tensor] | None = None,
     memory: bool | str = False,
     optimizer: str | None = None,
+    autocast: str | torch.dtype | None = None,
 ) -> Report:
     """Params, MACs and FLOPs of ``model(*args, **kwargs)``, per layer and in total.
 
@@ -68,6 +70,12 @@ def profile(
     mode, backward, gradients held) and, with ``optimizer`` (``"sgd"``, ``"momentum"``,
     ``"adam"`` or ``"adamw"``), the optimizer's state and update. The allocator predicted is
     the model's device's (a model on meta: CUDA's); ``memory="cuda"`` or ``"cpu"`` names it.
+
+    ``autocast="bfloat16"`` (or ``"float16"``, or the torch dtype) runs the forward under mixed
+    precision, as ``torch.autocast`` would on the device memory is predicted for (else the
+    model's; on meta CUDA's), with and without arithmetic: the products in that dtype, the
+    weights' copies in it held for the forward, float32 where the device's policy says. The
+    backward and the optimizer's update run outside it, as in a training loop.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"convprof.profile: model must be a torch.nn.Module, got {type(model).__name__}")
@@ -84,6 +92,8 @@ def profile(
         raise TypeError(f"convprof.profile: loss must be a function of the output, got {type(loss).__name__}")
     device = _memory_device(model, memory, optimizer, backward)
     options: dict[str, Any] = {"backward": backward, "loss": loss, "memory": device, "optimizer": optimizer}
+    if autocast is not None:
+        options["autocast"] = (_autocast_dtype(autocast), device or _memory_device(model, True, None, False))
     if compute == "auto":
         try:
             with collector_paused():
@@ -103,6 +113,17 @@ def profile(
                 f"e.g. convprof.profile(model, torch.randn({shape}))"
             ) from exc
         raise
+
+
+def _autocast_dtype(autocast: str | torch.dtype) -> torch.dtype:
+    """The lower-precision dtype ``autocast=`` names."""
+    if isinstance(autocast, torch.dtype) and autocast in DTYPES.values():
+        return autocast
+    if isinstance(autocast, str) and autocast.removeprefix("torch.") in DTYPES:
+        return DTYPES[autocast.removeprefix("torch.")]
+    raise ValueError(
+        f"convprof.profile: autocast must be a lower-precision dtype (bfloat16 or float16), got {autocast!r}"
+    )
 
 
 def _memory_device(model: nn.Module, memory: bool | str, optimizer: str | None, backward: bool) -> str | None:

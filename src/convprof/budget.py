@@ -74,6 +74,7 @@ class Budget:
     allow_incomplete: bool = False
     optimizer: str | None = None  # max_peak_bytes is a training step's, with this optimizer
     device: str = "cuda"  # whose allocator max_peak_bytes is predicted for
+    autocast: str | None = None  # the profile's forward runs under mixed precision to this dtype
 
     def _any(self, key: str) -> bool:
         return any(
@@ -103,6 +104,7 @@ class Budget:
         allow_incomplete: bool = False,
         optimizer: str | None = None,
         device: str = "cuda",
+        autocast: str | None = None,
         where: str = "budget",
     ) -> Budget:
         given = {"max_params": max_params, "max_macs": max_macs, "max_flops": max_flops}
@@ -113,6 +115,8 @@ class Budget:
             raise ValueError(
                 f"{where}: unknown optimizer {optimizer!r} (expected one of {', '.join(OPTIMIZERS)})"
             )
+        if autocast is not None and autocast not in ("bfloat16", "float16"):
+            raise ValueError(f"{where}: autocast must be 'bfloat16' or 'float16', got {autocast!r}")
         if device not in ("cpu", "cuda"):
             raise ValueError(
                 f"{where}: device must be 'cuda' or 'cpu' (the allocator predicted), got {device!r}"
@@ -131,7 +135,7 @@ class Budget:
             (pattern, Limits.parse(limits, f"{where}: layers[{pattern!r}]"))
             for pattern, limits in (layers or {}).items()
         )
-        budget = cls(total, per_layer, allow_incomplete, optimizer, device)
+        budget = cls(total, per_layer, allow_incomplete, optimizer, device, autocast)
         if optimizer is not None and not budget.needs_memory:
             raise ValueError(
                 f"{where}: optimizer {optimizer!r} is for a max_peak_bytes limit, and none is set"
@@ -330,6 +334,7 @@ def assert_budget(
     loss: Callable[[Any], Any] | None = None,
     optimizer: str | None = None,
     device: str = "cuda",
+    autocast: str | None = None,
 ) -> Report:
     """Profile once and return the report when every limit holds; else raise BudgetExceeded.
 
@@ -337,7 +342,8 @@ def assert_budget(
     limits (``{"features.*": {"max_macs": "200M"}}``). A ``max_train_macs`` limit (total or
     per layer) profiles a backward pass too, of ``loss(output)`` when given. A
     ``max_peak_bytes`` limit (``"20GiB"``) holds the predicted peak memory for ``device``'s
-    allocator: of an inference forward, or with ``optimizer`` of a training step.
+    allocator: of an inference forward, or with ``optimizer`` of a training step;
+    ``autocast`` (``"bfloat16"``, ``"float16"``) profiles the forward under mixed precision.
     """
     __tracebackhide__ = True  # pytest shows the budget's message, not convprof's frames
     from convprof.api import profile
@@ -352,6 +358,7 @@ def assert_budget(
         allow_incomplete=allow_incomplete,
         optimizer=optimizer,
         device=device,
+        autocast=autocast,
     )
     backward = budget.needs_backward
     report = profile(
@@ -362,5 +369,6 @@ def assert_budget(
         loss=loss if backward else None,
         memory=budget.device if budget.needs_memory else False,
         optimizer=budget.optimizer if budget.needs_memory else None,
+        autocast=budget.autocast,
     )
     return enforce(report, budget)

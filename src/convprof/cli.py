@@ -210,6 +210,13 @@ def _parser() -> argparse.ArgumentParser:
         "cache), and report the prefill of those N tokens beside it",
     )
     prof.add_argument("--dtype", choices=sorted(_DTYPES), default="float32", help="dtype of model and inputs")
+    prof.add_argument(
+        "--autocast",
+        choices=["bfloat16", "float16"],
+        help="mixed precision: the forward under torch.autocast to this dtype, as --device would "
+        "run it (the weights stay in --dtype; for peak memory, half-precision copies of them are "
+        "held through the forward)",
+    )
     prof.add_argument("--format", choices=FORMATS, default="table", help="output format")
     prof.add_argument("--depth", type=int, metavar="N", help="roll rows up to N name components")
     prof.add_argument(
@@ -423,13 +430,15 @@ def _profile_spec(
     optimizer: str | None = None,
     batch: int | None = None,
     missing_input: str = "give --input",
+    autocast: str | None = None,
 ) -> _Profiled:
     """Build the spec's model and profile it on made-up inputs: without arithmetic when
     ``compute`` is False, with a real forward when True, and when None (the default) without
     arithmetic first, then for real if the model needs tensor values. ``repeats`` measures
     each layer's time too (a real model, so a computing pass); ``backward`` counts a
     backward pass too; ``memory`` (a device) predicts peak memory, of a training step with
-    ``optimizer``; ``batch`` replaces every input's first size."""
+    ``optimizer``; ``batch`` replaces every input's first size; ``autocast`` (a dtype) runs the
+    forward under mixed precision."""
     if repeats is not None:
         if compute is False:
             raise UsageError("--time runs the model for real: it cannot go with --no-compute")
@@ -448,6 +457,7 @@ def _profile_spec(
         optimizer=optimizer,
         batch=batch,
         missing_input=missing_input,
+        autocast=autocast,
     )
     if compute is not None:
         return once(compute=compute)
@@ -486,6 +496,7 @@ def _run(
     backward: bool = False,
     memory: str | None = None,
     optimizer: str | None = None,
+    autocast: str | None = None,
 ) -> Report:
     from convprof.api import profile
     from convprof.recorder import ForwardError, ValuesNeeded
@@ -499,6 +510,7 @@ def _run(
             backward=backward,
             memory=memory or False,
             optimizer=optimizer,
+            autocast=autocast,
         )
     except ForwardError as exc:  # ValuesNeeded included
         first = str(exc).splitlines()[0]
@@ -554,6 +566,7 @@ def _profile_once(
     optimizer: str | None = None,
     batch: int | None = None,
     missing_input: str = "give --input",
+    autocast: str | None = None,
 ) -> _Profiled:
     import torch
 
@@ -594,10 +607,10 @@ def _profile_once(
         if ids is None:
             raise UsageError("--past needs integer token ids as the model's input (e.g. --input 1,1:int64)")
         (before,), _ = _inputs([Input((ids.shape[0], past), "int64")], dtype, compute, loaded.id_limit)
-        prefill = _run(model, (), {"input_ids": before}, compute, automatic).total.macs
+        prefill = _run(model, (), {"input_ids": before}, compute, automatic, autocast=autocast).total.macs
         kwargs[cache_keyword(model)] = cache(model, before if compute else before.to("meta"))
         kwargs.setdefault("use_cache", True)
-    report = _run(model, args, kwargs, compute, automatic, backward, memory, optimizer)
+    report = _run(model, args, kwargs, compute, automatic, backward, memory, optimizer, autocast)
     tokens = None
     if ids is not None and loaded.text is not None:
         tokens = token_cost(
@@ -633,6 +646,8 @@ def _cmd_profile(args: argparse.Namespace) -> int:
     if args.optimizer is not None:
         args.backward = True
     peak = args.peak_memory or args.optimizer is not None or args.fit is not None
+    if args.autocast is not None and args.time:
+        raise UsageError("--time measures the model as it is: it does not go with --autocast")
     if peak and (args.time or args.blocks):
         clash = "--time" if args.time else "--blocks"
         raise UsageError(f"{clash} does not go with peak memory (--peak-memory, --optimizer, --fit)")
@@ -665,6 +680,7 @@ def _cmd_profile(args: argparse.Namespace) -> int:
         backward=args.backward,
         memory=memory,
         optimizer=args.optimizer,
+        autocast=args.autocast,
     )
     fit = None
     if args.fit is not None:
@@ -780,6 +796,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
             backward=entry.budget.needs_backward,
             memory=entry.budget.device if entry.budget.needs_memory else None,
             optimizer=entry.budget.optimizer,
+            autocast=entry.budget.autocast,
             missing_input=f"give it an 'input' in its [[tool.convprof.models]] entry of {args.config}",
         ).report
         reports[entry.name] = report

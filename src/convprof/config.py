@@ -21,7 +21,17 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
-ENTRY_KEYS = ("name", "model", "input", "layers", "allow_incomplete", "optimizer", "peak_device", *LIMIT_KEYS)
+ENTRY_KEYS = (
+    "name",
+    "model",
+    "input",
+    "layers",
+    "allow_incomplete",
+    "optimizer",
+    "peak_device",
+    "autocast",
+    *LIMIT_KEYS,
+)
 
 
 class ConfigError(ValueError):
@@ -88,6 +98,7 @@ def _entry(raw: Any, index: int, path: Path) -> ModelEntry:
             allow_incomplete=raw.get("allow_incomplete", False),
             optimizer=raw.get("optimizer"),
             device=raw.get("peak_device", "cuda"),
+            autocast=raw.get("autocast"),
             where=where,
         )
     except (ValueError, TypeError) as exc:

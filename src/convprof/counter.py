@@ -14,7 +14,7 @@ model.parameters())``.
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from convprof.blocks import find_blocks
 from convprof.formulas import module_formula, op_formula
@@ -212,7 +212,7 @@ def count(trace: Trace) -> Report:
         unexplained=tuple(Unexplained(op, calls, tuple(names)) for op, (calls, names) in unexplained.items()),
         blocks=find_blocks(trace.calls, layers),
         sizes=sizes,
-        dtype=_dtype(trace),
+        dtype=trace.autocast or _dtype(trace),  # under autocast its products run in its dtype
         backward=trace.backward,
         memory=memory,
     )
@@ -235,9 +235,8 @@ def _memory(trace: Trace) -> tuple[Memory | None, list[int]]:
     if trace.memory is None:
         return None, []
     level = levels(trace.memory)
-    return summarize(trace.memory, level, [c.module.name for c in trace.calls]), call_peaks(
-        trace.memory, level
-    )
+    memory = summarize(trace.memory, level, [c.module.name for c in trace.calls])
+    return replace(memory, autocast=trace.autocast), call_peaks(trace.memory, level)
 
 
 def _dtype(trace: Trace) -> str:

@@ -22,6 +22,9 @@ a CPU peak, and are added (their sizes measured with ``torch.profiler``'s memory
   the output (:func:`_conv_scratch`). A channels-last convolution works in place.
 - A CPU matrix product copies an operand that BLAS cannot read as it is (an expanded tensor,
   such as the gradient of a sum) into a dense temporary (:func:`_mm_scratch`).
+- A CPU elementwise operator whose inputs differ in floating dtype copies the others into
+  its result's dtype first (:func:`_promotion_scratch`): under autocast, every residual add
+  of a bfloat16 product to a float32 stream.
 - oneDNN's LSTM (PyTorch's CPU path for a float ``nn.LSTM``, one ``mkldnn_rnn_layer`` per
   layer and direction) reorders the weights and keeps a scratchpad of states and gates for the
   whole sequence while it runs; its backward keeps gradients of the weights in its own layout
@@ -143,8 +146,13 @@ class Lifetimes:
     def see(self, func: Any, out: Any, args: tuple[Any, ...], kwargs: dict[str, Any], owner: int) -> None:
         """An operator's outputs: each new storage among them is an allocation made by call
         ``owner``. A view, an in-place or ``out=`` result shares an input's storage and is none."""
-        rule = _SCRATCH.get(func) if self.device == "cpu" else None
-        scratch = rule(args, out) if rule is not None else None
+        scratch = None
+        if self.device == "cpu":
+            rule = _SCRATCH.get(func)
+            if rule is not None:
+                scratch = rule(args, out)
+            elif torch.Tag.pointwise in func.tags:
+                scratch = _promotion_scratch(args, out)
         if scratch is not None:
             self._transient(scratch[0], owner)
         inputs: set[int] | None = None
@@ -291,6 +299,20 @@ def _mm_scratch(args: tuple[Any, ...], out: Any) -> tuple[int, int] | None:
         m.numel() * m.element_size()
         for m in matrices
         if isinstance(m, torch.Tensor) and m.dim() == 2 and not _blas_reads(m)
+    )
+    return (0, copies) if copies else None
+
+
+def _promotion_scratch(args: tuple[Any, ...], out: Any) -> tuple[int, int] | None:
+    """A CPU elementwise operator whose floating inputs differ in dtype (a bfloat16 product
+    added to a float32 residual, under autocast) first copies each input of another dtype than
+    its result's into one of its own, beside the result (TensorIterator's common dtype)."""
+    if not isinstance(out, torch.Tensor) or not out.is_floating_point():
+        return None
+    copies = sum(
+        a.numel() * out.element_size()
+        for a in args
+        if isinstance(a, torch.Tensor) and a.is_floating_point() and a.dtype != out.dtype and a.dim() > 0
     )
     return (0, copies) if copies else None
 

@@ -70,6 +70,7 @@ from torch.utils._python_dispatch import (
 )
 from torch.utils._pytree import tree_leaves
 
+from convprof import autocast as mixed
 from convprof import fused_attention
 from convprof.formulas import OpClass, classify, is_quiet, module_formula, moves_memory
 from convprof.lifetimes import Lifetimes, tensors_in, unfollowed_kernel
@@ -727,6 +728,50 @@ class _DeviceAttention(TorchFunctionMode):
 _SDPA = torch.nn.functional.scaled_dot_product_attention
 
 
+class _Autocast(TorchFunctionMode):
+    """Mixed precision as ``device``'s autocast would run it (see :mod:`convprof.autocast`),
+    for any pass: meta tensors are never cast by PyTorch's own autocast. A region where the
+    model turns autocast off (``torch.autocast(..., enabled=False)``) is left alone."""
+
+    def __init__(self, dtype: torch.dtype, device: str) -> None:
+        super().__init__()
+        self.casts = mixed.Casts(dtype)
+        self.device = device
+
+    def __torch_function__(
+        self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None
+    ) -> Any:
+        kwargs = kwargs or {}
+        kind = mixed.rule(self.device, getattr(func, "__name__", ""))
+        if kind is not None and torch.is_autocast_enabled(self.device):
+            args, kwargs = self.casts.apply(kind, args, kwargs)
+        return func(*args, **kwargs)
+
+
+@contextlib.contextmanager
+def _autocast_region(casting: _Autocast | None) -> Iterator[None]:
+    """The forward under mixed precision: PyTorch's own autocast state on for the device (what
+    the model's code may read, and the real casts of a computing pass on that device), the
+    mode on top of the function-mode stack, and, at the end, autocast's caches emptied."""
+    if casting is None:
+        yield
+        return
+    device, dtype = casting.device, casting.casts.dtype
+    enabled, previous = torch.is_autocast_enabled(device), torch.get_autocast_dtype(device)
+    torch.set_autocast_enabled(device, True)
+    torch.set_autocast_dtype(device, dtype)
+    torch.autocast_increment_nesting()
+    try:
+        with casting:
+            yield
+    finally:
+        if torch.autocast_decrement_nesting() == 0:
+            torch.clear_autocast_cache()
+        torch.set_autocast_enabled(device, enabled)
+        torch.set_autocast_dtype(device, previous)
+        casting.casts.clear()
+
+
 # The dispatch-mode stack itself. PyTorch's _pop_mode, _push_mode and _get_current_dispatch_mode
 # wrap these in Python for modes with a dispatch key (this one has none), which is 2 us more per
 # quiet module in a computing pass.
@@ -977,6 +1022,7 @@ def record(
     loss: Callable[[Any], torch.Tensor] | None = None,
     memory: str | None = None,
     optimizer: str | None = None,
+    autocast: tuple[torch.dtype, str] | None = None,
 ) -> Trace:
     """Run ``model(*args, **kwargs)`` once and return what it revealed.
 
@@ -997,6 +1043,10 @@ def record(
     step: the forward runs in training mode (restored after), the gradients are held as
     ``.grad`` would hold them, and ``optimizer`` (see :mod:`convprof.optimizers`) runs its
     update on meta copies of the trainable parameters, its state held from the start.
+
+    ``autocast`` (a lower-precision dtype and the device whose policy applies) runs the forward
+    under mixed precision (see :mod:`convprof.autocast`); the backward and the update run as
+    they do after an autocast region.
     """
     with collector_paused():
         return _record(
@@ -1008,6 +1058,7 @@ def record(
             loss=loss,
             memory=memory,
             optimizer=optimizer,
+            autocast=autocast,
         )
 
 
@@ -1038,6 +1089,7 @@ def _record(
     loss: Callable[[Any], torch.Tensor] | None,
     memory: str | None = None,
     optimizer: str | None = None,
+    autocast: tuple[torch.dtype, str] | None = None,
 ) -> Trace:
     named = list(model.named_modules())
     owned = _owned(named)
@@ -1104,7 +1156,8 @@ def _record(
         with torch.enable_grad() if backward else torch.no_grad(), attention, session:
             try:
                 try:
-                    output = model(*call_args, **call_kwargs)
+                    with _autocast_region(_Autocast(*autocast) if autocast is not None else None):
+                        output = model(*call_args, **call_kwargs)
                 except Exception as exc:
                     raise _forward_error(model, named, session, exc, computing) from exc
                 lifetimes = session.lifetimes
@@ -1179,6 +1232,7 @@ def _record(
         calls,
         backward,
         memory_trace if memory is not None else None,
+        str(autocast[0]).removeprefix("torch.") if autocast is not None else None,
     )
 
 

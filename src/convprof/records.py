@@ -190,6 +190,7 @@ class Trace:
     calls: tuple[ModuleCall, ...] = ()
     backward: bool = False  # a backward pass was recorded (ModuleCall.backward)
     memory: MemoryTrace | None = None  # storage lifetimes, when peak memory was asked for
+    autocast: str | None = None  # the dtype of a mixed-precision forward (torch.autocast's)
 
 
 @dataclass(frozen=True, slots=True)

@@ -381,6 +381,8 @@ def _peak_lines(memory: Memory | None) -> list[str]:
         if memory.training
         else "inference (no_grad)"
     )
+    if memory.autocast:
+        what += f" under autocast ({memory.autocast})"
     where = f", at {memory.layer or '(root)'}" if memory.layer is not None else ""
     held = ", ".join(f"{name} {format_binary_bytes(size)}" for name, size in memory.at_peak)
     return [

@@ -192,6 +192,7 @@ class Memory:
     module). ``training``: a training step (forward in training mode, backward, ``optimizer``'s
     update, if any); else one inference forward under ``no_grad``. ``block``: the allocator's
     rounding applied to every storage (512 bytes for ``device`` cuda, 1 for cpu).
+    ``autocast``: the dtype of a mixed-precision forward (None: none).
     """
 
     peak_bytes: int
@@ -203,6 +204,7 @@ class Memory:
     optimizer: str | None = None
     device: str = "cpu"
     block: int = 1
+    autocast: str | None = None
 
     def held_at_peak(self, category: str) -> int:
         """Bytes of one category alive at the peak (0 when there are none)."""
