@@ -3,7 +3,7 @@ interleaved, against a plain forward pass; and where convprof's own time goes.
 
 Usage:
     python benchmarks/warm.py [--rounds 7] [--models mobilenet_v3_large,...]
-                              [--breakdown | --phases | --floor]
+                              [--breakdown | --phases | --floor | --idle]
 
 bench_peers.py times each tool's *first* call in a fresh process, which is what a CI job pays;
 its plain forward then carries one-time set-up (oneDNN, the allocator) that hides most of a
@@ -18,6 +18,13 @@ the module records, the stand-ins, the model's state, counting) with timers and 
 one's time per profile, for computing and zero-compute profiles; what ``record`` spends
 outside them is the model's own Python and PyTorch's calls into the mode and hooks.
 
+``--floor`` is the table of the overhead targets: per model, in the same rounds, the design's
+floor (a dispatch mode that only forwards operators, popped inside the modules convprof treats
+as quiet, and module hooks that do nothing), convprof computing and what it adds above that
+floor, zero compute, and FlopCounterMode on meta with how many times slower it is than zero
+compute. ``--idle`` measures one module call that does nothing (Identity, Dropout in eval,
+Flatten) inside a profile.
+
 ``--breakdown`` splits convprof's cost per forward into stages, each measured the same way:
 a TorchDispatchMode that does nothing (the floor of watching every operator), global module
 hooks that do nothing (the floor of watching every module), convprof's recording alone, and
@@ -29,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import io
 import statistics
 import sys
@@ -285,8 +293,9 @@ def floor(models: list[str], rounds: int) -> str:
     the very modules convprof would pop it in. No profiler built this way can be cheaper.
     """
     lines = [
-        "| model | module calls | ops | ops outside quiet modules | plain | floor | convprof | zero |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| model | module calls | ops outside quiet modules | plain | floor | convprof | above the floor "
+        "| zero | FlopCounterMode on meta | FlopCounterMode meta / zero |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name in models:
         lines.append(_floor_row(name, rounds))
@@ -313,7 +322,9 @@ def _floor_row(name: str, rounds: int) -> str:
             Forward.ops += 1
             return func(*args, **(kwargs or {}))
 
-    cpu, x, _, _ = _build(name)
+    from torch.utils.flop_counter import FlopCounterMode
+
+    cpu, x, meta, xm = _build(name)
     quiet = {id(module) for path, module in cpu.named_modules() if _roles(path, module)[1]}
     mode = Forward()
     popped: list[Any] = []
@@ -351,17 +362,62 @@ def _floor_row(name: str, rounds: int) -> str:
     everything, Forward.ops, calls[0] = Forward.ops, 0, 0
     watched()
     outside, module_calls = Forward.ops, calls[0]
+
+    def fcm_meta() -> None:
+        with FlopCounterMode(display=False), torch.no_grad():
+            meta(xm)
+
     tools = {
         "plain": plain,
         "floor": watched,
         "convprof": lambda: convprof.profile(cpu, x),
         "zero": lambda: convprof.profile(cpu, x, compute=False),
+        "fcm_meta": fcm_meta,
     }
     times = _timed(tools, rounds)
-    cells = [name, str(module_calls), str(everything), str(outside)]
-    cells.append(f"{1e3 * statistics.median(times['plain']):.1f} ms")
-    cells += [_ratio(times[tool], times["plain"]) for tool in ("floor", "convprof", "zero")]
+    plain_times = times["plain"]
+    cells = [name, str(module_calls), f"{outside} of {everything}"]
+    cells.append(f"{1e3 * statistics.median(plain_times):.1f} ms")
+    cells += [_ratio(times[tool], plain_times) for tool in ("floor", "convprof")]
+    # convprof's own cost: what it adds to the floor, per round, over that round's plain forward
+    above = [(c - f) / p for c, f, p in zip(times["convprof"], times["floor"], plain_times, strict=True)]
+    cells.append(f"{statistics.median(above):.2f}x ({min(above):.2f}-{max(above):.2f})")
+    cells += [_ratio(times["zero"], plain_times), _ratio(times["fcm_meta"], plain_times)]
+    faster = [m / z for m, z in zip(times["fcm_meta"], times["zero"], strict=True)]
+    cells.append(f"{statistics.median(faster):.1f}x ({min(faster):.1f}-{max(faster):.1f})")
     return "| " + " | ".join(cells) + " |"
+
+
+def idle(rounds: int) -> str:
+    """What one module call that does nothing costs a profile: a chain of 400 modules of one
+    kind (Identity, Dropout in eval, Flatten) after a Linear, against the Linear alone, each
+    profiled in turn; the difference over 400, in microseconds (median, min-max of rounds)."""
+    import torch
+    from torch import nn
+
+    import convprof
+
+    x = torch.randn(1, 64)
+    lines = ["| module | computing, us a call | zero compute, us a call |", "|---|---:|---:|"]
+    kinds = (("nn.Identity", nn.Identity), ("nn.Dropout (eval)", nn.Dropout), ("nn.Flatten", nn.Flatten))
+    for label, make in kinds:
+        base = nn.Sequential(nn.Linear(64, 64)).eval()
+        chain = nn.Sequential(nn.Linear(64, 64), *[make() for _ in range(400)]).eval()
+        tools = {
+            "base": functools.partial(convprof.profile, base, x),
+            "chain": functools.partial(convprof.profile, chain, x),
+            "base_zero": functools.partial(convprof.profile, base, x, compute=False),
+            "chain_zero": functools.partial(convprof.profile, chain, x, compute=False),
+        }
+        times = _timed(tools, rounds)
+        cells = [label]
+        for suffix in ("", "_zero"):
+            pairs = zip(times["chain" + suffix], times["base" + suffix], strict=True)
+            per = [1e6 * (c - b) / 400 for c, b in pairs]
+            cells.append(f"{statistics.median(per):.1f} ({min(per):.1f}-{max(per):.1f})")
+        lines.append("| " + " | ".join(cells) + " |")
+        print(lines[-1], file=sys.stderr, flush=True)
+    return "\n".join(lines)
 
 
 PHASES = [
@@ -433,6 +489,7 @@ def main() -> None:
     parser.add_argument("--breakdown", action="store_true")
     parser.add_argument("--phases", action="store_true")
     parser.add_argument("--floor", action="store_true")
+    parser.add_argument("--idle", action="store_true", help="the cost of one module call that does nothing")
     args = parser.parse_args()
     from bench_peers import PEERS, _install_peers
 
@@ -454,6 +511,8 @@ def main() -> None:
         print(phases(models, args.rounds))
     elif args.floor:
         print(floor(models, args.rounds))
+    elif args.idle:
+        print(idle(args.rounds))
     else:
         print(breakdown(models, args.rounds) if args.breakdown else compare(models, args.rounds))
 
