@@ -748,6 +748,39 @@ class _Autocast(TorchFunctionMode):
         return func(*args, **kwargs)
 
 
+class _Composites:
+    """Functions PyTorch decomposes above the dispatcher into operators that are free under the
+    convention, so that no operator shows their products: ``torch.linalg.vecdot`` (a
+    multiplication and a sum). For the pass, ``torch.linalg.vecdot`` is a wrapper that runs the
+    original and records the call as the operator ``aten.linalg_vecdot`` on the running module
+    (a formula counts it); it is put back after, also when the forward raises. A call from
+    another thread, or while a nested profile runs, only runs the original. A model that bound
+    the function before the pass (``from torch.linalg import vecdot``) is not seen."""
+
+    def __init__(self, session: _Session) -> None:
+        self.session = session
+        self.original: Any = None
+
+    def __enter__(self) -> None:
+        original = self.original = torch.linalg.vecdot
+        session = self.session
+
+        def vecdot(x: torch.Tensor, y: torch.Tensor, *, dim: int = -1, out: Any = None) -> torch.Tensor:
+            result: torch.Tensor = original(x, y, dim=dim, out=out)
+            if session.stack and not session.paused and threading.get_ident() == session.thread:
+                call = _op_call(_VECDOT_OP, (x, y), {"dim": dim}, result)
+                session.stack[-1].ops.append(call)
+            return result
+
+        torch.linalg.vecdot = vecdot
+
+    def __exit__(self, *exc: object) -> None:
+        torch.linalg.vecdot = self.original
+
+
+_VECDOT_OP = torch.ops.aten.linalg_vecdot.default
+
+
 @contextlib.contextmanager
 def _autocast_region(casting: _Autocast | None) -> Iterator[None]:
     """The forward under mixed precision: PyTorch's own autocast state on for the device (what
@@ -1153,7 +1186,7 @@ def _record(
             if memory is not None and session._stand_ins is not None
             else contextlib.nullcontext()
         )
-        with torch.enable_grad() if backward else torch.no_grad(), attention, session:
+        with torch.enable_grad() if backward else torch.no_grad(), attention, session, _Composites(session):
             try:
                 try:
                     with _autocast_region(_Autocast(*autocast) if autocast is not None else None):

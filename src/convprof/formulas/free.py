@@ -264,6 +264,9 @@ _CREATION = (
 # record_function and nn.DataParallel); and torchvision's detection operators, which
 # torchvision's published figures count as 0: NMS compares boxes, RoI pooling and RoI Align
 # gather and average (bilinear sampling, like upsampling, is interpolation, not a MAC).
+# Products that do not sum: an outer product (torch.outer and torch.kron are a broadcast
+# multiplication, already free by their tag) scaled and added to a matrix.
+_UNSUMMED_PRODUCTS = ("addr", "addr_")
 _QUANTIZED = (
     "aten.quantize_per_tensor",
     "aten.quantize_per_tensor_dynamic",
@@ -346,6 +349,7 @@ register_free(
         _PADDING,
         _MOVEMENT,
         _CREATION,
+        _UNSUMMED_PRODUCTS,
     )
     for name in group
 )

@@ -97,6 +97,18 @@ def _dot(call: OpCall) -> int:
     return call.tensor(0).numel
 
 
+@register("aten.linalg_vecdot")
+def _vecdot(call: OpCall) -> int:
+    # linalg.vecdot(x, y, dim): x and y broadcast against each other, and every output element
+    # sums the products along dim: one multiply-accumulate per element of the broadcast shape.
+    # PyTorch decomposes it into a multiplication and a sum above the dispatcher, where no
+    # operator shows it; the recorder sees the call itself (see its _Composites).
+    a, b = call.tensor(0).shape, call.tensor(1).shape
+    rank = max(len(a), len(b))
+    a, b = (1,) * (rank - len(a)) + a, (1,) * (rank - len(b)) + b
+    return int(prod(max(i, j) for i, j in zip(a, b, strict=True)))
+
+
 def _expand(shape: tuple[int, ...], dims: tuple[int, ...]) -> list[int]:
     out = list(shape)
     for d in sorted(dims):
