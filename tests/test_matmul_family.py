@@ -94,3 +94,60 @@ def test_vecdot_is_put_back() -> None:
     with pytest.raises(convprof.ForwardError):
         convprof.profile(Raises(), ())
     assert torch.linalg.vecdot is original
+
+
+# FFTs, 5 N log2 N real FLOPs per complex transform of N points (FLOPs = 2 x MACs), half for
+# real data; N is the product of the transformed sizes
+FFTS: list[tuple[str, Call, int]] = [
+    # 4 complex transforms of 256 points: 4 x 5 x 256 x 8 / 2
+    ("fft complex", lambda: torch.fft.fft(torch.randn(4, 256, dtype=torch.complex64)), 4 * 5 * 256 * 8 // 2),
+    # fft of real data: half a complex transform each
+    ("fft real", lambda: torch.fft.fft(t(4, 256)), 4 * 5 * 256 * 8 // 4),
+    ("rfft", lambda: torch.fft.rfft(t(4, 256)), 4 * 5 * 256 * 8 // 4),
+    ("irfft", lambda: torch.fft.irfft(torch.randn(4, 129, dtype=torch.complex64)), 4 * 5 * 256 * 8 // 4),
+    # a 3-D transform of 2 x 8 x 16 = 256 points (fftn of real data casts it to complex first)
+    ("fftn", lambda: torch.fft.fftn(t(2, 8, 16)), 5 * 256 * 8 // 2),
+    # 2 transforms of 8 x 16 = 128 points, log2 128 = 7
+    ("fft2", lambda: torch.fft.fft2(torch.randn(2, 8, 16, dtype=torch.complex64)), 2 * 5 * 128 * 7 // 2),
+    # STFT of 1,000 samples, n_fft 64, hop 16, centred (reflection-padded to 1,064): 63 frames
+    # of 64 real points, log2 64 = 6
+    (
+        "stft",
+        lambda: torch.stft(t(1000), 64, hop_length=16, window=torch.hann_window(64), return_complex=True),
+        63 * 5 * 64 * 6 // 4,
+    ),
+]
+
+
+@pytest.mark.parametrize(("name", "call", "macs"), FFTS, ids=[c[0] for c in FFTS])
+@pytest.mark.parametrize("compute", [True, False], ids=["computing", "zero-compute"])
+def test_fft(name: str, call: Call, macs: int, compute: bool) -> None:
+    report = convprof.profile(_Runs(call), (), compute=compute)
+    assert report.total.macs == macs, name
+    assert not report.unexplained
+
+
+def test_fft_of_an_odd_length_uses_its_log() -> None:
+    # 3 real transforms of 100 points: 3 x 2.5 x 100 x log2(100) = 4,982.9 FLOPs, 2,491 MACs
+    report = convprof.profile(_Runs(lambda: torch.fft.rfft(t(3, 100))), (), compute=False)
+    assert report.total.macs == round(3 * 100 * 1.25 * 6.643856189774724) == 2_491
+
+
+def test_fnet_counts_its_fourier_mixing() -> None:
+    import transformers as hf
+
+    sizes = {"hidden_size": 64, "num_hidden_layers": 2, "intermediate_size": 128}
+    config = hf.FNetConfig(vocab_size=1000, max_position_embeddings=64, **sizes)
+    model = hf.FNetModel(config)
+    ids = torch.randint(0, 1000, (2, 64))
+    # per layer: fftn over (sequence, hidden) of 64 x 64 = 4,096 points of 2 x 64 x 64 complex
+    # numbers (real hidden states cast to complex): 2.5 x 8,192 x log2 4,096 = 245,760 MACs,
+    # then the feed-forward 64 -> 128 -> 64 on 128 tokens; the embeddings' 64 x 64 projection
+    # of 128 tokens and the pooler's 64 x 64 on the first token of each sequence
+    fourier = round(2.5 * 2 * 64 * 64 * 12)
+    feed_forward = 2 * 64 * (64 * 128 + 128 * 64)
+    expected = 2 * (fourier + feed_forward) + 2 * 64 * 64 * 64 + 2 * 64 * 64
+    for compute in (True, False):
+        report = convprof.profile(model, (), {"input_ids": ids}, compute=compute)
+        assert report.total.macs == expected == 5_218_304
+        assert not report.unexplained

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from convprof.formulas import attention, backward, conv, free, linear, moe, quantized, rnn
+from convprof.formulas import attention, backward, conv, fft, free, linear, moe, quantized, rnn
 from convprof.formulas.registry import (
     ModuleFormula,
     OpClass,
@@ -23,6 +23,7 @@ __all__ = [
     "backward",
     "classify",
     "conv",
+    "fft",
     "free",
     "is_quiet",
     "linear",

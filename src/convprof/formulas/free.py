@@ -224,6 +224,11 @@ _MOVEMENT = (
     "_neg_view",
 )
 _CREATION = (
+    "hann_window",  # window functions: made from their formula, as an STFT's front end does
+    "hamming_window",
+    "blackman_window",
+    "bartlett_window",
+    "kaiser_window",
     "empty",
     "empty_like",
     "empty_strided",
