@@ -151,3 +151,35 @@ def test_fnet_counts_its_fourier_mixing() -> None:
         report = convprof.profile(model, (), {"input_ids": ids}, compute=compute)
         assert report.total.macs == expected == 5_218_304
         assert not report.unexplained
+
+
+PLACEMENT: list[tuple[str, Call]] = [
+    ("index_add_", lambda: t(4, 3).index_add_(0, torch.tensor([0, 2]), t(2, 3))),
+    ("index_copy", lambda: t(4, 3).index_copy(0, torch.tensor([0, 2]), t(2, 3))),
+    ("masked_scatter", lambda: t(2, 3).masked_scatter(torch.tensor([[True, False, True]] * 2), t(4))),
+]
+
+
+@pytest.mark.parametrize(("name", "call"), PLACEMENT, ids=[c[0] for c in PLACEMENT])
+def test_placement_is_free_and_explained(name: str, call: Call) -> None:
+    # additions and copies into place: no products, 0 MACs, and the report is complete
+    report = convprof.profile(_Runs(call), ())
+    assert report.total.macs == 0 and not report.unexplained, name
+
+
+def test_a_packed_lstm_is_complete() -> None:
+    from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+    class Packed(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.rnn = nn.LSTM(8, 16, batch_first=True)
+
+        def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+            packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+            return pad_packed_sequence(self.rnn(packed)[0], batch_first=True)[0]
+
+    report = convprof.profile(Packed(), (t(3, 5, 8), torch.tensor([5, 3, 2])))
+    # the real steps only: 5 + 3 + 2 = 10, each 4 gates x 16 x (8 + 16)
+    assert report.total.macs == 10 * 4 * 16 * (8 + 16)
+    assert not report.unexplained

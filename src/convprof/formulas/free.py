@@ -269,6 +269,22 @@ _CREATION = (
 # record_function and nn.DataParallel); and torchvision's detection operators, which
 # torchvision's published figures count as 0: NMS compares boxes, RoI pooling and RoI Align
 # gather and average (bilinear sampling, like upsampling, is interpolation, not a MAC).
+# Data movement without a pointwise tag: mixture-of-experts layers add each expert's rows back
+# into place (index_add_: additions, as scatter_add, no products); a vision-language model
+# scatters image features into the token embeddings (masked_scatter) after checking a mask
+# (_is_all_true, a reduction of booleans); a packed LSTM packs and pads its sequences.
+_PLACEMENT = (
+    "index_add",
+    "index_add_",
+    "index_copy",
+    "index_copy_",
+    "masked_scatter",
+    "masked_scatter_",
+    "_is_all_true",
+    "_is_any_true",
+    "_pack_padded_sequence",
+    "_pad_packed_sequence",
+)
 # Products that do not sum: an outer product (torch.outer and torch.kron are a broadcast
 # multiplication, already free by their tag) scaled and added to a matrix.
 _UNSUMMED_PRODUCTS = ("addr", "addr_")
@@ -355,6 +371,7 @@ register_free(
         _MOVEMENT,
         _CREATION,
         _UNSUMMED_PRODUCTS,
+        _PLACEMENT,
     )
     for name in group
 )
