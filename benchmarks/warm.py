@@ -394,16 +394,41 @@ def idle(rounds: int) -> str:
     profiled in turn; the difference over 400, in microseconds (median, min-max of rounds)."""
     import torch
     from torch import nn
+    from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
 
     import convprof
 
     x = torch.randn(1, 64)
-    lines = ["| module | computing, us a call | zero compute, us a call |", "|---|---:|---:|"]
+    lines = [
+        "| module | plain, us a call | no-op global hooks (the floor), us a call | computing, us a call "
+        "| zero compute, us a call |",
+        "|---|---:|---:|---:|---:|",
+    ]
+
+    def plain(model: Any) -> None:
+        with torch.no_grad():
+            model(x)
+
+    def hooked(model: Any) -> None:
+        handles = [
+            register_module_forward_pre_hook(lambda *_: None),
+            register_module_forward_hook(lambda *_: None, always_call=True),
+        ]
+        try:
+            plain(model)
+        finally:
+            for handle in handles:
+                handle.remove()
+
     kinds = (("nn.Identity", nn.Identity), ("nn.Dropout (eval)", nn.Dropout), ("nn.Flatten", nn.Flatten))
     for label, make in kinds:
         base = nn.Sequential(nn.Linear(64, 64)).eval()
         chain = nn.Sequential(nn.Linear(64, 64), *[make() for _ in range(400)]).eval()
         tools = {
+            "base_plain": functools.partial(plain, base),
+            "chain_plain": functools.partial(plain, chain),
+            "base_hooked": functools.partial(hooked, base),
+            "chain_hooked": functools.partial(hooked, chain),
             "base": functools.partial(convprof.profile, base, x),
             "chain": functools.partial(convprof.profile, chain, x),
             "base_zero": functools.partial(convprof.profile, base, x, compute=False),
@@ -411,7 +436,7 @@ def idle(rounds: int) -> str:
         }
         times = _timed(tools, rounds)
         cells = [label]
-        for suffix in ("", "_zero"):
+        for suffix in ("_plain", "_hooked", "", "_zero"):
             pairs = zip(times["chain" + suffix], times["base" + suffix], strict=True)
             per = [1e6 * (c - b) / 400 for c, b in pairs]
             cells.append(f"{statistics.median(per):.1f} ({min(per):.1f}-{max(per):.1f})")

@@ -284,6 +284,7 @@ _PLACEMENT = (
     "_is_any_true",
     "_pack_padded_sequence",
     "_pad_packed_sequence",
+    "_linalg_check_errors",  # linear algebra's check of its info codes: computes nothing
 )
 # Products that do not sum: an outer product (torch.outer and torch.kron are a broadcast
 # multiplication, already free by their tag) scaled and added to a matrix.
