@@ -11,6 +11,7 @@ guessed at. tests/test_zero_compute.py checks that counts match a computing pass
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -730,6 +731,10 @@ def _to_copy(func: torch._ops.OpOverload, args: tuple[Any, ...], kwargs: dict[st
     to_meta = torch.device(device).type == "meta"
     if to_meta and not x.is_meta and steers(x) and kwargs.get("dtype") in (None, x.dtype):
         return x.clone()
+    if to_meta and not x.is_meta and x.device.type == "cpu" and x.numel() <= CONSTANT_NUMEL:
+        # what the model made real from steering data or constants (an all-ones mask turned
+        # into booleans on its input's device) stays real too, in the dtype asked for
+        return func(x, **{**kwargs, "device": "cpu"})
     if x.is_meta and not to_meta:
         return torch.empty_like(x, dtype=kwargs.get("dtype") or x.dtype, device="meta")
     return None
@@ -760,9 +765,58 @@ def _pad_packed(func: torch._ops.OpOverload, args: tuple[Any, ...], kwargs: dict
     return torch.empty((*shape, *data.shape[1:]), dtype=data.dtype, device="meta"), torch.tensor(lengths)
 
 
+# Constant tensors a model makes on its input's device up to this size stay real in a
+# zero-compute pass (see _constant): 4M elements is a 16 MB float mask, made in about a ms.
+CONSTANT_NUMEL = 1 << 22
+
+
+def _constant(func: torch._ops.OpOverload, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    # ones, and integer zeros, full and arange, on the meta device (a model making them on its
+    # input's device) hold values known without any input: made real, they can steer control
+    # flow as the caller's masks do. transformers' decoders make an all-ones attention mask when none
+    # is given and test it with .item() (whether the causal mask can be skipped); BART-style
+    # models, Longformer and others stopped there. Used with meta tensors they are made meta,
+    # as every real tensor is; large ones stay meta.
+    device = kwargs.get("device")
+    if device is None or torch.device(device).type != "meta":
+        return None
+    dtype = kwargs.get("dtype")
+    if dtype is None:  # the default: float, but integer for arange over integers
+        integers = func._schema.name == "aten::arange" and all(type(a) is int for a in args)
+        floating = not integers
+    else:
+        floating = dtype.is_floating_point or dtype.is_complex
+    if floating and func._schema.name != "aten::ones":
+        # float zeros and fills are initial states (an RNN's hidden state) that meet meta
+        # tensors in device checks no operator shows: those stay meta; an all-ones float
+        # tensor is a mask
+        return None
+    if func._schema.name == "aten::arange":
+        small = _small_range(args)
+    else:  # ones(size), zeros(size), full(size, value): sized before anything is made
+        size = _ints(args[0], len(args[0])) if args and isinstance(args[0], (list, tuple)) else None
+        small = size is not None and math.prod(size) <= CONSTANT_NUMEL
+    return func(*args, **{**kwargs, "device": "cpu"}) if small else None
+
+
+def _small_range(args: tuple[Any, ...]) -> bool:
+    """arange's arguments, plain numbers spanning at most CONSTANT_NUMEL steps (a size read
+    from a meta tensor is a plain int)."""
+    numbers = [a for a in args if isinstance(a, (int, float)) and not isinstance(a, bool)]
+    if len(numbers) != len(args) or not numbers:
+        return False
+    start, end = (0, numbers[0]) if len(numbers) == 1 else (numbers[0], numbers[1])
+    step = numbers[2] if len(numbers) > 2 else 1
+    return step != 0 and abs((end - start) / step) <= CONSTANT_NUMEL
+
+
 # Operators whose output sizes depend on the values of small real arguments: these see the
 # arguments before any is made meta.
 _WITH_VALUES: dict[str, Shortcut] = {
+    "ones": _constant,
+    "zeros": _constant,
+    "full": _constant,
+    "arange": _constant,
     "_to_copy": _to_copy,
     "_pack_padded_sequence": _pack_padded,
     "_pad_packed_sequence": _pad_packed,
