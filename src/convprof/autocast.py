@@ -33,6 +33,7 @@ products, so its reshapes of the operands stay float32 there, which this does no
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import torch
@@ -226,6 +227,7 @@ _PROMOTE = {
 _FLOAT32_PREFIXES = {"cuda": (), "cpu": ("fft_", "linalg_")}
 
 
+@functools.cache  # asked on every torch function call of a forward under autocast
 def rule(device: str, name: str) -> str | None:
     """How ``device``'s autocast treats the function named ``name``: ``"lower"``,
     ``"float32"``, ``"float32_dtype"`` (float32 through its dtype argument), ``"promote"``, or

@@ -773,25 +773,24 @@ CONSTANT_NUMEL = 1 << 22
 def _constant(func: torch._ops.OpOverload, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     # ones, and integer zeros, full and arange, on the meta device (a model making them on its
     # input's device) hold values known without any input: made real, they can steer control
-    # flow as the caller's masks do. transformers' decoders make an all-ones attention mask when none
-    # is given and test it with .item() (whether the causal mask can be skipped); BART-style
+    # flow as the caller's masks do. transformers' decoders make an all-ones attention mask when
+    # none is given and test it with .item() (whether the causal mask can be skipped); BART-style
     # models, Longformer and others stopped there. Used with meta tensors they are made meta,
     # as every real tensor is; large ones stay meta.
     device = kwargs.get("device")
     if device is None or torch.device(device).type != "meta":
         return None
-    dtype = kwargs.get("dtype")
+    name, dtype = func._schema.name, kwargs.get("dtype")
     if dtype is None:  # the default: float, but integer for arange over integers
-        integers = func._schema.name == "aten::arange" and all(type(a) is int for a in args)
-        floating = not integers
+        floating = not (name == "aten::arange" and all(type(a) is int for a in args))
     else:
         floating = dtype.is_floating_point or dtype.is_complex
-    if floating and func._schema.name != "aten::ones":
+    if floating and name != "aten::ones":
         # float zeros and fills are initial states (an RNN's hidden state) that meet meta
         # tensors in device checks no operator shows: those stay meta; an all-ones float
         # tensor is a mask
         return None
-    if func._schema.name == "aten::arange":
+    if name == "aten::arange":
         small = _small_range(args)
     else:  # ones(size), zeros(size), full(size, value): sized before anything is made
         size = _ints(args[0], len(args[0])) if args and isinstance(args[0], (list, tuple)) else None

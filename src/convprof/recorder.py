@@ -782,14 +782,16 @@ _VECDOT_OP = torch.ops.aten.linalg_vecdot.default
 
 
 @contextlib.contextmanager
-def _autocast_region(casting: _Autocast | None) -> Iterator[None]:
-    """The forward under mixed precision: PyTorch's own autocast state on for the device (what
-    the model's code may read, and the real casts of a computing pass on that device), the
-    mode on top of the function-mode stack, and, at the end, autocast's caches emptied."""
-    if casting is None:
+def _autocast_region(autocast: tuple[torch.dtype, str] | None) -> Iterator[None]:
+    """The forward under mixed precision to ``autocast``'s (dtype, device): PyTorch's own
+    autocast state on for the device (what the model's code may read, and the real casts of a
+    computing pass on that device), the mode on top of the function-mode stack, and, at the
+    end, autocast's caches emptied."""
+    if autocast is None:
         yield
         return
-    device, dtype = casting.device, casting.casts.dtype
+    dtype, device = autocast
+    casting = _Autocast(dtype, device)
     enabled, previous = torch.is_autocast_enabled(device), torch.get_autocast_dtype(device)
     torch.set_autocast_enabled(device, True)
     torch.set_autocast_dtype(device, dtype)
@@ -1189,7 +1191,7 @@ def _record(
         with torch.enable_grad() if backward else torch.no_grad(), attention, session, _Composites(session):
             try:
                 try:
-                    with _autocast_region(_Autocast(*autocast) if autocast is not None else None):
+                    with _autocast_region(autocast):
                         output = model(*call_args, **call_kwargs)
                 except Exception as exc:
                     raise _forward_error(model, named, session, exc, computing) from exc

@@ -265,10 +265,6 @@ _CREATION = (
     "tensor",
 )
 
-# Outside aten: quantization bookkeeping and elementwise kernels; profiler markers (from
-# record_function and nn.DataParallel); and torchvision's detection operators, which
-# torchvision's published figures count as 0: NMS compares boxes, RoI pooling and RoI Align
-# gather and average (bilinear sampling, like upsampling, is interpolation, not a MAC).
 # Data movement without a pointwise tag: mixture-of-experts layers add each expert's rows back
 # into place (index_add_: additions, as scatter_add, no products); a vision-language model
 # scatters image features into the token embeddings (masked_scatter) after checking a mask
@@ -289,6 +285,11 @@ _PLACEMENT = (
 # Products that do not sum: an outer product (torch.outer and torch.kron are a broadcast
 # multiplication, already free by their tag) scaled and added to a matrix.
 _UNSUMMED_PRODUCTS = ("addr", "addr_")
+
+# Outside aten: quantization bookkeeping and elementwise kernels; profiler markers (from
+# record_function and nn.DataParallel); and torchvision's detection operators, which
+# torchvision's published figures count as 0: NMS compares boxes, RoI pooling and RoI Align
+# gather and average (bilinear sampling, like upsampling, is interpolation, not a MAC).
 _QUANTIZED = (
     "aten.quantize_per_tensor",
     "aten.quantize_per_tensor_dynamic",
