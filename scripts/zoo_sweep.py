@@ -1,15 +1,18 @@
-"""Sweep the model zoos people use: every timm architecture and a catalogue of transformers
-architectures (tests/hf_models.py), each counted by FlopCounterMode on meta and by convprof on
+"""Sweep the model zoos people use: every timm architecture, a catalogue of transformers
+architectures (tests/hf_models.py) and every transformers model type at its default widths
+with two layers (tests/hf_defaults.py), each counted by FlopCounterMode on meta and by convprof on
 the CPU, with compute=False and on meta (tests/zoo_check.py says what each status means).
 
     python scripts/zoo_sweep.py timm --out timm.jsonl [--shard 1/2] [--filter 'resnet*']
     python scripts/zoo_sweep.py transformers --out hf.jsonl
+    python scripts/zoo_sweep.py transformers-defaults --out hfd.jsonl --shard 1/2 --max-params 1e9
     python scripts/zoo_sweep.py timm --out timm2.jsonl --redo timm.jsonl --max-cpu-macs 3e10
     python scripts/zoo_sweep.py table timm.jsonl timm2.jsonl hf.jsonl > table.md
 
 Results are appended one JSON line per model, so an interrupted sweep resumes where it
 stopped; ``--redo`` runs again, with larger limits, the models whose CPU or zero-compute pass
-an earlier sweep skipped or that had no FlopCounterMode count, and ``table`` keeps the last row
+an earlier sweep skipped, that had no FlopCounterMode count or were not exact, and
+``table`` keeps the last row
 of each model.
 Models are built with random weights (``pretrained=False``), never downloaded.
 """
@@ -32,6 +35,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
+from hf_defaults import entry, sweepable
 from hf_models import entries
 from zoo_check import Inputs, Outcome, check, timm_model
 
@@ -59,6 +63,25 @@ def hf_models(pattern: str) -> Iterator[tuple[str, Callable[[], torch.nn.Module]
             yield name, build, inputs
 
 
+Model = tuple[str, Callable[[], torch.nn.Module], Callable[[], Inputs]]
+
+
+def hf_default_models(pattern: str) -> Iterator[Model]:
+    """Every model type with a base model class; its configuration and inputs are worked out
+    when the sweep reaches it (under the model's time limit), and a type the sweep cannot build
+    becomes a "not built" row with the reason."""
+    for name in sweepable():
+        if fnmatch.fnmatch(name, pattern or "*"):
+            made: dict[str, tuple[Callable[[], torch.nn.Module], Callable[[], Inputs]]] = {}
+
+            def get(name: str = name, made: dict[str, Any] = made) -> Any:
+                if "entry" not in made:
+                    made["entry"] = entry(name)
+                return made["entry"]
+
+            yield name, (lambda get=get: get()[0]()), (lambda get=get: get()[1]())
+
+
 def sweep(args: argparse.Namespace) -> int:
     import warnings
 
@@ -66,10 +89,15 @@ def sweep(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     done = {json.loads(line)["name"] for line in out.read_text().splitlines()} if out.exists() else set()
-    models = list(timm_models(args.filter) if args.zoo == "timm" else hf_models(args.filter))
+    zoos = {"timm": timm_models, "transformers": hf_models, "transformers-defaults": hf_default_models}
+    models = list(zoos[args.zoo](args.filter))
     if args.redo:
         earlier = [json.loads(line) for line in Path(args.redo).read_text().splitlines()]
-        again = {row["name"] for row in earlier if row["skipped"] or row["flop_counter"] is None}
+        again = {
+            row["name"]
+            for row in earlier
+            if row["skipped"] or row["flop_counter"] is None or row["status"] != "exact"
+        }
         models = [m for m in models if m[0] in again]
     index, count = (int(v) for v in args.shard.split("/"))
     models = [m for i, m in enumerate(models) if i % count == index - 1]
@@ -87,6 +115,7 @@ def sweep(args: argparse.Namespace) -> int:
                 inputs,
                 max_real_params=int(args.max_params),
                 max_cpu_macs=int(args.max_cpu_macs),
+                oracle_on_cpu=args.zoo == "transformers-defaults",
             )
         except ModelTimeout:
             outcome = Outcome(args.zoo, name, note=f"not built: over the sweep's {args.timeout} s limit")
@@ -166,7 +195,7 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    for zoo in ("timm", "transformers"):
+    for zoo in ("timm", "transformers", "transformers-defaults"):
         run = sub.add_parser(zoo, help=f"sweep {zoo}")
         run.set_defaults(zoo=zoo, func=sweep)
         run.add_argument("--out", required=True, help="JSON lines file (appended; resumes)")
@@ -183,7 +212,7 @@ def main() -> int:
         run.add_argument(
             "--redo",
             metavar="JSONL",
-            help="only models an earlier sweep skipped a pass of or had no oracle for",
+            help="only models an earlier sweep skipped a pass of, had no oracle for or did not find exact",
         )
     show = sub.add_parser("table", help="Markdown table of sweep results")
     show.add_argument("files", nargs="+")

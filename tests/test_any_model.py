@@ -212,3 +212,78 @@ def test_detection_models_are_complete_and_match_published_macs(name: str, size:
     report = convprof.profile(model, ([torch.rand(3, size, size)],))
     assert report.complete, report.unexplained
     assert round(report.total.macs / 1e9, 3) == entry.meta["_ops"]
+
+
+@pytest.mark.parametrize("compute", [True, False])
+def test_losses_in_a_forward_are_free(compute: bool) -> None:
+    # A codec's commitment loss (DAC's mse_loss), a head given labels: no weight is applied, so
+    # the only MACs are the Linear's, 2 rows x 4 x 3 = 24, and the report is complete.
+    class WithLosses(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.linear = nn.Linear(4, 3)
+
+        def forward(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+            out = self.linear(x)
+            f = nn.functional
+            return (
+                f.mse_loss(out, torch.zeros_like(out))
+                + f.cross_entropy(out, labels)
+                + f.binary_cross_entropy_with_logits(out, torch.ones_like(out))
+                + f.smooth_l1_loss(out, out.detach())
+                + f.kl_div(out.log_softmax(-1), out.softmax(-1), reduction="batchmean")
+            )
+
+    report = convprof.profile(WithLosses(), (torch.randn(2, 4), torch.tensor([0, 2])), compute=compute)
+    assert report.complete, [u.op for u in report.unexplained]
+    assert report.total.macs == 24
+
+
+class _ChannelsLastHead(nn.Conv1d):
+    """Parakeet's CTC head: a kernel-1 Conv1d called on (batch, time, channels)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x.transpose(1, 2)).transpose(1, 2)
+
+
+class _OutputsOnly(nn.LSTM):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        return super().forward(x)[0]
+
+
+@pytest.mark.parametrize("compute", [True, False])
+def test_a_subclass_with_its_own_forward_is_counted_from_its_operators(compute: bool) -> None:
+    # The Conv1d formula reads the module's input and output, which here are transposed: it
+    # would take the 1,024 channels for the length (1,025 x 1,024 x 1,024 MACs). The
+    # convolution itself maps 13 positions from 1,024 to 1,025 channels.
+    head = convprof.profile(_ChannelsLastHead(1024, 1025, 1), torch.randn(1, 13, 1024), compute=compute)
+    assert head.complete
+    assert head.total.macs == 13 * 1024 * 1025
+    # An LSTM subclass: 2 x 5 steps of layer 1, 4 gates x 16 x (8 + 16), and layer 2, 4 x 16 x
+    # (16 + 16), counted from oneDNN's layer operator (CPU) or the per-step products (meta).
+    lstm = convprof.profile(_OutputsOnly(8, 16, 2, batch_first=True), torch.randn(2, 5, 8), compute=compute)
+    assert lstm.complete
+    assert lstm.total.macs == 10 * (64 * (8 + 16) + 64 * (16 + 16))
+
+
+@pytest.mark.parametrize("compute", [True, False])
+def test_scans_and_membership_are_free(compute: bool) -> None:
+    # Grounding DINO builds its text masks with cummax/cummin and isin, TAPAS pools cells
+    # with scatter_reduce, ViLT samples patches with multinomial: comparisons, sums by index,
+    # sampling, no products; the Linear's 3 rows x 4 x 2 = 24 MACs are the only ones.
+    class Masks(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.linear = nn.Linear(4, 2)
+
+        def forward(self, x: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+            special = torch.isin(ids, torch.tensor([0, 3]))
+            running = torch.cummax(ids, 0).values + torch.cummin(ids, 0).values
+            pooled = torch.zeros(4).scatter_reduce(0, ids, x[:, 0], reduce="amax")
+            picked = torch.multinomial(x.softmax(-1), 2)
+            out = self.linear(x).sum() + special.sum() + running.sum() + x.logcumsumexp(0).sum()
+            return out + pooled.sum() + picked.sum()
+
+    report = convprof.profile(Masks(), (torch.randn(3, 4), torch.tensor([1, 3, 0])), compute=compute)
+    assert report.complete, [u.op for u in report.unexplained]
+    assert report.total.macs == 24

@@ -57,6 +57,33 @@ CASES: list[tuple[str, Call, int]] = [
     # vecdot: y broadcasts to (3, 4); each of the 3 outputs sums 4 products
     ("linalg.vecdot", lambda: torch.linalg.vecdot(t(3, 4), t(4)), 3 * 4),
     ("linalg.vecdot dim", lambda: torch.linalg.vecdot(t(2, 5, 3), t(2, 5, 3), dim=1), 2 * 5 * 3),
+    # triangular solves by substitution: n (n - 1) / 2 MACs per right-hand side (x_i needs
+    # the i products a_ij x_j, j < i); 2 batches x 3 right-hand sides of order 4: 2*3*6
+    (
+        "linalg.solve_triangular",
+        lambda: torch.linalg.solve_triangular(t(2, 4, 4).tril() + 4 * torch.eye(4), t(2, 4, 3), upper=False),
+        2 * 3 * (4 * 3 // 2),
+    ),
+    # X A = B: B's 5 rows are the right-hand sides, order 3 (3 products each)
+    (
+        "solve_triangular left=False",
+        lambda: torch.linalg.solve_triangular(
+            t(3, 3).triu() + 3 * torch.eye(3), t(5, 3),
+            upper=True,
+            left=False,
+        ),
+        5 * 3,
+    ),
+    (
+        "solve_triangular unit",
+        lambda: torch.linalg.solve_triangular(t(4, 4).tril(), t(4, 2), upper=False, unitriangular=True),
+        2 * 6,
+    ),
+    (
+        "triangular_solve",
+        lambda: torch.triangular_solve(t(4, 2), t(4, 4).triu() + 4 * torch.eye(4)).solution,
+        2 * 6,
+    ),
     # products that do not sum: free under the convention
     ("outer", lambda: torch.outer(t(3), t(4)), 0),
     ("addr", lambda: torch.addr(t(3, 4), t(3), t(4)), 0),

@@ -6,13 +6,13 @@ and writes the table in docs/zoo.md.
 from __future__ import annotations
 
 import pytest
+from hf_defaults import Unsupported, entry, sweepable
 from hf_models import entries
 from zoo_check import check, timm_model
 
 # These call .item() on a tensor (as FlopCounterMode on meta finds too), and the passes that
 # lack the values refuse them with ValuesNeeded; the CPU pass counts them. DeBERTa reads only
-# its integer inputs, which a zero-compute pass keeps real, so only the all-meta pass refuses;
-# BART's and Marian's decoders read a float tensor.
+# its integer inputs, which a zero-compute pass keeps real, so only the all-meta pass refuses.
 NEEDS_VALUES = {
     "deberta-v2": {"meta"},
 }
@@ -80,3 +80,43 @@ def _all_timm() -> list[str]:
 @pytest.mark.parametrize("name", _all_timm())
 def test_every_timm_architecture(name: str) -> None:
     _timm_case(name)
+
+
+# Every transformers model type at its default widths, two layers (tests/hf_defaults.py). The
+# default run takes a sample that spans the families and the oracle's additions (FFTs for
+# FNet, grouped expert products for OLMoE, triangular solves for Qwen3-Next's linear
+# attention, values read on meta for DETR-style detectors); every type runs under -m slow.
+DEFAULTS_SAMPLE = ["gpt2", "t5", "vit", "wav2vec2", "fnet", "olmoe", "qwen3_next", "rt_detr"]
+# docs/zoo-transformers.md lists the types that are not built, and why: no count of convprof's
+# differs from the oracle's or is incomplete.
+
+
+def _defaults_case(name: str, oracle: bool) -> None:
+    pytest.importorskip("transformers")
+    try:
+        build, inputs = entry(name)
+    except Unsupported as exc:
+        pytest.skip(f"{name}: {exc}")
+    # the sweep's limits: real weights up to 2B parameters, the CPU pass up to 30 GMACs
+    limits = {"max_real_params": 2 * 10**9, "max_cpu_macs": 3 * 10**10}
+    outcome = check("transformers-defaults", name, build, inputs, oracle_on_cpu=True, **limits)
+    assert not outcome.crashed, outcome.crashed
+    assert outcome.status not in ("differs", "incomplete"), outcome.to_dict()
+    if oracle:
+        assert outcome.status in ("exact", "refused"), outcome.to_dict()
+        assert outcome.flop_counter is not None, outcome.note
+        passes = set(outcome.macs) | set(outcome.refused) | set(outcome.skipped)
+        assert passes == {"cpu", "no_compute", "meta"}
+
+
+@pytest.mark.parametrize("name", DEFAULTS_SAMPLE)
+def test_transformers_default_configuration(name: str) -> None:
+    _defaults_case(name, oracle=True)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(sweepable()))
+def test_every_transformers_model_type(name: str) -> None:
+    # a model too large for real weights whose oracle cannot run on meta has no count to
+    # compare with (the docs list them); every count there is must agree and be complete
+    _defaults_case(name, oracle=False)

@@ -710,15 +710,36 @@ STEERING_NUMEL = 4096
 
 
 def steers(tensor: torch.Tensor) -> bool:
-    """Whether a real tensor is small integer data that may steer control flow."""
+    """Whether a real tensor is data that may steer control flow: small integers (lengths,
+    positions, ids), or a mask of up to CONSTANT_NUMEL elements, boolean or additive (float,
+    at least 2-D, every value 0 or -inf or the dtype's lowest, and some not 0: an all-zero
+    tensor may be an input, such as a dummy image that wants a gradient). ``nn.Transformer``
+    compares a float mask with the causal one (``_detect_is_causal_mask``) and PyTorch's
+    attention tests boolean masks; a mask's values say where attention goes, never how much
+    it computes."""
+    if (
+        tensor.device.type != "cpu"
+        or tensor.layout != torch.strided
+        or tensor.is_nested
+        or tensor.dtype.is_complex
+        or tensor.is_quantized
+    ):
+        return False
+    if tensor.dtype == torch.bool:
+        return tensor.numel() <= CONSTANT_NUMEL
+    if not tensor.dtype.is_floating_point:
+        return tensor.numel() <= STEERING_NUMEL
     return (
-        tensor.device.type == "cpu"
-        and not tensor.dtype.is_floating_point
-        and not tensor.dtype.is_complex
-        and tensor.layout == torch.strided
-        and not tensor.is_nested
-        and tensor.numel() <= STEERING_NUMEL
+        tensor.numel() <= CONSTANT_NUMEL
+        and tensor.dim() >= 2
+        and not tensor.requires_grad
+        and _additive_mask(tensor)
     )
+
+
+def _additive_mask(tensor: torch.Tensor) -> bool:
+    masked = (tensor == float("-inf")) | (tensor == torch.finfo(tensor.dtype).min)
+    return bool(masked.any()) and bool((masked | (tensor == 0)).all())
 
 
 def _to_copy(func: torch._ops.OpOverload, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -773,10 +794,12 @@ CONSTANT_NUMEL = 1 << 22
 def _constant(func: torch._ops.OpOverload, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     # ones, and integer zeros, full and arange, on the meta device (a model making them on its
     # input's device) hold values known without any input: made real, they can steer control
-    # flow as the caller's masks do. transformers' decoders make an all-ones attention mask when
-    # none is given and test it with .item() (whether the causal mask can be skipped); BART-style
-    # models, Longformer and others stopped there. Used with meta tensors they are made meta,
-    # as every real tensor is; large ones stay meta.
+    # flow as the caller's masks do. transformers' decoders make an all-ones attention mask
+    # when none is given and test it with .item() (whether the causal mask can be skipped);
+    # BART-style models, Longformer and others stopped there. An integer empty tensor gets its
+    # values from the model's own writes of Python numbers, which then run for real too
+    # (DETR-style detectors fill a table of feature-map sizes and check it with .item()).
+    # Used with meta tensors they are made meta, as every real tensor is; large ones stay meta.
     device = kwargs.get("device")
     if device is None or torch.device(device).type != "meta":
         return None
@@ -792,10 +815,38 @@ def _constant(func: torch._ops.OpOverload, args: tuple[Any, ...], kwargs: dict[s
         return None
     if name == "aten::arange":
         small = _small_range(args)
-    else:  # ones(size), zeros(size), full(size, value): sized before anything is made
+    else:  # ones(size), zeros(size), full(size, value), empty(size): sized before anything is made
         size = _ints(args[0], len(args[0])) if args and isinstance(args[0], (list, tuple)) else None
         small = size is not None and math.prod(size) <= CONSTANT_NUMEL
     return func(*args, **{**kwargs, "device": "cpu"}) if small else None
+
+
+def literal(make: Callable[..., torch.Tensor], data: Any, kwargs: dict[str, Any]) -> torch.Tensor | None:
+    """``torch.tensor`` or ``torch.as_tensor`` (``make``) of plain Python numbers on the meta
+    device, made real when integer or boolean and at most CONSTANT_NUMEL elements, else None.
+
+    Such a tensor is a table the model writes from sizes it knows (Grounding DINO and
+    Deformable DETR turn their feature maps' sizes into one and check it with ``.item()``);
+    PyTorch makes it below the dispatcher, so no operator shows it. Float ones stay meta, as
+    float fills do (see _constant)."""
+    device, dtype = kwargs.get("device"), kwargs.get("dtype")
+    if device is None or torch.device(device).type != "meta" or not _plain(data, 0):
+        return None
+    if isinstance(dtype, torch.dtype) and (dtype.is_floating_point or dtype.is_complex):
+        return None
+    made = make(data, **{**kwargs, "device": "cpu"})
+    if made.dtype.is_floating_point or made.dtype.is_complex or made.numel() > CONSTANT_NUMEL:
+        return None
+    return made
+
+
+def _plain(data: Any, depth: int) -> bool:
+    """Python numbers, or lists and tuples of them (no tensors, nothing deeper than 4)."""
+    if isinstance(data, (bool, int, float)):
+        return True
+    if isinstance(data, (list, tuple)) and depth < 4:
+        return all(_plain(item, depth + 1) for item in data)
+    return False
 
 
 def _small_range(args: tuple[Any, ...]) -> bool:
@@ -816,6 +867,7 @@ _WITH_VALUES: dict[str, Shortcut] = {
     "zeros": _constant,
     "full": _constant,
     "arange": _constant,
+    "empty": _constant,
     "_to_copy": _to_copy,
     "_pack_padded_sequence": _pack_padded,
     "_pad_packed_sequence": _pad_packed,

@@ -77,6 +77,7 @@ from convprof.lifetimes import Lifetimes, tensors_in, unfollowed_kernel
 from convprof.meta_shapes import (
     ModuleShortcut,
     Shortcut,
+    literal,
     module_shortcut_for,
     shadows_its_class,
     shortcut_for,
@@ -749,21 +750,28 @@ class _Autocast(TorchFunctionMode):
 
 
 class _Composites:
-    """Functions PyTorch decomposes above the dispatcher into operators that are free under the
-    convention, so that no operator shows their products: ``torch.linalg.vecdot`` (a
-    multiplication and a sum). For the pass, ``torch.linalg.vecdot`` is a wrapper that runs the
-    original and records the call as the operator ``aten.linalg_vecdot`` on the running module
-    (a formula counts it); it is put back after, also when the forward raises. A call from
-    another thread, or while a nested profile runs, only runs the original. A model that bound
-    the function before the pass (``from torch.linalg import vecdot``) is not seen."""
+    """Functions that work above the dispatcher, where no operator shows what they do:
+    ``torch.linalg.vecdot`` decomposes into a multiplication and a sum (free under the
+    convention), and ``torch.tensor`` / ``torch.as_tensor`` make a tensor from Python data
+    below it. For the pass, ``torch.linalg.vecdot`` is a wrapper that runs the original and
+    records the call as the operator ``aten.linalg_vecdot`` on the running module (a formula
+    counts it); in a zero-compute pass the two makers keep small integer tables real
+    (:func:`convprof.meta_shapes.literal`). All are put back after, also when the forward
+    raises. A call from another thread, or while a nested profile runs, only runs the
+    original. A model that bound a function before the pass (``from torch.linalg import
+    vecdot``) is not seen."""
 
     def __init__(self, session: _Session) -> None:
         self.session = session
         self.original: Any = None
+        self.makers: tuple[Any, Any] | None = None
 
     def __enter__(self) -> None:
         original = self.original = torch.linalg.vecdot
         session = self.session
+        if session._stand_ins is not None:
+            self.makers = (torch.tensor, torch.as_tensor)
+            torch.tensor, torch.as_tensor = (_maker(session, make) for make in self.makers)
 
         def vecdot(x: torch.Tensor, y: torch.Tensor, *, dim: int = -1, out: Any = None) -> torch.Tensor:
             result: torch.Tensor = original(x, y, dim=dim, out=out)
@@ -776,6 +784,19 @@ class _Composites:
 
     def __exit__(self, *exc: object) -> None:
         torch.linalg.vecdot = self.original
+        if self.makers is not None:
+            torch.tensor, torch.as_tensor = self.makers
+
+
+def _maker(session: _Session, make: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
+    def maker(data: Any, *args: Any, **kwargs: Any) -> torch.Tensor:
+        if not args and session.stack and not session.paused and threading.get_ident() == session.thread:
+            made = literal(make, data, kwargs)
+            if made is not None:
+                return made
+        return make(data, *args, **kwargs)
+
+    return maker
 
 
 _VECDOT_OP = torch.ops.aten.linalg_vecdot.default
@@ -1041,6 +1062,11 @@ _META = torch.device("meta")
 
 
 def _stand_in(tensor: torch.Tensor) -> torch.Tensor:
+    """A meta tensor like one of the model's own; a real copy of a small integer or boolean
+    buffer, which steers as the caller's lengths do (EnCodec keeps its convolutions' strides
+    and paddings in buffers and computes its padding from them; BatchNorm counts batches)."""
+    if not isinstance(tensor, nn.Parameter) and not tensor.dtype.is_floating_point and steers(tensor):
+        return tensor.clone()
     meta = torch.empty_strided(tensor.shape, tensor.stride(), dtype=tensor.dtype, device=_META)
     if isinstance(tensor, nn.Parameter):  # what nn.Parameter(meta) does, without its Python
         return torch.Tensor._make_subclass(nn.Parameter, meta, tensor.requires_grad)
@@ -1397,9 +1423,14 @@ def _forward_error(
             f"zero-compute pass of {type(model).__name__} stopped {where}: {op} needs real tensor "
             "values (data-dependent shapes or .item()); profile with compute=True and real inputs"
         )
-    if not computing and "meta" in str(exc).lower() and not isinstance(exc, NotImplementedError):
+    if (
+        not computing
+        and any(word in str(exc).lower() for word in ("meta", "unallocated storage"))
+        and not isinstance(exc, NotImplementedError)
+    ):
         # The model's own code met a meta tensor where it wants a real one (it checks a
-        # device, as pack_padded_sequence does for its lengths, or reads values).
+        # device, as pack_padded_sequence does for its lengths, or reads values: tolist() of
+        # a meta tensor speaks of "unallocated storage", as JetMoE's router finds).
         return ValuesNeeded(
             f"zero-compute pass of {type(model).__name__} stopped {where}: {type(exc).__name__}: "
             f"{_gist(exc)}; the model needs real tensors there: profile with compute=True and real inputs"

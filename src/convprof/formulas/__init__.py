@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from convprof.formulas import attention, backward, conv, fft, free, linear, moe, quantized, rnn
+from convprof.formulas import attention, backward, conv, fft, free, linalg, linear, moe, quantized, rnn
 from convprof.formulas.registry import (
     ModuleFormula,
     OpClass,
@@ -26,6 +26,7 @@ __all__ = [
     "fft",
     "free",
     "is_quiet",
+    "linalg",
     "linear",
     "module_formula",
     "moe",

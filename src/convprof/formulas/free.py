@@ -44,6 +44,8 @@ _ACTIVATION = (  # elementwise, but carry no pointwise tag in any overload
     "hardtanh",
     "hardtanh_",
     "gelu_",
+    "polar",  # complex numbers from magnitude and angle (Llama 4's rotary frequencies)
+    "complex",
 )
 _NORMALISATION = (
     "native_batch_norm",
@@ -189,6 +191,12 @@ _MOVEMENT = (
     "argmin",
     "cumsum",
     "cumprod",
+    "cummax",  # running maxima and minima (Grounding DINO's text masks): comparisons
+    "cummin",
+    "_cummax_helper",
+    "_cummin_helper",
+    "logcumsumexp",
+    "isin",  # membership tests of token ids
     "nonzero",
     "where",
     "one_hot",
@@ -255,6 +263,7 @@ _CREATION = (
     "randint",
     "randint_like",
     "randperm",
+    "multinomial",  # sampling (ViLT picks image patches at random)
     "normal",
     "normal_",
     "uniform_",
@@ -274,6 +283,10 @@ _PLACEMENT = (
     "index_add_",
     "index_copy",
     "index_copy_",
+    "scatter_reduce",  # sums, means or extrema gathered by index (TAPAS's cell pooling)
+    "scatter_reduce_",
+    "index_reduce",
+    "index_reduce_",
     "masked_scatter",
     "masked_scatter_",
     "_is_all_true",
@@ -281,6 +294,33 @@ _PLACEMENT = (
     "_pack_padded_sequence",
     "_pad_packed_sequence",
     "_linalg_check_errors",  # linear algebra's check of its info codes: computes nothing
+)
+# Losses a model computes in its forward (a codec's commitment loss, a head given labels):
+# elementwise differences, logs and a reduction; CTC sums alignments in log space. None
+# applies a weight, so under the convention they do no multiply-accumulate, as their
+# backward operators (formulas.backward) do none.
+_LOSS = (
+    "mse_loss",
+    "l1_loss",
+    "smooth_l1_loss",
+    "huber_loss",
+    "nll_loss_forward",
+    "nll_loss2d_forward",
+    "nll_loss",
+    "nll_loss_nd",
+    "nll_loss2d",
+    "cross_entropy_loss",
+    "binary_cross_entropy",
+    "binary_cross_entropy_with_logits",
+    "kl_div",
+    "poisson_nll_loss",
+    "soft_margin_loss",
+    "multi_margin_loss",
+    "multilabel_margin_loss_forward",
+    "margin_ranking_loss",
+    "hinge_embedding_loss",
+    "_ctc_loss",
+    "ctc_loss",
 )
 # Products that do not sum: an outer product (torch.outer and torch.kron are a broadcast
 # multiplication, already free by their tag) scaled and added to a matrix.
@@ -374,6 +414,7 @@ register_free(
         _CREATION,
         _UNSUMMED_PRODUCTS,
         _PLACEMENT,
+        _LOSS,
     )
     for name in group
 )

@@ -137,13 +137,25 @@ def is_quiet(module_type: type) -> bool:
 
 
 def module_formula(module_type: type) -> ModuleFormula | None:
-    """The formula of the nearest class in the MRO that has one (remembered per type until
-    the next registration: the recorder and the counter ask for every module call)."""
+    """The formula of the nearest class in the MRO that has one, unless a class on the way
+    there, outside PyTorch, defines its own ``forward`` (remembered per type until the next
+    registration: the recorder and the counter ask for every module call).
+
+    A formula describes the forward of the class it is registered for, reading the call's
+    input and output: a subclass that replaces the forward may transpose around the
+    convolution (Parakeet's CTC head is a ``Conv1d`` called on ``(batch, time, channels)``),
+    pad first or run something else entirely. Its operators are counted instead, which the
+    op formulas cover. PyTorch's own subclasses (``Conv2d`` under ``_ConvNd``, the QAT
+    layers) keep the formula; a formula registered for the subclass itself is used."""
     try:
         return _RESOLVED[module_type]
     except KeyError:
         pass
-    found = next((_MODULE_FORMULAS[c] for c in module_type.__mro__ if c in _MODULE_FORMULAS), None)
+    found = None
+    for cls in module_type.__mro__:
+        found = _MODULE_FORMULAS.get(cls)
+        if found is not None or ("forward" in vars(cls) and not cls.__module__.startswith("torch.")):
+            break
     _RESOLVED[module_type] = found
     return found
 

@@ -97,6 +97,11 @@ def _mkldnn_layer_forward(call: OpCall) -> int:
     return steps * gates_h * (input_size + weight_hh.shape[1])
 
 
+# The forward of one layer and direction, seen when an LSTM subclass with a forward of its
+# own (no module formula then) runs on the CPU.
+register("aten.mkldnn_rnn_layer")(_mkldnn_layer_forward)
+
+
 @register("aten.mkldnn_rnn_layer_backward")
 def _mkldnn_layer_backward(call: OpCall) -> int:
     # oneDNN computes every gradient of the layer, whether needed or not: dx_t and dh_{t-1}
