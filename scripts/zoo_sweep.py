@@ -115,7 +115,7 @@ def sweep(args: argparse.Namespace) -> int:
                 inputs,
                 max_real_params=int(args.max_params),
                 max_cpu_macs=int(args.max_cpu_macs),
-                oracle_on_cpu=args.zoo == "transformers-defaults",
+                oracle_on_cpu=args.zoo.startswith("transformers"),
             )
         except ModelTimeout:
             outcome = Outcome(args.zoo, name, note=f"not built: over the sweep's {args.timeout} s limit")
@@ -156,9 +156,7 @@ def _why(row: dict[str, Any]) -> str:
         return message.split(": ", 1)[-1].split("; profile with")[0]
     if row["status"] == "not built":
         return row["note"].removeprefix("not built: ")
-    if row["flop_counter"] is None and row["note"]:
-        return row["note"]
-    return ""
+    return str(row["note"])  # where the oracle came from, or why there is none
 
 
 def table(args: argparse.Namespace) -> int:

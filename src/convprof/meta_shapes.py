@@ -738,7 +738,10 @@ def steers(tensor: torch.Tensor) -> bool:
 
 
 def _additive_mask(tensor: torch.Tensor) -> bool:
-    masked = (tensor == float("-inf")) | (tensor == torch.finfo(tensor.dtype).min)
+    lowest = torch.finfo(tensor.dtype).min
+    if tensor.numel() == 0 or float(tensor.reshape(-1)[0]) not in (0.0, float("-inf"), lowest):
+        return False  # data: decided by its first value, without reading the rest
+    masked = (tensor == float("-inf")) | (tensor == lowest)
     return bool(masked.any()) and bool((masked | (tensor == 0)).all())
 
 
