@@ -222,33 +222,35 @@ def check(
 
 def _flop_counter(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[int | None, str]:
     """FlopCounterMode's MACs on meta, under no_grad; with grad enabled when that fails (its module
-    tracker asserts on some models, CaiT and PiT among them, under no_grad)."""
-    failure = ""
-    for grad in (False, True):
-        torch.manual_seed(0)
+    tracker asserts on some models, CaiT and PiT among them, under no_grad); in bfloat16 when
+    PyTorch's meta kernel of ``_grouped_mm`` (mixture-of-experts layers) refuses float32, as it
+    does: the count does not depend on the element type."""
+    failures: list[str] = []
+    for half in (False, True):
+        refused_float32 = any("BFloat16" in f for f in failures)
+        if half and not (refused_float32 and all(p.is_meta for p in model.parameters())):
+            break
+        inputs = (args, kwargs)
+        if half:
+            model.to(torch.bfloat16)
+            inputs = tree_map_only(
+                torch.Tensor, lambda t: t.to(torch.bfloat16) if t.is_floating_point() else t, inputs
+            )
         try:
-            counter = FlopCounterMode(display=False, custom_mapping=ORACLE_FLOPS)
-            with counter, torch.set_grad_enabled(grad):
-                model(*args, **kwargs)
-            return counter.get_total_flops() // 2, ""
-        except Exception as exc:
-            failure = failure or _short(exc)
-    if "BFloat16" in failure and all(p.is_meta for p in model.parameters()):
-        # PyTorch's meta kernel of _grouped_mm (mixture-of-experts layers) takes bfloat16
-        # only; the count does not depend on the element type, so ask in bfloat16
-        half = tree_map_only(
-            torch.Tensor, lambda t: t.to(torch.bfloat16) if t.is_floating_point() else t, (args, kwargs)
-        )
-        try:
-            counter = FlopCounterMode(display=False, custom_mapping=ORACLE_FLOPS)
-            with counter, torch.no_grad():
-                model.to(torch.bfloat16)(*half[0], **half[1])
-            return counter.get_total_flops() // 2, "FlopCounterMode on meta in bfloat16 (for _grouped_mm)"
-        except Exception as exc:
-            failure += f"; in bfloat16: {_short(exc)}"
+            for grad in (False, True):
+                torch.manual_seed(0)
+                try:
+                    counter = FlopCounterMode(display=False, custom_mapping=ORACLE_FLOPS)
+                    with counter, torch.set_grad_enabled(grad):
+                        model(*inputs[0], **inputs[1])
+                    note = "FlopCounterMode on meta in bfloat16 (for _grouped_mm)" if half else ""
+                    return counter.get_total_flops() // 2, note
+                except Exception as exc:
+                    failures.append(("in bfloat16: " if half else "") + _short(exc))
         finally:
-            model.to(torch.float32)
-    return None, f"FlopCounterMode on meta failed: {failure}"
+            if half:
+                model.to(torch.float32)
+    return None, f"FlopCounterMode on meta failed: {'; '.join(dict.fromkeys(failures))}"
 
 
 def _count(

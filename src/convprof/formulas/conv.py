@@ -1,5 +1,6 @@
 """Convolution family: ``nn.Conv1d/2d/3d``, ``nn.ConvTranspose1d/2d/3d`` (and their Lazy and
-user subclasses that keep PyTorch's forward, through the MRO) and the ``aten.convolution`` operator behind ``F.conv*``.
+user subclasses that keep PyTorch's forward, through the MRO) and the ``aten.convolution``
+operator behind ``F.conv*``.
 
 Derivation. The weight of a convolution is ``(C_out, C_in/g, *k)``; every output element
 ``(n, c_out, *p)`` sums ``C_in/g * prod(k)`` products, so

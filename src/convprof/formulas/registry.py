@@ -3,10 +3,11 @@
 Two tables, one public ``register``:
 
 * **module formulas**, keyed by ``nn.Module`` subclass and looked up through ``type(m).__mro__``,
-  so a subclass of ``nn.Conv2d`` needs nothing (unless it brings its own ``forward``). A module formula is the cost of the module's own
-  code: it replaces the operators that ran directly inside that module (children still count
-  for themselves). It is how a module whose implementation varies (the fast path of
-  ``nn.MultiheadAttention``) or hides its arithmetic in a custom kernel gets an exact count.
+  so a subclass of ``nn.Conv2d`` needs nothing (unless it brings its own ``forward``). A
+  module formula is the cost of the module's own code: it replaces the operators that ran
+  directly inside that module (children still count for themselves). It is how a module
+  whose implementation varies (the fast path of ``nn.MultiheadAttention``) or hides its
+  arithmetic in a custom kernel gets an exact count.
 * **op formulas**, keyed by ATen operator name, for compute that no module formula covers:
   ``F.conv2d``, ``x @ w``, ``scaled_dot_product_attention`` inside any module.
 
