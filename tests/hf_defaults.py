@@ -134,7 +134,10 @@ def _config(model_type: str) -> Any:
         config = CONFIG_MAPPING[model_type]()
     except Exception as exc:
         raise Unsupported(f"default configuration does not build: {_short(exc)}") from exc
-    return shrink(config)
+    try:
+        return shrink(config)
+    except Exception as exc:  # Funnel and ProphetNet refuse a new num_hidden_layers
+        raise Unsupported(f"its configuration refuses two layers: {_short(exc)}") from exc
 
 
 def _attr(config: Any, *names: str) -> Any:
