@@ -5,15 +5,14 @@ the CPU, with compute=False and on meta (tests/zoo_check.py says what each statu
 
     python scripts/zoo_sweep.py timm --out timm.jsonl [--shard 1/2] [--filter 'resnet*']
     python scripts/zoo_sweep.py transformers --out hf.jsonl
-    python scripts/zoo_sweep.py transformers-defaults --out hfd.jsonl --shard 1/2 --max-params 1e9
+    python scripts/zoo_sweep.py transformers-defaults --out hfd.jsonl --shard 1/2 --max-params 2e9
     python scripts/zoo_sweep.py timm --out timm2.jsonl --redo timm.jsonl --max-cpu-macs 3e10
     python scripts/zoo_sweep.py table timm.jsonl timm2.jsonl hf.jsonl > table.md
 
 Results are appended one JSON line per model, so an interrupted sweep resumes where it
 stopped; ``--redo`` runs again, with larger limits, the models whose CPU or zero-compute pass
-an earlier sweep skipped, that had no FlopCounterMode count or were not exact, and
-``table`` keeps the last row
-of each model.
+an earlier sweep skipped, that had no FlopCounterMode count or were not exact, and ``table``
+keeps the last row of each model.
 Models are built with random weights (``pretrained=False``), never downloaded.
 """
 
@@ -21,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import fnmatch
+import functools
 import json
 import signal
 import sys
@@ -72,13 +72,7 @@ def hf_default_models(pattern: str) -> Iterator[Model]:
     becomes a "not built" row with the reason."""
     for name in sweepable():
         if fnmatch.fnmatch(name, pattern or "*"):
-            made: dict[str, tuple[Callable[[], torch.nn.Module], Callable[[], Inputs]]] = {}
-
-            def get(name: str = name, made: dict[str, Any] = made) -> Any:
-                if "entry" not in made:
-                    made["entry"] = entry(name)
-                return made["entry"]
-
+            get = functools.cache(functools.partial(entry, name))
             yield name, (lambda get=get: get()[0]()), (lambda get=get: get()[1]())
 
 

@@ -175,7 +175,7 @@ def _side(size: Any) -> tuple[int, int]:
     return 224, 224
 
 
-def candidates(model_type: str, cls: type[nn.Module], config: Any) -> list[dict[str, torch.Tensor]]:
+def candidates(cls: type[nn.Module], config: Any) -> list[dict[str, torch.Tensor]]:
     """Keyword inputs to try, most likely first: the class's main input, with decoder ids for
     an encoder-decoder, and text plus pixels for a model that takes both."""
     params = inspect.signature(cls.forward).parameters
@@ -236,7 +236,7 @@ def entry(model_type: str) -> tuple[Callable[[], nn.Module], Callable[[], Inputs
     cls = _model_class(model_type)
     config = _config(model_type)
     build = _builder(cls, config)
-    options = candidates(model_type, cls, config)
+    options = candidates(cls, config)
     try:
         with torch.device("meta"):
             model = build().eval()
