@@ -117,6 +117,7 @@ def _model_class(model_type: str) -> type[nn.Module]:
         name = name[0]
     try:
         cls: type[nn.Module] = getattr(transformers, name)
+        cls.forward  # noqa: B018 -- a placeholder for a missing package (torchaudio) raises here
     except (AttributeError, ImportError, RuntimeError) as exc:
         raise Unsupported(f"{name} does not import: {_short(exc)}") from exc
     return cls
