@@ -269,8 +269,9 @@ def test_a_subclass_with_its_own_forward_is_counted_from_its_operators(compute: 
 @pytest.mark.parametrize("compute", [True, False])
 def test_scans_and_membership_are_free(compute: bool) -> None:
     # Grounding DINO builds its text masks with cummax/cummin and isin, TAPAS pools cells
-    # with scatter_reduce, ViLT samples patches with multinomial: comparisons, sums by index,
-    # sampling, no products; the Linear's 3 rows x 4 x 2 = 24 MACs are the only ones.
+    # with scatter_reduce, ViLT samples patches with multinomial, Qwen2.5-VL finds its windows
+    # with unique_consecutive: comparisons, sums by index, sampling, no products; the Linear's
+    # 3 rows x 4 x 2 = 24 MACs are the only ones.
     class Masks(nn.Module):
         def __init__(self) -> None:
             super().__init__()
@@ -281,9 +282,31 @@ def test_scans_and_membership_are_free(compute: bool) -> None:
             running = torch.cummax(ids, 0).values + torch.cummin(ids, 0).values
             pooled = torch.zeros(4).scatter_reduce(0, ids, x[:, 0], reduce="amax")
             picked = torch.multinomial(x.softmax(-1), 2)
-            out = self.linear(x).sum() + special.sum() + running.sum() + x.logcumsumexp(0).sum()
+            runs = torch.unique_consecutive(ids).numel() + torch.unique(ids).numel()
+            out = self.linear(x).sum() + special.sum() + running.sum() + x.logcumsumexp(0).sum() + runs
             return out + pooled.sum() + picked.sum()
 
     report = convprof.profile(Masks(), (torch.randn(3, 4), torch.tensor([1, 3, 0])), compute=compute)
     assert report.complete, [u.op for u in report.unexplained]
     assert report.total.macs == 24
+
+
+@pytest.mark.parametrize("compute", [True, False])
+def test_in_place_forms_of_untagged_elementwise_ops_are_free(compute: bool) -> None:
+    # PyTorch tags abs, eq, ge, true_divide, copysign as pointwise but not their in-place
+    # forms (SigLIP 2's position embeddings call abs_): the in-place form is as free as the
+    # one it writes in place, and the Linear's 2 rows x 3 x 5 = 30 MACs are the only ones.
+    class InPlace(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.linear = nn.Linear(3, 5)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            y = self.linear(x)
+            y.abs_().true_divide_(2.0).copysign_(x.sum())
+            flags = y.clone().ge_(0.5).eq_(1.0).lt_(2.0)
+            return y + flags
+
+    report = convprof.profile(InPlace(), torch.randn(2, 3), compute=compute)
+    assert report.complete, [u.op for u in report.unexplained]
+    assert report.total.macs == 2 * 3 * 5

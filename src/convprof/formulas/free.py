@@ -207,6 +207,8 @@ _MOVEMENT = (
     "bincount",
     "searchsorted",
     "unique_dim",
+    "unique_consecutive",  # runs of equal values (Qwen2.5-VL's window index): comparisons
+    "_unique",
     "_unique2",
     "native_dropout",
     "dropout",

@@ -184,7 +184,20 @@ def classify(op: torch._ops.OpOverload) -> OpClass:
 
 def _tagged_free(op: torch._ops.OpOverload) -> bool:
     """PyTorch tags pointwise ops and reductions, but not every overload of them (``gelu_``,
-    ``relu.out``): one tagged overload makes the whole packet free."""
+    ``relu.out``): one tagged overload makes the whole packet free. Some in-place packets
+    carry no tag in any overload (``abs_``, ``eq_``, ``true_divide_``: 20 in PyTorch 2.14,
+    SigLIP 2's embeddings call ``abs_``); they are as free as the packet they write in place."""
     packet = op.overloadpacket
-    overloads = (getattr(packet, name) for name in packet.overloads())
-    return any(tag in candidate.tags for candidate in (op, *overloads) for tag in _FREE_TAGS)
+    if _packet_tagged(packet):
+        return True
+    name = packet.__name__
+    if not name.endswith("_") or name.endswith("__"):
+        return False
+    outplace = getattr(torch.ops.aten, name[:-1], None) if str(packet).startswith("aten.") else None
+    return isinstance(outplace, torch._ops.OpOverloadPacket) and _packet_tagged(outplace)
+
+
+def _packet_tagged(packet: torch._ops.OpOverloadPacket) -> bool:
+    names = packet.overloads()  # type: ignore[no-untyped-call]  # unannotated in torch
+    overloads = (getattr(packet, name) for name in names)
+    return any(tag in candidate.tags for candidate in overloads for tag in _FREE_TAGS)
