@@ -11,14 +11,15 @@ paths (mBART, Pegasus) and it is the oracle.
 
 A model type is *skipped* with a reason when it has no base model class (a sub-configuration
 such as ``clip_text_model`` is swept through its parent), needs a package transformers does
-not install, or takes inputs this module does not make (time series, prompts of points,
-image tokens that must match the image); :func:`skipped` lists them for the docs.
+not install, or takes inputs this module does not make (forecasting with time features,
+prompts of points, image tokens that must match the image); :func:`skipped` lists them for the docs.
 """
 
 from __future__ import annotations
 
 import contextlib
 import inspect
+import math
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -47,9 +48,14 @@ _LAYER_COUNTS = (
     "num_vision_layers",
     "num_audio_layers",
     "depth",
+    "num_blocks",  # xLSTM's, beside its num_hidden_layers
 )
 # Per-layer lists that must keep the configuration's length (hybrid and sliding-window models).
 _PER_LAYER = ("layer_types", "layers_block_type", "block_types", "hybrid_override_pattern")
+# Stage counts some configurations alias a layer count to (ConvNeXt's num_hidden_layers is its
+# num_stages, SegFormer's its num_encoder_blocks): cutting them drops stages whose widths stay
+# listed; their depth is in ``depths``, cut below.
+_STAGE_COUNTS = ("num_stages", "num_encoder_blocks")
 
 
 class Unsupported(Exception):
@@ -89,11 +95,24 @@ def shrink(config: Any) -> Any:
                 depth = max(depth, len(cut))
                 with contextlib.suppress(AttributeError, TypeError, ValueError):
                     setattr(c, key, "".join(cut) if isinstance(value, str) else type(value)(cut))
+                if isinstance(getattr(c, "hybrid_layer_ids", None), list):  # Zamba2 lists them twice
+                    c.hybrid_layer_ids = [i for i, kind in enumerate(cut) if kind == "hybrid"]
+        aliases = getattr(type(c), "attribute_map", None) or {}
         for key in _LAYER_COUNTS:
+            if aliases.get(key) in _STAGE_COUNTS:
+                continue
             value = getattr(c, key, None)
             if isinstance(value, int) and not isinstance(value, bool) and value > depth:
                 with contextlib.suppress(AttributeError, TypeError, ValueError):
                     setattr(c, key, depth)
+        for kind in ("attn_layer", "expert_layer"):
+            # Jamba, Zamba: every period-th layer from offset is attention (or experts); an
+            # offset past the cut would leave none, so the last layer becomes the first of them
+            offset = getattr(c, f"{kind}_offset", None)
+            if isinstance(offset, int) and offset >= depth:
+                with contextlib.suppress(AttributeError, TypeError, ValueError):
+                    setattr(c, f"{kind}_offset", depth - 1)
+                    setattr(c, f"{kind}_period", depth)
         depths = getattr(c, "depths", None)
         if isinstance(depths, (list, tuple)) and all(isinstance(d, int) for d in depths):
             with contextlib.suppress(AttributeError, TypeError, ValueError):
@@ -176,11 +195,18 @@ def _side(size: Any) -> tuple[int, int]:
     return 224, 224
 
 
-def candidates(cls: type[nn.Module], config: Any) -> list[dict[str, torch.Tensor]]:
-    """Keyword inputs to try, most likely first: the class's main input, with decoder ids for
-    an encoder-decoder, and text plus pixels for a model that takes both."""
+def candidates(
+    cls: type[nn.Module], config: Any, model: nn.Module | None = None
+) -> list[dict[str, torch.Tensor]]:
+    """Keyword inputs to try, most likely first: the class's main input (its first argument
+    where the class's main_input_name is not one), with decoder ids for an encoder-decoder,
+    text plus pixels for a model that takes both, frames for a video model, a spectrogram or
+    stacked features where the configuration gives their sizes, patches and their grid for a
+    vision tower that takes them, and a series of the context length."""
     params = inspect.signature(cls.forward).parameters
     main = getattr(cls, "main_input_name", "input_ids")
+    if not isinstance(main, str) or main not in params:  # a vision tower inherits input_ids
+        main = next(iter(list(params)[1:]), main)
     made: list[dict[str, torch.Tensor]] = []
 
     def pixels() -> torch.Tensor:
@@ -199,11 +225,21 @@ def candidates(cls: type[nn.Module], config: Any) -> list[dict[str, torch.Tensor
             made.append({"input_ids": _ids(config, TOKENS), "pixel_values": pixels(), **decoder})
     elif main == "pixel_values" and "pixel_values" in params:
         made.append({"pixel_values": pixels(), **decoder})
+        video_frames = _attr(config, "num_frames")
+        if isinstance(video_frames, int) and video_frames > 1:  # a video model: frames x channels x H x W
+            made.append({"pixel_values": pixels().unsqueeze(1).expand(-1, video_frames, -1, -1, -1).clone()})
         if "input_ids" in params:
             made.append({"input_ids": _ids(config, TOKENS), "pixel_values": pixels(), **decoder})
+    elif main == "pixel_values_videos":
+        count = _attr(config, "num_frames", "frames_per_clip")
+        count = count if isinstance(count, int) else 8
+        made.append({main: pixels().unsqueeze(1).expand(-1, count, -1, -1, -1).clone()})
     elif main == "input_values" and "input_values" in params:
         made.append({"input_values": torch.randn(1, AUDIO_SAMPLES), **decoder})
         made.append({"input_values": torch.randn(1, 1, AUDIO_SAMPLES), **decoder})
+        length, bins = _attr(config, "max_length"), _attr(config, "num_mel_bins")
+        if isinstance(length, int) and isinstance(bins, int):  # a spectrogram (AST)
+            made.append({"input_values": torch.randn(1, length, bins), **decoder})
     elif main == "input_features" and "input_features" in params:
         features = _attr(config, "num_mel_bins", "feature_size", "input_feat_per_channel", "n_mels")
         features = features if isinstance(features, int) else 80
@@ -211,10 +247,73 @@ def candidates(cls: type[nn.Module], config: Any) -> list[dict[str, torch.Tensor
         frames = 2 * positions if isinstance(positions, int) and positions <= 3000 else 100
         made.append({"input_features": torch.randn(1, features, frames), **decoder})
         made.append({"input_features": torch.randn(1, 100, features), **decoder})
+        stacked = _attr(config, "feature_projection_input_dim")
+        if isinstance(stacked, int):  # wav2vec2-BERT's frames stacked in pairs
+            made.append({"input_features": torch.randn(1, 100, stacked), **decoder})
+    first = next(iter(list(params)[1:]), None)
+    grid = next((name for name in params if name.endswith("grid_thw")), None)
+    if "spatial_shapes" in params:  # SigLIP 2's images are patches of a grid, and its size
+        patch = _attr(config, "patch_size")
+        if isinstance(patch, int):
+            side = 16
+            shown = {
+                "pixel_values": torch.randn(1, side * side, 3 * patch * patch),
+                "pixel_attention_mask": torch.ones(1, side * side, dtype=torch.long),
+                "spatial_shapes": torch.tensor([[side, side]]),
+            }
+            text = {"input_ids": _ids(config, TOKENS)} if "input_ids" in params else {}
+            made = [kwargs for kwargs in made if "pixel_values" not in kwargs] + [{**text, **shown}]
+    if first == "past_values" and not made:
+        made.extend(_series(config, params))
+    if grid is not None and first in ("hidden_states", "pixel_values"):
+        made = _patches(config, first, grid, model)  # an image would not do: the grid is required
     if not made:
         takes = ", ".join(list(params)[1:4])
         raise Unsupported(f"its forward takes {takes}, ...: none of the inputs this sweep makes")
     return made
+
+
+def _series(config: Any, params: Any) -> list[dict[str, torch.Tensor]]:
+    """A time series of the configuration's context length: channels last where it has
+    channels (PatchTST, PatchTSMixer), with TimesFM's padding flags and frequency class. The
+    forecasting transformers with lags and time features (Informer, Autoformer) have no
+    context length by default, so nothing is made for them."""
+    length = _attr(config, "context_length")
+    if not isinstance(length, int):
+        return []
+    channels = _attr(config, "num_input_channels")
+    shape = (1, length, channels) if isinstance(channels, int) else (1, length)
+    made = {"past_values": torch.randn(*shape)}
+    if "past_values_padding" in params:
+        made["past_values_padding"] = torch.zeros(1, length)
+    if "freq" in params:
+        made["freq"] = torch.zeros(1, 1, dtype=torch.long)
+    return [made]
+
+
+PATCH_GRID = 8  # patches a side for a vision tower fed flattened patches (Qwen-VL's kin)
+
+
+def _patches(config: Any, name: str, grid: str, model: nn.Module | None) -> list[dict[str, torch.Tensor]]:
+    """Inputs of a vision tower that takes its image as patches and a grid of (frames, rows,
+    columns) per image: one 8x8-patch image, each patch shaped for the tower's first layer,
+    read from the meta-built model because the configurations do not say (MuseSpark flattens
+    two frames): a Linear's flattened patches, a Conv3d's channels x temporal patch x patch x
+    patch flattened (Qwen-VL's kin), a Conv2d's flattened (HunYuan-VL, Ovis 2.5) or as
+    channels x patch x patch images (Kimi), the images last, the one kept when both need
+    values on meta."""
+    count = PATCH_GRID * PATCH_GRID
+    sizes = torch.tensor([[1, PATCH_GRID, PATCH_GRID]])
+    layers = (nn.Linear, nn.Conv2d, nn.Conv3d)
+    first = next((m for m in (model.modules() if model else ()) if isinstance(m, layers)), None)
+    if isinstance(first, nn.Linear):
+        return [{name: torch.randn(count, first.in_features), grid: sizes}]
+    if isinstance(first, (nn.Conv2d, nn.Conv3d)):
+        flat = {name: torch.randn(count, first.in_channels * math.prod(first.kernel_size)), grid: sizes}
+        if isinstance(first, nn.Conv3d):
+            return [flat]
+        return [flat, {name: torch.randn(count, first.in_channels, *first.kernel_size), grid: sizes}]
+    return []
 
 
 def _builder(cls: type[nn.Module], config: Any) -> Callable[[], nn.Module]:
@@ -237,12 +336,12 @@ def entry(model_type: str) -> tuple[Callable[[], nn.Module], Callable[[], Inputs
     cls = _model_class(model_type)
     config = _config(model_type)
     build = _builder(cls, config)
-    options = candidates(cls, config)
     try:
         with torch.device("meta"):
             model = build().eval()
     except Exception as exc:
         raise Unsupported(f"does not build from its default configuration: {_short(exc)}") from exc
+    options = candidates(cls, config, model)
     import convprof
 
     first_error: BaseException | None = None
