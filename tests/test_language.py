@@ -96,6 +96,32 @@ CONFIGS: dict[str, tuple[str, dict[str, Any]]] = {
             "architectures": ["WhisperForConditionalGeneration"],
         },
     ),
+    "videomae": (
+        "VideoMAEConfig",
+        {
+            "image_size": 32,
+            "patch_size": 16,
+            "num_frames": 4,
+            "tubelet_size": 2,
+            "hidden_size": 32,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "intermediate_size": 64,
+            "architectures": ["VideoMAEModel"],
+        },
+    ),
+    "ast": (
+        "ASTConfig",
+        {
+            "hidden_size": 32,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "intermediate_size": 64,
+            "max_length": 32,
+            "num_mel_bins": 16,
+            "architectures": ["ASTModel"],
+        },
+    ),
 }
 
 
@@ -129,13 +155,16 @@ def flop_counter_macs(config: Any, inputs: dict[str, tuple[tuple[int, ...], torc
 
 
 # The inputs convprof makes by default, written out: 128 token ids (a decoder token for the
-# encoder-decoders), Whisper's 2 x max_source_positions frames of its mel bins.
+# encoder-decoders), Whisper's 2 x max_source_positions frames of its mel bins, VideoMAE's
+# num_frames frames of its image size, AST's max_length frames of its mel bins.
 DEFAULT_INPUTS: dict[str, dict[str, tuple[tuple[int, ...], torch.dtype]]] = {
     "llama": {"input_ids": ((1, 128), torch.int64)},
     "gpt2": {"input_ids": ((1, 128), torch.int64)},
     "bert": {"input_ids": ((1, 128), torch.int64)},
     "t5": {"input_ids": ((1, 128), torch.int64), "decoder_input_ids": ((1, 1), torch.int64)},
     "whisper": {"input_features": ((1, 16, 32), torch.float32), "decoder_input_ids": ((1, 1), torch.int64)},
+    "videomae": {"pixel_values": ((1, 4, 3, 32, 32), torch.float32)},
+    "ast": {"input_values": ((1, 32, 16), torch.float32)},
 }
 
 

@@ -200,7 +200,7 @@ def _parser() -> argparse.ArgumentParser:
         metavar="[NAME=]SHAPE[:DTYPE]",
         help="an input such as 1,3,224,224, 1,128:int64 (token ids) or attention_mask=1,128:int64 "
         "(a keyword input); repeat for several (default for torchvision: the weights' evaluation "
-        "crop; for transformers: 128 tokens, or the model's image or audio size)",
+        "crop; for transformers: 128 tokens, or the model's image, clip or audio size)",
     )
     prof.add_argument(
         "--past",

@@ -186,14 +186,22 @@ def _defaults(config: Any, model: nn.Module) -> tuple[Input, ...] | None:
         limit = getattr(config.get_text_config(), "max_position_embeddings", None)
         length = min(SEQUENCE, limit) if isinstance(limit, int) and limit > 0 else SEQUENCE
         inputs = [Input((1, length), "int64", name)]
-    elif main == "pixel_values":
+    elif main in ("pixel_values", "pixel_values_videos"):
         vision = getattr(config, "vision_config", None) or config
         size = _size(getattr(vision, "image_size", None))
         if size is None:
             return None
-        inputs = [Input((1, getattr(vision, "num_channels", 3), *size), None, name)]
+        shape: tuple[int, ...] = (1, getattr(vision, "num_channels", 3), *size)
+        # a video model (VideoMAE, ViViT, TimeSformer, V-JEPA 2) takes its clip's frames
+        frames = getattr(vision, "num_frames", None) or getattr(vision, "frames_per_clip", None)
+        if isinstance(frames, int) and (frames > 1 or main == "pixel_values_videos"):
+            shape = (1, frames, *shape[1:])
+        inputs = [Input(shape, None, name)]
     elif main == "input_features" and _has(config, "num_mel_bins", "max_source_positions"):
         inputs = [Input((1, config.num_mel_bins, 2 * config.max_source_positions), None, name)]
+    elif main == "input_values" and _has(config, "max_length", "num_mel_bins"):
+        # the Audio Spectrogram Transformer takes its spectrogram, frames x mel bins
+        inputs = [Input((1, config.max_length, config.num_mel_bins), None, name)]
     elif main == "input_values":
         inputs = [Input((1, 16000), None, name)]
     else:
