@@ -85,8 +85,22 @@ def test_every_timm_architecture(name: str) -> None:
 # Every transformers model type at its default widths, two layers (tests/hf_defaults.py). The
 # default run takes a sample that spans the families and the oracle's additions (FFTs for
 # FNet, grouped expert products for OLMoE, triangular solves for Qwen3-Next's linear
-# attention, values read on meta for DETR-style detectors); every type runs under -m slow.
-DEFAULTS_SAMPLE = ["gpt2", "t5", "vit", "wav2vec2", "fnet", "olmoe", "qwen3_next", "rt_detr"]
+# attention, values read on meta for DETR-style detectors) and the sweep's input makers
+# (a vision tower fed patches and their grid, SigLIP 2's patches, whose embeddings call the
+# untagged abs_, ConvNeXt's stages); every type runs under -m slow.
+DEFAULTS_SAMPLE = [
+    "gpt2",
+    "t5",
+    "vit",
+    "wav2vec2",
+    "fnet",
+    "olmoe",
+    "qwen3_next",
+    "rt_detr",
+    "qwen3_vl_vision",
+    "siglip2_vision_model",
+    "convnext",
+]
 # docs/zoo-transformers.md lists the types that are not built, and why: no count of convprof's
 # differs from the oracle's or is incomplete.
 
