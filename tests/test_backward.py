@@ -308,6 +308,10 @@ needs_transformers = pytest.mark.skipif(transformers is None, reason="transforme
 def _feeds(name: str) -> dict[str, torch.Tensor]:
     if name == "whisper":
         return {"input_features": torch.randn(2, 16, 32), "decoder_input_ids": torch.randint(0, 100, (2, 5))}
+    if name == "videomae":  # 4 frames of 32 x 32
+        return {"pixel_values": torch.randn(2, 4, 3, 32, 32)}
+    if name == "ast":  # 32 frames of 16 mel bins
+        return {"input_values": torch.randn(2, 32, 16)}
     feeds = {"input_ids": torch.randint(0, 100, (2, 16))}
     if name == "t5":
         feeds["decoder_input_ids"] = torch.randint(0, 100, (2, 5))
