@@ -389,3 +389,82 @@ def test_the_garbage_collector_comes_back_as_it_was(compute: Any) -> None:
         assert not gc.isenabled()
     finally:
         gc.enable()
+
+
+class LazilyHooked(nn.Module):
+    """Installs a forward hook on its child on the first call and marks itself as hooked with a
+    plain attribute, as transformers does for its output-capturing hooks; the hook's output is
+    what the forward returns, so a model left with the hook and without the mark (or the other
+    way round) answers differently from a fresh one."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.child = nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not getattr(self, "hooked", False):
+            self.seen: list[torch.Tensor] = []
+            self.child.register_forward_hook(lambda m, a, out: self.seen.append(out))
+            self.hooked = True
+        self.seen.clear()
+        self.child(x)
+        return torch.stack(self.seen)
+
+
+@pytest.mark.parametrize("compute", [True, False])
+def test_hooks_a_forward_registers_go_with_the_attributes_it_sets(compute: bool) -> None:
+    model = LazilyHooked()
+    mine = model.child.register_forward_pre_hook(lambda m, a: None)  # the user's, kept
+    x = torch.randn(2, 4)
+    fresh = copy.deepcopy(model)
+    for _ in range(2):
+        assert convprof.profile(model, x, compute=compute).total.macs == 2 * 4 * 4
+    assert "hooked" not in vars(model) and not model.child._forward_hooks
+    assert list(model.child._forward_pre_hooks) == [mine.id]
+    assert torch.equal(model(x), fresh(x))  # one captured output: the hook is installed once
+    assert model(x).shape == (1, 2, 4)
+
+
+def _tiny_llava() -> tuple[nn.Module, dict[str, torch.Tensor]]:
+    hf = pytest.importorskip("transformers")
+    vision = hf.CLIPVisionConfig(
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        image_size=32,
+        patch_size=8,
+    )
+    text = hf.LlamaConfig(
+        vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64
+    )
+    torch.manual_seed(0)
+    model = hf.LlavaForConditionalGeneration(
+        hf.LlavaConfig(vision_config=vision, text_config=text, image_token_id=99, projector_hidden_act="gelu")
+    ).eval()
+    # 4 words, the 16 patches' tokens (32 / 8 squared; the class token is dropped), 4 words
+    ids = torch.cat([torch.arange(4), torch.full((16,), 99), torch.arange(4, 8)]).unsqueeze(0)
+    return model, {"input_ids": ids, "pixel_values": torch.randn(1, 3, 32, 32)}
+
+
+@pytest.mark.parametrize("compute", [True, False])
+def test_llava_sees_its_image_after_being_profiled(compute: bool) -> None:
+    # LLaVA reads the vision tower's hidden states, which transformers collects with hooks it
+    # installs on the first call; after a profile the model answered None for them (the mark
+    # "hooks installed" was put back, the hooks were not), in convprof's next pass too.
+    model, feeds = _tiny_llava()
+    with torch.no_grad():
+        expected = model(**feeds).logits
+    model, feeds = _tiny_llava()
+    # By hand: CLIP's patch embedding 16 x 32 x (3 x 8 x 8) = 98,304; per layer over 17 tokens
+    # q, k, v, o 4 x 17 x 32 x 32 = 69,632, scores and sum 2 x 17 x 17 x 32 = 18,496, MLP
+    # 2 x 17 x 32 x 64 = 69,632; the projector 2 x 16 x 32 x 32 = 32,768; per Llama layer over 24
+    # tokens 4 x 24 x 32 x 32 = 98,304, 2 x 24 x 24 x 32 = 36,864, 3 x 24 x 32 x 64 = 147,456;
+    # the head 24 x 32 x 100 = 76,800.
+    macs = 98_304 + 2 * (69_632 + 18_496 + 69_632) + 32_768 + 2 * (98_304 + 36_864 + 147_456) + 76_800
+    for _ in range(2):
+        report = convprof.profile(model, (), feeds, compute=compute)
+        assert report.complete
+        assert report.total.macs == macs == 1_088_640
+    with torch.no_grad():
+        assert torch.equal(model(**feeds).logits, expected)

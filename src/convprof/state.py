@@ -23,6 +23,7 @@ through the script module's own attribute.
 
 from __future__ import annotations
 
+import operator
 import signal
 import threading
 from typing import Any
@@ -35,6 +36,14 @@ TABLES = ("_parameters", "_buffers", "_modules")
 # nn.Module's own attributes (its tables, hook dicts): the containers a model adds are the
 # ones whose contents are put back; the tables are put back by identity above.
 _OWN_CONTAINERS = frozenset(vars(nn.Module()))
+# nn.Module's forward and backward hook tables, fetched in one call. A forward may register
+# hooks of its own (transformers installs its output-capturing hooks on the first call that asks
+# for hidden states, and marks the model as hooked with a plain attribute): the attribute is put
+# back, so the hooks must be too, or the next call installs them again beside the ones left and
+# LLaVA's image features come out None.
+_hook_tables = operator.itemgetter(
+    *(name for name in vars(nn.Module()) if name.startswith(("_forward", "_backward")) and "hooks" in name)
+)
 _NO_NAMES: frozenset[str] = frozenset()
 
 
@@ -64,6 +73,8 @@ class ModelState:
         self._containers: list[tuple[Any, Any]] = []
         # (module, attribute) holding a list or tuple of tensors, for point_at
         self._tensor_lists: list[tuple[nn.Module, str]] = []
+        # id of a module with hooks: the entries of each of its hook tables (most have none)
+        self._hooks: dict[int, tuple[list[tuple[Any, Any]], ...]] = {}
         for module in modules:
             if _is_script(module):
                 self._script.append((module, module.training))
@@ -78,6 +89,9 @@ class ModelState:
                     self._containers.append((value, kind(value) if value else None))
                 if (kind is list or kind is tuple) and value and isinstance(value[0], torch.Tensor):
                     self._tensor_lists.append((module, key))
+            hooks = _hook_tables(state)
+            if any(hooks):
+                self._hooks[id(module)] = tuple(list(table.items()) for table in hooks)
             params, buffers, children = state["_parameters"], state["_buffers"], state["_modules"]
             non_persistent = state["_non_persistent_buffers_set"]
             self._python.append(
@@ -129,6 +143,14 @@ class ModelState:
                     _put_back(table, saved)
                 elif table:  # it was empty
                     table.clear()
+            hooks = _hook_tables(state)
+            entries = self._hooks.get(id(module)) if self._hooks else None
+            if entries is not None:
+                for table, saved_hooks in zip(hooks, entries, strict=True):
+                    _rehook(table, saved_hooks)
+            elif any(hooks):  # it had none
+                for table in hooks:
+                    table.clear()
             names = state["_non_persistent_buffers_set"]
             if names != (non_persistent or _NO_NAMES):
                 names.clear()
@@ -137,6 +159,15 @@ class ModelState:
             module.training = flag
         for container, saved in self._containers:
             _refill(container, saved)
+
+
+def _rehook(table: dict[Any, Any], entries: list[tuple[Any, Any]]) -> None:
+    """Make a hook table hold ``entries`` in their order (hooks run in it), by identity."""
+    if len(table) != len(entries) or any(
+        key != k or value is not v for (key, value), (k, v) in zip(table.items(), entries, strict=True)
+    ):
+        table.clear()
+        table.update(entries)
 
 
 def _refill(container: Any, saved: Any) -> None:
