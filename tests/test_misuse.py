@@ -468,3 +468,19 @@ def test_llava_sees_its_image_after_being_profiled(compute: bool) -> None:
         assert report.total.macs == macs == 1_088_640
     with torch.no_grad():
         assert torch.equal(model(**feeds).logits, expected)
+
+
+def test_a_lazy_module_initialises_on_the_first_forward_after_a_profile() -> None:
+    # A lazy module removes its initialising pre-hook when it materialises; the profile put its
+    # class and parameters back but not the hook, and it stayed a LazyLinear for good.
+    model = nn.Sequential(nn.LazyLinear(4), nn.ReLU())
+    x = torch.randn(2, 3)
+    # Without values its parameters have no shape: a refusal that names it (auto mode then
+    # counts it with a real pass), not PyTorch's error about an uninitialised parameter.
+    with pytest.raises(convprof.ValuesNeeded, match=r"module '0' \(LazyLinear\) has lazy parameters"):
+        convprof.profile(model, x, compute=False)
+    assert convprof.profile(model, x, compute="auto").total.macs == 2 * 3 * 4
+    assert convprof.profile(model, x).total.macs == 2 * 3 * 4
+    assert type(model[0]) is nn.LazyLinear and len(model[0]._forward_pre_hooks) == 1
+    model(x)
+    assert type(model[0]) is nn.Linear and model[0].weight.shape == (4, 3)

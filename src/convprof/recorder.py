@@ -1058,6 +1058,15 @@ def _owned(named: list[tuple[str, nn.Module]]) -> list[torch.Tensor]:
     ]
 
 
+def _lazy(named: list[tuple[str, nn.Module]]) -> tuple[str, nn.Module] | None:
+    """The first module holding an uninitialised lazy parameter or buffer, which has no shape."""
+    for name, module in named:
+        tensors = (*module._parameters.values(), *module._buffers.values())
+        if any(t is not None and nn.parameter.is_lazy(t) for t in tensors):
+            return name, module
+    return None
+
+
 _META = torch.device("meta")
 
 
@@ -1163,6 +1172,14 @@ def _record(
         raise ValuesNeeded(
             f"zero-compute backward pass of {type(model).__name__}: a TorchScript module's gradient "
             "runs inside TorchScript and needs real tensors; profile with compute=True and real inputs"
+        )
+    lazy = None if computing else _lazy(named)
+    if lazy is not None:
+        # a lazy module's parameters take their shapes from its first real input
+        raise ValuesNeeded(
+            f"zero-compute pass of {type(model).__name__}: module '{lazy[0] or '(root)'}' "
+            f"({type(lazy[1]).__name__}) has lazy parameters that its first forward sizes; profile "
+            "with compute=True and real inputs"
         )
     unfollowed = unfollowed_kernel(named, memory) if memory is not None and not computing else None
     if unfollowed is not None:
