@@ -8,9 +8,11 @@ zero-compute pass must, besides, point the model's own references to its paramet
 stand-ins, including references held outside ``_parameters`` (``nn.LSTM._flat_weights``), so
 that operators whose composite code compares devices before any kernel runs see meta tensors.
 
-:class:`ModelState` takes a shallow snapshot of every module (its class, ``__dict__`` and the
-``_parameters``, ``_buffers`` and ``_modules`` tables, by identity, never comparing tensors by
-value) and puts each entry back afterwards, removing what was added. The contents of the plain
+:class:`ModelState` takes a shallow snapshot of every module (its class, ``__dict__``, the
+``_parameters``, ``_buffers`` and ``_modules`` tables and its forward and backward hook tables,
+by identity, never comparing tensors by value) and puts each entry back afterwards, removing
+what was added: a forward that registers hooks (transformers' output capture, a lazy module
+removing its initialising hook) leaves the model as it found it. The contents of the plain
 dicts, lists and sets a module holds are put back too, in the same objects: a cache that the
 forward fills in place (timm's LeViT and EfficientFormer keep their attention biases in a dict
 keyed by device) is left as empty as it was, not holding a meta tensor or a tensor with a graph.
@@ -34,7 +36,7 @@ from torch import nn
 # A module's tables of parameters, buffers and children (the recorder walks what is beside them).
 TABLES = ("_parameters", "_buffers", "_modules")
 # nn.Module's own attributes (its tables, hook dicts): the containers a model adds are the
-# ones whose contents are put back; the tables are put back by identity above.
+# ones whose contents are put back here; the tables and hook dicts are put back on their own.
 _OWN_CONTAINERS = frozenset(vars(nn.Module()))
 # nn.Module's forward and backward hook tables, fetched in one call. A forward may register
 # hooks of its own (transformers installs its output-capturing hooks on the first call that asks
