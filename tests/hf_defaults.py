@@ -204,15 +204,19 @@ def candidates(
     stacked features where the configuration gives their sizes, patches and their grid for a
     vision tower that takes them, and a series of the context length."""
     params = inspect.signature(cls.forward).parameters
+    first = next(iter(list(params)[1:]), None)  # after self
     main = getattr(cls, "main_input_name", "input_ids")
     if not isinstance(main, str) or main not in params:  # a vision tower inherits input_ids
-        main = next(iter(list(params)[1:]), main)
+        main = first or main
     made: list[dict[str, torch.Tensor]] = []
 
     def pixels() -> torch.Tensor:
         channels = _attr(config, "num_channels", "in_channels", "input_channels")
         height, width = _side(_attr(config, "image_size", "img_size", "input_size"))
         return torch.randn(1, channels if isinstance(channels, int) else 3, height, width)
+
+    def clip(frames: int) -> torch.Tensor:  # a video: frames x channels x height x width
+        return pixels().unsqueeze(1).expand(-1, frames, -1, -1, -1).clone()
 
     decoder = (
         {"decoder_input_ids": _ids(config, DECODER_TOKENS)}
@@ -226,14 +230,14 @@ def candidates(
     elif main == "pixel_values" and "pixel_values" in params:
         made.append({"pixel_values": pixels(), **decoder})
         video_frames = _attr(config, "num_frames")
-        if isinstance(video_frames, int) and video_frames > 1:  # a video model: frames x channels x H x W
-            made.append({"pixel_values": pixels().unsqueeze(1).expand(-1, video_frames, -1, -1, -1).clone()})
+        if isinstance(video_frames, int) and video_frames > 1:  # a video model
+            made.append({"pixel_values": clip(video_frames)})
         if "input_ids" in params:
             made.append({"input_ids": _ids(config, TOKENS), "pixel_values": pixels(), **decoder})
     elif main == "pixel_values_videos":
         count = _attr(config, "num_frames", "frames_per_clip")
         count = count if isinstance(count, int) else 8
-        made.append({main: pixels().unsqueeze(1).expand(-1, count, -1, -1, -1).clone()})
+        made.append({main: clip(count)})
     elif main == "input_values" and "input_values" in params:
         made.append({"input_values": torch.randn(1, AUDIO_SAMPLES), **decoder})
         made.append({"input_values": torch.randn(1, 1, AUDIO_SAMPLES), **decoder})
@@ -250,7 +254,6 @@ def candidates(
         stacked = _attr(config, "feature_projection_input_dim")
         if isinstance(stacked, int):  # wav2vec2-BERT's frames stacked in pairs
             made.append({"input_features": torch.randn(1, 100, stacked), **decoder})
-    first = next(iter(list(params)[1:]), None)
     grid = next((name for name in params if name.endswith("grid_thw")), None)
     if "spatial_shapes" in params:  # SigLIP 2's images are patches of a grid, and its size
         patch = _attr(config, "patch_size")

@@ -1058,8 +1058,11 @@ def _owned(named: list[tuple[str, nn.Module]]) -> list[torch.Tensor]:
     ]
 
 
-def _lazy(named: list[tuple[str, nn.Module]]) -> tuple[str, nn.Module] | None:
-    """The first module holding an uninitialised lazy parameter or buffer, which has no shape."""
+def _lazy(named: list[tuple[str, nn.Module]], owned: list[torch.Tensor]) -> tuple[str, nn.Module] | None:
+    """The first module holding an uninitialised lazy parameter or buffer, which has no shape;
+    the model's tensors (``owned``) are looked through first, the modules only if one is."""
+    if not any(nn.parameter.is_lazy(t) for t in owned):
+        return None
     for name, module in named:
         tensors = (*module._parameters.values(), *module._buffers.values())
         if any(t is not None and nn.parameter.is_lazy(t) for t in tensors):
@@ -1173,7 +1176,7 @@ def _record(
             f"zero-compute backward pass of {type(model).__name__}: a TorchScript module's gradient "
             "runs inside TorchScript and needs real tensors; profile with compute=True and real inputs"
         )
-    lazy = None if computing else _lazy(named)
+    lazy = None if computing else _lazy(named, owned)
     if lazy is not None:
         # a lazy module's parameters take their shapes from its first real input
         raise ValuesNeeded(
