@@ -63,7 +63,7 @@ def _build(name: str) -> tuple[Any, Any, Any, Any]:
     """The model on the CPU and on meta, and an input for each."""
     import torch
 
-    from convprof.zoo import torchvision_model
+    from convprof.models.zoo import torchvision_model
 
     if name.startswith("timm:"):
         import timm
@@ -221,8 +221,8 @@ def _stages(name: str, rounds: int, watch: Any) -> str:
     import torch
     from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
 
-    from convprof.counter import count
-    from convprof.recorder import record
+    from convprof.count.counter import count
+    from convprof.record.recorder import record
 
     cpu, x, _, _ = _build(name)
     calls = [0]
@@ -309,7 +309,8 @@ def _floor_row(name: str, rounds: int) -> str:
     from torch.utils._python_dispatch import TorchDispatchMode
 
     import convprof
-    from convprof.recorder import _roles, _stack_pop, _stack_push
+    from convprof.record.dataflow import roles as _roles
+    from convprof.record.session import _stack_pop, _stack_push
 
     class Forward(TorchDispatchMode):
         ops = 0
@@ -446,14 +447,14 @@ def idle(rounds: int) -> str:
 
 
 PHASES = [
-    ("recorder", "_Session.__torch_dispatch__", "dispatch (Python part)"),
-    ("recorder", "_Session.pre_hook", "pre-hooks"),
-    ("recorder", "_Session.post_hook", "post-hooks"),
-    ("recorder", "_read_info", "module records"),
-    ("recorder", "_stand_in", "stand-ins"),
-    ("state", "ModelState.__init__", "state snapshot"),
-    ("state", "ModelState.point_at", "point at stand-ins"),
-    ("state", "ModelState.restore", "state restore"),
+    ("record.session", "Session.__torch_dispatch__", "dispatch (Python part)"),
+    ("record.session", "Session.pre_hook", "pre-hooks"),
+    ("record.session", "Session.post_hook", "post-hooks"),
+    ("record.recorder", "read_info", "module records"),
+    ("record.zero_compute", "stand_in", "stand-ins"),
+    ("record.state", "ModelState.__init__", "state snapshot"),
+    ("record.state", "ModelState.point_at", "point at stand-ins"),
+    ("record.state", "ModelState.restore", "state restore"),
     ("api", "count", "count"),
     ("api", "record", "record (all of it)"),
 ]

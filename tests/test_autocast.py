@@ -19,7 +19,7 @@ from test_peak_memory import MODELS, X, mlp
 from torch import nn
 
 import convprof
-from convprof import autocast as policy
+from convprof.record import autocast as policy
 
 F32, BF16 = 4, 2
 PARAMS = 100 * 200 + 200 + 200 * 10 + 10  # 22,210 numbers

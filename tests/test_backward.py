@@ -27,11 +27,11 @@ from torch.utils._pytree import tree_leaves, tree_map
 from torch.utils.flop_counter import FlopCounterMode, conv_flop_count
 
 import convprof
-from convprof.budget import Budget, BudgetExceeded, checks
+from convprof.ci.budget import Budget, BudgetExceeded, checks
 from convprof.cli import main
-from convprof.recorder import ForwardError
-from convprof.report import Report
-from convprof.zoo import torchvision_model
+from convprof.models.zoo import torchvision_model
+from convprof.record.errors import ForwardError
+from convprof.report.results import Report
 
 aten = torch.ops.aten
 
@@ -622,7 +622,7 @@ def test_check_holds_the_training_step_to_the_baseline(
 
 
 def test_diff_compares_the_training_step_only_when_both_sides_counted_one() -> None:
-    from convprof.diff import compare
+    from convprof.report.diff import compare
 
     small, large = nn.Sequential(nn.Linear(4, 3)), nn.Sequential(nn.Linear(4, 6))
     x = torch.zeros(5, 4)

@@ -203,7 +203,7 @@ def test_registered_module_formula_applies_to_subclasses() -> None:
     try:
         report = convprof.profile(nn.Sequential(MyAttentionV2()), torch.randn(2, 8))
     finally:
-        from convprof.formulas.registry import _MODULE_FORMULAS, _RESOLVED
+        from convprof.count.formulas.registry import _MODULE_FORMULAS, _RESOLVED
 
         del _MODULE_FORMULAS[MyAttention]
         _RESOLVED.clear()

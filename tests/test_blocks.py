@@ -15,7 +15,7 @@ import torchvision
 from torch import nn
 
 import convprof
-from convprof.report import Report
+from convprof.report.results import Report
 
 X = torch.ones(1, 6, 4, 4)
 
@@ -229,7 +229,7 @@ def test_mbconv_families(name: str) -> None:
     from torchvision.models.efficientnet import MBConv
     from torchvision.models.maxvit import MBConv as MaxVitMBConv
 
-    from convprof.zoo import load
+    from convprof.models.zoo import load
 
     loaded = load(f"torchvision:{name}", meta=True)
     separable = inverted = 0
@@ -271,9 +271,9 @@ def test_a_formula_module_between_breaks_the_block() -> None:
 def test_data_flow_tags_forget_a_dead_tensor_whose_id_was_taken() -> None:
     """Tags are kept by id() with a weak reference beside them: a tensor that died must not
     pass its tags to a new tensor that got the same id (CPython reuses ids at once)."""
-    from convprof.recorder import _Tags
+    from convprof.record.dataflow import Tags
 
-    tags = _Tags()
+    tags = Tags()
     produced = torch.zeros(1)
     tags.set(produced, frozenset({3}))
     assert tags.get(produced) == frozenset({3})

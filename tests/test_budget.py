@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 import convprof
-from convprof.budget import matches
+from convprof.ci.budget import matches
 
 STEM, DEPTHWISE, POINTWISE = 16 * 6 * 6, 9 * 6 * 4, 9 * 10 * 6
 TOTAL = STEM + DEPTHWISE + POINTWISE  # 1,332

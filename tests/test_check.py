@@ -14,8 +14,8 @@ import pytest
 from torch import nn
 
 import convprof
+from convprof.ci.config import ConfigError, load
 from convprof.cli import main
-from convprof.config import ConfigError, load
 from convprof.units import parse_tolerance
 from tests.test_budget import PARAMS, TOTAL
 

@@ -18,7 +18,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from convprof.cli import main
-from convprof.inputs import Input, make, merge, parse
+from convprof.models.inputs import Input, make, merge, parse
 
 transformers = pytest.importorskip("transformers")
 

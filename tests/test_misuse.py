@@ -74,7 +74,7 @@ def test_writes_through_views_and_data_are_undone(how: str) -> None:
 def test_only_a_batch_norm_in_training_is_taken_for_a_write() -> None:
     # the legacy batch norm kernels write running_mean and running_var although their schema
     # does not say so, and only in training (their sixth argument): in eval nothing is saved
-    from convprof.recorder import _trains
+    from convprof.record.session import _trains
 
     x, c = torch.randn(2, 3, 4, 4), torch.zeros(3)
     assert _trains((x, c, c, c, c, True, 0.1, 1e-5), {})
@@ -98,7 +98,7 @@ def test_only_a_batch_norm_in_training_is_taken_for_a_write() -> None:
 
 
 def test_state_put_back_when_one_attribute_is_removed_and_another_added() -> None:
-    from convprof.state import ModelState
+    from convprof.record.state import ModelState
 
     model = nn.Linear(2, 2)
     model.old = 1
@@ -145,7 +145,7 @@ def test_python_state_changed_in_forward_is_put_back(compute: bool) -> None:
 
 
 def test_meta_build_fallback_leaves_other_threads_alone() -> None:
-    from convprof.zoo import build
+    from convprof.models.zoo import build
 
     patched, built = threading.Event(), threading.Event()
     elsewhere: list[nn.Linear] = []
@@ -243,15 +243,15 @@ def test_a_mode_around_profile_sees_the_operators(compute: bool) -> None:
 
 
 def test_interrupt_between_pop_and_record_surfaces_as_itself(monkeypatch: pytest.MonkeyPatch) -> None:
-    from convprof import recorder
+    from convprof.record import session
 
-    real_pop = recorder._stack_pop
+    real_pop = session._stack_pop
 
     def pop_then_interrupt(key: Any) -> Any:
         real_pop(key)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(recorder, "_stack_pop", pop_then_interrupt)
+    monkeypatch.setattr(session, "_stack_pop", pop_then_interrupt)
     with pytest.raises(KeyboardInterrupt):
         convprof.profile(nn.Sequential(nn.ReLU()), torch.randn(2))
     monkeypatch.undo()
@@ -262,7 +262,7 @@ def test_signals_wait_while_the_model_is_put_back() -> None:
     import os
     import signal
 
-    from convprof.state import HeldSignals
+    from convprof.record.state import HeldSignals
 
     def interrupt(signum: int, frame: object) -> None:
         raise KeyboardInterrupt

@@ -1,5 +1,5 @@
 """Module stand-ins: in a zero-compute pass a built-in layer's forward is skipped and its output
-made directly (meta_shapes.module_shortcut_for). Each stand-in must give what the layer's own
+made directly (stand_ins.modules.module_shortcut_for). Each stand-in must give what the layer's own
 forward gives on meta (shape, dtype, strides, and the input itself where the forward returns
 it), decline what it cannot know, and leave the counts and the model exactly as without it."""
 
@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 import convprof
-from convprof.meta_shapes import _MODULE_TABLE, module_shortcut_for
+from convprof.record.stand_ins.modules import _MODULE_TABLE, module_shortcut_for
 from tests.test_behaviour import assert_unchanged, snapshot
 
 
@@ -197,7 +197,7 @@ def test_a_patched_class_keeps_its_forward(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setattr(nn.Conv2d, "forward", padding_first)
     assert module_shortcut_for(nn.Conv2d) is None
     # and had the patch come before convprof was imported: a method from outside PyTorch
-    from convprof.meta_shapes import _from_pytorch, _own_methods
+    from convprof.record.stand_ins.modules import _from_pytorch, _own_methods
 
     assert not _from_pytorch(_own_methods(nn.Conv2d))
     model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.Linear(4 * 6 * 6, 2))
@@ -273,17 +273,17 @@ def test_zero_compute_with_stand_ins_counts_what_a_real_pass_counts() -> None:
 def test_stand_ins_are_used_unless_another_mode_is_running(monkeypatch: pytest.MonkeyPatch) -> None:
     # the stand-in makes a layer's output, unless a mode the model pushed itself is on the
     # stack: that mode must see the layer's operators
-    from convprof import meta_shapes
+    from convprof.record.stand_ins import modules as module_stand_ins
 
     made: list[torch.Size] = []
-    conv_module = meta_shapes._MODULE_TABLE[nn.Conv2d]
+    conv_module = module_stand_ins._MODULE_TABLE[nn.Conv2d]
 
     def counting(module: Any, args: tuple[Any, ...]) -> Any:
         out = conv_module(module, args)
         made.append(out.shape)
         return out
 
-    monkeypatch.setitem(meta_shapes._MODULE_TABLE, nn.Conv2d, counting)
+    monkeypatch.setitem(module_stand_ins._MODULE_TABLE, nn.Conv2d, counting)
     ran: list[str] = []
 
     class Watch(torch.utils._python_dispatch.TorchDispatchMode):  # type: ignore[misc]
@@ -311,14 +311,14 @@ def test_stand_ins_are_used_unless_another_mode_is_running(monkeypatch: pytest.M
 
 
 def test_an_interrupt_inside_a_stand_in_leaves_the_model_as_it_was(monkeypatch: pytest.MonkeyPatch) -> None:
-    from convprof import meta_shapes
+    from convprof.record.stand_ins import modules as module_stand_ins
 
     def interrupted(module: Any, args: tuple[Any, ...]) -> Any:
         raise KeyboardInterrupt
 
     model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(inplace=True), nn.Flatten(), nn.Linear(4 * 4 * 4, 2))
     before = snapshot(model)
-    monkeypatch.setitem(meta_shapes._MODULE_TABLE, nn.Linear, interrupted)
+    monkeypatch.setitem(module_stand_ins._MODULE_TABLE, nn.Linear, interrupted)
     with pytest.raises(KeyboardInterrupt):
         convprof.profile(model, torch.randn(1, 3, 6, 6), compute=False)
     monkeypatch.undo()

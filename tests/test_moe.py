@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 import convprof
-from convprof.meta_shapes import shortcut_for
+from convprof.record.stand_ins.operators import shortcut_for
 
 
 class Grouped(nn.Module):

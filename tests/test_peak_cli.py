@@ -13,7 +13,7 @@ from torch import nn
 
 import convprof
 from convprof.cli import main
-from convprof.fit import MOST, search_batch
+from convprof.memory.fit import MOST, search_batch
 from convprof.units import format_binary_bytes, parse_bytes
 
 PARAMS = (100 * 200 + 200 + 200 * 10 + 10) * 4  # 88,840 bytes

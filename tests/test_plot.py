@@ -14,7 +14,7 @@ from torch import nn
 
 import convprof
 from convprof.cli import main
-from convprof.plot import DPI, HEIGHT, TOP, WIDTH, figure, plot
+from convprof.rendering.plot import DPI, HEIGHT, TOP, WIDTH, figure, plot
 from convprof.roofline import machine
 
 pytest.importorskip("matplotlib")
@@ -109,7 +109,7 @@ def test_measured_against_predicted_panel(tmp_path: Path) -> None:
     against its roofline time (issue 12: measured vs predicted, coloured by kind)."""
     import matplotlib.pyplot as plt
 
-    from convprof.timing import measure
+    from convprof.record.timing import measure
 
     model = nn.Sequential(nn.Conv2d(3, 8, 3, groups=1), nn.Conv2d(8, 8, 3, groups=8), nn.ReLU())
     x = torch.randn(1, 3, 32, 32)

@@ -122,7 +122,7 @@ def test_the_attributes_a_formula_reads() -> None:
 
     import numpy as np
 
-    from convprof.recorder import _config
+    from convprof.record.facts import _config
 
     class Mode(enum.IntEnum):
         A = 1
@@ -147,15 +147,15 @@ def test_what_is_kept_goes_away_with_the_model() -> None:
     import gc
     import weakref
 
-    from convprof import recorder
+    from convprof.record import facts
 
     model = _net()
     convprof.profile(model, torch.randn(1, 3, 8, 8), compute=False)
     ids = {id(m) for m in model.modules()}
-    assert ids <= recorder._INFOS.keys()
+    assert ids <= facts._INFOS.keys()
     alive = weakref.ref(model)
     del model
     gc.collect()
     assert alive() is None  # nothing convprof kept holds the model
-    assert not [key for key, entry in recorder._INFOS.items() if key in ids and entry[0]() is not None]
-    assert not ids & recorder._INFOS.keys()
+    assert not [key for key, entry in facts._INFOS.items() if key in ids and entry[0]() is not None]
+    assert not ids & facts._INFOS.keys()

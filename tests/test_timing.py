@@ -11,7 +11,7 @@ from torch.nn.modules import module as module_globals
 
 import convprof
 from convprof.cli import main
-from convprof.timing import measure
+from convprof.record.timing import measure
 
 
 class Twice(nn.Module):
@@ -123,7 +123,7 @@ def test_cuda_event_clock_sums_each_module_per_pass(monkeypatch: pytest.MonkeyPa
     """The CUDA path's bookkeeping, without a GPU: a module called twice gets the sum of its
     two intervals, each pass starts from nothing, and nothing synchronises in between (the
     events are read once, when the pass is collected)."""
-    from convprof import timing
+    from convprof.record import timing
 
     monkeypatch.setattr(torch.cuda, "Event", FakeEvent)
     monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: None)

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import convprof
-from convprof.meta_shapes import shortcut_for
+from convprof.record.stand_ins.operators import shortcut_for
 from tests.test_behaviour import Counting, Tied, assert_unchanged, small_net, snapshot
 from tests.test_conv import CASES as CONV_CASES
 from tests.test_linear_attention import SDPA, Products

@@ -162,7 +162,7 @@ def test_nn_transformer_with_masks(case: str) -> None:
 
 
 def test_what_stays_real_is_a_mask() -> None:
-    from convprof.meta_shapes import steers
+    from convprof.record.stand_ins.values import steers
 
     causal = nn.Transformer.generate_square_subsequent_mask(6)
     assert steers(causal)  # 0 and -inf

@@ -30,7 +30,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import convprof
 from convprof import ValuesNeeded
-from convprof.zoo import build
+from convprof.models.zoo import build
 
 Inputs = tuple[tuple[Any, ...], dict[str, Any]]
 

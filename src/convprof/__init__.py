@@ -4,7 +4,7 @@ The names whose modules need torch are imported on first use (PEP 562), so that 
 convprof`` and the pytest plugin, which pytest loads in every session of an environment where
 convprof is installed, do not import torch until something is profiled. The rest (reports,
 budgets, rendering) is plain Python and imported at once; ``render`` must be, since importing
-the ``convprof.render`` module would otherwise bind that name to the module.
+the ``convprof.rendering.render`` module would otherwise bind that name to the module.
 """
 
 from __future__ import annotations
@@ -13,17 +13,27 @@ import importlib
 from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
-from convprof.budget import BudgetExceeded, assert_budget
+from convprof.ci.budget import BudgetExceeded, assert_budget
 from convprof.records import ModuleCall, OpCall, TensorMeta
-from convprof.render import render
-from convprof.report import CONVENTION, Block, Layer, LayerTime, Report, Sizes, Timing, Totals, Unexplained
+from convprof.rendering.render import render
+from convprof.report.results import (
+    CONVENTION,
+    Block,
+    Layer,
+    LayerTime,
+    Report,
+    Sizes,
+    Timing,
+    Totals,
+    Unexplained,
+)
 
 if TYPE_CHECKING:
     from convprof.api import profile
     from convprof.calculator import compare_convs
-    from convprof.formulas import register
-    from convprof.recorder import ForwardError, ValuesNeeded
-    from convprof.timing import measure
+    from convprof.count.formulas import register
+    from convprof.record.errors import ForwardError, ValuesNeeded
+    from convprof.record.timing import measure
 
 try:
     __version__ = version("convprof")
@@ -33,10 +43,10 @@ except PackageNotFoundError:  # running from a source tree that was never instal
 _LAZY = {
     "profile": "convprof.api",
     "compare_convs": "convprof.calculator",
-    "register": "convprof.formulas",
-    "ForwardError": "convprof.recorder",
-    "ValuesNeeded": "convprof.recorder",
-    "measure": "convprof.timing",
+    "register": "convprof.count.formulas",
+    "ForwardError": "convprof.record.errors",
+    "ValuesNeeded": "convprof.record.errors",
+    "measure": "convprof.record.timing",
 }
 
 __all__ = [

@@ -8,10 +8,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from convprof.autocast import DTYPES
-from convprof.counter import count
-from convprof.recorder import ForwardError, collector_paused, record
-from convprof.report import OPTIMIZERS, Report
+from convprof.count.counter import count
+from convprof.record.autocast import DTYPES
+from convprof.record.recorder import ForwardError, collector_paused, record
+from convprof.report.results import OPTIMIZERS, Report
 
 
 def _positional(args: Any) -> tuple[Any, ...]:

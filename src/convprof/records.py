@@ -1,7 +1,7 @@
 """Frozen facts that one forward pass revealed.
 
 Records are the hand-off between the only module that touches PyTorch's machinery
-(:mod:`convprof.recorder`) and everything downstream. They hold shapes and plain values,
+(:mod:`convprof.record.recorder`) and everything downstream. They hold shapes and plain values,
 never tensors, so counting, reporting and rendering stay pure arithmetic and a record can be
 built by hand in a test.
 """
@@ -195,7 +195,7 @@ class Trace:
 
 @dataclass(frozen=True, slots=True)
 class MemoryTrace:
-    """Storage lifetimes of one pass (see :mod:`convprof.lifetimes`), as plain integers.
+    """Storage lifetimes of one pass (see :mod:`convprof.memory.lifetimes`), as plain integers.
 
     Storage ``i`` has ``sizes[i]`` bytes, was made at tick ``made[i]`` by call ``owners[i]``
     (-1: before the pass or outside any module) and freed at tick ``freed[i]`` (-1: still

@@ -1,0 +1,38 @@
+"""Cost formulas: the registry and the built-in families, registered on import."""
+
+from __future__ import annotations
+
+from convprof.count.formulas import attention, backward, conv, fft, free, linalg, linear, moe, quantized, rnn
+from convprof.count.formulas.registry import (
+    ModuleFormula,
+    OpClass,
+    OpFormula,
+    classify,
+    is_quiet,
+    module_formula,
+    moves_memory,
+    op_formula,
+    register,
+)
+
+__all__ = [
+    "ModuleFormula",
+    "OpClass",
+    "OpFormula",
+    "attention",
+    "backward",
+    "classify",
+    "conv",
+    "fft",
+    "free",
+    "is_quiet",
+    "linalg",
+    "linear",
+    "module_formula",
+    "moe",
+    "moves_memory",
+    "op_formula",
+    "quantized",
+    "register",
+    "rnn",
+]

@@ -1,0 +1,70 @@
+"""The optimizer's part of a training step's memory: its state and its update's temporaries.
+
+A training step's peak depends on the optimizer: SGD keeps nothing, SGD with momentum one
+buffer per parameter, Adam and AdamW two, and each update makes temporaries (Adam's
+``sqrt(v) / bias_correction + eps``; with ``foreach``, the default on CUDA, one list of them
+for all parameters at once). Rather than a table of closed forms that would drift from
+PyTorch's code, convprof runs ``torch.optim``'s own update on meta copies of the trainable
+parameters: no value is read or written, and the same operators allocate the same storages.
+
+The step is the steady state of training, the one that repeats: the state exists before the
+forward (made here by one warm-up update, outside the pass) and ``zero_grad(set_to_none=True)``
+left no gradients, so the forward starts from parameters, buffers and optimizer state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from convprof.report.results import OPTIMIZERS
+
+# name -> how to build it over the parameters, with foreach as the target device's default
+_MAKERS: dict[str, Callable[[list[torch.Tensor], bool], torch.optim.Optimizer]] = {
+    "sgd": lambda params, foreach: torch.optim.SGD(params, lr=0.01, foreach=foreach),
+    "momentum": lambda params, foreach: torch.optim.SGD(params, lr=0.01, momentum=0.9, foreach=foreach),
+    "adam": lambda params, foreach: torch.optim.Adam(params, foreach=foreach),
+    "adamw": lambda params, foreach: torch.optim.AdamW(params, foreach=foreach),
+}
+
+
+class Step:
+    """An optimizer over meta copies of ``params``, its state already made (see above)."""
+
+    def __init__(self, name: str, params: list[torch.Tensor], device: str, keys: list[int]) -> None:
+        if name not in _MAKERS:
+            raise ValueError(f"unknown optimizer {name!r}: use one of {', '.join(OPTIMIZERS)}")
+        self.name = name
+        self.device = device
+        self.keys = keys  # what identifies each parameter's gradient, in order
+        self.params = [
+            torch.empty_strided(p.shape, p.stride(), dtype=p.dtype, device="meta").requires_grad_()
+            for p in params
+        ]
+        # PyTorch defaults foreach on CUDA only; on the CPU each parameter is updated alone
+        self._optimizer = _MAKERS[name](self.params, device == "cuda")
+        self.run(list(map(torch.zeros_like, self.params)))
+
+    def state(self) -> list[torch.Tensor]:
+        """The state tensors the device holds (Adam's step counters live on the CPU, unless
+        the optimizer is capturable or fused, so a CUDA device does not hold them)."""
+        tensors = [t for entry in self._optimizer.state.values() for t in entry.values()]
+        return [t for t in tensors if isinstance(t, torch.Tensor) and (t.is_meta or self.device != "cuda")]
+
+    def run(self, grads: list[torch.Tensor | None]) -> None:
+        """One update with these gradients (meta tensors of the parameters' shapes); the
+        gradients are dropped after it, as ``zero_grad(set_to_none=True)`` would."""
+        for param, grad in zip(self.params, grads, strict=True):
+            param.grad = grad
+        try:
+            with torch.no_grad():
+                self._optimizer.step()
+        finally:
+            for param in self.params:
+                param.grad = None
+
+
+def meta_like(tensor: torch.Tensor) -> torch.Tensor:
+    """A meta tensor of the same shape, strides and dtype (a gradient's stand-in for the step)."""
+    return torch.empty_strided(tensor.shape, tensor.stride(), dtype=tensor.dtype, device="meta")

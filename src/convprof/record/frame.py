@@ -1,0 +1,44 @@
+"""A module call in progress: what the session collects for it until its forward returns."""
+
+from __future__ import annotations
+
+from convprof.records import OpCall, TensorMeta
+
+
+class Frame:
+    """One module call of the pass (a plain slotted class: one is made per module call)."""
+
+    __slots__ = (
+        "backward",
+        "closed",
+        "index",
+        "inputs",
+        "name",
+        "opened",
+        "ops",
+        "outputs",
+        "quiet",
+        "raised",
+        "sources",
+        "start",
+    )
+
+    def __init__(
+        self,
+        name: str,
+        index: int,
+        inputs: tuple[tuple[str, TensorMeta], ...],
+        sources: frozenset[int],
+        quiet: bool,
+    ) -> None:
+        self.name = name
+        self.index = index  # position in the trace's calls
+        self.inputs = inputs
+        self.sources = sources
+        self.ops: list[OpCall] = []
+        self.outputs: tuple[TensorMeta, ...] | None = None
+        self.raised = False  # the call raised (a parent caught it, or the pass failed here)
+        self.start = 0  # with a backward pass: the autograd sequence number when the call began
+        self.backward: list[OpCall] = []
+        self.quiet = quiet  # a childless module whose operators are not recorded (is_quiet)
+        self.opened = self.closed = 0  # with peak memory: the lifetime ticks it ran between

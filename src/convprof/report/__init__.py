@@ -1,0 +1,3 @@
+"""report"""
+
+from convprof.report.results import *  # noqa: F403
