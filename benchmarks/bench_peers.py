@@ -80,7 +80,7 @@ def worker(tool: str, model_name: str, shape: list[int] | None) -> dict[str, Any
     """Runs in a fresh process: build the model, time the tool's first call."""
     import torch
 
-    from convprof.models.zoo import torchvision_model
+    from convprof.models.torchvision import torchvision_model
 
     torch.manual_seed(0)
     meta = tool == "flop_counter_meta"
@@ -193,7 +193,7 @@ def _install_peers() -> None:
 
 
 def compare(models: list[str], tools: list[str], repeats: int) -> str:
-    from convprof.models.zoo import torchvision_weights
+    from convprof.models.torchvision import torchvision_weights
 
     _install_peers()
     rows, ratios = [], {t: [] for t in tools if t != "plain"}
@@ -265,7 +265,7 @@ def _meta_worker(model_name: str) -> dict[str, Any]:
     import torch
 
     import convprof
-    from convprof.models.zoo import torchvision_model
+    from convprof.models.torchvision import torchvision_model
 
     loaded = torchvision_model(model_name, meta=True)
     gc.collect()

@@ -63,7 +63,7 @@ def _build(name: str) -> tuple[Any, Any, Any, Any]:
     """The model on the CPU and on meta, and an input for each."""
     import torch
 
-    from convprof.models.zoo import torchvision_model
+    from convprof.models.torchvision import torchvision_model
 
     if name.startswith("timm:"):
         import timm

@@ -37,7 +37,7 @@ Case = tuple[str, Callable[[], tuple[nn.Module, tuple[Any, ...], dict[str, Any]]
 def _torchvision() -> Iterator[Case]:
     import torchvision
 
-    from convprof.models.zoo import torchvision_model
+    from convprof.models.torchvision import torchvision_model
 
     for name in torchvision.models.list_models(module=torchvision.models):
 

@@ -13,7 +13,7 @@ import torchvision
 from torchvision.models import list_models
 
 import convprof
-from convprof.models.zoo import load
+from convprof.models.load import load
 
 
 def main() -> None:

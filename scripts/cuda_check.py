@@ -27,7 +27,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils._pytree import tree_map
 
 import convprof
-from convprof.models.zoo import torchvision_model, torchvision_weights
+from convprof.models.torchvision import torchvision_model, torchvision_weights
 
 BACKENDS = (
     SDPBackend.FLASH_ATTENTION,

@@ -17,7 +17,7 @@ import torch
 import torchvision
 
 import convprof
-from convprof.models.zoo import torchvision_model, torchvision_weights
+from convprof.models.torchvision import torchvision_model, torchvision_weights
 
 
 def main(argv: list[str] | None = None) -> int:

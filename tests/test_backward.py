@@ -29,9 +29,9 @@ from torch.utils.flop_counter import FlopCounterMode, conv_flop_count
 import convprof
 from convprof.ci.budget import Budget, BudgetExceeded, checks
 from convprof.cli import main
-from convprof.models.zoo import torchvision_model
+from convprof.models.torchvision import torchvision_model
 from convprof.record.errors import ForwardError
-from convprof.report.results import Report
+from convprof.report import Report
 
 aten = torch.ops.aten
 

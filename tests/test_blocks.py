@@ -15,7 +15,7 @@ import torchvision
 from torch import nn
 
 import convprof
-from convprof.report.results import Report
+from convprof.report import Report
 
 X = torch.ones(1, 6, 4, 4)
 
@@ -229,7 +229,7 @@ def test_mbconv_families(name: str) -> None:
     from torchvision.models.efficientnet import MBConv
     from torchvision.models.maxvit import MBConv as MaxVitMBConv
 
-    from convprof.models.zoo import load
+    from convprof.models.load import load
 
     loaded = load(f"torchvision:{name}", meta=True)
     separable = inverted = 0

@@ -32,7 +32,7 @@ def calls(tree: ast.Module) -> set[str]:
 
 def test_only_render_imports_tabulate() -> None:
     assert [f for f, t in FILES.items() if any(n.startswith("tabulate") for n in imports(t))] == [
-        "rendering/render.py"
+        "rendering/tables.py"
     ]
 
 

@@ -15,7 +15,7 @@ from torch import nn
 
 import convprof
 from convprof.records import ParamInfo, TensorMeta
-from convprof.report.results import Report
+from convprof.report import Report
 
 X = torch.ones(1, 6, 4, 4)
 F32 = 4

@@ -145,7 +145,7 @@ def test_python_state_changed_in_forward_is_put_back(compute: bool) -> None:
 
 
 def test_meta_build_fallback_leaves_other_threads_alone() -> None:
-    from convprof.models.zoo import build
+    from convprof.models.build import build
 
     patched, built = threading.Event(), threading.Event()
     elsewhere: list[nn.Linear] = []

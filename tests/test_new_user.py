@@ -83,7 +83,7 @@ def test_int_args_a_model_takes_are_fine() -> None:
     ],
 )
 def test_well_known_models_need_no_network(name: str, params: int) -> None:
-    from convprof.models.zoo import load
+    from convprof.models.load import load
 
     model = load(f"transformers:{name}", meta=True).model
     assert sum(p.numel() for p in model.parameters()) == params
@@ -92,8 +92,8 @@ def test_well_known_models_need_no_network(name: str, params: int) -> None:
 def test_a_hub_name_offline_fails_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
     import transformers
 
-    from convprof.models import hf
-    from convprof.models.zoo import SpecError
+    from convprof.models import transformers as hf
+    from convprof.models.build import SpecError
 
     asked: list[dict[str, object]] = []
 

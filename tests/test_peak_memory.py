@@ -18,7 +18,7 @@ from measured_memory import inference_peak, training_peak
 from torch import nn
 
 import convprof
-from convprof.report.results import Report
+from convprof.report import Report
 
 F32 = 4
 PARAMS = (100 * 200 + 200 + 200 * 10 + 10) * F32  # 88,840
@@ -348,7 +348,7 @@ def test_a_decoding_step_holds_the_cache_once() -> None:
     from torch.profiler import ProfilerActivity, record_function
     from torch.profiler import profile as torch_profile
 
-    from convprof.models.hf import cache
+    from convprof.models.transformers import cache
 
     torch.manual_seed(0)
     config = hf.GPT2Config(

@@ -15,7 +15,7 @@ from torch import nn
 from torchvision.models import quantization
 
 import convprof
-from convprof.models.zoo import _implied_kwargs
+from convprof.models.torchvision import _implied_kwargs
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::UserWarning")
 

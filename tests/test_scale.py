@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import convprof
-from convprof.models.zoo import Weights, all_weights, torchvision_model
+from convprof.models.torchvision import Weights, all_weights, torchvision_model
 
 ENTRIES = all_weights()
 

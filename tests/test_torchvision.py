@@ -10,7 +10,7 @@ import torch
 import torchvision
 
 import convprof
-from convprof.models.zoo import torchvision_model, torchvision_weights
+from convprof.models.torchvision import torchvision_model, torchvision_weights
 
 SUBSET = [
     "resnet18",

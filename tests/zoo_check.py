@@ -30,7 +30,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import convprof
 from convprof import ValuesNeeded
-from convprof.models.zoo import build
+from convprof.models.build import build
 
 Inputs = tuple[tuple[Any, ...], dict[str, Any]]
 

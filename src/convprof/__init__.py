@@ -3,8 +3,9 @@
 The names whose modules need torch are imported on first use (PEP 562), so that ``import
 convprof`` and the pytest plugin, which pytest loads in every session of an environment where
 convprof is installed, do not import torch until something is profiled. The rest (reports,
-budgets, rendering) is plain Python and imported at once; ``render`` must be, since importing
-the ``convprof.rendering.render`` module would otherwise bind that name to the module.
+budgets, rendering) is plain Python and imported at once; importing rendering also hands the
+renderer to the results, so that ``str(report)`` shows the table (see
+:mod:`convprof.report.results`). Where everything lives: docs/architecture.md.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from convprof.ci.budget import BudgetExceeded, assert_budget
 from convprof.records import ModuleCall, OpCall, TensorMeta
 from convprof.rendering.render import render
-from convprof.report.results import (
+from convprof.report import (
     CONVENTION,
     Block,
     Layer,

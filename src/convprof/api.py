@@ -11,7 +11,7 @@ from torch import nn
 from convprof.count.counter import count
 from convprof.record.autocast import DTYPES
 from convprof.record.recorder import ForwardError, collector_paused, record
-from convprof.report.results import OPTIMIZERS, Report
+from convprof.report import OPTIMIZERS, Report
 
 
 def _positional(args: Any) -> tuple[Any, ...]:

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from convprof.api import profile
-from convprof.report.results import intensity
+from convprof.report import intensity
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,7 +7,7 @@ import json
 from collections.abc import Mapping
 from pathlib import Path
 
-from convprof.report.results import SCHEMA, Report
+from convprof.report import SCHEMA, Report
 
 
 class BaselineError(ValueError):

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from typing import Any
 
-from convprof.report.results import OPTIMIZERS, Report, Totals
+from convprof.report import OPTIMIZERS, Report, Totals
 from convprof.units import format_binary_bytes, parse_bytes, parse_quantity
 
 METRICS = ("params", "macs", "flops", "train_macs", "peak_bytes")

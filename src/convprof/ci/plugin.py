@@ -17,7 +17,7 @@ import pytest
 
 from convprof.ci.budget import BudgetExceeded, assert_budget
 from convprof.rendering.render import render
-from convprof.report.results import Report
+from convprof.report import Report
 
 _REPORTS = pytest.StashKey[list[tuple[str, Report]]]()
 

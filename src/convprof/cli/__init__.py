@@ -32,10 +32,12 @@ from convprof.ci.budget import Check, checks
 from convprof.memory.fit import Fit, search_batch
 from convprof.models.inputs import FLOATING, Input, floating_bytes, make, merge, parse
 from convprof.rendering.columns import COLUMNS, check_columns, parse_columns
+from convprof.rendering.diff import render_diff
 from convprof.rendering.plot import plot
-from convprof.rendering.render import FORMATS, render, render_diff, rows
+from convprof.rendering.render import FORMATS, render
+from convprof.rendering.tables import rows
+from convprof.report import OPTIMIZERS, Report, Timing
 from convprof.report.diff import compare
-from convprof.report.results import OPTIMIZERS, Report, Timing
 from convprof.report.tokens import TokenCost, token_cost
 from convprof.roofline import HARDWARE, PRECISIONS, machine
 from convprof.units import format_shape, parse_bytes, parse_tolerance
@@ -43,7 +45,7 @@ from convprof.units import format_shape, parse_bytes, parse_tolerance
 if TYPE_CHECKING:
     import torch
 
-    from convprof.models.zoo import Loaded
+    from convprof.models.build import Loaded
 
 # torch is imported by the commands that profile, not here: `convprof --help`, `--version`,
 # `diff` and argument errors answer at once.
@@ -473,7 +475,8 @@ def _profile_spec(
 
 
 def _load(spec: str, compute: bool, folders: Sequence[Path], automatic: bool) -> Loaded:
-    from convprof.models.zoo import SpecError, load
+    from convprof.models.build import SpecError
+    from convprof.models.load import load
 
     try:
         loaded = load(spec, meta=not compute, folders=folders or (Path.cwd(),))
@@ -571,7 +574,7 @@ def _profile_once(
 ) -> _Profiled:
     import torch
 
-    from convprof.models.hf import cache, cache_keyword
+    from convprof.models.transformers import cache, cache_keyword
     from convprof.record.timing import measure
 
     loaded = _load(spec, compute, folders, automatic)

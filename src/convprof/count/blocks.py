@@ -21,7 +21,7 @@ from collections.abc import Sequence
 
 from convprof.count.formulas.conv import conv_macs
 from convprof.records import ConvSpec, ModuleCall
-from convprof.report.results import Block, Layer
+from convprof.report import Block, Layer
 
 
 def match(calls: Sequence[ModuleCall]) -> list[tuple[int, ...]]:

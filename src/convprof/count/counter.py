@@ -21,7 +21,7 @@ from convprof.count.formulas import module_formula, op_formula
 from convprof.count.formulas.backward import shape_key, split
 from convprof.memory.peak import call_peaks, levels, summarize
 from convprof.records import ModuleCall, ModuleInfo, ParamInfo, Shape, Trace
-from convprof.report.results import Layer, Memory, Report, Sizes, Totals, Unexplained
+from convprof.report import Layer, Memory, Report, Sizes, Totals, Unexplained
 
 
 def call_macs(call: ModuleCall) -> tuple[int, list[str]]:

@@ -18,7 +18,7 @@ from collections.abc import Callable
 
 import torch
 
-from convprof.report.results import OPTIMIZERS
+from convprof.report import OPTIMIZERS
 
 # name -> how to build it over the parameters, with foreach as the target device's default
 _MAKERS: dict[str, Callable[[list[torch.Tensor], bool], torch.optim.Optimizer]] = {

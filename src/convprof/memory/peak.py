@@ -16,7 +16,7 @@ from __future__ import annotations
 from itertools import accumulate
 
 from convprof.records import MemoryTrace
-from convprof.report.results import CATEGORIES, Memory
+from convprof.report import CATEGORIES, Memory
 
 
 def _rounded(size: int, block: int) -> int:

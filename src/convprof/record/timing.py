@@ -35,7 +35,7 @@ from torch.nn.modules.module import register_module_forward_hook, register_modul
 
 from convprof.record.facts import has_children
 from convprof.record.state import ModelState
-from convprof.report.results import LayerTime, Timing
+from convprof.report import LayerTime, Timing
 
 
 def _device(model: nn.Module, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> torch.device:

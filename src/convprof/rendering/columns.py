@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
-from convprof.report.results import Layer, LayerTime, Report
+from convprof.report import Layer, LayerTime, Report
 from convprof.roofline import Machine
 from convprof.units import format_shape, format_stride
 

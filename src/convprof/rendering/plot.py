@@ -9,7 +9,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from convprof.report.results import Layer, Report, Timing
+from convprof.report import Layer, Report, Timing
 from convprof.roofline import Machine, machine
 from convprof.units import format_bytes, format_quantity
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from convprof.report.results import Report, Totals
+from convprof.report.results import Report
+from convprof.report.rows import Totals
 
 
 @dataclass(frozen=True, slots=True)

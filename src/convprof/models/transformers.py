@@ -28,9 +28,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from convprof.models.build import Loaded, SpecError, build
 from convprof.models.inputs import Input
 from convprof.models.known import KNOWN
-from convprof.models.zoo import Loaded, SpecError, build
 from convprof.report.tokens import TextShape
 
 SEQUENCE = 128  # default tokens per input, as calflops
