@@ -194,7 +194,7 @@ def test_internal_error_exits_3_not_1(
     def broken(*args: object, **kwargs: object) -> str:
         raise ZeroDivisionError("a bug")
 
-    monkeypatch.setattr("convprof.cli.render", broken)
+    monkeypatch.setattr("convprof.cli.profile.render", broken)
     code, _, err = run(capsys, "profile", "tests.test_budget:separable", "--input", "1,6,4,4")
     assert code == 3
     assert "internal error: ZeroDivisionError: a bug" in err and "Traceback" not in err
@@ -373,7 +373,7 @@ def test_a_missing_package_is_a_usage_error(
     def absent(*args: object, **kwargs: object) -> None:
         raise ModuleNotFoundError(f"No module named {missing!r}", name=missing)
 
-    monkeypatch.setattr(cli, "_profile_spec", absent)
+    monkeypatch.setattr(cli.profile, "profile_spec", absent)
     assert cli.main(["profile", "torchvision:resnet18"]) == code
     err = capsys.readouterr().err
     assert ("pip install" in err) == (code == 2) and "Traceback" not in err

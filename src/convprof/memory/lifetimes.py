@@ -10,30 +10,8 @@ lives (its "PyObject preservation"), so the callback runs when the memory is giv
 real and meta tensors alike: a zero-compute pass's stand-ins live and die as the real tensors
 would.
 
-Kernels' own scratch is invisible at the operator level. Two kinds are large enough to move
-a CPU peak, and are added (their sizes measured with ``torch.profiler``'s memory events):
-
-- oneDNN's convolution (PyTorch's CPU path for float convolutions), given NCHW tensors, works
-  in a blocked layout whose channels are padded to the vector width (16 floats with AVX-512,
-  8 below it). It copies the input into that layout when it has at least one block of
-  channels, and the weight always; computes the output into a padded buffer of its own; frees
-  the copies, and only then makes the output tensor and copies the result in. So for a moment
-  the padded input, weight and output exist beside the input, then the padded output beside
-  the output (:func:`_conv_scratch`). A channels-last convolution works in place.
-- A CPU matrix product copies an operand that BLAS cannot read as it is (an expanded tensor,
-  such as the gradient of a sum) into a dense temporary (:func:`_mm_scratch`).
-- A CPU elementwise operator whose inputs differ in floating dtype copies the others into
-  its result's dtype first (:func:`_promotion_scratch`): under autocast, every residual add
-  of a bfloat16 product to a float32 stream.
-- oneDNN's LSTM (PyTorch's CPU path for a float ``nn.LSTM``, one ``mkldnn_rnn_layer`` per
-  layer and direction) reorders the weights and keeps a scratchpad of states and gates for the
-  whole sequence while it runs; its backward keeps gradients of the weights in its own layout
-  beside the ones it returns (:func:`_lstm_scratch`, :func:`_lstm_backward_scratch`). Their
-  sizes follow oneDNN's layout rules (leading dimensions rounded up to 64 bytes, and off
-  multiples of 1 KiB); the scratchpad's small constant part is fitted to measurements.
-
-CUDA libraries' workspaces (cuDNN, cuBLAS) and other kernels' scratch (the CPU flash
-attention's per-thread blocks) are left out, and the convention says so.
+Kernels' own scratch, which no operator shows, is added where it moves a CPU peak
+(:mod:`convprof.memory.scratch`).
 
 Time is a tick counter: one tick per allocation or free. The result is :class:`MemoryTrace`,
 plain integers that :mod:`convprof.memory.peak` turns into a peak, its categories and the peak of
@@ -43,7 +21,6 @@ is shown.
 
 from __future__ import annotations
 
-import functools
 import weakref
 from typing import Any
 
@@ -51,6 +28,7 @@ import torch
 from torch import nn
 from torch.utils._pytree import tree_leaves
 
+from convprof.memory.scratch import kernel_scratch
 from convprof.records import MemoryTrace
 
 
@@ -146,13 +124,7 @@ class Lifetimes:
     def see(self, func: Any, out: Any, args: tuple[Any, ...], kwargs: dict[str, Any], owner: int) -> None:
         """An operator's outputs: each new storage among them is an allocation made by call
         ``owner``. A view, an in-place or ``out=`` result shares an input's storage and is none."""
-        scratch = None
-        if self.device == "cpu":
-            rule = _SCRATCH.get(func)
-            if rule is not None:
-                scratch = rule(args, out)
-            elif torch.Tag.pointwise in func.tags:
-                scratch = _promotion_scratch(args, out)
+        scratch = kernel_scratch(func, args, out) if self.device == "cpu" else None
         if scratch is not None:
             self._transient(scratch[0], owner)
         inputs: set[int] | None = None
@@ -215,192 +187,3 @@ class Lifetimes:
             optimizer=optimizer,
             device=self.device,
         )
-
-
-def unfollowed_kernel(modules: list[tuple[str, nn.Module]], device: str) -> str | None:
-    """The first module whose kernel on ``device`` keeps memory that a zero-compute pass cannot
-    see, and why (None: there is none). On meta an LSTM runs PyTorch's portable path, one small
-    product per step; the CPU runs a float one through oneDNN, whose reordered weights and
-    scratchpad for the whole sequence (see the module docstring) the meta pass never makes:
-    40-55% of the peak of an inference in measurements, so the figure needs a computing pass."""
-    if device != "cpu" or not (torch._C._has_mkldnn and torch.backends.mkldnn.enabled):
-        return None
-    for name, module in modules:
-        weight = getattr(module, "weight_ih_l0", None)
-        if (
-            isinstance(module, nn.LSTM)
-            and module.proj_size == 0
-            and isinstance(weight, torch.Tensor)
-            and weight.dtype in (torch.float32, torch.bfloat16)
-        ):
-            return (
-                f"module '{name or '(root)'}' (nn.LSTM) runs on the CPU as oneDNN's LSTM, whose "
-                "weights copies and scratchpad a pass without arithmetic does not see"
-            )
-    return None
-
-
-@functools.cache
-def _vector_width() -> int:
-    """Floats in one of this CPU's vector registers, as oneDNN blocks channels (read once)."""
-    return 16 if torch.backends.cpu.get_cpu_capability().startswith("AVX512") else 8
-
-
-def _padded(channels: int) -> int:
-    """Channels as oneDNN's blocked layout holds them: up to the vector width in floats."""
-    block = _vector_width()
-    return -(-channels // block) * block
-
-
-def _conv_scratch(args: tuple[Any, ...], out: Any) -> tuple[int, int] | None:
-    """oneDNN's copies (see the module docstring), before and after the output is made, for a
-    float convolution in the default (NCHW) layout; channels-last and transposed ones, none."""
-    if len(args) < 9:
-        return None
-    x, w, groups = args[0], args[1], args[8]
-    if (
-        not isinstance(x, torch.Tensor)
-        or not isinstance(w, torch.Tensor)
-        or not isinstance(out, torch.Tensor)
-        or not x.is_floating_point()
-        or x.dim() < 3
-        or not x.is_contiguous()
-        or args[6] is not False
-        or type(groups) is not int
-    ):
-        return None
-    size = x.element_size()
-    c_in, c_out, spatial_in, spatial_out = x.shape[1], out.shape[1], x[0, 0].numel(), out[0, 0].numel()
-    blocked_input = c_in >= _padded(1)  # at least one block of channels: reordered
-    copy_in = x.shape[0] * _padded(c_in) * spatial_in * size if blocked_input else 0
-    kernel = w[0, 0].numel()
-    if groups > 1 and groups == c_in:  # depthwise: one padded block of groups
-        copy_w = _padded(groups) * (c_out // groups) * kernel * size
-    else:
-        per_group = c_in // groups
-        copy_w = _padded(c_out) * (_padded(per_group) if blocked_input else per_group) * kernel * size
-    padded_out = out.shape[0] * _padded(c_out) * spatial_out * size
-    return copy_in + copy_w + padded_out, padded_out
-
-
-def _blas_reads(matrix: torch.Tensor) -> bool:
-    """Whether BLAS can read a 2-D operand as it is: rows or columns contiguous."""
-    rows, cols = matrix.shape
-    return (matrix.stride(1) == 1 and matrix.stride(0) >= max(1, cols)) or (
-        matrix.stride(0) == 1 and matrix.stride(1) >= max(1, rows)
-    )
-
-
-def _mm_scratch(args: tuple[Any, ...], out: Any) -> tuple[int, int] | None:
-    """The dense copies of the operands BLAS cannot read (see the module docstring), made
-    after the output; ``addmm``'s matrices are its second and third arguments."""
-    matrices = args[-2:] if len(args) >= 2 else ()
-    copies = sum(
-        m.numel() * m.element_size()
-        for m in matrices
-        if isinstance(m, torch.Tensor) and m.dim() == 2 and not _blas_reads(m)
-    )
-    return (0, copies) if copies else None
-
-
-def _promotion_scratch(args: tuple[Any, ...], out: Any) -> tuple[int, int] | None:
-    """A CPU elementwise operator whose floating inputs differ in dtype (a bfloat16 product
-    added to a float32 residual, under autocast) first copies each input of another dtype than
-    its result's into one of its own, beside the result (TensorIterator's common dtype)."""
-    if not isinstance(out, torch.Tensor) or not out.is_floating_point():
-        return None
-    copies = sum(
-        a.numel() * out.element_size()
-        for a in args
-        if isinstance(a, torch.Tensor) and a.is_floating_point() and a.dtype != out.dtype and a.dim() > 0
-    )
-    return (0, copies) if copies else None
-
-
-def _leading(dim: int, size: int) -> int:
-    """oneDNN's leading dimension for a matrix of ``dim`` elements of ``size`` bytes: rounded
-    up to 64 bytes, and one more 64 bytes when it falls on a multiple of 256 elements (which
-    would alias in the cache)."""
-    per_line = 64 // size
-    ld = -(-dim // per_line) * per_line
-    return ld + per_line if ld % 256 == 0 else ld
-
-
-def _lstm_shape(args: tuple[Any, ...]) -> tuple[int, int, int, int, int] | None:
-    """(steps, batch, input size, hidden size, element bytes) of an
-    ``mkldnn_rnn_layer`` call or its backward, from the input and the input-hidden weight."""
-    x, w_ih = args[0], args[1]
-    if not isinstance(x, torch.Tensor) or not isinstance(w_ih, torch.Tensor) or x.dim() != 3:
-        return None
-    # time-major whatever ``batch_first`` says: PyTorch transposes the input before the call
-    return x.shape[0], x.shape[1], x.shape[2], w_ih.shape[0] // 4, x.element_size()
-
-
-_LSTM_CONSTANT = 12 * 1024  # the scratchpad's part that depends on no size (measured: 8-16 KiB)
-
-
-def _lstm_states(steps: int, batch: int, features: int, hidden: int, size: int, training: bool) -> int:
-    """oneDNN's scratchpad for one LSTM layer: in inference the layer and iteration states of
-    every step (twice: its input and its output rows), in training (where the states are in
-    the workspace PyTorch returns) the gates of every step."""
-    if training:
-        return batch * steps * _leading(4 * hidden, size) * size + 2 * batch * hidden * size + _LSTM_CONSTANT
-    return (
-        2 * batch * (steps + 1) * (_leading(max(features, hidden), size) + hidden) * size
-        + 5 * batch * hidden * size
-        + _LSTM_CONSTANT
-    )
-
-
-def _lstm_scratch(args: tuple[Any, ...], out: Any) -> tuple[int, int] | None:
-    """A forward ``mkldnn_rnn_layer``: the summed biases, the reordered weights (their gates
-    padded: in inference each gate's rows to a multiple of 32 for the packed GEMM, in training
-    to a leading dimension) and the scratchpad, all beside the outputs, which PyTorch makes
-    first."""
-    shape = _lstm_shape(args)
-    if shape is None:
-        return None
-    steps, batch, features, hidden, size = shape
-    training = bool(args[15]) if len(args) > 15 else False
-    gates = _leading(4 * hidden, size) if training else 4 * (-(-hidden // 32) * 32)
-    biases = 4 * hidden * size if args[12] else 0
-    weights = gates * (features + hidden) * size
-    return 0, biases + weights + _lstm_states(steps, batch, features, hidden, size, training)
-
-
-def _lstm_backward_scratch(args: tuple[Any, ...], out: Any) -> tuple[int, int] | None:
-    """A ``mkldnn_rnn_layer_backward``: the incoming gradients made dense, the summed biases,
-    the weights reordered where a leading dimension is padded, the weights' and biases'
-    gradients in oneDNN's layout, and the training scratchpad, beside the gradients it
-    returns."""
-    shape = _lstm_shape(args)
-    if shape is None:
-        return None
-    steps, batch, features, hidden, size = shape
-    gates = 4 * hidden
-    biases = 2 * gates * size if args[17] else 0
-    reordered = 0
-    if _leading(features, size) != features:
-        reordered += gates * _leading(features, size) * size
-    if _leading(hidden, size) != hidden:
-        reordered += 4 * _leading(hidden, size) * hidden * size
-    gradients = _leading(gates, size) * (features + hidden) * size
-    # the incoming gradients, dense: a copy of an expanded one (a sum's), zeros for a missing one
-    incoming = 0
-    for grad in args[10:13]:
-        if grad is None:
-            incoming += batch * hidden * size
-        elif isinstance(grad, torch.Tensor) and not grad.is_contiguous():
-            incoming += grad.numel() * grad.element_size()
-    states = _lstm_states(steps, batch, features, hidden, size, True)
-    return 0, incoming + biases + reordered + gradients + states
-
-
-_SCRATCH = {
-    torch.ops.aten.convolution.default: _conv_scratch,
-    torch.ops.aten._convolution.default: _conv_scratch,
-    torch.ops.aten.mm.default: _mm_scratch,
-    torch.ops.aten.addmm.default: _mm_scratch,
-    torch.ops.aten.mkldnn_rnn_layer.default: _lstm_scratch,
-    torch.ops.aten.mkldnn_rnn_layer_backward.default: _lstm_backward_scratch,
-}

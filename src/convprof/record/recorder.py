@@ -43,8 +43,8 @@ from torch.nn.modules.module import register_module_forward_hook, register_modul
 from torch.utils._pytree import tree_leaves
 from torch.utils.hooks import RemovableHandle
 
-from convprof.memory.lifetimes import unfollowed_kernel
 from convprof.memory.optimizers import Step
+from convprof.memory.scratch import unfollowed_kernel
 from convprof.record import memory as tracked
 from convprof.record.dataflow import roles
 from convprof.record.errors import ForwardError, ValuesNeeded, forward_error
@@ -55,7 +55,7 @@ from convprof.record.session import Session
 from convprof.record.state import HeldSignals, ModelState, Values
 from convprof.record.tensors import named_tensors
 from convprof.record.zero_compute import MetaPass, skip_forwards
-from convprof.records import MemoryTrace, ModuleCall, Trace
+from convprof.records import MemoryTrace, ModuleCall, ModuleInfo, Trace
 
 __all__ = ["ForwardError", "ValuesNeeded", "collector_paused", "record"]
 
@@ -160,7 +160,8 @@ class _Pass:
         optimizer: str | None,
         autocast: tuple[torch.dtype, str] | None,
     ) -> Trace:
-        self._refuse_without_values()
+        if not self.computing:
+            _refuse_without_values(self.model, self.named, self.owned, self.backward, self.memory)
         named = self.named
         state = ModelState([m for _, m in named])
         if self.computing:
@@ -173,7 +174,7 @@ class _Pass:
         outer = _sessions()
         held = HeldSignals()
         try:
-            self._install(session)
+            _install(session, named, self.handles)
             state.set_eval(training=self.backward and self.memory is not None)
             update, call_args, call_kwargs = self._prepare(session, state, optimizer)
             for running in outer:
@@ -197,50 +198,8 @@ class _Pass:
                 self._take_down(session, outer, state)
             finally:
                 held.release()
-        return self._trace(session, infos, memory_trace, autocast)
-
-    def _refuse_without_values(self) -> None:
-        """Zero compute's refusals before the pass: what it cannot follow without values."""
-        if self.computing:
-            return
-        model, named = self.model, self.named
-        if self.backward and any(isinstance(m, torch.jit.ScriptModule) for _, m in named):
-            # A script's gradient runs in TorchScript's own graph executor, which a zero-compute
-            # pass does not see into (it would count nothing): refuse, as for any operator that
-            # needs real tensors, so that compute="auto" counts it with a real pass.
-            raise ValuesNeeded(
-                f"zero-compute backward pass of {type(model).__name__}: a TorchScript module's gradient "
-                "runs inside TorchScript and needs real tensors; profile with compute=True and real inputs"
-            )
-        lazy = _lazy(named, self.owned)
-        if lazy is not None:
-            # a lazy module's parameters take their shapes from its first real input
-            raise ValuesNeeded(
-                f"zero-compute pass of {type(model).__name__}: module '{lazy[0] or '(root)'}' "
-                f"({type(lazy[1]).__name__}) has lazy parameters that its first forward sizes; profile "
-                "with compute=True and real inputs"
-            )
-        unfollowed = unfollowed_kernel(named, self.memory) if self.memory is not None else None
-        if unfollowed is not None:
-            raise ValuesNeeded(
-                f"zero-compute peak memory of {type(model).__name__}: {unfollowed}; profile with "
-                "compute=True and real inputs"
-            )
-
-    def _install(self, session: Session) -> None:
-        """The session's hooks. Two global hooks cost less than a pair per module
-        (registration, removal); they ignore modules that are not part of the model."""
-        self.handles.append(register_module_forward_pre_hook(session.pre_hook))
-        self.handles.append(
-            register_module_forward_hook(session.post_hook, with_kwargs=True, always_call=True)
-        )
-        # nn.TransformerEncoderLayer swaps in one fused kernel in inference unless a hook is
-        # attached to it; a no-op hook keeps every pass (computing, zero-compute, meta) on the
-        # same path, so all give the same rows, sub-layers included.
-        self.handles.extend(
-            m.register_forward_pre_hook(_no_op)
-            for _, m in self.named
-            if isinstance(m, nn.TransformerEncoderLayer)
+        return _trace(
+            self.model, (self.args, self.kwargs), self.backward, session, infos, memory_trace, autocast
         )
 
     def _prepare(
@@ -341,35 +300,85 @@ class _Pass:
         if session.values is not None:
             session.values.restore()
 
-    def _trace(
-        self,
-        session: Session,
-        infos: dict[str, Any],
-        memory_trace: MemoryTrace | None,
-        autocast: tuple[torch.dtype, str] | None,
-    ) -> Trace:
-        calls = tuple(
-            ModuleCall(
-                infos[f.name],
-                f.inputs,
-                f.outputs or (),
-                tuple(f.ops),
-                tuple(sorted(f.sources)),
-                f.raised,
-                tuple(f.backward),
-            )
-            for f in session.calls
+
+def _refuse_without_values(
+    model: nn.Module,
+    named: list[tuple[str, nn.Module]],
+    owned: list[torch.Tensor],
+    backward: bool,
+    memory: str | None,
+) -> None:
+    """Zero compute's refusals before the pass: what it cannot follow without values."""
+    if backward and any(isinstance(m, torch.jit.ScriptModule) for _, m in named):
+        # A script's gradient runs in TorchScript's own graph executor, which a zero-compute
+        # pass does not see into (it would count nothing): refuse, as for any operator that
+        # needs real tensors, so that compute="auto" counts it with a real pass.
+        raise ValuesNeeded(
+            f"zero-compute backward pass of {type(model).__name__}: a TorchScript module's gradient "
+            "runs inside TorchScript and needs real tensors; profile with compute=True and real inputs"
         )
-        inputs = tuple(item for _, item in named_tensors("", (self.args, self.kwargs)))
-        return Trace(
-            type(self.model).__name__,
-            inputs,
-            tuple(infos.values()),
-            calls,
-            self.backward,
-            memory_trace if self.memory is not None else None,
-            str(autocast[0]).removeprefix("torch.") if autocast is not None else None,
+    lazy = _lazy(named, owned)
+    if lazy is not None:
+        # a lazy module's parameters take their shapes from its first real input
+        raise ValuesNeeded(
+            f"zero-compute pass of {type(model).__name__}: module '{lazy[0] or '(root)'}' "
+            f"({type(lazy[1]).__name__}) has lazy parameters that its first forward sizes; profile "
+            "with compute=True and real inputs"
         )
+    unfollowed = unfollowed_kernel(named, memory) if memory is not None else None
+    if unfollowed is not None:
+        raise ValuesNeeded(
+            f"zero-compute peak memory of {type(model).__name__}: {unfollowed}; profile with "
+            "compute=True and real inputs"
+        )
+
+
+def _install(session: Session, named: list[tuple[str, nn.Module]], handles: list[RemovableHandle]) -> None:
+    """The session's hooks, appended to ``handles`` as they are made (for the take-down, also
+    when a later one fails). Two global hooks cost less than a pair per module (registration,
+    removal); they ignore modules that are not part of the model."""
+    handles.append(register_module_forward_pre_hook(session.pre_hook))
+    handles.append(register_module_forward_hook(session.post_hook, with_kwargs=True, always_call=True))
+    # nn.TransformerEncoderLayer swaps in one fused kernel in inference unless a hook is
+    # attached to it; a no-op hook keeps every pass (computing, zero-compute, meta) on the
+    # same path, so all give the same rows, sub-layers included.
+    handles.extend(
+        m.register_forward_pre_hook(_no_op) for _, m in named if isinstance(m, nn.TransformerEncoderLayer)
+    )
+
+
+def _trace(
+    model: nn.Module,
+    given: tuple[tuple[Any, ...], dict[str, Any]],
+    backward: bool,
+    session: Session,
+    infos: dict[str, ModuleInfo],
+    memory_trace: MemoryTrace | None,
+    autocast: tuple[torch.dtype, str] | None,
+) -> Trace:
+    """The frames of the pass as records."""
+    calls = tuple(
+        ModuleCall(
+            infos[f.name],
+            f.inputs,
+            f.outputs or (),
+            tuple(f.ops),
+            tuple(sorted(f.sources)),
+            f.raised,
+            tuple(f.backward),
+        )
+        for f in session.calls
+    )
+    inputs = tuple(item for _, item in named_tensors("", given))
+    return Trace(
+        type(model).__name__,
+        inputs,
+        tuple(infos.values()),
+        calls,
+        backward,
+        memory_trace,
+        str(autocast[0]).removeprefix("torch.") if autocast is not None else None,
+    )
 
 
 def _owned(named: list[tuple[str, nn.Module]]) -> list[torch.Tensor]:

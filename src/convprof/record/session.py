@@ -70,6 +70,15 @@ def _trains(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
     return training is not False
 
 
+def _refuse(session: Session, name: str) -> None:
+    """A module of the model called from another thread while it is profiled."""
+    session.intruder = name
+    raise RuntimeError(
+        f"module '{name or '(root)'}' was called from another thread while convprof is "
+        "profiling its model; run it after profile() returns"
+    )
+
+
 class Session(TorchDispatchMode):  # type: ignore[no-untyped-call]
     """Hooks and dispatch for one pass; ``stack`` holds the module calls running, ``calls``
     every call in order. ``meta``: zero compute's stand-ins (None when computing); ``values``:
@@ -187,14 +196,6 @@ class Session(TorchDispatchMode):  # type: ignore[no-untyped-call]
         if not any(mode is self for mode in _get_current_dispatch_mode_stack()):
             _push_mode(self)
 
-    def _refuse(self, name: str) -> None:
-        """A module of the model called from another thread while it is profiled."""
-        self.intruder = name
-        raise RuntimeError(
-            f"module '{name or '(root)'}' was called from another thread while convprof is "
-            "profiling its model; run it after profile() returns"
-        )
-
     def pre_hook(self, module: nn.Module, args: tuple[Any, ...]) -> None:
         """Global forward pre-hook: open a frame for a module of the model (others pass by).
         Global pre-hooks see no keyword arguments; the post-hook adds their tensors."""
@@ -202,7 +203,7 @@ class Session(TorchDispatchMode):  # type: ignore[no-untyped-call]
         if known is None or self.paused:
             return
         if threading.get_ident() != self.thread:
-            self._refuse(known[0])
+            _refuse(self, known[0])
         name, quiet, _ = known
         if self.quiet is not None:  # restore_mode(), inline
             self.quiet = None

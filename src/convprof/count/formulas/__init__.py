@@ -1,4 +1,10 @@
-"""Cost formulas: the registry and the built-in families, registered on import."""
+"""Cost formulas: the registry and the built-in families, registered on import.
+
+A formula is a small pure function of a record (a module call or an operator call) to MACs,
+registered by module type or operator with the same public :func:`register` a user calls; one
+file per family (conv, linear, attention, rnn, fft, linalg, moe, quantized, the backward's
+split, and ``free``: what costs nothing under the convention). Imports ``records`` only.
+"""
 
 from __future__ import annotations
 
