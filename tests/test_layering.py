@@ -237,6 +237,14 @@ def test_counting_reporting_and_rendering_do_not_import_torch() -> None:
         assert not any(n == "torch" or n.startswith("torch.") for n in _plain_imports(FILES[name])), name
 
 
+def test_the_architecture_page_names_every_package() -> None:
+    """docs/architecture.md's table and LAYERS describe the same packages as the source tree."""
+    page = (Path(__file__).parent.parent / "docs" / "architecture.md").read_text()
+    packages = {p.parent.relative_to(SRC).as_posix() for p in SRC.glob("*/__init__.py")}
+    assert packages <= set(LAYERS), packages - set(LAYERS)
+    assert not [p for p in packages if f"`{p}/`" not in page]
+
+
 def test_no_grab_bag_modules() -> None:
     assert not [f for f in FILES if Path(f).stem in {"utils", "helpers", "misc", "common"}]
 

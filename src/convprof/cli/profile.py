@@ -61,6 +61,12 @@ def add_parser(commands: Any) -> None:
     _table_options(prof)
     compute_options(prof)
     _cost_options(prof)
+    prof.add_argument(
+        "--blocks", action="store_true", help="list separable blocks and inverted residuals instead of layers"
+    )
+    prof.add_argument(
+        "--plot", type=Path, metavar="FILE.png", help="also draw per-layer bars and a roofline scatter"
+    )
 
 
 def _model_options(prof: argparse.ArgumentParser) -> None:
@@ -101,7 +107,7 @@ def _model_options(prof: argparse.ArgumentParser) -> None:
 
 
 def _table_options(prof: argparse.ArgumentParser) -> None:
-    """How to show it: format, roll-up, outline, columns, blocks, a plot."""
+    """How to show it: format, roll-up, outline, columns."""
     prof.add_argument("--format", choices=FORMATS, default="table", help="output format")
     prof.add_argument("--depth", type=int, metavar="N", help="roll rows up to N name components")
     prof.add_argument(
@@ -115,12 +121,6 @@ def _table_options(prof: argparse.ArgumentParser) -> None:
         type=columns,
         metavar="KEYS",
         help=f"comma-separated columns to show, of: {', '.join(COLUMNS)}",
-    )
-    prof.add_argument(
-        "--blocks", action="store_true", help="list separable blocks and inverted residuals instead of layers"
-    )
-    prof.add_argument(
-        "--plot", type=Path, metavar="FILE.png", help="also draw per-layer bars and a roofline scatter"
     )
 
 
