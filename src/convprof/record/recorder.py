@@ -97,7 +97,7 @@ def record(
     run as they do after an autocast region.
     """
     with collector_paused():
-        return _Pass(model, args, kwargs, compute, backward, memory).run(loss, optimizer, autocast)
+        return _Pass(model, args, kwargs, compute, backward, memory, loss, optimizer, autocast).run()
 
 
 @contextlib.contextmanager
@@ -144,8 +144,12 @@ class _Pass:
         compute: bool,
         backward: bool,
         memory: str | None,
+        loss: Callable[[Any], torch.Tensor] | None,
+        optimizer: str | None,
+        autocast: tuple[torch.dtype, str] | None,
     ) -> None:
         self.model, self.args, self.kwargs = model, args, kwargs
+        self.loss, self.optimizer, self.autocast = loss, optimizer, autocast
         self.named = list(model.named_modules())
         self.owned = _owned(self.named)
         leaves = [t for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)]
@@ -154,12 +158,7 @@ class _Pass:
         self.handles: list[RemovableHandle] = []
         self.skipped: list[nn.Module] = []
 
-    def run(
-        self,
-        loss: Callable[[Any], torch.Tensor] | None,
-        optimizer: str | None,
-        autocast: tuple[torch.dtype, str] | None,
-    ) -> Trace:
+    def run(self) -> Trace:
         if not self.computing:
             _refuse_without_values(self.model, self.named, self.owned, self.backward, self.memory)
         named = self.named
@@ -176,13 +175,11 @@ class _Pass:
         try:
             _install(session, named, self.handles)
             state.set_eval(training=self.backward and self.memory is not None)
-            update, call_args, call_kwargs = self._prepare(session, state, optimizer)
+            update, inputs = self._prepare(session, state)
             for running in outer:
                 running.paused += 1
             outer.append(session)
-            memory_trace = self._forward(
-                session, held, (call_args, call_kwargs), loss, autocast, update, optimizer
-            )
+            memory_trace = self._forward(session, held, inputs, update)
             if session.intruder is not None:
                 raise ForwardError(
                     f"module '{session.intruder or '(root)'}' of {type(self.model).__name__} was called "
@@ -199,19 +196,19 @@ class _Pass:
             finally:
                 held.release()
         return _trace(
-            self.model, (self.args, self.kwargs), self.backward, session, infos, memory_trace, autocast
+            self.model, (self.args, self.kwargs), self.backward, session, infos, memory_trace, self.autocast
         )
 
     def _prepare(
-        self, session: Session, state: ModelState, optimizer: str | None
-    ) -> tuple[Step | None, tuple[Any, ...], dict[str, Any]]:
+        self, session: Session, state: ModelState
+    ) -> tuple[Step | None, tuple[tuple[Any, ...], dict[str, Any]]]:
         """What the pass runs on: the inputs (meta copies in zero compute, with the model
         pointed at its stand-ins) and, when memory is tracked, what is held from the start."""
         update = None
         meta = session.meta
         if self.memory is not None:
             stand_ins = meta.stand_ins if meta is not None else {}
-            session.lifetimes, update = tracked.held(self.named, stand_ins, self.memory, optimizer)
+            session.lifetimes, update = tracked.held(self.named, stand_ins, self.memory, self.optimizer)
         call_args, call_kwargs = self.args, self.kwargs
         if meta is not None:
             state.point_at(meta.stand_ins)
@@ -222,17 +219,14 @@ class _Pass:
         if session.lifetimes is not None:
             session.lifetimes.hold((call_args, call_kwargs), "input")
             session.lifetimes.mark("held")
-        return update, call_args, call_kwargs
+        return update, (call_args, call_kwargs)
 
     def _forward(
         self,
         session: Session,
         held: HeldSignals,
         inputs: tuple[tuple[Any, ...], dict[str, Any]],
-        loss: Callable[[Any], torch.Tensor] | None,
-        autocast: tuple[torch.dtype, str] | None,
         update: Step | None,
-        optimizer: str | None,
     ) -> MemoryTrace | None:
         """The forward (and backward) under the session and the function modes."""
         attention: Any = contextlib.nullcontext()
@@ -241,23 +235,17 @@ class _Pass:
         grad_mode = torch.enable_grad() if self.backward else torch.no_grad()
         with grad_mode, attention, session, Composites(session):
             try:
-                return self._step(session, inputs, loss, autocast, update, optimizer)
+                return self._step(session, inputs, update)
             finally:
                 held.hold()  # from here until the model is back, an interrupt waits
                 session.finish()
 
     def _step(
-        self,
-        session: Session,
-        inputs: tuple[tuple[Any, ...], dict[str, Any]],
-        loss: Callable[[Any], torch.Tensor] | None,
-        autocast: tuple[torch.dtype, str] | None,
-        update: Step | None,
-        optimizer: str | None,
+        self, session: Session, inputs: tuple[tuple[Any, ...], dict[str, Any]], update: Step | None
     ) -> MemoryTrace | None:
         model = self.model
         try:
-            with autocast_region(autocast):
+            with autocast_region(self.autocast):
                 output = model(*inputs[0], **inputs[1])
         except Exception as exc:
             running = session.failed or (session.stack[-1] if session.stack else None)
@@ -275,12 +263,12 @@ class _Pass:
                 for p in m._parameters.values()
                 if p is not None
             ]
-            grads = gradients(model, params, session.backward, output, loss, inputs, returned)
+            grads = gradients(model, params, session.backward, output, self.loss, inputs, returned)
             if lifetimes is not None:
                 tracked.after_backward(lifetimes, update, grads)
         if lifetimes is None:
             return None
-        return lifetimes.close([(f.opened, f.closed) for f in session.calls], optimizer)
+        return lifetimes.close([(f.opened, f.closed) for f in session.calls], self.optimizer)
 
     def _take_down(self, session: Session, outer: list[Session], state: ModelState) -> None:
         """Everything the pass installed taken away, and the model put back."""
