@@ -35,8 +35,10 @@ LAYERS: dict[str, set[str]] = {
     "count": {"count.formulas", "memory", "records", "report", "units"},
     # the only package touching PyTorch's machinery; the registry says what to record
     "record": {"count.formulas", "memory", "records", "report", "units"},
-    # the entry points: record, then count
-    "api": {"count", "record", "report"},
+    # the multi-GPU wing: a plan run per rank class through record and count
+    "parallel": {"count", "memory", "record", "records", "report", "units"},
+    # the entry points: record, then count (or the parallel wing)
+    "api": {"count", "parallel", "record", "report"},
     "calculator": {"api", "report"},
     # report -> text
     "rendering": {"report", "roofline", "units"},
@@ -53,6 +55,7 @@ LAYERS: dict[str, set[str]] = {
         "count",
         "memory",
         "models",
+        "parallel",
         "record",
         "rendering",
         "report",

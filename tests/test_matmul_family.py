@@ -68,7 +68,8 @@ CASES: list[tuple[str, Call, int]] = [
     (
         "solve_triangular left=False",
         lambda: torch.linalg.solve_triangular(
-            t(3, 3).triu() + 3 * torch.eye(3), t(5, 3),
+            t(3, 3).triu() + 3 * torch.eye(3),
+            t(5, 3),
             upper=True,
             left=False,
         ),
@@ -83,6 +84,12 @@ CASES: list[tuple[str, Call, int]] = [
         "triangular_solve",
         lambda: torch.triangular_solve(t(4, 2), t(4, 4).triu() + 4 * torch.eye(4)).solution,
         2 * 6,
+    ),
+    # a list of products (_foreach_mm): the sum of each pair's, 2*3*6 + 4*5*2
+    (
+        "_foreach_mm",
+        lambda: torch._foreach_mm([t(2, 3), t(4, 5)], [t(3, 6), t(5, 2)])[0],
+        2 * 3 * 6 + 4 * 5 * 2,
     ),
     # products that do not sum: free under the convention
     ("outer", lambda: torch.outer(t(3), t(4)), 0),
@@ -184,6 +191,13 @@ PLACEMENT: list[tuple[str, Call]] = [
     ("index_add_", lambda: t(4, 3).index_add_(0, torch.tensor([0, 2]), t(2, 3))),
     ("index_copy", lambda: t(4, 3).index_copy(0, torch.tensor([0, 2]), t(2, 3))),
     ("masked_scatter", lambda: t(2, 3).masked_scatter(torch.tensor([[True, False, True]] * 2), t(4))),
+    # Python's bitwise operators on masks reach the dispatcher as __or__ and __and__, untagged
+    ("mask | mask", lambda: (t(2, 3) > 0) | (t(2, 3) < 0)),
+    ("mask & mask", lambda: (t(2, 3) > 0) & (t(2, 3) < 0)),
+    # list operators of optimizers and FSDP2's casts: as free as the operator they apply
+    ("_foreach_copy_", lambda: torch._foreach_copy_([t(2), t(3)], [t(2), t(3)])[0]),
+    ("_foreach_addcmul_", lambda: torch._foreach_addcmul_([t(2)], [t(2)], [t(2)])[0]),
+    ("_foreach_zero_", lambda: (torch._foreach_zero_(x := [t(2)]), x[0])[1]),
 ]
 
 

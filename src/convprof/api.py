@@ -38,6 +38,8 @@ def profile(
     memory: bool | str = False,
     optimizer: str | None = None,
     autocast: str | torch.dtype | None = None,
+    parallel: Mapping[str, Any] | str | None = None,
+    tp_plan: Callable[[nn.Module, Any], Any] | None = None,
 ) -> Report:
     """Params, MACs and FLOPs of ``model(*args, **kwargs)``, per layer and in total.
 
@@ -76,6 +78,16 @@ def profile(
     model's; on meta CUDA's), with and without arithmetic: the products in that dtype, the
     weights' copies in it held for the forward, float32 where the device's policy says. The
     backward and the optimizer's update run outside it, as in a training loop.
+
+    ``parallel={"fsdp": 8, "tp": 2}`` (or ``"fsdp=8,tp=2"``) predicts one training step per
+    rank of that plan (``backward=True`` needed; ``accum``, ``reshard``, ``param_dtype`` and
+    ``reduce_dtype`` go in the same dict), through PyTorch's own FSDP2 and tensor parallelism
+    in a fake process group on fake tensors: nothing is computed or sent, and ``model`` is not
+    touched (a copy is sharded). ``args`` are one rank's inputs for one micro-step. The
+    report's rows and totals are the first rank's (its local shapes), and ``Report.ranks``
+    gives each class of ranks its peak memory, MACs and collectives. ``tp_plan`` is
+    ``parallelize(model, mesh)`` for a model without a tensor-parallel plan of its own.
+    See docs/parallel.md.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"convprof.profile: model must be a torch.nn.Module, got {type(model).__name__}")
@@ -91,6 +103,14 @@ def profile(
     if loss is not None and not callable(loss):
         raise TypeError(f"convprof.profile: loss must be a function of the output, got {type(loss).__name__}")
     device = _memory_device(model, memory, optimizer, backward)
+    if parallel is not None:
+        return _parallel(
+            model, positional, dict(kwargs), parallel, tp_plan, backward, loss, device, optimizer, autocast
+        )
+    if tp_plan is not None:
+        raise TypeError(
+            "convprof.profile: tp_plan= is the tensor-parallel plan of parallel=; pass parallel too"
+        )
     options: dict[str, Any] = {"backward": backward, "loss": loss, "memory": device, "optimizer": optimizer}
     if autocast is not None:
         options["autocast"] = (_autocast_dtype(autocast), device or _memory_device(model, True, None, False))
@@ -149,3 +169,35 @@ def _memory_device(model: nn.Module, memory: bool | str, optimizer: str | None, 
     if memory not in ("cpu", "cuda"):
         raise ValueError(f"convprof.profile: memory must be True, False, 'cpu' or 'cuda', got {memory!r}")
     return memory
+
+
+def _parallel(
+    model: nn.Module,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    parallel: Mapping[str, Any] | str,
+    tp_plan: Callable[[nn.Module, Any], Any] | None,
+    backward: bool,
+    loss: Callable[[Any], torch.Tensor] | None,
+    memory: str | None,
+    optimizer: str | None,
+    autocast: str | torch.dtype | None,
+) -> Report:
+    """A distributed training step per rank class (see :mod:`convprof.parallel`)."""
+    from convprof.parallel.plan import parse_plan
+    from convprof.parallel.run import Job, profile_parallel
+
+    if not backward:
+        raise TypeError("convprof.profile: parallel= predicts a training step; pass backward=True too")
+    if autocast is not None:
+        raise TypeError(
+            "convprof.profile: autocast= does not go with parallel= yet; FSDP2's mixed precision is "
+            "the plan's param_dtype and reduce_dtype"
+        )
+    if tp_plan is not None and not callable(tp_plan):
+        raise TypeError(
+            f"convprof.profile: tp_plan must be a function parallelize(model, mesh), got {tp_plan!r}"
+        )
+    plan = parse_plan(parallel)
+    with collector_paused():
+        return profile_parallel(Job(model, args, kwargs, plan, optimizer, loss, memory, tp_plan))

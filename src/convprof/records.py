@@ -81,6 +81,9 @@ class ParamInfo:
     itemsize: int = 4
     trainable: bool = True  # requires_grad (False for buffers and packed quantized weights)
     dtype: str = "float32"
+    # a distributed step: the shape of this rank's shard of a sharded parameter (a DTensor's
+    # local tensor), whose gradient the backward computes at that shape; None when whole
+    local: Shape | None = None
     # derived once (a module's record is kept across profiles): counting reads them per call
     numel: int = field(init=False, repr=False, compare=False)
     nbytes: int = field(init=False, repr=False, compare=False)
@@ -180,6 +183,29 @@ class ModuleCall:
 
 
 @dataclass(frozen=True, slots=True)
+class CollectiveCall:
+    """One collective a rank ran, as a distributed training step's dispatch mode saw it.
+
+    ``kind`` is what it does (``all_gather``, ``reduce_scatter``, ``all_reduce``,
+    ``all_to_all``, ``broadcast``, ``send``, ``recv``, ``gather``, ``scatter``, ``reduce``),
+    ``op`` the operator, ``phase`` when (``forward``, ``backward`` or the optimizer's
+    ``step``) and ``micro`` in which micro-step. ``group`` names the mesh dimension its
+    process group spans (``dp_shard``, ``tp``, ...; ``world`` for a group of no dimension),
+    ``group_size`` its ranks. ``bytes`` is the payload as nccl-tests counts it: the gathered
+    output of an all-gather, the input of a reduce-scatter, the buffer of an all-reduce,
+    broadcast, send or receive, the send buffer of an all-to-all.
+    """
+
+    kind: str
+    op: str
+    phase: str
+    micro: int
+    group: str
+    group_size: int
+    bytes: int
+
+
+@dataclass(frozen=True, slots=True)
 class Trace:
     """Everything one forward pass revealed: modules in ``named_modules()`` order and calls in
     the order they started."""
@@ -191,6 +217,10 @@ class Trace:
     backward: bool = False  # a backward pass was recorded (ModuleCall.backward)
     memory: MemoryTrace | None = None  # storage lifetimes, when peak memory was asked for
     autocast: str | None = None  # the dtype of a mixed-precision forward (torch.autocast's)
+    collectives: tuple[CollectiveCall, ...] = ()  # a distributed step's, in the order they ran
+    # A distributed step: every call is counted from its operators, since a module's declared
+    # sizes (in_features) are the whole model's, not the shard this rank computes with
+    ops_only: bool = False
 
 
 @dataclass(frozen=True, slots=True)

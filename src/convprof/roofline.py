@@ -17,6 +17,7 @@ and to see which roof a layer sits under, not to predict latency.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 
@@ -76,6 +77,9 @@ class Hardware:
     bytes_per_second: float
     chip: str
     memory: str
+    # a parallel step's links, per GPU and direction: within a node (NVLink), between nodes
+    # (the network), and GPUs per node; None for machines that are not a cluster's nodes
+    links: tuple[float, float, int] | None = None
 
     def at(self, precision: str, why: str = "") -> Machine:
         peaks = dict(self.peaks)
@@ -112,6 +116,8 @@ HARDWARE: dict[str, Hardware] = {
             3.35 * _T,
             "NVIDIA H100 SXM5",
             "HBM3 3.35 TB/s",
+            # NVLink 4: 900 GB/s both ways; one 400 Gb/s NDR InfiniBand port per GPU
+            (450 * _G, 50 * _G, 8),
         ),
         Hardware(
             "a100",
@@ -119,6 +125,8 @@ HARDWARE: dict[str, Hardware] = {
             2.039 * _T,
             "NVIDIA A100 SXM4 80GB",
             "HBM2e 2.039 TB/s",
+            # NVLink 3: 600 GB/s both ways; one 200 Gb/s HDR InfiniBand port per GPU
+            (300 * _G, 25 * _G, 8),
         ),
         Hardware("t4", _tflops(fp32=8.1, fp16=65, int8=130), 320 * _G, "NVIDIA T4", "GDDR6 320 GB/s"),
         Hardware(
@@ -142,6 +150,18 @@ HARDWARE: dict[str, Hardware] = {
 # Names kept from before precisions: a preset pinned to one precision.
 ALIASES = {"h100-fp32": ("h100", "fp32")}
 PRESETS = (*HARDWARE, *ALIASES)
+
+
+def link_seconds(name: str, sends: Sequence[tuple[int, int]]) -> float | None:
+    """The least time to send ``(bytes, span)`` pairs at the links of preset ``name``: a group
+    whose ranks span at most one node's GPUs sends over NVLink, a wider one over the network
+    (None: the preset has no links). Ranks are laid out node by node, the innermost mesh
+    dimension on neighbouring ranks."""
+    hardware = HARDWARE.get(name.split(":")[0])
+    if hardware is None or hardware.links is None:
+        return None
+    intra, inter, node = hardware.links
+    return sum(size / (intra if span <= node else inter) for size, span in sends)
 
 
 def precision_of(dtype: str | None) -> str:

@@ -61,6 +61,7 @@ def add_parser(commands: Any) -> None:
     _table_options(prof)
     compute_options(prof)
     _cost_options(prof)
+    _parallel_options(prof)
     prof.add_argument(
         "--blocks", action="store_true", help="list separable blocks and inverted residuals instead of layers"
     )
@@ -178,6 +179,45 @@ def _cost_options(prof: argparse.ArgumentParser) -> None:
     )
 
 
+def _parallel_options(prof: argparse.ArgumentParser) -> None:
+    """A distributed training step, per rank (docs/parallel.md)."""
+    prof.add_argument(
+        "--parallel",
+        metavar="PLAN",
+        help="predict one training step per rank of a parallel plan, e.g. fsdp=8,tp=2 (dimensions dp, "
+        "fsdp, tp), through PyTorch's FSDP2 and tensor parallelism in a fake process group: peak memory, "
+        "MACs and collectives per rank class (implies --backward and --peak-memory; --input is one "
+        "rank's micro-batch)",
+    )
+    prof.add_argument(
+        "--accum",
+        type=int,
+        metavar="K",
+        help="with --parallel: K micro-steps per optimizer step (gradient accumulation)",
+    )
+    prof.add_argument(
+        "--tp-plan",
+        metavar="MODULE:FUNCTION",
+        help="with --parallel tp=N: a function parallelize(model, mesh) for a model without a "
+        "tensor-parallel plan of its own (transformers models have one)",
+    )
+
+
+def _parallel_plan(args: argparse.Namespace) -> str | None:
+    """The plan text with --accum in it, or None without --parallel."""
+    if args.parallel is None:
+        for option in ("accum", "tp_plan"):
+            if getattr(args, option) is not None:
+                raise UsageError(f"--{option.replace('_', '-')} goes with --parallel")
+        return None
+    clash = next((o for o in ("time", "blocks", "autocast") if getattr(args, o)), None)
+    if clash is not None:
+        raise UsageError(f"--{clash} does not go with --parallel")
+    if args.accum is not None and args.accum < 1:
+        raise UsageError("--accum must be 1 or more")
+    return str(args.parallel) + (f",accum={args.accum}" if args.accum is not None else "")
+
+
 def _check_options(args: argparse.Namespace, peak: bool) -> None:
     """Options that do not go together, or values out of range: one line each."""
     if args.depth is not None and args.depth < 0:
@@ -212,9 +252,10 @@ def _check_options(args: argparse.Namespace, peak: bool) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.optimizer is not None:
+    parallel = _parallel_plan(args)
+    if args.optimizer is not None or parallel is not None:
         args.backward = True
-    peak = args.peak_memory or args.optimizer is not None or args.fit is not None
+    peak = args.peak_memory or args.optimizer is not None or args.fit is not None or parallel is not None
     _check_options(args, peak)
     memory = ("cuda" if args.device.startswith("cuda") else "cpu") if peak else None
     options = Options(
@@ -226,6 +267,8 @@ def run(args: argparse.Namespace) -> int:
         memory=memory,
         optimizer=args.optimizer,
         autocast=args.autocast,
+        parallel=parallel,
+        tp_plan=args.tp_plan,
     )
     fit = None
     if args.fit is not None:
@@ -282,6 +325,9 @@ def _fit(args: argparse.Namespace, options: Options) -> tuple[Fit, Profiled]:
 
 
 def _peak_of(found: Profiled) -> int:
+    """The peak to fit: the report's, or with a parallel plan its highest rank's."""
+    if found.report.ranks:
+        return max(rank.peak_bytes for rank in found.report.ranks)
     memory = found.report.memory
     assert memory is not None  # asked for
     return memory.peak_bytes

@@ -54,6 +54,8 @@ class Options:
     batch: int | None = None
     missing_input: str = "give --input"
     autocast: str | None = None
+    parallel: str | None = None  # a plan, "fsdp=8,tp=2": a distributed training step per rank
+    tp_plan: str | None = None  # "package.module:function", parallelize(model, mesh)
 
 
 def profile_spec(
@@ -70,6 +72,8 @@ def profile_spec(
         if compute is False:
             raise UsageError("--time runs the model for real: it cannot go with --no-compute")
         compute = True
+    if options.parallel is not None:  # built on meta: the step runs on fake tensors anyway
+        compute = False
     once = functools.partial(_profile_once, spec, given or (), options)
     if compute is not None:
         return once(compute=compute)
@@ -112,6 +116,7 @@ def _run(
     without ``options``); its errors as usage errors, or, in the automatic mode's zero-compute
     try, as the reason to count for real."""
     from convprof.api import profile
+    from convprof.parallel.plan import PlanError
     from convprof.record.errors import ForwardError, ValuesNeeded
 
     options = options or Options()
@@ -125,13 +130,30 @@ def _run(
             memory=options.memory or False,
             optimizer=options.optimizer,
             autocast=options.autocast,
+            parallel=options.parallel,
+            tp_plan=_tp_plan(options),
         )
+    except PlanError as exc:
+        raise UsageError(str(exc)) from None
     except ForwardError as exc:  # ValuesNeeded included
         first = str(exc).splitlines()[0]
         if automatic:  # whatever stopped the zero-compute pass, a real forward may not stop
             raise _NeedsValues(first.split("; profile with")[0]) from None
         hint = " (run without --no-compute)" if isinstance(exc, ValuesNeeded) else ""
         raise UsageError(first + hint) from None
+
+
+def _tp_plan(options: Options) -> Any:
+    """The ``--tp-plan`` function, imported as a model spec's module is."""
+    if options.tp_plan is None:
+        return None
+    from convprof.models.build import SpecError
+    from convprof.models.load import find_callable
+
+    try:
+        return find_callable(options.tp_plan, options.folders or (Path.cwd(),))
+    except SpecError as exc:
+        raise UsageError(f"--tp-plan: {exc}") from None
 
 
 def _memory() -> int:
@@ -252,7 +274,8 @@ def _profile_once(
         prefill = _cached(model, loaded, ids, kwargs, compute, automatic, options)
     report = _run(model, args, kwargs, compute, automatic, options)
     tokens = None
-    if ids is not None and loaded.text is not None:
+    # a parallel step's MACs are one rank's: per-token figures and the rule are the model's
+    if ids is not None and loaded.text is not None and options.parallel is None:
         tokens = token_cost(
             macs=report.total.macs,
             params=report.total.params,

@@ -24,9 +24,10 @@ from convprof.records import ModuleCall, ModuleInfo, ParamInfo, Shape, Trace
 from convprof.report import Layer, Memory, Report, Sizes, Totals, Unexplained
 
 
-def call_macs(call: ModuleCall) -> tuple[int, list[str]]:
-    """MACs of one call's own code and the operators in it that nothing explains."""
-    formula = module_formula(call.module.type)
+def call_macs(call: ModuleCall, ops_only: bool = False) -> tuple[int, list[str]]:
+    """MACs of one call's own code and the operators in it that nothing explains (from its
+    operators alone with ``ops_only``)."""
+    formula = None if ops_only else module_formula(call.module.type)
     if formula is not None and not call.raised:
         return formula(call), []
     macs, unexplained = 0, []
@@ -57,11 +58,13 @@ def call_gradients(call: ModuleCall, trainable: frozenset[Shape]) -> tuple[int, 
 
 
 def _trainable(modules: tuple[ModuleInfo, ...]) -> dict[str, frozenset[Shape]]:
-    """Per module name, the sorted shapes of the trainable parameters it and its children own."""
+    """Per module name, the sorted shapes of the trainable parameters it and its children own
+    (and, in a distributed step, of this rank's shards of them)."""
     shapes: dict[str, set[Shape]] = {}
     for info in modules:
         parts = info.name.split(".") if info.name else []
         own = {shape_key(p.shape) for p in info.params if p.trainable}
+        own.update(shape_key(p.local) for p in info.params if p.trainable and p.local is not None)
         for depth in range(len(parts) + 1):
             shapes.setdefault(".".join(parts[:depth]), set()).update(own)
     return {name: frozenset(found) for name, found in shapes.items()}
@@ -162,7 +165,7 @@ def count(trace: Trace) -> Report:
             row = rows[call.module.name] = _Row(call.module, call)
         else:
             row.add(call)
-        macs, missing = call_macs(call)
+        macs, missing = call_macs(call, trace.ops_only)
         if call.backward:
             grad_input, grad_weight, missing_grads = call_gradients(
                 call, trainable.get(call.module.name, frozenset())

@@ -57,6 +57,23 @@ def tensors_in(value: Any) -> list[torch.Tensor]:
     return list(_tensors(value, 0, set()))
 
 
+# Operators that return their input's memory under another tensor object, which their schema
+# does not say: functional collectives wrap their result (an AsyncCollectiveTensor; under fake
+# tensors a fresh empty_like) and hand back the same memory when waited on. Known by name (the
+# wrapping operator is registered when torch.distributed is imported), the answer kept per
+# operator.
+_WRAPPER_NAMES = ("_c10d_functional::_wrap_tensor_autograd", "_c10d_functional::wait_tensor")
+_WRAPPERS: dict[Any, bool] = {}
+
+
+def _wraps(func: Any) -> bool:
+    known = _WRAPPERS.get(func)
+    if known is None:
+        schema = getattr(func, "_schema", None)
+        known = _WRAPPERS[func] = schema is not None and schema.name in _WRAPPER_NAMES
+    return known
+
+
 def _storage(tensor: torch.Tensor) -> torch.UntypedStorage | None:
     """A dense tensor's storage; None for layouts without one (sparse, nested, wrappers)."""
     if tensor.layout is not torch.strided or tensor.is_nested:
@@ -83,10 +100,11 @@ class Lifetimes:
         self.made: list[int] = []
         self.freed: list[int] = []  # -1 while alive
         self.ticks = 0
-        self.marks: dict[str, int] = {}
+        self.marks: list[tuple[str, int]] = []
         # id(storage) -> (weak reference, index); the reference is checked on every read, so a
         # storage that died and whose id a new one took reads as unknown
         self._known: dict[int, tuple[weakref.ref[torch.UntypedStorage], int]] = {}
+        self._holders: dict[int, int] = {}  # entry -> the storage objects that hold its memory
         self._open = True
 
     def _index(self, storage: torch.UntypedStorage) -> int | None:
@@ -103,14 +121,21 @@ class Lifetimes:
         self.made.append(self.ticks)
         self.freed.append(-1)
         self.ticks += 1
+        self._hold(storage, index)
+        return index
 
-        def gone(_: Any, index: int = index) -> None:
-            if self._open and self.freed[index] < 0:
+    def _hold(self, storage: torch.UntypedStorage, index: int) -> None:
+        """``storage`` (its Python object) holds the memory of entry ``index``: the memory is
+        freed when the last object holding it goes."""
+        self._holders[index] = self._holders.get(index, 0) + 1
+
+        def gone(_: Any) -> None:
+            self._holders[index] -= 1
+            if not self._holders[index] and self._open and self.freed[index] < 0:
                 self.freed[index] = self.ticks
                 self.ticks += 1
 
         self._known[id(storage)] = (weakref.ref(storage, gone), index)
-        return index
 
     def hold(self, value: Any, role: str) -> None:
         """Storages that exist before the pass (parameters, buffers, inputs, optimizer state):
@@ -124,6 +149,9 @@ class Lifetimes:
     def see(self, func: Any, out: Any, args: tuple[Any, ...], kwargs: dict[str, Any], owner: int) -> None:
         """An operator's outputs: each new storage among them is an allocation made by call
         ``owner``. A view, an in-place or ``out=`` result shares an input's storage and is none."""
+        if _wraps(func):
+            self._wrapped(out, args)
+            return
         scratch = kernel_scratch(func, args, out) if self.device == "cpu" else None
         if scratch is not None:
             self._transient(scratch[0], owner)
@@ -141,9 +169,34 @@ class Lifetimes:
                     if isinstance(a, torch.Tensor) and (s := _storage(a)) is not None
                 }
             if id(storage) not in inputs:
-                self._add(storage, "", owner)
+                # FSDP2's all-gather and reduce-scatter buffers are made by its own operators
+                self._add(storage, "communication" if func.namespace == "fsdp" else "", owner)
         if scratch is not None:
             self._transient(scratch[1], owner)
+
+    def _wrapped(self, out: Any, args: tuple[Any, ...]) -> None:
+        """An operator whose output wraps its input's memory (a functional collective's
+        result, wrapped for autograd): the output's storage object is one more holder of the
+        input's entry (fake tensors give it a storage of its own; real ones a wrapper)."""
+        source = _storage(args[0]) if args and isinstance(args[0], torch.Tensor) else None
+        index = self._index(source) if source is not None else None
+        target = _storage(out) if isinstance(out, torch.Tensor) else None
+        if index is not None and target is not None and self._index(target) is None:
+            self._hold(target, index)
+
+    def resized(self, storage: torch.UntypedStorage, before: int, after: int, owner: int) -> None:
+        """A storage resized in place (``UntypedStorage.resize_``, which no operator shows):
+        FSDP2 gives each unsharded parameter its memory before an all-gather and takes it
+        away after, on the same storage. Grown from nothing it is a new allocation, shrunk
+        to nothing a free; any other resize is the old allocation freed and a new one made."""
+        index = self._index(storage)
+        if index is not None and self.freed[index] < 0 and before:
+            self.freed[index] = self.ticks
+            self.ticks += 1
+        if index is not None:
+            del self._known[id(storage)]
+        if after:
+            self._add(storage, "unsharded parameter", owner)
 
     def _transient(self, size: int, owner: int) -> None:
         """Scratch a kernel makes and frees inside one operator, after its output."""
@@ -156,8 +209,9 @@ class Lifetimes:
             self.ticks += 2
 
     def mark(self, name: str) -> None:
-        """A phase boundary (``forward``, ``backward``, ``step``): the tick it ends at."""
-        self.marks[name] = self.ticks
+        """A phase boundary (``held``, then ``forward``, ``backward``, ``step``; a step of
+        several micro-steps repeats forward and backward): the tick the phase ends at."""
+        self.marks.append((name, self.ticks))
 
     def role(self, value: Any, role: str) -> None:
         """Give the known storages of ``value``'s tensors a role (the gradients, once returned)."""
@@ -181,7 +235,7 @@ class Lifetimes:
             made=tuple(self.made),
             freed=tuple(self.freed),
             ticks=self.ticks,
-            marks=tuple(sorted(self.marks.items(), key=lambda item: item[1])),
+            marks=tuple(self.marks),
             calls=tuple(calls),
             block=512 if self.device == "cuda" else 1,
             optimizer=optimizer,

@@ -29,12 +29,20 @@ _MAKERS: dict[str, Callable[[list[torch.Tensor], bool], torch.optim.Optimizer]] 
 }
 
 
+def make(
+    name: str, params: list[torch.Tensor], device: str, foreach: bool | None = None
+) -> torch.optim.Optimizer:
+    """``torch.optim``'s optimizer ``name`` over ``params``, with foreach as on ``device``
+    unless ``foreach`` says."""
+    if name not in _MAKERS:
+        raise ValueError(f"unknown optimizer {name!r}: use one of {', '.join(OPTIMIZERS)}")
+    return _MAKERS[name](params, device == "cuda" if foreach is None else foreach)
+
+
 class Step:
     """An optimizer over meta copies of ``params``, its state already made (see above)."""
 
     def __init__(self, name: str, params: list[torch.Tensor], device: str, keys: list[int]) -> None:
-        if name not in _MAKERS:
-            raise ValueError(f"unknown optimizer {name!r}: use one of {', '.join(OPTIMIZERS)}")
         self.name = name
         self.device = device
         self.keys = keys  # what identifies each parameter's gradient, in order
@@ -43,7 +51,7 @@ class Step:
             for p in params
         ]
         # PyTorch defaults foreach on CUDA only; on the CPU each parameter is updated alone
-        self._optimizer = _MAKERS[name](self.params, device == "cuda")
+        self._optimizer = make(name, self.params, device)
         self.run(list(map(torch.zeros_like, self.params)))
 
     def state(self) -> list[torch.Tensor]:

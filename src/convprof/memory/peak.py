@@ -34,12 +34,28 @@ def levels(trace: MemoryTrace) -> list[int]:
     return [0, *accumulate(delta)]
 
 
-def _category(trace: MemoryTrace, index: int, forward_end: int, training: bool) -> str:
+def phases(trace: MemoryTrace) -> list[tuple[str, int, int]]:
+    """The pass's phases in order, each ``(name, first tick, tick it ended at)``, from the
+    marks after ``held`` (a step of several micro-steps has several forwards and backwards)."""
+    found, start = [], dict(trace.marks).get("held", 0)
+    for name, end in trace.marks:
+        if name != "held":
+            found.append((name, start, end))
+            start = end
+    return found
+
+
+def _phase_at(spans: list[tuple[str, int, int]], tick: int) -> tuple[str, int, int] | None:
+    return next((span for span in spans if span[1] <= tick < span[2]), None)
+
+
+def _category(trace: MemoryTrace, index: int, spans: list[tuple[str, int, int]], training: bool) -> str:
     role = trace.roles[index]
     if role:
         return role
     made, freed = trace.made[index], trace.freed[index]
-    if made < forward_end and (freed < 0 or freed >= forward_end):
+    span = _phase_at(spans, made)
+    if span is not None and span[0] == "forward" and (freed < 0 or freed >= span[2]):
         return "activation" if training else "kept"
     return "temporary"
 
@@ -49,18 +65,17 @@ def call_peaks(trace: MemoryTrace, level: list[int]) -> list[int]:
     gradient in a backward pass included: the level after each allocation the call's autograd
     nodes made (a peak is always reached at an allocation, and a node runs alone)."""
     peaks = [max(level[opened : closed + 1]) for opened, closed in trace.calls]
-    backward = dict(trace.marks).get("forward", trace.ticks)
+    backward = [(start, end) for name, start, end in phases(trace) if name == "backward"]
     for owner, made in zip(trace.owners, trace.made, strict=True):
-        if owner >= 0 and made >= backward:
+        if owner >= 0 and any(start <= made < end for start, end in backward):
             peaks[owner] = max(peaks[owner], level[made + 1])
     return peaks
 
 
 def summarize(trace: MemoryTrace, level: list[int], names: list[str]) -> Memory:
     """The peak of the pass and what it holds; ``names`` are the calls' module names."""
-    marks = dict(trace.marks)
-    held = marks.get("held", 0)
-    forward_end = marks.get("forward", trace.ticks)
+    spans = phases(trace)
+    held = dict(trace.marks).get("held", 0)
     peak = max(level)
     tick = level.index(peak) - 1  # the tick whose allocation reached it
     alive = [
@@ -69,14 +84,11 @@ def summarize(trace: MemoryTrace, level: list[int], names: list[str]) -> Memory:
         if made <= tick and (freed < 0 or freed > tick)
     ]
     split = dict.fromkeys(CATEGORIES, 0)
-    training = "backward" in marks
+    training = any(name == "backward" for name, _, _ in spans)
     for i in alive:
-        split[_category(trace, i, forward_end, training)] += _rounded(trace.sizes[i], trace.block)
-    phase = "forward"
-    if tick >= marks.get("backward", trace.ticks):
-        phase = "step"
-    elif tick >= forward_end:
-        phase = "backward"
+        split[_category(trace, i, spans, training)] += _rounded(trace.sizes[i], trace.block)
+    span = _phase_at(spans, tick)
+    phase = span[0] if span is not None else spans[-1][0] if spans and tick >= spans[-1][2] else "forward"
     made_by = next((trace.owners[i] for i in alive if trace.made[i] == tick), -1) if tick >= held else -1
     return Memory(
         peak_bytes=peak,

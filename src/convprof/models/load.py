@@ -83,6 +83,22 @@ def load(spec: str, *, meta: bool = False, folders: Sequence[Path] = ()) -> Load
         raise SpecError(
             f"model spec {spec!r} is not 'package.module:callable', 'torchvision:NAME' or 'transformers:NAME'"
         )
+    target = find_callable(spec, folders)
+    try:
+        loaded = build(functools.partial(target, **kwargs), meta=meta, what=spec)
+    except Exception as exc:
+        raise SpecError(f"calling {spec!r} failed: {type(exc).__name__}: {exc}") from exc
+    if not isinstance(loaded.model, nn.Module):
+        raise SpecError(f"{spec!r} returned {type(loaded.model).__name__}, not a torch.nn.Module")
+    return loaded
+
+
+def find_callable(spec: str, folders: Sequence[Path] = ()) -> Any:
+    """The callable a ``package.module:callable`` spec names (``callable`` may be dotted),
+    its module imported from ``folders`` first."""
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise SpecError(f"spec {spec!r} is not 'package.module:callable'")
     try:
         with _importable_from(folders):
             module = importlib.import_module(module_name)
@@ -99,10 +115,4 @@ def load(spec: str, *, meta: bool = False, folders: Sequence[Path] = ()) -> Load
             raise SpecError(f"{module_name!r} has no attribute {attr!r} (spec {spec!r})")
     if not callable(target):
         raise SpecError(f"{spec!r} is not callable")
-    try:
-        loaded = build(functools.partial(target, **kwargs), meta=meta, what=spec)
-    except Exception as exc:
-        raise SpecError(f"calling {spec!r} failed: {type(exc).__name__}: {exc}") from exc
-    if not isinstance(loaded.model, nn.Module):
-        raise SpecError(f"{spec!r} returned {type(loaded.model).__name__}, not a torch.nn.Module")
-    return loaded
+    return target

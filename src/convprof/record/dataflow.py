@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.utils._pytree import tree_leaves
 
 from convprof.count.formulas import is_quiet, module_formula
 from convprof.record.facts import has_children
@@ -66,6 +67,17 @@ class Tags:
             if isinstance(arg, torch.Tensor):
                 tags = tags | self.get(arg)
         return tags
+
+    def after(self, role: int, index: int, args: Any, output: Any) -> None:
+        """A module call ``index`` returned ``output``: a producer tags it with its index, a
+        quiet layer passes its inputs' tags on (see ``roles``)."""
+        if role == PRODUCES:
+            tag = frozenset({index})
+            for tensor in (output,) if isinstance(output, torch.Tensor) else tree_leaves(output):
+                if isinstance(tensor, torch.Tensor):
+                    self.set(tensor, tag)
+        elif role == PASSES and self._by_id:
+            self.pass_on(args, output)
 
     def pass_on(self, args: tuple[Any, ...], out: Any) -> None:
         """Tag the first output of a shape-preserving operator or module with the tags of its

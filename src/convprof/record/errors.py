@@ -31,6 +31,14 @@ class ValuesNeeded(ForwardError):
     """A zero-compute pass reached an operator whose result depends on tensor values."""
 
 
+def where(named: list[tuple[str, nn.Module]], running: Frame | None, exc: BaseException) -> str:
+    """Where a forward failed: the module running, its class and its input shapes."""
+    if running is None:
+        return "outside any module"
+    module = dict(named)[running.name]
+    return f"in module '{running.name or '(root)'}' ({type_label(module)}) {_describe(running, module, exc)}"
+
+
 def forward_error(
     model: nn.Module,
     named: list[tuple[str, nn.Module]],
@@ -41,20 +49,14 @@ def forward_error(
 ) -> ForwardError:
     """The error to raise for ``exc``, raised by the forward while ``running`` (the innermost
     module call open, or the one an exception left) ran and ``op`` was the last operator."""
-    modules = dict(named)
-    where = (
-        f"in module '{running.name or '(root)'}' ({_type_label(modules[running.name])}) "
-        f"{_describe(running, modules[running.name], exc)}"
-        if running is not None
-        else "outside any module"
-    )
+    where_ = where(named, running, exc)
     if (
         not computing
         and op is not None
         and (any(tag in op.tags for tag in _VALUE_TAGS) or str(op).startswith("aten._local_scalar_dense"))
     ):
         return ValuesNeeded(
-            f"zero-compute pass of {type(model).__name__} stopped {where}: {op} needs real tensor "
+            f"zero-compute pass of {type(model).__name__} stopped {where_}: {op} needs real tensor "
             "values (data-dependent shapes or .item()); profile with compute=True and real inputs"
         )
     if (
@@ -66,7 +68,7 @@ def forward_error(
         # device, as pack_padded_sequence does for its lengths, or reads values: tolist() of
         # a meta tensor speaks of "unallocated storage", as JetMoE's router finds).
         return ValuesNeeded(
-            f"zero-compute pass of {type(model).__name__} stopped {where}: {type(exc).__name__}: "
+            f"zero-compute pass of {type(model).__name__} stopped {where_}: {type(exc).__name__}: "
             f"{gist(exc)}; the model needs real tensors there: profile with compute=True and real inputs"
         )
     if (
@@ -79,11 +81,11 @@ def forward_error(
         # some custom and backend-specific operators, the dynamically quantized kernels, whose
         # error speaks of a missing "fake impl"), which is the same remedy.
         return ValuesNeeded(
-            f"zero-compute pass of {type(model).__name__} stopped {where}: PyTorch has no meta "
+            f"zero-compute pass of {type(model).__name__} stopped {where_}: PyTorch has no meta "
             f"implementation of {op}, so it needs real tensors; profile with compute=True and real inputs"
         )
     return ForwardError(
-        f"forward pass of {type(model).__name__} failed {where}: {type(exc).__name__}: {gist(exc)}"
+        f"forward pass of {type(model).__name__} failed {where_}: {type(exc).__name__}: {gist(exc)}"
     )
 
 
@@ -108,10 +110,17 @@ def _raised_kwargs(module: nn.Module, exc: BaseException) -> tuple[tuple[str, Te
     return ()
 
 
-def _type_label(module: nn.Module) -> str:
+def type_label(module: nn.Module) -> str:
     """A module's class as an error names it: a quantized one with its package, since its
-    plain name (``Linear``) reads as the float layer's."""
+    plain name (``Linear``) reads as the float layer's; one FSDP2 sharded (its class
+    ``FSDPLinear``, made on the fly) as the class the user wrote."""
     kind = type(module)
+    if (
+        kind.__name__.startswith("FSDP")
+        and len(kind.__mro__) > 2
+        and kind.__mro__[1].__name__ == "FSDPModule"
+    ):
+        kind = kind.__mro__[2]
     if ".quantized." not in f"{kind.__module__}.":
         return kind.__name__
     parts = kind.__module__.split(".")

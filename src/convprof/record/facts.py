@@ -74,10 +74,16 @@ def _dtype(tensor: torch.Tensor) -> str:
     return str(tensor.dtype).removeprefix("torch.")
 
 
+def _local(tensor: torch.Tensor) -> tuple[int, ...] | None:
+    """A DTensor's local shard shape (a distributed step), else None."""
+    local = getattr(tensor, "_local_tensor", None)
+    return tuple(local.shape) if isinstance(local, torch.Tensor) else None
+
+
 def _params(module: nn.Module, ident: Callable[[torch.Tensor], int]) -> tuple[ParamInfo, ...]:
     """The parameters a module owns directly, packed ones (quantized kernels) included."""
     params = [
-        ParamInfo(pname, ident(p), tuple(p.shape), p.element_size(), p.requires_grad, _dtype(p))
+        ParamInfo(pname, ident(p), tuple(p.shape), p.element_size(), p.requires_grad, _dtype(p), _local(p))
         for pname, p in module._parameters.items()
         if p is not None and not nn.parameter.is_lazy(p)
     ]

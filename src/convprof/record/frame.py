@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from convprof.records import OpCall, TensorMeta
+from convprof.records import ModuleCall, ModuleInfo, OpCall, TensorMeta
 
 
 class Frame:
@@ -42,3 +42,15 @@ class Frame:
         self.backward: list[OpCall] = []
         self.quiet = quiet  # a childless module whose operators are not recorded (is_quiet)
         self.opened = self.closed = 0  # with peak memory: the lifetime ticks it ran between
+
+    def call(self, info: ModuleInfo) -> ModuleCall:
+        """The record of this call, of the module ``info`` describes."""
+        return ModuleCall(
+            info,
+            self.inputs,
+            self.outputs or (),
+            tuple(self.ops),
+            tuple(sorted(self.sources)),
+            self.raised,
+            tuple(self.backward),
+        )

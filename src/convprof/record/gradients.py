@@ -56,6 +56,17 @@ class Backward:
             op_call(func, args, kwargs, out, reads_weight=any(self._is_weight(a) for a in args))
         )
 
+    def note_weights(self, module: nn.Module) -> None:
+        """A distributed step: the tensors a module's operators read as its weights are its
+        parameters as they are now (FSDP2's gathered ones in its forward) and DTensors' local
+        shards, which no list of parameters made before the step holds."""
+        for param in module._parameters.values():
+            if param is not None:
+                self.weights.add(id(param))
+                local = getattr(param, "_local_tensor", None)
+                if local is not None:
+                    self.weights.add(id(local))
+
     def _is_weight(self, value: Any) -> bool:
         if not isinstance(value, torch.Tensor):
             return False
@@ -92,7 +103,7 @@ class Backward:
         self.index = index
 
 
-def _loss_of(
+def loss_of(
     model: nn.Module, output: Any, loss: Callable[[Any], torch.Tensor] | None, wanted: bool
 ) -> torch.Tensor | None:
     """What the backward differentiates: ``loss(output)``, by default the sum of every floating
@@ -142,7 +153,7 @@ def gradients(
     for tensor in tree_leaves(inputs):
         if isinstance(tensor, torch.Tensor) and tensor.requires_grad:
             wanted.setdefault(id(tensor), tensor)
-    value = _loss_of(model, output, loss, bool(wanted))
+    value = loss_of(model, output, loss, bool(wanted))
     if value is None or not value.requires_grad or not wanted:
         return {}  # nothing in the model requires grad: no backward runs
     if backward.calls:

@@ -38,8 +38,6 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.nn.modules import module as _module_globals
-from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
 from torch.utils._pytree import tree_leaves
 from torch.utils.hooks import RemovableHandle
 
@@ -51,11 +49,11 @@ from convprof.record.errors import ForwardError, ValuesNeeded, forward_error
 from convprof.record.facts import read_info
 from convprof.record.gradients import Backward, gradients
 from convprof.record.modes import Composites, DeviceAttention, autocast_region
-from convprof.record.session import Session
+from convprof.record.session import Session, install, uninstall
 from convprof.record.state import HeldSignals, ModelState, Values
 from convprof.record.tensors import named_tensors
 from convprof.record.zero_compute import MetaPass, skip_forwards
-from convprof.records import MemoryTrace, ModuleCall, ModuleInfo, Trace
+from convprof.records import MemoryTrace, ModuleInfo, Trace
 
 __all__ = ["ForwardError", "ValuesNeeded", "collector_paused", "record"]
 
@@ -128,10 +126,6 @@ def _sessions() -> list[Session]:
     return sessions
 
 
-def _no_op(module: nn.Module, args: Any) -> None:
-    return None
-
-
 class _Pass:
     """One pass being recorded: what it is given, what it installs, and what it must take
     away again (``handles``, ``skipped``), in the order :meth:`run` sets it up."""
@@ -173,7 +167,7 @@ class _Pass:
         outer = _sessions()
         held = HeldSignals()
         try:
-            _install(session, named, self.handles)
+            install(session, named, self.handles)
             state.set_eval(training=self.backward and self.memory is not None)
             update, inputs = self._prepare(session, state)
             for running in outer:
@@ -276,12 +270,7 @@ class _Pass:
             outer.pop()
             for running in outer:
                 running.paused -= 1
-        for handle in self.handles:
-            handle.remove()
-            # PyTorch's handle forgets this table (every profile() would leave an entry, and
-            # with it a global-hooks flag that slows every later forward and warns in compile)
-            _module_globals._global_forward_hooks_with_kwargs.pop(handle.id, None)
-            _module_globals._global_forward_hooks_always_called.pop(handle.id, None)
+        uninstall(self.handles)
         for module in self.skipped:
             module.__dict__.pop("forward", None)
         state.restore()
@@ -321,20 +310,6 @@ def _refuse_without_values(
         )
 
 
-def _install(session: Session, named: list[tuple[str, nn.Module]], handles: list[RemovableHandle]) -> None:
-    """The session's hooks, appended to ``handles`` as they are made (for the take-down, also
-    when a later one fails). Two global hooks cost less than a pair per module (registration,
-    removal); they ignore modules that are not part of the model."""
-    handles.append(register_module_forward_pre_hook(session.pre_hook))
-    handles.append(register_module_forward_hook(session.post_hook, with_kwargs=True, always_call=True))
-    # nn.TransformerEncoderLayer swaps in one fused kernel in inference unless a hook is
-    # attached to it; a no-op hook keeps every pass (computing, zero-compute, meta) on the
-    # same path, so all give the same rows, sub-layers included.
-    handles.extend(
-        m.register_forward_pre_hook(_no_op) for _, m in named if isinstance(m, nn.TransformerEncoderLayer)
-    )
-
-
 def _trace(
     model: nn.Module,
     given: tuple[tuple[Any, ...], dict[str, Any]],
@@ -345,18 +320,7 @@ def _trace(
     autocast: tuple[torch.dtype, str] | None,
 ) -> Trace:
     """The frames of the pass as records."""
-    calls = tuple(
-        ModuleCall(
-            infos[f.name],
-            f.inputs,
-            f.outputs or (),
-            tuple(f.ops),
-            tuple(sorted(f.sources)),
-            f.raised,
-            tuple(f.backward),
-        )
-        for f in session.calls
-    )
+    calls = tuple(frame.call(infos[frame.name]) for frame in session.calls)
     inputs = tuple(item for _, item in named_tensors("", given))
     return Trace(
         type(model).__name__,

@@ -29,12 +29,15 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.modules import module as _module_globals
+from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
 from torch.utils._python_dispatch import TorchDispatchMode, _get_current_dispatch_mode_stack, _push_mode
-from torch.utils._pytree import tree_leaves
+from torch.utils.hooks import RemovableHandle
 
 from convprof.count.formulas import OpClass, classify
 from convprof.memory.lifetimes import Lifetimes
-from convprof.record.dataflow import PASSES, PRODUCES, UNTAGGED, Tags
+from convprof.record.collectives import Collectives
+from convprof.record.dataflow import UNTAGGED, Tags
 from convprof.record.frame import Frame
 from convprof.record.gradients import Backward
 from convprof.record.stand_ins.operators import shortcut_for
@@ -113,6 +116,7 @@ class Session(TorchDispatchMode):  # type: ignore[no-untyped-call]
         self._op_classes: dict[
             torch._ops.OpOverload, tuple[OpClass, bool, Shortcut | None, Shortcut | None]
         ] = {}
+        self.distributed: Collectives | None = None  # a distributed step (record.step)
 
     def __torch_dispatch__(
         self,
@@ -124,6 +128,9 @@ class Session(TorchDispatchMode):  # type: ignore[no-untyped-call]
         kwargs = kwargs or {}
         if self.paused:  # a nested convprof session records these
             return func(*args, **kwargs)
+        distributed = self.distributed
+        if distributed is not None and distributed.wraps(types):
+            return NotImplemented  # the subclass runs its local operators, which come here
         if self.failed is not None:
             self.failed = None
         known = self._op_classes.get(func)
@@ -136,26 +143,19 @@ class Session(TorchDispatchMode):  # type: ignore[no-untyped-call]
             )
         op_class, mutable, shortcut, with_values = known
         self.last_op = func
-        out = None
-        meta = self.meta
-        if meta is not None and with_values is not None:
-            out = with_values(func, args, kwargs)
-        if out is None and meta is not None and meta.needs(args, kwargs):
-            args = tuple(meta.metas(a) for a in args)
-            if kwargs:
-                kwargs = {k: meta.metas(v) for k, v in kwargs.items()}
-            # A mode below this one (a user's FlopCounterMode around profile()) must see the
-            # operator itself, so the stand-in is used only when no other mode is active.
-            if shortcut is not None and not torch._C._len_torch_dispatch_stack():
-                out = shortcut(func, args, kwargs)
-        elif self.values and (mutable or (func in _WRITES_UNDECLARED and _trains(args, kwargs))):
-            self.values.before_write(args)
-        if out is None:
+        if self.meta is not None:
+            out, args, kwargs = self.meta.run(func, args, kwargs, shortcut, with_values)
+        else:
+            if self.values and (mutable or (func in _WRITES_UNDECLARED and _trains(args, kwargs))):
+                self.values.before_write(args)
             out = func(*args, **kwargs)
         backward = self.backward
         if self.lifetimes is not None:
-            owner = backward.owner() if backward is not None and backward.running else self._owner()
-            self.lifetimes.see(func, out, args, kwargs, owner)
+            self.lifetimes.see(func, out, args, kwargs, self.owner())
+        if op_class is OpClass.COLLECTIVE:
+            if distributed is not None:
+                distributed.record(func, args, kwargs, out)
+            return out
         if backward is not None and backward.running:
             if op_class is not OpClass.FREE:
                 backward.record(func, args, kwargs, out)
@@ -169,8 +169,12 @@ class Session(TorchDispatchMode):  # type: ignore[no-untyped-call]
             self.stack[-1].ops.append(op_call(func, args, kwargs, out))
         return out
 
-    def _owner(self) -> int:
-        """The call an allocation of the forward is made by: the innermost running (-1: none)."""
+    def owner(self) -> int:
+        """The call an allocation is made by: the innermost running, or in the backward pass
+        the one whose autograd node runs (-1: none, as for the loss and the optimizer)."""
+        backward = self.backward
+        if backward is not None and backward.running:
+            return backward.owner()
         return self.stack[-1].index if self.stack else -1
 
     def opened(self, name: str) -> bool:
@@ -220,6 +224,8 @@ class Session(TorchDispatchMode):  # type: ignore[no-untyped-call]
         )
         if self.backward is not None:
             frame.start = torch._C._autograd._get_sequence_nr()
+            if self.distributed is not None:  # the tensors its operators read as weights
+                self.backward.note_weights(module)
         if self.lifetimes is not None:
             frame.opened = frame.closed = self.lifetimes.ticks
         self.stack.append(frame)
@@ -270,12 +276,34 @@ class Session(TorchDispatchMode):  # type: ignore[no-untyped-call]
         frame.outputs = outputs(output)
         if self.backward is not None:
             self.backward.claim(frame, output)
-        if role == PRODUCES:
-            tag = frozenset({frame.index})
-            for tensor in (output,) if isinstance(output, torch.Tensor) else tree_leaves(output):
-                if isinstance(tensor, torch.Tensor):
-                    self.tags.set(tensor, tag)
-        elif role == PASSES and len(self.tags):
-            self.tags.pass_on(args, output)
+        self.tags.after(role, frame.index, args, output)
         if kwargs:
             frame.inputs += tuple(item for k, v in kwargs.items() for item in named_tensors(k, v))
+
+
+def _no_op(module: nn.Module, args: Any) -> None:
+    return None
+
+
+def install(session: Session, named: list[tuple[str, nn.Module]], handles: list[RemovableHandle]) -> None:
+    """The session's hooks, appended to ``handles`` as they are made (for :func:`uninstall`,
+    also when a later one fails). Two global hooks cost less than a pair per module
+    (registration, removal); they ignore modules that are not part of the model."""
+    handles.append(register_module_forward_pre_hook(session.pre_hook))
+    handles.append(register_module_forward_hook(session.post_hook, with_kwargs=True, always_call=True))
+    # nn.TransformerEncoderLayer swaps in one fused kernel in inference unless a hook is
+    # attached to it; a no-op hook keeps every pass (computing, zero-compute, meta) on the
+    # same path, so all give the same rows, sub-layers included.
+    handles.extend(
+        m.register_forward_pre_hook(_no_op) for _, m in named if isinstance(m, nn.TransformerEncoderLayer)
+    )
+
+
+def uninstall(handles: list[RemovableHandle]) -> None:
+    """Remove what :func:`install` added, PyTorch's global tables included."""
+    for handle in handles:
+        handle.remove()
+        # PyTorch's handle forgets this table (every profile() would leave an entry, and
+        # with it a global-hooks flag that slows every later forward and warns in compile)
+        _module_globals._global_forward_hooks_with_kwargs.pop(handle.id, None)
+        _module_globals._global_forward_hooks_always_called.pop(handle.id, None)

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from convprof.record.stand_ins.modules import ModuleShortcut, module_shortcut_for, shadows_its_class
+from convprof.record.stand_ins.shapes import Shortcut
 from convprof.record.stand_ins.values import steers
 
 _META = torch.device("meta")
@@ -83,6 +84,27 @@ class MetaPass:
         if isinstance(value, (list, tuple)) and any(isinstance(v, torch.Tensor) for v in value):
             return type(value)(self.metas(v) for v in value)
         return value
+
+    def run(
+        self,
+        func: torch._ops.OpOverload,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        shortcut: Shortcut | None,
+        with_values: Shortcut | None,
+    ) -> tuple[Any, tuple[Any, ...], dict[str, Any]]:
+        """An operator of the pass: its output, and the arguments it ran on (stand-ins for
+        the real tensors it met). ``with_values`` sees the real arguments first (lengths and
+        masks stay real); ``shortcut`` makes the output from shapes, unless another mode is
+        active (a user's FlopCounterMode around profile() must see the operator itself)."""
+        out = with_values(func, args, kwargs) if with_values is not None else None
+        if out is None and self.needs(args, kwargs):
+            args = tuple(self.metas(a) for a in args)
+            if kwargs:
+                kwargs = {k: self.metas(v) for k, v in kwargs.items()}
+            if shortcut is not None and not torch._C._len_torch_dispatch_stack():
+                out = shortcut(func, args, kwargs)
+        return (func(*args, **kwargs) if out is None else out), args, kwargs
 
     def copy_inputs(self, value: Any, memo: dict[int, Any], depth: int = 0) -> Any:
         """The caller's inputs for the pass: tensors as meta stand-ins, and every container or

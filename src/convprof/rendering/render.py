@@ -16,6 +16,7 @@ from convprof.rendering import columns as columns_
 from convprof.rendering.as_csv import layers_csv
 from convprof.rendering.blocks import blocks_csv, blocks_table
 from convprof.rendering.footer import footer, measured_time, roofline_lines, timing_lines, token_lines, within
+from convprof.rendering.ranks import rank_lines
 from convprof.rendering.tables import joined, rows
 from convprof.report import Layer, Report, Timing, rendered_by
 from convprof.report.tokens import TokenCost
@@ -157,6 +158,8 @@ def _layer_table(
         text += timing_lines(timing, [layer for layer in flat if not layer.has_children], markdown=markdown)
     if roofline is not None:
         text += roofline_lines(flat, [seconds[layer.name] for layer in flat], roofline, markdown=markdown)
+    if report.ranks:  # tables of their own, in the lines under the layer table (HTML: plain text)
+        text += rank_lines(report, roofline, format="markdown" if markdown else "table")
     return joined(rows(headers, cells, format=format, right=columns_.NUMERIC), text, format)
 
 

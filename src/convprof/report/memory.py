@@ -21,6 +21,8 @@ CATEGORIES = (
     "input",
     "optimizer",
     "gradient",
+    "unsharded parameter",  # a distributed step: FSDP's gathered parameters
+    "communication",  # a distributed step: all-gather and reduce-scatter buffers
     "activation",
     "output",
     "kept",

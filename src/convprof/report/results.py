@@ -17,6 +17,7 @@ from typing import Any
 
 from convprof.records import Shape
 from convprof.report.memory import Memory
+from convprof.report.ranks import RankClass
 from convprof.report.rows import Block, Layer, Sizes, Totals, Unexplained
 from convprof.report.schema import CONVENTION, SCHEMA, json_object
 
@@ -42,6 +43,11 @@ class Report:
     dtype: str = "float32"  # what the model computes in: its weights' dtype (most bytes), else its input's
     backward: bool = False  # a backward pass was counted: the grad_* figures are measured, not zero
     memory: Memory | None = None  # peak memory, when it was asked for (Layer.peak_bytes too)
+    # A distributed step (profile(parallel=...)): the plan, and each class of ranks that run
+    # the same step; the rows, totals and memory above are then the first rank's
+    plan: str | None = None
+    ranks: tuple[RankClass, ...] = ()
+    mesh: tuple[tuple[str, int], ...] = ()  # the plan's mesh dimensions and sizes, outermost first
 
     @property
     def complete(self) -> bool:
@@ -122,6 +128,9 @@ class Report:
                 memory=Memory.from_dict(json_object(data["memory"], "memory table"))
                 if data.get("memory")
                 else None,
+                plan=data.get("plan"),
+                mesh=tuple((str(name), int(size)) for name, size in data.get("mesh", ())),
+                ranks=tuple(RankClass.from_dict(json_object(r, "rank class")) for r in data.get("ranks", ())),
             )
         except (KeyError, TypeError, AttributeError) as exc:
             raise ValueError(f"malformed convprof report: {type(exc).__name__}: {exc}") from exc
@@ -157,6 +166,15 @@ class Report:
             "blocks": [block.to_dict() for block in self.blocks],
             "sizes": asdict(self.sizes),
             **({"memory": self.memory.to_dict()} if self.memory is not None else {}),
+            **(
+                {
+                    "plan": self.plan,
+                    "mesh": [list(d) for d in self.mesh],
+                    "ranks": [r.to_dict() for r in self.ranks],
+                }
+                if self.ranks
+                else {}
+            ),
         }
 
     def __str__(self) -> str:

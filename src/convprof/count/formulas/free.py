@@ -327,6 +327,10 @@ _LOSS = (
 # Products that do not sum: an outer product (torch.outer and torch.kron are a broadcast
 # multiplication, already free by their tag) scaled and added to a matrix.
 _UNSUMMED_PRODUCTS = ("addr", "addr_")
+# Python's bitwise operators on tensors (``mask_a | mask_b``), which reach the dispatcher under
+# their own names, untagged: bitwise_or and its kin under another name (DTensor's attention
+# masks meet them)
+_BITWISE = ("__or__", "__and__", "__ior__", "__iand__", "__ixor__", "__lshift__", "__rshift__")
 
 # Outside aten: quantization bookkeeping and elementwise kernels; profiler markers (from
 # record_function and nn.DataParallel); and torchvision's detection operators, which
@@ -415,6 +419,7 @@ register_free(
         _MOVEMENT,
         _CREATION,
         _UNSUMMED_PRODUCTS,
+        _BITWISE,
         _PLACEMENT,
         _LOSS,
     )
@@ -491,6 +496,25 @@ register_free_modules(
         nn.ReplicationPad2d,
         nn.ReplicationPad3d,
         nn.Embedding,
+    ]
+)
+
+# Distributed training's bookkeeping: waiting for a collective, wrapping its result for
+# autograd, barriers (communication without a payload), and FSDP2's copies in and out of its
+# all-gather and reduce-scatter buffers (data movement, counted as memory, not MACs). Names as
+# strings: their namespaces exist once torch.distributed is imported.
+register_free(
+    [
+        "_c10d_functional.wait_tensor",
+        "_c10d_functional._wrap_tensor_autograd",
+        "c10d.barrier",
+        "c10d.monitored_barrier_",
+        "fsdp.all_gather_copy_in",
+        "fsdp.split_with_sizes_copy",
+        "fsdp.chunk_cat",
+        "fsdp.copy_",
+        # a tensor's device, asked for as an operator (DTensor's and FSDP2's code asks)
+        "prim.device",
     ]
 )
 

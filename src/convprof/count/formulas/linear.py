@@ -23,7 +23,7 @@ from math import prod
 from torch import nn
 
 from convprof.count.formulas.registry import register
-from convprof.records import ModuleCall, OpCall
+from convprof.records import ModuleCall, OpCall, TensorMeta
 
 
 def _size(call: ModuleCall, attr: str) -> int:
@@ -65,6 +65,18 @@ def matmul_macs(a: tuple[int, ...], b: tuple[int, ...]) -> int:
 @register("aten._scaled_mm")  # (a, b, scale_a, scale_b, ...): fp8 products, scales are free
 def _mm(call: OpCall) -> int:
     return matmul_macs(call.tensor(0).shape, call.tensor(1).shape)
+
+
+@register("aten._foreach_mm")
+def _foreach_mm(call: OpCall) -> int:
+    # _foreach_mm(self: Tensor[], mat2: Tensor[]): one product per pair of the two lists
+    lefts, rights = call.args[0], call.args[1]
+    assert isinstance(lefts, tuple) and isinstance(rights, tuple)
+    return sum(
+        matmul_macs(a.shape, b.shape)
+        for a, b in zip(lefts, rights, strict=True)
+        if isinstance(a, TensorMeta) and isinstance(b, TensorMeta)
+    )
 
 
 @register("aten.addmm")

@@ -45,11 +45,18 @@ _FREE_TAGS = (torch.Tag.pointwise, torch.Tag.reduction, torch.Tag.inplace_view)
 
 
 class OpClass(Enum):
-    """How the recorder treats an operator: count it, skip it, or report it."""
+    """How the recorder treats an operator: count it, skip it, report it, or (communication)
+    record it as a collective."""
 
     FORMULA = "formula"
     FREE = "free"
     UNEXPLAINED = "unexplained"
+    COLLECTIVE = "collective"
+
+
+# torch.distributed's operators: communication, not arithmetic (the few that only wait or wrap
+# are free, see formulas.free)
+COMMUNICATION = frozenset({"c10d", "_c10d_functional", "_c10d_functional_autograd"})
 
 
 def op_name(target: OpTarget) -> str:
@@ -177,7 +184,9 @@ def classify(op: torch._ops.OpOverload) -> OpClass:
         return OpClass.FORMULA
     if name in _FREE_OPS or _packet(name) in _FREE_OPS:
         return OpClass.FREE
-    if op.is_view or _tagged_free(op):
+    if op.namespace in COMMUNICATION:
+        return OpClass.COLLECTIVE
+    if op.is_view or _tagged_free(op) or _foreach_free(op):
         return OpClass.FREE
     return OpClass.UNEXPLAINED
 
@@ -195,6 +204,26 @@ def _tagged_free(op: torch._ops.OpOverload) -> bool:
         return False
     outplace = getattr(torch.ops.aten, name[:-1], None) if str(packet).startswith("aten.") else None
     return isinstance(outplace, torch._ops.OpOverloadPacket) and _packet_tagged(outplace)
+
+
+def _foreach_free(op: torch._ops.OpOverload) -> bool:
+    """``_foreach_add_`` and its kin apply one operator to every tensor of a list (optimizers,
+    gradient clipping, FSDP2's casts), untagged: as free as that operator (``_foreach_mm``,
+    a list of products, has a formula of its own)."""
+    name = op.overloadpacket.__name__
+    if not name.startswith("_foreach_") or not str(op).startswith("aten."):
+        return False
+    base = name.removeprefix("_foreach_")
+    if base == "powsum":  # a sum of powers per tensor: a reduction with no packet of its own
+        return True
+    for candidate in {base, base.removesuffix("_"), f"{base.removesuffix('_')}_"}:
+        packet = getattr(torch.ops.aten, candidate, None)
+        if not isinstance(packet, torch._ops.OpOverloadPacket):
+            continue
+        overloads: list[str] = packet.overloads()  # type: ignore[no-untyped-call]  # unannotated in torch
+        if any(classify(getattr(packet, o)) is OpClass.FREE for o in overloads):
+            return True
+    return False
 
 
 def _packet_tagged(packet: torch._ops.OpOverloadPacket) -> bool:

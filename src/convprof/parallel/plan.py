@@ -1,0 +1,136 @@
+"""A parallel plan: how many ranks along each dimension, and how the step runs on them.
+
+Written as torchtitan names its dimensions: ``dp`` (replicated data parallel, DDP or the
+replicate dimension of HSDP), ``fsdp`` (sharded data parallel, FSDP2's ``fully_shard``),
+``tp`` (tensor parallel), ``pp`` (pipeline stages) and ``ep`` (expert parallel). The mesh
+orders them outermost first (``dp``, ``fsdp``, ``tp``), so a tensor-parallel group holds
+neighbouring ranks, as it would within a node. Plain values only; nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+
+# the dimensions, outermost first, and the mesh dimension names PyTorch's APIs get
+DIMENSIONS = ("dp", "fsdp", "tp", "pp", "ep")
+MESH_NAMES = {"dp": "dp_replicate", "fsdp": "dp_shard", "tp": "tp", "pp": "pp", "ep": "ep"}
+SUPPORTED = ("dp", "fsdp", "tp")  # the others are refused with a clear message, for now
+CHECKPOINTS = ("blocks",)
+
+
+class PlanError(ValueError):
+    """A plan that cannot run: an unknown key, a size that does not divide, a combination
+    this version does not predict. The message names the problem in one line."""
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """Ranks per dimension (1: not parallel along it) and the step's options.
+
+    ``accum``: micro-steps per optimizer step (gradient accumulation; gradients are
+    synchronised on the last). ``reshard``: FSDP2 frees the gathered parameters after the
+    forward and gathers them again for the backward (``reshard_after_forward``; the root
+    module keeps them, as FSDP2 does). ``param_dtype`` / ``reduce_dtype``: FSDP2's
+    ``MixedPrecisionPolicy`` (the all-gathers and the compute in ``param_dtype``, gradients
+    reduced in ``reduce_dtype``)."""
+
+    dp: int = 1
+    fsdp: int = 1
+    tp: int = 1
+    pp: int = 1
+    ep: int = 1
+    accum: int = 1
+    reshard: bool = True
+    param_dtype: str | None = None
+    reduce_dtype: str | None = None
+
+    @property
+    def world(self) -> int:
+        return self.dp * self.fsdp * self.tp * self.pp * self.ep
+
+    @property
+    def mesh(self) -> tuple[tuple[str, int], ...]:
+        """The mesh dimensions used (size > 1), outermost first, by PyTorch's names; a plan
+        of one rank has a one-rank ``dp_shard`` dimension (FSDP2 over one rank)."""
+        used = tuple((MESH_NAMES[d], getattr(self, d)) for d in DIMENSIONS if getattr(self, d) > 1)
+        return used or (("dp_shard", 1),)
+
+    def describe(self) -> str:
+        parts = [f"{d}={getattr(self, d)}" for d in DIMENSIONS if getattr(self, d) > 1] or ["fsdp=1"]
+        if self.accum > 1:
+            parts.append(f"accum={self.accum}")
+        if self.param_dtype or self.reduce_dtype:
+            parts.append(f"params {self.param_dtype or 'as is'}, reduce {self.reduce_dtype or 'as params'}")
+        if not self.reshard and self.fsdp > 1:
+            parts.append("no reshard after forward")
+        return ", ".join(parts)
+
+
+_DTYPES = ("float32", "bfloat16", "float16")
+
+
+def _positive(key: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise PlanError(f"parallel plan: {key} must be a whole number of ranks, 1 or more, got {value!r}")
+    return value
+
+
+def _text(text: str) -> dict[str, Any]:
+    """``"fsdp=8,tp=2"`` as a dict of ints (the command line's form)."""
+    found: dict[str, Any] = {}
+    for part in text.split(","):
+        key, sep, value = part.strip().partition("=")
+        if not sep or not key or not value.strip():
+            raise PlanError(f"parallel plan {text!r}: write it as DIM=N,... (e.g. fsdp=8,tp=2)")
+        try:
+            found[key.strip()] = int(value)
+        except ValueError:
+            raise PlanError(
+                f"parallel plan {text!r}: {key.strip()}={value.strip()!r} is not a number"
+            ) from None
+    return found
+
+
+def parse_plan(value: Plan | Mapping[str, Any] | str, **options: Any) -> Plan:
+    """A :class:`Plan` from a dict (``{"fsdp": 8, "tp": 2}``), the command line's text
+    (``"fsdp=8,tp=2"``) or a plan; ``options`` (``accum``, ``reshard``, ``param_dtype``,
+    ``reduce_dtype``) override its fields. Unknown keys and bad values are a PlanError."""
+    if isinstance(value, Plan):
+        given: dict[str, Any] = {f.name: getattr(value, f.name) for f in fields(Plan)}
+    elif isinstance(value, str):
+        given = _text(value)
+    elif isinstance(value, Mapping):
+        given = dict(value)
+    else:
+        raise PlanError(
+            f"parallel plan must be a dict such as {{'fsdp': 8}} or 'fsdp=8', got {type(value).__name__}"
+        )
+    given.update({k: v for k, v in options.items() if v is not None})
+    known = {f.name for f in fields(Plan)}
+    unknown = sorted(set(given) - known)
+    if unknown:
+        raise PlanError(
+            f"parallel plan: unknown key {unknown[0]!r}; the dimensions are {', '.join(DIMENSIONS)} "
+            "(and accum, reshard, param_dtype, reduce_dtype)"
+        )
+    for key in (*DIMENSIONS, "accum"):
+        if key in given:
+            given[key] = _positive(key, given[key])
+    for key in ("param_dtype", "reduce_dtype"):
+        dtype = given.get(key)
+        if dtype is not None and str(dtype).removeprefix("torch.") not in _DTYPES:
+            raise PlanError(f"parallel plan: {key} must be one of {', '.join(_DTYPES)}, got {dtype!r}")
+        if dtype is not None:
+            given[key] = str(dtype).removeprefix("torch.")
+    if not isinstance(given.get("reshard", True), bool):
+        raise PlanError(f"parallel plan: reshard is True or False, got {given['reshard']!r}")
+    plan = Plan(**given)
+    missing = [d for d in DIMENSIONS if getattr(plan, d) > 1 and d not in SUPPORTED]
+    if missing:
+        raise PlanError(
+            f"parallel plan: {missing[0]}={getattr(plan, missing[0])} is not predicted yet (this version "
+            f"predicts {', '.join(SUPPORTED)} and their combinations; see docs/parallel.md)"
+        )
+    return plan

@@ -1,0 +1,94 @@
+"""Which ranks run the same step: classes of ranks whose shards have the same sizes.
+
+A sharded dimension that the ranks do not divide evenly gives the last ranks smaller shards
+(``torch.chunk``'s split: FSDP2 pads its all-gather buffers but not the shard its optimizer
+updates), and the ranks' steps differ by that much. Every rank's local shape of every sharded
+parameter follows from the global shape, the mesh and the placements alone (DTensor's own
+rule, ``_compute_local_shape_and_global_offset``), so the classes are found without running
+anything: ranks with the same local shapes everywhere run the same step. One rank of each
+class is then predicted.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from torch.distributed.tensor import DTensor
+from torch.distributed.tensor._utils import _compute_local_shape_and_global_offset
+
+from convprof.parallel.world import World
+
+
+@dataclass(frozen=True)
+class Members:
+    """The ranks of one class, and the first one's place on each mesh dimension."""
+
+    ranks: tuple[int, ...]
+    coordinates: tuple[tuple[str, int], ...]
+
+    @property
+    def name(self) -> str:
+        return describe(self.ranks)
+
+
+def describe(ranks: tuple[int, ...]) -> str:
+    """``(0, 1, 2, 5)`` -> ``"ranks 0-2, 5"``; one rank -> ``"rank 3"``."""
+    spans: list[str] = []
+    start = previous = ranks[0]
+    for rank in (*ranks[1:], None):
+        if rank is not None and rank == previous + 1:
+            previous = rank
+            continue
+        spans.append(f"{start}" if start == previous else f"{start}-{previous}")
+        if rank is not None:
+            start = previous = rank
+    return f"{'rank' if len(ranks) == 1 else 'ranks'} {', '.join(spans)}"
+
+
+def classes(model: nn.Module, world: World) -> list[Members]:
+    """The rank classes of a model sharded in ``world`` (any rank's view serves)."""
+    mesh = world.mesh
+    names = mesh.mesh_dim_names or ()
+    layout = mesh.mesh.tolist()  # the ranks, arranged in the mesh's shape
+    coordinates: dict[int, tuple[int, ...]] = {}
+    for index in itertools.product(*(range(n) for n in mesh.shape)):
+        cell: Any = layout
+        for i in index:
+            cell = cell[i]
+        coordinates[int(cell)] = index
+    kinds = {
+        (tuple(p.shape), tuple(p.placements), tuple(p.device_mesh.mesh_dim_names or ()))
+        for p in model.parameters()
+        if isinstance(p, DTensor)
+    }
+    found: dict[tuple[object, ...], list[int]] = {}
+    for rank in sorted(coordinates):
+        place = dict(zip(names, coordinates[rank], strict=True))
+        signature = tuple(
+            _compute_local_shape_and_global_offset(
+                shape,
+                tuple(mesh[dims].shape) if dims else (1,),
+                [place[d] for d in dims],
+                list(placements),
+                True,
+            )[0]
+            for shape, placements, dims in sorted(kinds, key=repr)
+        )
+        found.setdefault(signature, []).append(rank)
+    return [
+        Members(tuple(ranks), tuple(zip(names, coordinates[ranks[0]], strict=True)))
+        for ranks in sorted(found.values())
+    ]
+
+
+def local_size(model: nn.Module) -> tuple[int, int]:
+    """The parameter elements and bytes this rank holds: its shards (each tensor once)."""
+    seen: dict[int, torch.Tensor] = {}
+    for param in model.parameters():
+        local = param.to_local() if isinstance(param, DTensor) else param
+        seen.setdefault(id(param), local)
+    return sum(t.numel() for t in seen.values()), sum(t.numel() * t.element_size() for t in seen.values())

@@ -1,0 +1,169 @@
+"""Applying a plan to a model on the meta device, with PyTorch's own parallel APIs.
+
+Tensor parallelism first (``parallelize_module`` on the ``tp`` mesh dimension), then FSDP2
+(``fully_shard`` on the data-parallel dimensions: ``dp_shard``, with ``dp_replicate`` beside it
+for HSDP or DDP), as torchtitan composes them. Nothing here computes: the model stays on meta,
+and the step materialises it as fake tensors after.
+
+The tensor-parallel plan is the user's function ``parallelize(model, mesh)`` when given, else
+the model's own: a transformers model's ``_tp_plan`` (its ``base_model_tp_plan`` with the
+head's), whose styles are mapped to PyTorch's DTensor styles as torchtitan writes them for
+Llama (below). FSDP2's units are the user's module names, else the model's repeated blocks
+(transformers' ``_no_split_modules``, or the members of the largest ``ModuleList`` or
+``Sequential`` of one type), then the root.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from convprof.parallel.plan import Plan, PlanError
+from convprof.parallel.world import World
+
+TensorPlan = Callable[[nn.Module, Any], Any]
+
+
+def _styles() -> dict[str, Any]:
+    """transformers' style names -> PyTorch's styles (imported here: torch.distributed)."""
+    from torch.distributed.tensor import Replicate
+    from torch.distributed.tensor.parallel import ColwiseParallel, RowwiseParallel, SequenceParallel
+
+    return {
+        "colwise": ColwiseParallel(),
+        "rowwise": RowwiseParallel(),
+        "colwise_rep": ColwiseParallel(output_layouts=Replicate()),
+        "colwise_gather_output": ColwiseParallel(output_layouts=Replicate()),
+        "rowwise_rep": RowwiseParallel(input_layouts=Replicate()),
+        "rowwise_split_input": RowwiseParallel(input_layouts=Replicate()),
+        "embedding_rowwise": RowwiseParallel(input_layouts=Replicate()),
+        "embedding_colwise": ColwiseParallel(output_layouts=Replicate()),
+        "sequence_parallel": SequenceParallel(),
+    }
+
+
+# styles that leave a module as it is on every rank
+_REPLICATED = ("replicate", "local_params")
+
+
+def model_tensor_plan(model: nn.Module) -> dict[str, str] | None:
+    """A transformers model's tensor-parallel plan (module pattern -> style), if it has one."""
+    plan = getattr(model, "_tp_plan", None) or getattr(
+        getattr(model, "config", None), "base_model_tp_plan", None
+    )
+    return dict(plan) if isinstance(plan, dict) and plan else None
+
+
+def _matching(pattern: str, names: Sequence[str]) -> list[str]:
+    regex = re.compile(re.escape(pattern).replace(r"\*", r"[^.]+"))
+    return [name for name in names if regex.fullmatch(name)]
+
+
+def _apply_tensor_plan(model: nn.Module, plan: dict[str, str], mesh: Any) -> None:
+    from torch.distributed.tensor.parallel import parallelize_module
+
+    styles = _styles()
+    names = [name for name, _ in model.named_modules()]
+    layout: dict[str, Any] = {}
+    for pattern, style in plan.items():
+        if style in _REPLICATED:
+            continue
+        if style not in styles:
+            raise PlanError(
+                f"tp: the model's plan gives {pattern!r} the style {style!r}, which convprof does not map to "
+                "PyTorch's tensor parallelism; pass tp_plan= (a function parallelize(model, mesh))"
+            )
+        for name in _matching(pattern, names):
+            layout[name] = styles[style]
+    if not layout:
+        raise PlanError("tp: the model's tensor-parallel plan matches none of its modules")
+    parallelize_module(model, mesh, layout)
+
+
+def _check_divisible(model: nn.Module, tp: int) -> None:
+    """Every tensor-parallel shard even, and the attention heads divided among the ranks."""
+    from torch.distributed.tensor import DTensor, Shard
+
+    config = getattr(model, "config", None)
+    for key in ("num_attention_heads", "num_key_value_heads"):
+        heads = getattr(config, key, None)
+        if isinstance(heads, int) and heads % tp:
+            raise PlanError(f"tp={tp} does not divide the model's {key} ({heads})")
+    for name, param in model.named_parameters():
+        if not isinstance(param, DTensor):
+            continue
+        for placement in param.placements:
+            if isinstance(placement, Shard) and param.shape[placement.dim] % tp:
+                raise PlanError(
+                    f"tp={tp} does not divide dimension {placement.dim} of {name} ({tuple(param.shape)})"
+                )
+
+
+def blocks(model: nn.Module) -> list[nn.Module]:
+    """The model's repeated blocks: modules of a class transformers names as not to be split
+    (``_no_split_modules``), else the members of the largest ``ModuleList`` or ``Sequential``
+    whose members share one class (two at least)."""
+    names = set(getattr(model, "_no_split_modules", None) or ())
+    if names:
+        found = [m for m in model.modules() if type(m).__name__ in names]
+        if found:
+            return found
+    best: list[nn.Module] = []
+    for module in model.modules():
+        if isinstance(module, (nn.ModuleList, nn.Sequential)):
+            members = list(module.children())
+            if len(members) >= 2 and len({type(m) for m in members}) == 1 and len(members) > len(best):
+                best = members
+    return best
+
+
+def shard(
+    model: nn.Module,
+    plan: Plan,
+    world: World,
+    tensor_plan: TensorPlan | None = None,
+    units: Sequence[str] | None = None,
+) -> None:
+    """Apply ``plan`` to ``model`` (on meta) in ``world``: tensor parallel, then FSDP2."""
+    if plan.tp > 1:
+        mesh = world.submesh("tp")
+        if tensor_plan is not None:
+            tensor_plan(model, mesh)
+        else:
+            found = model_tensor_plan(model)
+            if found is None:
+                raise PlanError(
+                    f"tp={plan.tp}: {type(model).__name__} has no tensor-parallel plan of its own (a "
+                    "transformers model's base_model_tp_plan); pass tp_plan=, a function "
+                    "parallelize(model, mesh)"
+                )
+            _apply_tensor_plan(model, found, mesh)
+        _check_divisible(model, plan.tp)
+    if plan.fsdp > 1 or plan.dp > 1:
+        _fully_shard(model, plan, world, units)
+
+
+def _fully_shard(model: nn.Module, plan: Plan, world: World, units: Sequence[str] | None) -> None:
+    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+    mesh = world.submesh("dp_replicate", "dp_shard") if plan.dp > 1 else world.submesh("dp_shard")
+    policy = MixedPrecisionPolicy(
+        param_dtype=getattr(torch, plan.param_dtype) if plan.param_dtype else None,
+        reduce_dtype=getattr(torch, plan.reduce_dtype) if plan.reduce_dtype else None,
+    )
+    if units is not None:
+        modules = dict(model.named_modules())
+        missing = [name for name in units if name not in modules]
+        if missing:
+            raise PlanError(f"fsdp: {type(model).__name__} has no module {missing[0]!r} to shard as a unit")
+        chosen = [modules[name] for name in units if name]
+    else:
+        chosen = blocks(model)
+    for module in chosen:
+        fully_shard(module, mesh=mesh, reshard_after_forward=plan.reshard, mp_policy=policy)
+    # the root keeps its parameters from the forward to the backward, FSDP2's default for it
+    fully_shard(model, mesh=mesh, reshard_after_forward=None if plan.reshard else False, mp_policy=policy)

@@ -1,0 +1,66 @@
+"""The fake world: one process standing in for one rank of many, through PyTorch's fake process
+group (``init_process_group("fake")``), whose collectives send nothing and return at once.
+
+:func:`fake_world` makes it and its device mesh for one rank and takes both away after, also
+when the step raises (``sys.excepthook`` too, which ``init_process_group`` replaces); a
+process group the caller initialised already is left as it is, and the profile refused (a fake
+world cannot sit beside a real one in one process).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch.distributed as dist
+from torch.distributed.device_mesh import DeviceMesh, init_device_mesh
+
+from convprof.parallel.plan import Plan, PlanError
+
+
+@dataclass(frozen=True)
+class World:
+    """One rank's view: its rank, the mesh, and each process group's mesh dimension and size
+    by group name (how a collective names its group)."""
+
+    rank: int
+    mesh: DeviceMesh
+    groups: dict[str, tuple[str, int]]
+
+    def submesh(self, *names: str) -> DeviceMesh:
+        return self.mesh[names] if len(names) > 1 else self.mesh[names[0]]
+
+
+def _register_fake_backend() -> None:
+    """PyTorch registers its fake backend when this testing module is imported (torchtitan's
+    memory estimator imports it the same way); nothing else of it is used."""
+    import torch.testing._internal.distributed.fake_pg  # noqa: F401
+
+
+@contextlib.contextmanager
+def fake_world(plan: Plan, rank: int) -> Iterator[World]:
+    """Rank ``rank`` of a fake world of ``plan.world`` ranks with the plan's mesh; the process
+    group is destroyed on the way out."""
+    if not dist.is_available():
+        raise PlanError("a parallel profile needs torch.distributed, which this PyTorch build lacks")
+    if dist.is_initialized():
+        raise PlanError(
+            "a process group is already initialised in this process; a parallel profile makes a fake "
+            "world of its own: profile before init_process_group, or in a process without one"
+        )
+    _register_fake_backend()
+    from torch._C._distributed_c10d import FakeStore
+
+    hook = sys.excepthook  # init_process_group prefixes every later traceback with the rank, for good
+    dist.init_process_group("fake", store=FakeStore(), rank=rank, world_size=plan.world)
+    try:
+        names, sizes = zip(*plan.mesh, strict=True)
+        # made outside fake tensors: the mesh reads its ranks' coordinates as Python numbers
+        mesh = init_device_mesh("cpu", sizes, mesh_dim_names=names)
+        groups = {str(mesh.get_group(name).group_name): (name, size) for name, size in plan.mesh}
+        yield World(rank, mesh, groups)
+    finally:
+        dist.destroy_process_group()
+        sys.excepthook = hook

@@ -1,0 +1,175 @@
+"""Tiny models and their parallel plans, written with PyTorch's APIs directly, for the real
+multi-process oracle (tests/parallel_oracle.py) and the tests that hold convprof to it.
+
+Each ``CASES`` entry builds the model (seeded), one rank's input, the loss, and ``apply``,
+which shards the model in the current process group as the plan says: FSDP2 over each block
+then the root, and for tensor parallelism PyTorch's ColwiseParallel and RowwiseParallel
+spelled out module by module, as torchtitan writes them. None of it is convprof's code: the
+oracle must not share what it checks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+
+class Block(nn.Module):
+    """A residual MLP block: Linear(d, 4d), GELU, Linear(4d, d)."""
+
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.up = nn.Linear(width, 4 * width)
+        self.down = nn.Linear(4 * width, width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.down(nn.functional.gelu(self.up(x)))
+
+
+class MLP(nn.Module):
+    """Residual MLP blocks and a small head (the notes' MLP, smaller)."""
+
+    def __init__(self, width: int = 256, depth: int = 4, classes: int = 16) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleList(Block(width) for _ in range(depth))
+        self.head = nn.Linear(width, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for block in self.blocks:
+            x = block(x)
+        return self.head(x)
+
+
+def mlp() -> nn.Module:
+    return MLP()
+
+
+def llama() -> nn.Module:
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(
+        hidden_size=128,
+        intermediate_size=344,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        vocab_size=512,
+        max_position_embeddings=256,
+    )
+    return LlamaForCausalLM(config)
+
+
+def mlp_tensor_plan(model: nn.Module, mesh: Any) -> None:
+    """Each block's up projection column-wise, its down projection row-wise (one all-reduce
+    per block forward, one per block backward); the head replicated."""
+    from torch.distributed.tensor.parallel import ColwiseParallel, RowwiseParallel, parallelize_module
+
+    layout = {}
+    for index in range(len(model.blocks)):  # type: ignore[arg-type]
+        layout[f"blocks.{index}.up"] = ColwiseParallel()
+        layout[f"blocks.{index}.down"] = RowwiseParallel()
+    parallelize_module(model, mesh, layout)
+
+
+def llama_tensor_plan(model: nn.Module, mesh: Any) -> None:
+    """transformers' plan for Llama with PyTorch's styles: embeddings row-wise, q/k/v and
+    gate/up column-wise, o/down row-wise, the head column-wise with its output gathered."""
+    from torch.distributed.tensor import Replicate
+    from torch.distributed.tensor.parallel import ColwiseParallel, RowwiseParallel, parallelize_module
+
+    layout: dict[str, Any] = {
+        "model.embed_tokens": RowwiseParallel(input_layouts=Replicate()),
+        "lm_head": ColwiseParallel(output_layouts=Replicate()),
+    }
+    for index in range(len(model.model.layers)):  # type: ignore[union-attr, arg-type]
+        prefix = f"model.layers.{index}"
+        for name in (
+            "self_attn.q_proj",
+            "self_attn.k_proj",
+            "self_attn.v_proj",
+            "mlp.gate_proj",
+            "mlp.up_proj",
+        ):
+            layout[f"{prefix}.{name}"] = ColwiseParallel()
+        for name in ("self_attn.o_proj", "mlp.down_proj"):
+            layout[f"{prefix}.{name}"] = RowwiseParallel()
+    parallelize_module(model, mesh, layout)
+
+
+def fsdp_units(model: nn.Module) -> list[nn.Module]:
+    return list(model.blocks) if isinstance(model, MLP) else list(model.model.layers)  # type: ignore[union-attr, arg-type]
+
+
+@dataclass(frozen=True)
+class Case:
+    """A model, one rank's micro-batch, the plan (convprof's ``parallel=`` dict: dimensions,
+    ``accum``, ``param_dtype``), the loss, and a tensor-parallel plan where ``tp`` > 1."""
+
+    build: Callable[[], nn.Module]
+    input: Callable[[], torch.Tensor]
+    parallel: dict[str, Any]
+    loss: Callable[[Any], torch.Tensor]
+    tensor_plan: Callable[[nn.Module, Any], None] | None = None
+
+    @property
+    def world(self) -> int:
+        return int(self.parallel.get("fsdp", 1)) * int(self.parallel.get("tp", 1))
+
+
+def _mlp_input() -> torch.Tensor:
+    return torch.randn(64, 256)
+
+
+def _ids() -> torch.Tensor:
+    return torch.randint(0, 512, (2, 64))
+
+
+def _sum(out: Any) -> torch.Tensor:
+    return out.sum()
+
+
+def _logits(out: Any) -> torch.Tensor:
+    return out.logits.sum()
+
+
+CASES: dict[str, Case] = {
+    "mlp-fsdp": Case(mlp, _mlp_input, {"fsdp": 2}, _sum),
+    "mlp-tp": Case(mlp, _mlp_input, {"tp": 2}, _sum, mlp_tensor_plan),
+    "llama-fsdp": Case(llama, _ids, {"fsdp": 2}, _logits),
+    "llama-tp": Case(llama, _ids, {"tp": 2}, _logits, llama_tensor_plan),
+    "llama-fsdp-tp": Case(llama, _ids, {"fsdp": 2, "tp": 2}, _logits, llama_tensor_plan),
+    "mlp-fsdp-accum": Case(mlp, _mlp_input, {"fsdp": 2, "accum": 2}, _sum),
+    "llama-fsdp-bf16": Case(
+        llama, _ids, {"fsdp": 2, "param_dtype": "bfloat16", "reduce_dtype": "float32"}, _logits
+    ),
+}
+
+
+def apply(case: Case, model: nn.Module, world: int) -> dict[str, str]:
+    """Shard ``model`` in the current process group as ``case.parallel`` says; the mesh
+    dimension of each process group, by the group's name."""
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+    fsdp, tp = case.parallel.get("fsdp", 1), case.parallel.get("tp", 1)
+    names = tuple(n for n, size in (("dp_shard", fsdp), ("tp", tp)) if size > 1)
+    sizes = tuple(case.parallel[{"dp_shard": "fsdp"}.get(n, n)] for n in names)
+    mesh = init_device_mesh("cpu", sizes, mesh_dim_names=names)
+    if tp > 1:
+        assert case.tensor_plan is not None
+        case.tensor_plan(model, mesh["tp"])
+    if fsdp > 1:
+        dtypes = {
+            key: getattr(torch, case.parallel[key])
+            for key in ("param_dtype", "reduce_dtype")
+            if key in case.parallel
+        }
+        policy = MixedPrecisionPolicy(**dtypes)
+        for unit in fsdp_units(model):
+            fully_shard(unit, mesh=mesh["dp_shard"], mp_policy=policy)
+        fully_shard(model, mesh=mesh["dp_shard"], mp_policy=policy)
+    return {str(mesh.get_group(name).group_name): name for name in names}

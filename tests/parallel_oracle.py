@@ -1,0 +1,184 @@
+"""The real multi-process oracle of a parallel step: ``torchrun --nproc_per_node N
+tests/parallel_oracle.py CASE OUT_DIR [OPTIMIZER]`` runs a tests/parallel_models.py case with
+gloo on the CPU and writes, per rank, what it measured to ``OUT_DIR/rank{R}.json``.
+
+Each rank runs one warm-up step, then ``REPEATS`` steps under ``torch.profiler`` with memory
+events (the method of tests/measured_memory.py): the peak is the bytes held before the step
+(parameter shards, optimizer state, the input) plus the highest running sum of the CPU
+allocator's events, the least over the repeats (FSDP2's reduce-scatter runs asynchronously, and
+a buffer it holds is freed when gloo's worker lets it go: some steps hold one block's gradient
+longer; the fake world's collectives finish at once, as the least does). Two peaks:
+
+- ``peak``: every allocation of the process;
+- ``dispatched``: without what gloo allocates itself: allocations made inside a collective's
+  own code (under a ``c10d::`` operator or a ``gloo:`` region in the profiler's event tree, which
+  no dispatch mode sees) or on another thread (gloo's workers), and their frees. That is what a
+  dispatch-level prediction can see, and what NCCL does not allocate through PyTorch either.
+
+The collectives are logged by a dispatch mode: kind, phase, the mesh dimension of the group,
+payload bytes. Nothing of convprof runs here.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch.profiler import ProfilerActivity, profile
+from torch.utils._python_dispatch import TorchDispatchMode
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import parallel_models
+
+REPEATS = 3
+
+# c10d and functional collectives -> (kind, index of the payload argument; -1: the output)
+KINDS = {
+    "_allgather_base_": ("all_gather", 0),
+    "_reduce_scatter_base_": ("reduce_scatter", 1),
+    "allreduce_": ("all_reduce", 0),
+    "all_reduce": ("all_reduce", 0),
+    "all_gather_into_tensor": ("all_gather", -1),
+    "reduce_scatter_tensor": ("reduce_scatter", 0),
+}
+
+
+def _bytes(value: Any) -> int:
+    tensors = torch.utils._pytree.tree_leaves(value)
+    return sum(t.numel() * t.element_size() for t in tensors if isinstance(t, torch.Tensor))
+
+
+class Collectives(TorchDispatchMode):
+    def __init__(self, groups: dict[str, str]) -> None:
+        super().__init__()
+        self.groups = groups
+        self.phase = "forward"
+        self.seen: list[tuple[str, str, str, int]] = []
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        out = func(*args, **(kwargs or {}))
+        name = func._schema.name.split("::")[-1]
+        if func.namespace in ("c10d", "_c10d_functional") and name in KINDS:
+            kind, where = KINDS[name]
+            group = next(
+                (
+                    torch._C._distributed_c10d.ProcessGroup.unbox(a).group_name
+                    for a in args
+                    if isinstance(a, torch.ScriptObject) and "ProcessGroup" in str(a._type())
+                ),
+                ([a for a in args if isinstance(a, str)] or [""])[-1],  # after the reduce op's name
+            )
+            payload = _bytes(out if where < 0 else args[where])
+            self.seen.append((kind, self.phase, self.groups.get(group, "world"), payload))
+        return out
+
+
+def _local(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor._local_tensor if hasattr(tensor, "_local_tensor") else tensor
+
+
+def held(*values: Any) -> int:
+    seen: dict[int, int] = {}
+    for tensor in torch.utils._pytree.tree_leaves(values):
+        if isinstance(tensor, torch.Tensor):
+            storage = _local(tensor).untyped_storage()
+            seen[storage.data_ptr() or id(storage)] = storage.nbytes()
+    return sum(seen.values())
+
+
+def _peaks(prof: Any, main_thread: int) -> tuple[int, int]:
+    """(every allocation, allocations outside collectives' own code) at their highest."""
+    events: list[tuple[int, int, int, bool]] = []  # time, ptr, bytes, gloo's own
+
+    def walk(node: Any, inside: bool) -> None:
+        name = node.name
+        inside = inside or name.startswith(("c10d::", "gloo:"))
+        fields = node.extra_fields
+        if type(fields).__name__ == "_ExtraFields_Allocation" and fields.device.type == "cpu":
+            own = inside or node.start_tid != main_thread
+            events.append((node.start_time_ns, fields.ptr, fields.alloc_size, own))
+        for child in node.children:
+            walk(child, inside)
+
+    for root in prof.profiler.kineto_results.experimental_event_tree():
+        walk(root, False)
+    level = peak = visible = visible_peak = 0
+    excluded: dict[int, bool] = {}
+    for _, ptr, size, own in sorted(events, key=lambda e: e[0]):
+        level += size
+        peak = max(peak, level)
+        if size > 0:
+            excluded[ptr] = own
+        skip = excluded.pop(ptr, own) if size < 0 else own
+        if not skip:
+            visible += size
+            visible_peak = max(visible_peak, visible)
+    return peak, visible_peak
+
+
+def main() -> None:
+    name, out = sys.argv[1], Path(sys.argv[2])
+    optimizer = sys.argv[3] if len(sys.argv) > 3 else "adamw"
+    dist.init_process_group("gloo")
+    rank, world = dist.get_rank(), dist.get_world_size()
+    case = parallel_models.CASES[name]
+    torch.manual_seed(0)
+    model = case.build()
+    model.train()
+    groups = parallel_models.apply(case, model, world)
+    x = case.input()
+    opt = {"adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}[optimizer](model.parameters(), lr=1e-3)
+    watch = Collectives(groups)
+
+    accum = int(case.parallel.get("accum", 1))
+
+    def step() -> None:
+        for micro in range(accum):
+            if accum > 1:  # FSDP2 reduces the gradients on the last micro-step only
+                model.set_requires_gradient_sync(micro == accum - 1)  # type: ignore[operator]
+            watch.phase = "forward"
+            loss = case.loss(model(x))
+            watch.phase = "backward"
+            loss.backward()
+            del loss
+        watch.phase = "step"
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    step()
+    before = held(list(model.parameters()), list(model.buffers()), opt.state, x)
+    peaks, visible = [], []
+    for _ in range(REPEATS):
+        watch.seen = []
+        with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof, watch:
+            step()
+        raw, dispatched = _peaks(prof, main_thread=_main_thread(prof))
+        peaks.append(before + raw)
+        visible.append(before + dispatched)
+    result = {
+        "rank": rank,
+        "world": world,
+        "held": before,
+        "peak": min(peaks),
+        "peaks": peaks,
+        "dispatched": min(visible),
+        "collectives": watch.seen,
+    }
+    (out / f"rank{rank}.json").write_text(json.dumps(result))
+    dist.destroy_process_group()
+
+
+def _main_thread(prof: Any) -> int:
+    counts: dict[int, int] = {}
+    for root in prof.profiler.kineto_results.experimental_event_tree():
+        counts[root.start_tid] = counts.get(root.start_tid, 0) + 1
+    return max(counts, key=lambda tid: counts[tid])
+
+
+if __name__ == "__main__":
+    main()

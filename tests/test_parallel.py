@@ -1,0 +1,365 @@
+"""The parallel step per rank, held to real multi-process runs and to closed forms.
+
+The oracle: tests/parallel_oracle.py under ``torchrun --nproc_per_node 2`` with gloo on the
+CPU, tiny models sharded with PyTorch's APIs directly (tests/parallel_models.py). For each
+case, convprof's prediction for rank 0 must give the collectives the real run logged (kind,
+phase, group, count, payload) and its peak within 1% of the real run's peak of what the
+dispatcher allocated; gloo's own buffers come on top of that in the raw peak, which must not
+be below the prediction (docs/parallel.md reports the gap).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+import torch.distributed as dist
+from torch import nn
+
+import convprof
+from convprof.cli import main
+from convprof.parallel.plan import PlanError
+from convprof.report import Report
+
+sys.path.insert(0, str(Path(__file__).parent))
+import parallel_models
+
+HERE = Path(__file__).parent
+TORCHRUN = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or shutil.which("torchrun")
+needs_gloo = pytest.mark.skipif(
+    TORCHRUN is None or not dist.is_available() or not dist.is_gloo_available(),
+    reason="the oracle needs torchrun and gloo",
+)
+
+_MEASURED: dict[str, dict[int, dict[str, Any]]] = {}
+_LOCK = threading.Lock()
+
+
+def measured(case: str, tmp_path_factory: pytest.TempPathFactory) -> dict[int, dict[str, Any]]:
+    """The oracle's result per rank for ``case``, run once per test session."""
+    with _LOCK:
+        if case not in _MEASURED:
+            out = tmp_path_factory.mktemp(case)
+            world = parallel_models.CASES[case].world
+            env = {**os.environ, "OMP_NUM_THREADS": "1"}
+            done = subprocess.run(
+                [
+                    str(TORCHRUN),
+                    "--nproc_per_node",
+                    str(world),
+                    str(HERE / "parallel_oracle.py"),
+                    case,
+                    str(out),
+                ],
+                capture_output=True,
+                text=True,
+                env=env,
+                timeout=300,
+            )
+            assert done.returncode == 0, done.stderr[-3000:]
+            _MEASURED[case] = {r: json.loads((out / f"rank{r}.json").read_text()) for r in range(world)}
+        return _MEASURED[case]
+
+
+def predicted(case: str, **options: Any) -> Report:
+    spec = parallel_models.CASES[case]
+    torch.manual_seed(0)
+    model = spec.build()
+    return convprof.profile(
+        model,
+        spec.input(),
+        backward=True,
+        memory="cpu",
+        optimizer="adamw",
+        parallel=spec.parallel,
+        loss=spec.loss,
+        tp_plan=spec.tensor_plan,
+        **options,
+    )
+
+
+def _logged(collectives: list[list[Any]]) -> dict[tuple[str, str, str], tuple[int, int]]:
+    counts: Counter[tuple[str, str, str]] = Counter()
+    payload: Counter[tuple[str, str, str]] = Counter()
+    for kind, phase, group, size in collectives:
+        counts[(kind, phase, group)] += 1
+        payload[(kind, phase, group)] += size
+    return {key: (counts[key], payload[key]) for key in counts}
+
+
+ORACLE_CASES = ["mlp-fsdp", "mlp-tp", "llama-fsdp", "llama-tp", "mlp-fsdp-accum", "llama-fsdp-bf16"]
+
+
+@needs_gloo
+@pytest.mark.parametrize("case", ORACLE_CASES)
+def test_each_rank_matches_a_real_gloo_run(case: str, tmp_path_factory: pytest.TempPathFactory) -> None:
+    real = measured(case, tmp_path_factory)
+    report = predicted(case)
+    assert report.complete, report.unexplained
+    for rank_class in report.ranks:
+        for rank in rank_class.ranks:
+            oracle = real[rank]
+            got = {(c.kind, c.phase, c.group): (c.count, c.bytes) for c in rank_class.collectives}
+            assert got == _logged(oracle["collectives"]), rank
+        oracle = real[rank_class.rank]
+        assert rank_class.memory is not None
+        assert rank_class.memory.held_bytes == oracle["held"]
+        assert abs(rank_class.peak_bytes - oracle["dispatched"]) <= 0.01 * oracle["dispatched"]
+        assert rank_class.peak_bytes <= oracle["peak"]  # gloo allocates more, outside the dispatcher
+
+
+# The MLP of parallel_models: 4 blocks of Linear(256, 1024) and Linear(1024, 256), a head
+# Linear(256, 16); one rank's micro-batch is 64 x 256.
+BLOCK = 256 * 1024 + 1024 + 1024 * 256 + 256
+HEAD = 256 * 16 + 16
+PARAMS = 4 * BLOCK + HEAD  # 2,106,384
+
+
+def test_fsdp_holds_a_shard_of_the_model_state() -> None:
+    """fp32 AdamW under FSDP over 2 ranks: each holds P/2 parameters (4 bytes each) and, for
+    the optimizer, two moments per parameter (8 bytes) and one float step per tensor (18)."""
+    report = predicted("mlp-fsdp")
+    (rank,) = report.ranks
+    assert rank.ranks == (0, 1) and rank.params == PARAMS // 2
+    assert rank.param_bytes == 4 * PARAMS // 2
+    assert rank.memory is not None
+    held = dict(rank.memory.at_peak)
+    assert held["parameter"] == 4 * PARAMS // 2
+    assert held["optimizer"] == 8 * PARAMS // 2 + 18 * 4
+    assert (
+        rank.memory.held_bytes == 4 * PARAMS // 2 + 8 * PARAMS // 2 + 18 * 4 + 64 * 256 * 4
+    )  # and the input
+
+
+def test_fsdp_gathers_and_reduces_what_the_units_hold() -> None:
+    """FSDP2 per rank per step: every unit gathered in the forward (the 4 blocks and the root,
+    which holds the head), again in the backward but the root's (it keeps its parameters),
+    and every unit's gradient reduce-scattered; a ring over 2 ranks sends half of each."""
+    (rank,) = predicted("mlp-fsdp").ranks
+    found = {(c.kind, c.phase): (c.count, c.bytes, c.sent_bytes) for c in rank.collectives}
+    assert found == {
+        ("all_gather", "forward"): (5, 4 * PARAMS, 4 * PARAMS // 2),
+        ("all_gather", "backward"): (4, 4 * 4 * BLOCK, 4 * 4 * BLOCK // 2),
+        ("reduce_scatter", "backward"): (5, 4 * PARAMS, 4 * PARAMS // 2),
+    }
+
+
+def test_fsdp_mixed_precision_gathers_in_bf16_and_reduces_in_fp32() -> None:
+    model = parallel_models.mlp()
+    plan = {"fsdp": 2, "param_dtype": "bfloat16", "reduce_dtype": "float32"}
+    report = convprof.profile(model, torch.randn(64, 256), backward=True, memory="cpu", parallel=plan)
+    found = {(c.kind, c.phase): c.bytes for c in report.ranks[0].collectives}
+    assert found == {
+        ("all_gather", "forward"): 2 * PARAMS,
+        ("all_gather", "backward"): 2 * 4 * BLOCK,
+        ("reduce_scatter", "backward"): 4 * PARAMS,
+    }
+
+
+def test_accumulation_gathers_every_micro_step_and_reduces_once() -> None:
+    (rank,) = predicted("mlp-fsdp-accum").ranks
+    found = {(c.kind, c.phase): c.count for c in rank.collectives}
+    assert found == {
+        ("all_gather", "forward"): 2 * 5,
+        ("all_gather", "backward"): 2 * 4,
+        ("reduce_scatter", "backward"): 5,
+    }
+    # twice the forward MACs of one micro-step: 64 rows through 4 x (256 x 1024 x 2) and the head
+    assert rank.macs == 2 * 64 * (4 * 2 * 256 * 1024 + 256 * 16)
+
+
+def test_tensor_parallel_splits_the_blocks_macs_and_all_reduces_their_outputs() -> None:
+    """Each block's up projection column-wise and down projection row-wise over 2 ranks: a
+    rank computes half of each block's products and the whole (replicated) head. One
+    all-reduce of the block's output (64 x 256 floats) per block forward; in the backward one
+    per block's input gradient, but the first block's, whose input needs none."""
+    report = predicted("mlp-tp")
+    (rank,) = report.ranks
+    assert rank.macs == 64 * (4 * 2 * 256 * 512) + 64 * 256 * 16
+    assert report.total.macs == rank.macs
+    found = {(c.kind, c.phase, c.group): (c.count, c.bytes) for c in rank.collectives}
+    assert found == {
+        ("all_reduce", "forward", "tp"): (4, 4 * 64 * 256 * 4),
+        ("all_reduce", "backward", "tp"): (3, 3 * 64 * 256 * 4),
+    }
+
+
+def test_a_transformers_model_brings_its_own_tensor_plan() -> None:
+    """transformers' Llama plan with PyTorch's styles (no tp_plan given): two all-reduces per
+    layer forward (o_proj, down_proj) and one for the embeddings; five per layer backward (q,
+    k, v, gate, up: each column-wise projection's input gradient) and one for the head, whose
+    output is gathered (2 x 64 tokens x 512 vocabulary, fp32) in the forward."""
+    model = parallel_models.llama()
+    ids = torch.randint(0, 512, (2, 64))
+    report = convprof.profile(
+        model, ids, backward=True, parallel={"tp": 2}, loss=lambda out: out.logits.sum(), memory="cpu"
+    )
+    found = {(c.kind, c.phase): (c.count, c.bytes) for c in report.ranks[0].collectives}
+    hidden = 2 * 64 * 128 * 4
+    assert found == {
+        ("all_reduce", "forward"): (2 * 2 + 1, 5 * hidden),
+        ("all_gather", "forward"): (1, 2 * 64 * 512 * 4),
+        ("all_reduce", "backward"): (2 * 5 + 1, 11 * hidden),
+    }
+
+
+def test_uneven_shards_give_rank_classes() -> None:
+    """Linear(30, 7) under FSDP over 4 ranks: dim 0 of the weight (7 rows) and the bias (7)
+    split as torch.chunk does, 2, 2, 2 and 1 rows: rank 3 holds less, and is its own class."""
+    model = nn.Sequential(nn.Linear(30, 7), nn.ReLU(), nn.Linear(7, 7))
+    report = convprof.profile(model, torch.randn(5, 30), backward=True, memory="cpu", parallel={"fsdp": 4})
+    assert [r.ranks for r in report.ranks] == [(0, 1, 2), (3,)]
+    assert [r.name for r in report.ranks] == ["ranks 0-2", "rank 3"]
+    # weights (7, 30) and (7, 7), biases (7,) twice: 2 rows of each on ranks 0-2, 1 on rank 3
+    assert [r.params for r in report.ranks] == [2 * 30 + 2 + 2 * 7 + 2, 30 + 1 + 7 + 1]
+
+
+class Failing(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.layer = nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        raise RuntimeError("the model's own error")
+
+
+def _state(model: nn.Module) -> tuple[Any, ...]:
+    return (
+        type(model),
+        [(name, id(p), type(p)) for name, p in model.named_parameters()],
+        [(m._forward_hooks, m._forward_pre_hooks, m._backward_hooks) for m in model.modules()],
+    )
+
+
+@pytest.mark.parametrize("model", [parallel_models.mlp(), Failing()], ids=["runs", "raises"])
+def test_nothing_is_left_behind(model: nn.Module) -> None:
+    before = _state(model)
+    hook, resize = sys.excepthook, torch.UntypedStorage.resize_
+    raised = model.__class__ is Failing
+    try:
+        convprof.profile(model, torch.randn(8, 256 if not raised else 4), backward=True, parallel={"fsdp": 2})
+    except convprof.ForwardError as exc:
+        assert raised and "training step of Failing failed in module '(root)' (Failing)" in str(exc)
+        assert "the model's own error" in str(exc)
+    else:
+        assert not raised
+    assert _state(model) == before
+    assert not dist.is_initialized()
+    assert sys.excepthook is hook and torch.UntypedStorage.resize_ is resize
+    assert not torch._C._len_torch_dispatch_stack()
+    assert all(type(p) is nn.Parameter and not p.is_meta for p in model.parameters())
+
+
+def test_a_process_group_of_the_caller_is_left_alone() -> None:
+    import torch.testing._internal.distributed.fake_pg
+
+    dist.init_process_group("fake", store=torch._C._distributed_c10d.FakeStore(), rank=0, world_size=2)
+    try:
+        with pytest.raises(PlanError, match="already initialised"):
+            convprof.profile(parallel_models.mlp(), torch.randn(8, 256), backward=True, parallel={"fsdp": 2})
+        assert dist.is_initialized() and dist.get_world_size() == 2
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.parametrize(
+    ("plan", "message"),
+    [
+        ({"fsdpp": 2}, "unknown key 'fsdpp'"),
+        ("fsdp=2,tp=x", "tp='x' is not a number"),
+        ({"fsdp": 0}, "fsdp must be a whole number of ranks"),
+        ({"pp": 2}, "pp=2 is not predicted yet"),
+        ({"tp": 2}, "has no tensor-parallel plan of its own"),
+    ],
+)
+def test_bad_plans_say_what_is_wrong(plan: Any, message: str) -> None:
+    with pytest.raises(PlanError, match=message):
+        convprof.profile(parallel_models.mlp(), torch.randn(8, 256), backward=True, parallel=plan)
+
+
+def test_tensor_parallel_that_does_not_divide_the_heads_is_refused() -> None:
+    model = parallel_models.llama()  # 4 attention heads, 2 key/value heads
+    with pytest.raises(PlanError, match=r"tp=4 does not divide the model's num_key_value_heads \(2\)"):
+        convprof.profile(model, torch.randint(0, 512, (1, 8)), backward=True, parallel={"tp": 4})
+
+
+def test_a_parallel_profile_is_a_training_step() -> None:
+    with pytest.raises(TypeError, match="pass backward=True"):
+        convprof.profile(parallel_models.mlp(), torch.randn(8, 256), parallel={"fsdp": 2})
+
+
+def test_the_report_reads_back_from_json() -> None:
+    report = predicted("mlp-tp")
+    again = Report.from_dict(json.loads(json.dumps(report.to_dict())))
+    assert again == report
+    data = report.to_dict()
+    assert data["plan"] == "tp=2" and data["mesh"] == [["tp", 2]]
+    rank = data["ranks"][0]
+    assert {"peak_bytes", "macs", "collectives"} <= rank.keys()
+    assert {"kind", "phase", "count", "bytes"} <= rank["collectives"][0].keys()
+
+
+def test_cli_parallel(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.syspath_prepend(str(HERE))
+    assert (
+        main(
+            [
+                "profile",
+                "parallel_models:mlp",
+                "--input",
+                "64,256",
+                "--parallel",
+                "fsdp=2",
+                "--optimizer",
+                "adamw",
+            ]
+        )
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert "Parallel:     fsdp=2 (2 ranks)" in out
+    assert "all_gather" in out and "reduce_scatter" in out and "ranks 0-1" in out
+
+
+@pytest.mark.parametrize(
+    ("words", "message"),
+    [
+        (["--parallel", "tp=2"], "has no tensor-parallel plan"),
+        (["--parallel", "fsdp=2,xx=2"], "unknown key 'xx'"),
+        (["--accum", "2"], "--accum goes with --parallel"),
+        (["--parallel", "fsdp=2", "--time"], "--time does not go with --parallel"),
+        (
+            ["--parallel", "fsdp=2", "--tp-plan", "nosuchmodule:plan"],
+            "--tp-plan: cannot import 'nosuchmodule'",
+        ),
+    ],
+)
+def test_cli_bad_parallel_options(
+    words: list[str], message: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.syspath_prepend(str(HERE))
+    code = main(["profile", "parallel_models:mlp", "--input", "8,256", *words])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_a_model_that_needs_values_is_refused_with_the_module_named() -> None:
+    class Routes(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.gate = nn.Linear(4, 4)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.gate(x)[self.gate(x) > 0].sum()  # boolean indexing: a size from values
+
+    with pytest.raises(convprof.ValuesNeeded, match=r"training step of Routes stopped in module '\(root\)'"):
+        convprof.profile(Routes(), torch.randn(8, 4), backward=True, parallel={"fsdp": 2})
