@@ -143,6 +143,8 @@ CASES: dict[str, Case] = {
     "llama-tp": Case(llama, _ids, {"tp": 2}, _logits, llama_tensor_plan),
     "llama-fsdp-tp": Case(llama, _ids, {"fsdp": 2, "tp": 2}, _logits, llama_tensor_plan),
     "mlp-fsdp-accum": Case(mlp, _mlp_input, {"fsdp": 2, "accum": 2}, _sum),
+    "mlp-fsdp-checkpoint": Case(mlp, _mlp_input, {"fsdp": 2, "checkpoint": "blocks"}, _sum),
+    "llama-tp-checkpoint": Case(llama, _ids, {"tp": 2, "checkpoint": "blocks"}, _logits, llama_tensor_plan),
     "llama-fsdp-bf16": Case(
         llama, _ids, {"fsdp": 2, "param_dtype": "bfloat16", "reduce_dtype": "float32"}, _logits
     ),
@@ -162,6 +164,12 @@ def apply(case: Case, model: nn.Module, world: int) -> dict[str, str]:
     if tp > 1:
         assert case.tensor_plan is not None
         case.tensor_plan(model, mesh["tp"])
+    if case.parallel.get("checkpoint") == "blocks":  # each block keeps its input only
+        from torch.utils.checkpoint import checkpoint
+
+        for unit in fsdp_units(model):
+            forward = unit.forward
+            unit.forward = lambda *a, _f=forward, **k: checkpoint(_f, *a, use_reentrant=False, **k)  # type: ignore[method-assign]
     if fsdp > 1:
         dtypes = {
             key: getattr(torch, case.parallel[key])

@@ -5,9 +5,11 @@ gloo on the CPU and writes, per rank, what it measured to ``OUT_DIR/rank{R}.json
 Each rank runs one warm-up step, then ``REPEATS`` steps under ``torch.profiler`` with memory
 events (the method of tests/measured_memory.py): the peak is the bytes held before the step
 (parameter shards, optimizer state, the input) plus the highest running sum of the CPU
-allocator's events, the least over the repeats (FSDP2's reduce-scatter runs asynchronously, and
-a buffer it holds is freed when gloo's worker lets it go: some steps hold one block's gradient
-longer; the fake world's collectives finish at once, as the least does). Two peaks:
+allocator's events, the least over the repeats. gloo runs collectives on its own threads and
+a buffer one holds (FSDP2's reduce-scatter input, a functional all-reduce's output) is freed
+when that thread lets it go, sometimes after the next allocations of the main thread: steps
+differ by one or two such buffers (a block's gradient, a hidden state). The fake world's
+collectives finish at once, as the least of the repeats does. Two peaks:
 
 - ``peak``: every allocation of the process;
 - ``dispatched``: without what gloo allocates itself: allocations made inside a collective's
@@ -35,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import parallel_models
 
-REPEATS = 3
+REPEATS = 6
 
 # c10d and functional collectives -> (kind, index of the payload argument; -1: the output)
 KINDS = {

@@ -96,7 +96,16 @@ def _logged(collectives: list[list[Any]]) -> dict[tuple[str, str, str], tuple[in
     return {key: (counts[key], payload[key]) for key in counts}
 
 
-ORACLE_CASES = ["mlp-fsdp", "mlp-tp", "llama-fsdp", "llama-tp", "mlp-fsdp-accum", "llama-fsdp-bf16"]
+ORACLE_CASES = [
+    "mlp-fsdp",
+    "mlp-tp",
+    "llama-fsdp",
+    "llama-tp",
+    "mlp-fsdp-accum",
+    "llama-fsdp-bf16",
+    "mlp-fsdp-checkpoint",
+    "llama-tp-checkpoint",
+]
 
 
 @needs_gloo
@@ -113,7 +122,12 @@ def test_each_rank_matches_a_real_gloo_run(case: str, tmp_path_factory: pytest.T
         oracle = real[rank_class.rank]
         assert rank_class.memory is not None
         assert rank_class.memory.held_bytes == oracle["held"]
-        assert abs(rank_class.peak_bytes - oracle["dispatched"]) <= 0.01 * oracle["dispatched"]
+        # DTensor's functional all-reduce runs asynchronously in eager: gloo's thread may hold
+        # its output a moment after its last use, and the backward's allocations go on (the
+        # fake world waits at once). Up to one such buffer on top of the 1%.
+        in_flight = max((b for kind, _, _, b in oracle["collectives"] if kind == "all_reduce"), default=0)
+        gap = oracle["dispatched"] - rank_class.peak_bytes
+        assert -0.01 * oracle["dispatched"] <= gap <= 0.01 * oracle["dispatched"] + in_flight
         assert rank_class.peak_bytes <= oracle["peak"]  # gloo allocates more, outside the dispatcher
 
 
@@ -363,3 +377,76 @@ def test_a_model_that_needs_values_is_refused_with_the_module_named() -> None:
 
     with pytest.raises(convprof.ValuesNeeded, match=r"training step of Routes stopped in module '\(root\)'"):
         convprof.profile(Routes(), torch.randn(8, 4), backward=True, parallel={"fsdp": 2})
+
+
+def test_each_rank_class_runs_in_its_own_world() -> None:
+    """FSDP over 2 x TP over 2 with a head of 7 outputs: dim 0 of the head (7 rows) splits 4
+    and 3 over the data-parallel ranks, so ranks 2 and 3 are a class of their own, whose
+    tensor-parallel group is another process group than rank 0's. DTensor caches its
+    sharding decisions with the mesh (and the group names) it made them with, and meshes of
+    two worlds compare equal: the second class must not run on the first one's."""
+
+    class Net(parallel_models.MLP):
+        def __init__(self) -> None:
+            super().__init__(classes=7)
+
+    report = convprof.profile(
+        Net(),
+        torch.randn(8, 256),
+        backward=True,
+        memory="cpu",
+        parallel={"fsdp": 2, "tp": 2},
+        tp_plan=parallel_models.mlp_tensor_plan,
+    )
+    assert [r.ranks for r in report.ranks] == [(0, 1), (2, 3)]
+    for rank in report.ranks:
+        found = {(c.kind, c.phase, c.group): c.count for c in rank.collectives}
+        assert found[("all_reduce", "forward", "tp")] == 4 and found[("all_reduce", "backward", "tp")] == 3
+
+
+def test_checkpointing_recomputes_what_the_backward_needs_apart() -> None:
+    """Each MLP block checkpointed: its input kept, its forward run again in the backward as
+    far as the saved tensors it must remake (PyTorch stops early): the up projection and the
+    GELU whose outputs the backward reads, not the down projection. Recompute MACs:
+    4 blocks x 64 rows x 256 x 1024; the forward and the training step's MACs unchanged."""
+    plain = predicted("mlp-fsdp").ranks[0]
+    kept = predicted("mlp-fsdp-checkpoint").ranks[0]
+    assert kept.recompute_macs == 4 * 64 * 256 * 1024 and plain.recompute_macs == 0
+    assert (kept.macs, kept.train_macs) == (plain.macs, plain.train_macs)
+    assert kept.memory is not None and plain.memory is not None
+    assert dict(kept.memory.at_peak)["activation"] < dict(plain.memory.at_peak)["activation"]
+
+
+def test_a_budget_holds_every_rank_class() -> None:
+    """max_peak_bytes with a plan holds each class of ranks: below what the model state alone
+    takes on a rank (its shard of the parameters and of AdamW's moments), no step fits."""
+    model, x = parallel_models.mlp(), torch.randn(64, 256)
+    state = 4 * PARAMS // 2 + 8 * PARAMS // 2
+    with pytest.raises(convprof.BudgetExceeded, match=r"ranks 0-1: peak_bytes \d[\d,]* > limit"):
+        convprof.assert_budget(
+            model, x, max_peak_bytes=state, parallel={"fsdp": 2}, optimizer="adamw", device="cpu"
+        )
+    report = convprof.assert_budget(
+        model, x, max_peak_bytes="1GiB", max_train_macs="1G", parallel="fsdp=2", optimizer="adamw"
+    )
+    assert report.ranks and report.ranks[0].train_macs <= 10**9
+
+
+def test_convprof_check_holds_a_parallel_entry(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(HERE))
+    (tmp_path / "pyproject.toml").write_text(
+        "[[tool.convprof.models]]\n"
+        'name = "mlp"\nmodel = "parallel_models:mlp"\ninput = [64, 256]\n'
+        'parallel = "fsdp=2"\noptimizer = "adamw"\nmax_peak_bytes = "1GiB"\n'
+    )
+    assert main(["check"]) == 0
+    assert "peak_bytes [ranks 0-1]" in capsys.readouterr().out
+    (tmp_path / "pyproject.toml").write_text(
+        "[[tool.convprof.models]]\n"
+        'name = "mlp"\nmodel = "parallel_models:mlp"\ninput = [64, 256]\nparallel = "fsdp=2,zz=1"\n'
+    )
+    assert main(["check"]) == 2
+    assert "model 'mlp': parallel plan: unknown key 'zz'" in capsys.readouterr().err

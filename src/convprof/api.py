@@ -40,6 +40,7 @@ def profile(
     autocast: str | torch.dtype | None = None,
     parallel: Mapping[str, Any] | str | None = None,
     tp_plan: Callable[[nn.Module, Any], Any] | None = None,
+    checkpoint: str | None = None,
 ) -> Report:
     """Params, MACs and FLOPs of ``model(*args, **kwargs)``, per layer and in total.
 
@@ -81,13 +82,14 @@ def profile(
 
     ``parallel={"fsdp": 8, "tp": 2}`` (or ``"fsdp=8,tp=2"``) predicts one training step per
     rank of that plan (``backward=True`` needed; ``accum``, ``reshard``, ``param_dtype`` and
-    ``reduce_dtype`` go in the same dict), through PyTorch's own FSDP2 and tensor parallelism
-    in a fake process group on fake tensors: nothing is computed or sent, and ``model`` is not
-    touched (a copy is sharded). ``args`` are one rank's inputs for one micro-step. The
-    report's rows and totals are the first rank's (its local shapes), and ``Report.ranks``
-    gives each class of ranks its peak memory, MACs and collectives. ``tp_plan`` is
-    ``parallelize(model, mesh)`` for a model without a tensor-parallel plan of its own.
-    See docs/parallel.md.
+    ``reduce_dtype`` go in the same dict; ``checkpoint="blocks"`` checkpoints every repeated
+    block, its recompute counted apart in ``Totals.recompute_macs``), through PyTorch's own
+    FSDP2 and tensor parallelism in a fake process group on fake tensors: nothing is computed
+    or sent, and ``model`` is not touched (a copy is sharded). ``args`` are one rank's inputs
+    for one micro-step. The report's rows and totals are the first rank's (its local shapes),
+    and ``Report.ranks`` gives each class of ranks its peak memory, MACs and collectives.
+    ``tp_plan`` is ``parallelize(model, mesh)`` for a model without a tensor-parallel plan of
+    its own. See docs/parallel.md.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"convprof.profile: model must be a torch.nn.Module, got {type(model).__name__}")
@@ -103,6 +105,13 @@ def profile(
     if loss is not None and not callable(loss):
         raise TypeError(f"convprof.profile: loss must be a function of the output, got {type(loss).__name__}")
     device = _memory_device(model, memory, optimizer, backward)
+    if checkpoint is not None:
+        if parallel is None:
+            raise TypeError(
+                "convprof.profile: checkpoint= is the activation checkpointing of parallel=; "
+                "pass parallel too"
+            )
+        parallel = {**_plan_dict(parallel), "checkpoint": checkpoint}
     if parallel is not None:
         return _parallel(
             model, positional, dict(kwargs), parallel, tp_plan, backward, loss, device, optimizer, autocast
@@ -201,3 +210,11 @@ def _parallel(
     plan = parse_plan(parallel)
     with collector_paused():
         return profile_parallel(Job(model, args, kwargs, plan, optimizer, loss, memory, tp_plan))
+
+
+def _plan_dict(parallel: Mapping[str, Any] | str) -> dict[str, Any]:
+    """A plan as a dict, whichever form it was given in."""
+    from convprof.parallel.plan import parse_plan
+
+    plan = parse_plan(parallel)
+    return {name: getattr(plan, name) for name in plan.__dataclass_fields__}

@@ -173,6 +173,9 @@ class ModuleCall:
     # With a backward pass: the operators that ran in the autograd nodes this call created
     # (the gradient of what it computed), in the order they ran.
     backward: tuple[OpCall, ...] = ()
+    # The call ran in the backward pass: activation checkpointing running a forward again to
+    # remake what it did not keep (its MACs are the step's recompute, not its forward)
+    recompute: bool = False
 
     def input(self, name: str, position: int = 0) -> TensorMeta | None:
         """The tensor input called ``name``, else the one at ``position``, else None."""

@@ -16,6 +16,10 @@ inference forward, or of a training step when the budget names an ``optimizer``,
 allocator of ``device`` (CUDA by default: the question a memory budget answers is whether the
 model fits on the GPU, and the prediction needs none). A layer's peak is the most memory alive
 while it runs.
+
+With a ``parallel`` plan (``"fsdp=8,tp=2"``) the profile is the plan's training step per rank
+class, and the limits on ``peak_bytes``, ``macs``, ``flops`` and ``train_macs`` hold every
+class of ranks (one row each: will every GPU fit); ``params`` holds the model's.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from typing import Any
 
-from convprof.report import OPTIMIZERS, Report, Totals
+from convprof.report import OPTIMIZERS, RankClass, Report, Totals
 from convprof.units import format_binary_bytes, parse_bytes, parse_quantity
 
 METRICS = ("params", "macs", "flops", "train_macs", "peak_bytes")
@@ -75,6 +79,7 @@ class Budget:
     optimizer: str | None = None  # max_peak_bytes is a training step's, with this optimizer
     device: str = "cuda"  # whose allocator max_peak_bytes is predicted for
     autocast: str | None = None  # the profile's forward runs under mixed precision to this dtype
+    parallel: str | None = None  # a parallel plan ("fsdp=8,tp=2"): the limits hold every rank
 
     def _any(self, key: str) -> bool:
         return any(
@@ -88,8 +93,10 @@ class Budget:
 
     @property
     def needs_backward(self) -> bool:
-        """A limit on ``train_macs``, or a training step's peak, needs a backward pass."""
-        return self._any("max_train_macs") or (self.needs_memory and self.optimizer is not None)
+        """A limit on ``train_macs``, a training step's peak, or a parallel plan (a training
+        step per rank) needs a backward pass."""
+        training = self.needs_memory and self.optimizer is not None
+        return self._any("max_train_macs") or training or self.parallel is not None
 
     @classmethod
     def parse(
@@ -105,6 +112,7 @@ class Budget:
         optimizer: str | None = None,
         device: str = "cuda",
         autocast: str | None = None,
+        parallel: Mapping[str, Any] | str | None = None,
         where: str = "budget",
     ) -> Budget:
         given = {"max_params": max_params, "max_macs": max_macs, "max_flops": max_flops}
@@ -135,12 +143,25 @@ class Budget:
             (pattern, Limits.parse(limits, f"{where}: layers[{pattern!r}]"))
             for pattern, limits in (layers or {}).items()
         )
-        budget = cls(total, per_layer, allow_incomplete, optimizer, device, autocast)
+        budget = cls(total, per_layer, allow_incomplete, optimizer, device, autocast, _plan(parallel, where))
         if optimizer is not None and not budget.needs_memory:
             raise ValueError(
                 f"{where}: optimizer {optimizer!r} is for a max_peak_bytes limit, and none is set"
             )
         return budget
+
+
+def _plan(parallel: Mapping[str, Any] | str | None, where: str) -> str | None:
+    """A plan checked now (a config file's typo is its error, not the profile's), as text."""
+    if parallel is None:
+        return None
+    from convprof.parallel.plan import PlanError, parse_plan
+
+    try:
+        plan = parse_plan(parallel)
+    except PlanError as exc:
+        raise ValueError(f"{where}: {exc}") from None
+    return plan.text()
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,7 +185,7 @@ class Check:
         return self.actual - self.limit
 
     def describe(self) -> str:
-        where = "total" if self.pattern is None else f"layer {self.scope!r} (limit for {self.pattern!r})"
+        where = self.scope if self.pattern is None else f"layer {self.scope!r} (limit for {self.pattern!r})"
         percent = f", +{100 * self.excess / self.limit:.1f}%" if self.limit else ""
         sizes = (
             f" ({format_binary_bytes(self.actual)} > {format_binary_bytes(self.limit)})"
@@ -202,6 +223,13 @@ def _value(totals: Totals, metric: str) -> int:
     return value
 
 
+_PER_RANK = ("macs", "flops", "train_macs", "peak_bytes")
+
+
+def _rank_value(rank: RankClass, metric: str) -> int:
+    return 2 * rank.macs if metric == "flops" else int(getattr(rank, metric))
+
+
 def _ranked_by(metric: str) -> str:
     """What the layers most responsible for a broken limit are ranked by: FLOPs follow MACs."""
     return "macs" if metric == "flops" else metric
@@ -230,6 +258,13 @@ def checks(report: Report, budget: Budget) -> tuple[Check, ...]:
             limit,
         )
         for metric, limit in budget.total.items()
+        if not (report.ranks and metric in _PER_RANK)
+    ]
+    rows += [  # a parallel step: every class of ranks held to the limit
+        Check(rank.name, metric, _rank_value(rank, metric), limit)
+        for metric, limit in budget.total.items()
+        if report.ranks and metric in _PER_RANK
+        for rank in report.ranks
     ]
     inclusive = report.inclusive()
     for pattern, limits in budget.layers:
@@ -335,6 +370,7 @@ def assert_budget(
     optimizer: str | None = None,
     device: str = "cuda",
     autocast: str | None = None,
+    parallel: Mapping[str, Any] | str | None = None,
 ) -> Report:
     """Profile once and return the report when every limit holds; else raise BudgetExceeded.
 
@@ -344,6 +380,9 @@ def assert_budget(
     ``max_peak_bytes`` limit (``"20GiB"``) holds the predicted peak memory for ``device``'s
     allocator: of an inference forward, or with ``optimizer`` of a training step;
     ``autocast`` (``"bfloat16"``, ``"float16"``) profiles the forward under mixed precision.
+    ``parallel`` (``"fsdp=8,tp=2"`` or a dict) profiles that plan's training step per rank:
+    the limits on peak memory and MACs then hold every class of ranks (see the module's
+    docstring).
     """
     __tracebackhide__ = True  # pytest shows the budget's message, not convprof's frames
     from convprof.api import profile
@@ -359,6 +398,7 @@ def assert_budget(
         optimizer=optimizer,
         device=device,
         autocast=autocast,
+        parallel=parallel,
     )
     backward = budget.needs_backward
     report = profile(
@@ -367,8 +407,9 @@ def assert_budget(
         kwargs,
         backward=backward,
         loss=loss if backward else None,
-        memory=budget.device if budget.needs_memory else False,
+        memory=budget.device if budget.needs_memory or budget.parallel else False,
         optimizer=budget.optimizer if budget.needs_memory else None,
         autocast=budget.autocast,
+        parallel=budget.parallel,
     )
     return enforce(report, budget)

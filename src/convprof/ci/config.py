@@ -30,6 +30,7 @@ ENTRY_KEYS = (
     "optimizer",
     "peak_device",
     "autocast",
+    "parallel",
     *LIMIT_KEYS,
 )
 
@@ -99,6 +100,7 @@ def _entry(raw: Any, index: int, path: Path) -> ModelEntry:
             optimizer=raw.get("optimizer"),
             device=raw.get("peak_device", "cuda"),
             autocast=raw.get("autocast"),
+            parallel=raw.get("parallel"),
             where=where,
         )
     except (ValueError, TypeError) as exc:

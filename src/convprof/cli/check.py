@@ -49,20 +49,21 @@ def add_parser(commands: Any) -> None:
 
 
 def _summary_rows(name: str, found: Sequence[Check]) -> list[list[str]]:
-    """One row per total limit; per layer pattern and metric, the module with least headroom."""
-    worst: dict[tuple[str | None, str], tuple[Check, int]] = {}
+    """One row per total limit (per rank class, for a parallel plan's); per layer pattern and
+    metric, the module with least headroom."""
+    worst: dict[tuple[str | None, str, str], tuple[Check, int]] = {}
     for check in found:
-        key = (check.pattern, check.metric)
+        key = (check.pattern, check.metric, check.scope if check.pattern is None else "")
         best, count = worst.get(key, (check, 0))
         worst[key] = (check if check.headroom < best.headroom else best, count + 1)
     out = []
-    for (pattern, metric), (check, count) in worst.items():
-        label = (
-            metric
-            if pattern is None
-            else f"{metric} [{check.scope}"
-            + (f", worst of {count} matching {pattern!r}]" if count > 1 else "]")
-        )
+    for (pattern, metric, _), (check, count) in worst.items():
+        if pattern is None:
+            label = metric if check.scope == "total" else f"{metric} [{check.scope}]"
+        else:
+            label = f"{metric} [{check.scope}" + (
+                f", worst of {count} matching {pattern!r}]" if count > 1 else "]"
+            )
         out.append(
             [
                 name,
@@ -123,12 +124,14 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
             flush=True,
         )
+        budget = entry.budget
         options = Options(
             folders=folders,
-            backward=entry.budget.needs_backward,
-            memory=entry.budget.device if entry.budget.needs_memory else None,
-            optimizer=entry.budget.optimizer,
-            autocast=entry.budget.autocast,
+            backward=budget.needs_backward,
+            memory=budget.device if budget.needs_memory or budget.parallel else None,
+            optimizer=budget.optimizer,
+            autocast=budget.autocast,
+            parallel=budget.parallel,
             missing_input=f"give it an 'input' in its [[tool.convprof.models]] entry of {args.config}",
         )
         report = profile_spec(entry.model, entry.inputs, options, args.compute).report

@@ -196,6 +196,12 @@ def _parallel_options(prof: argparse.ArgumentParser) -> None:
         help="with --parallel: K micro-steps per optimizer step (gradient accumulation)",
     )
     prof.add_argument(
+        "--checkpoint",
+        choices=("blocks",),
+        help="with --parallel: activation checkpointing of every repeated block (its forward runs "
+        "again in the backward; the recompute's MACs are shown apart)",
+    )
+    prof.add_argument(
         "--tp-plan",
         metavar="MODULE:FUNCTION",
         help="with --parallel tp=N: a function parallelize(model, mesh) for a model without a "
@@ -206,7 +212,7 @@ def _parallel_options(prof: argparse.ArgumentParser) -> None:
 def _parallel_plan(args: argparse.Namespace) -> str | None:
     """The plan text with --accum in it, or None without --parallel."""
     if args.parallel is None:
-        for option in ("accum", "tp_plan"):
+        for option in ("accum", "tp_plan", "checkpoint"):
             if getattr(args, option) is not None:
                 raise UsageError(f"--{option.replace('_', '-')} goes with --parallel")
         return None
@@ -215,7 +221,10 @@ def _parallel_plan(args: argparse.Namespace) -> str | None:
         raise UsageError(f"--{clash} does not go with --parallel")
     if args.accum is not None and args.accum < 1:
         raise UsageError("--accum must be 1 or more")
-    return str(args.parallel) + (f",accum={args.accum}" if args.accum is not None else "")
+    extra = (f",accum={args.accum}" if args.accum is not None else "") + (
+        f",checkpoint={args.checkpoint}" if args.checkpoint else ""
+    )
+    return str(args.parallel) + extra
 
 
 def _check_options(args: argparse.Namespace, peak: bool) -> None:

@@ -159,11 +159,12 @@ def count(trace: Trace) -> Report:
     unexplained: dict[str, tuple[int, list[str]]] = {}
     trainable = _trainable(trace.modules) if trace.backward else {}
     memory, peaks = _memory(trace)
+    recompute = 0
     for index, call in enumerate(trace.calls):
         row = rows.get(call.module.name)
         if row is None:
             row = rows[call.module.name] = _Row(call.module, call)
-        else:
+        elif not call.recompute:
             row.add(call)
         macs, missing = call_macs(call, trace.ops_only)
         if call.backward:
@@ -173,11 +174,14 @@ def count(trace: Trace) -> Report:
             row.grad_input_macs += grad_input
             row.grad_weight_macs += grad_weight
             missing += missing_grads
-        row.macs += macs
-        row.memory_bytes += call_bytes(call)
         if peaks:
             row.peak_bytes = max(row.peak_bytes, peaks[index])
-        row.calls += 1
+        if call.recompute:  # a forward run again in the backward: the step's, not the row's
+            recompute += macs
+        else:
+            row.macs += macs
+            row.memory_bytes += call_bytes(call)
+            row.calls += 1
         if not missing:
             continue
         if row.unexplained is None:
@@ -211,6 +215,7 @@ def count(trace: Trace) -> Report:
             memory_bytes=sum(r.memory_bytes for r in layers),
             grad_input_macs=sum(r.grad_input_macs for r in layers),
             grad_weight_macs=sum(r.grad_weight_macs for r in layers),
+            recompute_macs=recompute,
         ),
         unexplained=tuple(Unexplained(op, calls, tuple(names)) for op, (calls, names) in unexplained.items()),
         blocks=find_blocks(trace.calls, layers),

@@ -34,7 +34,9 @@ class Plan:
     forward and gathers them again for the backward (``reshard_after_forward``; the root
     module keeps them, as FSDP2 does). ``param_dtype`` / ``reduce_dtype``: FSDP2's
     ``MixedPrecisionPolicy`` (the all-gathers and the compute in ``param_dtype``, gradients
-    reduced in ``reduce_dtype``)."""
+    reduced in ``reduce_dtype``). ``checkpoint="blocks"``: activation checkpointing of every
+    repeated block (non-reentrant, PyTorch's composable ``checkpoint``): a block keeps only its
+    input, and its forward runs again in the backward."""
 
     dp: int = 1
     fsdp: int = 1
@@ -45,6 +47,7 @@ class Plan:
     reshard: bool = True
     param_dtype: str | None = None
     reduce_dtype: str | None = None
+    checkpoint: str | None = None
 
     @property
     def world(self) -> int:
@@ -57,6 +60,16 @@ class Plan:
         used = tuple((MESH_NAMES[d], getattr(self, d)) for d in DIMENSIONS if getattr(self, d) > 1)
         return used or (("dp_shard", 1),)
 
+    def text(self) -> str:
+        """The plan as the command line writes it (what :func:`parse_plan` reads back)."""
+        parts = [f"{d}={getattr(self, d)}" for d in DIMENSIONS if getattr(self, d) > 1] or ["fsdp=1"]
+        defaults = Plan()
+        for name in ("accum", "reshard", "param_dtype", "reduce_dtype", "checkpoint"):
+            value = getattr(self, name)
+            if value != getattr(defaults, name):
+                parts.append(f"{name}={str(value).lower() if isinstance(value, bool) else value}")
+        return ",".join(parts)
+
     def describe(self) -> str:
         parts = [f"{d}={getattr(self, d)}" for d in DIMENSIONS if getattr(self, d) > 1] or ["fsdp=1"]
         if self.accum > 1:
@@ -65,6 +78,8 @@ class Plan:
             parts.append(f"params {self.param_dtype or 'as is'}, reduce {self.reduce_dtype or 'as params'}")
         if not self.reshard and self.fsdp > 1:
             parts.append("no reshard after forward")
+        if self.checkpoint:
+            parts.append(f"checkpoint {self.checkpoint}")
         return ", ".join(parts)
 
 
@@ -78,25 +93,32 @@ def _positive(key: str, value: Any) -> int:
 
 
 def _text(text: str) -> dict[str, Any]:
-    """``"fsdp=8,tp=2"`` as a dict of ints (the command line's form)."""
+    """``"fsdp=8,tp=2,param_dtype=bfloat16"`` as a dict (the command line's form): whole
+    numbers for the dimensions and ``accum``, true/false for ``reshard``, names for dtypes."""
     found: dict[str, Any] = {}
     for part in text.split(","):
-        key, sep, value = part.strip().partition("=")
-        if not sep or not key or not value.strip():
+        key, sep, value = (item.strip() for item in part.partition("="))
+        if not sep or not key or not value:
             raise PlanError(f"parallel plan {text!r}: write it as DIM=N,... (e.g. fsdp=8,tp=2)")
-        try:
-            found[key.strip()] = int(value)
-        except ValueError:
-            raise PlanError(
-                f"parallel plan {text!r}: {key.strip()}={value.strip()!r} is not a number"
-            ) from None
+        if key in ("reshard",):
+            if value.lower() not in ("true", "false"):
+                raise PlanError(f"parallel plan {text!r}: reshard is true or false, got {value!r}")
+            found[key] = value.lower() == "true"
+        elif key.endswith("_dtype") or key == "checkpoint":
+            found[key] = value
+        else:
+            try:
+                found[key] = int(value)
+            except ValueError:
+                raise PlanError(f"parallel plan {text!r}: {key}={value!r} is not a number") from None
     return found
 
 
 def parse_plan(value: Plan | Mapping[str, Any] | str, **options: Any) -> Plan:
     """A :class:`Plan` from a dict (``{"fsdp": 8, "tp": 2}``), the command line's text
     (``"fsdp=8,tp=2"``) or a plan; ``options`` (``accum``, ``reshard``, ``param_dtype``,
-    ``reduce_dtype``) override its fields. Unknown keys and bad values are a PlanError."""
+    ``reduce_dtype``, ``checkpoint``) override its fields. Unknown keys and bad values are a
+    PlanError."""
     if isinstance(value, Plan):
         given: dict[str, Any] = {f.name: getattr(value, f.name) for f in fields(Plan)}
     elif isinstance(value, str):
@@ -113,7 +135,7 @@ def parse_plan(value: Plan | Mapping[str, Any] | str, **options: Any) -> Plan:
     if unknown:
         raise PlanError(
             f"parallel plan: unknown key {unknown[0]!r}; the dimensions are {', '.join(DIMENSIONS)} "
-            "(and accum, reshard, param_dtype, reduce_dtype)"
+            "(and accum, reshard, param_dtype, reduce_dtype, checkpoint)"
         )
     for key in (*DIMENSIONS, "accum"):
         if key in given:
@@ -124,6 +146,10 @@ def parse_plan(value: Plan | Mapping[str, Any] | str, **options: Any) -> Plan:
             raise PlanError(f"parallel plan: {key} must be one of {', '.join(_DTYPES)}, got {dtype!r}")
         if dtype is not None:
             given[key] = str(dtype).removeprefix("torch.")
+    if given.get("checkpoint") is not None and given["checkpoint"] not in CHECKPOINTS:
+        raise PlanError(
+            f"parallel plan: checkpoint must be one of {', '.join(CHECKPOINTS)}, got {given['checkpoint']!r}"
+        )
     if not isinstance(given.get("reshard", True), bool):
         raise PlanError(f"parallel plan: reshard is True or False, got {given['reshard']!r}")
     plan = Plan(**given)

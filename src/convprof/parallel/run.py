@@ -123,6 +123,7 @@ def profile_parallel(job: Job) -> Report:
                 coordinates=members.coordinates,
                 macs=report.total.macs,
                 train_macs=report.total.train_macs,
+                recompute_macs=report.total.recompute_macs,
                 params=params,
                 param_bytes=param_bytes,
                 peak_bytes=report.memory.peak_bytes if report.memory is not None else 0,

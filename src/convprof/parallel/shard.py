@@ -1,6 +1,7 @@
 """Applying a plan to a model on the meta device, with PyTorch's own parallel APIs.
 
-Tensor parallelism first (``parallelize_module`` on the ``tp`` mesh dimension), then FSDP2
+Tensor parallelism first (``parallelize_module`` on the ``tp`` mesh dimension), then
+activation checkpointing of the blocks when asked, then FSDP2
 (``fully_shard`` on the data-parallel dimensions: ``dp_shard``, with ``dp_replicate`` beside it
 for HSDP or DDP), as torchtitan composes them. Nothing here computes: the model stays on meta,
 and the step materialises it as fake tensors after.
@@ -143,8 +144,23 @@ def shard(
                 )
             _apply_tensor_plan(model, found, mesh)
         _check_divisible(model, plan.tp)
+    if plan.checkpoint == "blocks":  # after tensor parallelism, before FSDP2, as torchtitan does
+        _checkpoint(model, units)
     if plan.fsdp > 1 or plan.dp > 1:
         _fully_shard(model, plan, world, units)
+
+
+def _checkpoint(model: nn.Module, units: Sequence[str] | None) -> None:
+    """Activation checkpointing of every block (the FSDP units, when named): PyTorch's
+    composable ``checkpoint``, which keeps the module and its name as they are."""
+    from torch.distributed._composable.checkpoint_activation import checkpoint
+
+    modules = dict(model.named_modules())
+    chosen = [modules[name] for name in units if name in modules] if units is not None else blocks(model)
+    if not chosen:
+        raise PlanError(f"checkpoint=blocks: {type(model).__name__} has no repeated blocks to checkpoint")
+    for module in chosen:
+        checkpoint(module)
 
 
 def _fully_shard(model: nn.Module, plan: Plan, world: World, units: Sequence[str] | None) -> None:

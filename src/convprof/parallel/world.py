@@ -39,6 +39,27 @@ def _register_fake_backend() -> None:
     import torch.testing._internal.distributed.fake_pg  # noqa: F401
 
 
+def _forget_sharding_caches() -> None:
+    """Empty DTensor's caches of sharding decisions (its C++ fast path's and Python's). They
+    are keyed by device meshes, which compare equal across worlds whatever their rank, and
+    hold the mesh they were made with: a second world (another rank class) would read the
+    first one's coordinates and process group names. Each is looked up by name and skipped
+    where this PyTorch has none."""
+    from torch.distributed.tensor import DTensor, _redistribute, debug
+
+    clear_all = getattr(debug, "_clear_sharding_prop_cache", None)
+    if callable(clear_all):
+        clear_all()
+    propagator = getattr(getattr(DTensor, "_op_dispatcher", None), "sharding_propagator", None)
+    for cache in (
+        getattr(type(propagator), "_propagate_tensor_meta_cached", None),
+        getattr(_redistribute, "_gen_transform_infos", None),
+    ):
+        clear = getattr(cache, "cache_clear", None)
+        if callable(clear):
+            clear()
+
+
 @contextlib.contextmanager
 def fake_world(plan: Plan, rank: int) -> Iterator[World]:
     """Rank ``rank`` of a fake world of ``plan.world`` ranks with the plan's mesh; the process
@@ -54,6 +75,7 @@ def fake_world(plan: Plan, rank: int) -> Iterator[World]:
     from torch._C._distributed_c10d import FakeStore
 
     hook = sys.excepthook  # init_process_group prefixes every later traceback with the rank, for good
+    _forget_sharding_caches()
     dist.init_process_group("fake", store=FakeStore(), rank=rank, world_size=plan.world)
     try:
         names, sizes = zip(*plan.mesh, strict=True)
@@ -64,3 +86,4 @@ def fake_world(plan: Plan, rank: int) -> Iterator[World]:
     finally:
         dist.destroy_process_group()
         sys.excepthook = hook
+        _forget_sharding_caches()

@@ -19,6 +19,7 @@ class Frame:
         "outputs",
         "quiet",
         "raised",
+        "recompute",
         "sources",
         "start",
     )
@@ -42,6 +43,7 @@ class Frame:
         self.backward: list[OpCall] = []
         self.quiet = quiet  # a childless module whose operators are not recorded (is_quiet)
         self.opened = self.closed = 0  # with peak memory: the lifetime ticks it ran between
+        self.recompute = False  # opened in the backward pass: a checkpointed forward run again
 
     def call(self, info: ModuleInfo) -> ModuleCall:
         """The record of this call, of the module ``info`` describes."""
@@ -53,4 +55,5 @@ class Frame:
             tuple(sorted(self.sources)),
             self.raised,
             tuple(self.backward),
+            self.recompute,
         )

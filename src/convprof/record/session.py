@@ -156,7 +156,7 @@ class Session(TorchDispatchMode):  # type: ignore[no-untyped-call]
             if distributed is not None:
                 distributed.record(func, args, kwargs, out)
             return out
-        if backward is not None and backward.running:
+        if backward is not None and backward.running and not (self.stack and self.stack[-1].recompute):
             if op_class is not OpClass.FREE:
                 backward.record(func, args, kwargs, out)
             return out
@@ -224,6 +224,7 @@ class Session(TorchDispatchMode):  # type: ignore[no-untyped-call]
         )
         if self.backward is not None:
             frame.start = torch._C._autograd._get_sequence_nr()
+            frame.recompute = self.backward.running  # checkpointing runs forwards in the backward
             if self.distributed is not None:  # the tensors its operators read as weights
                 self.backward.note_weights(module)
         if self.lifetimes is not None:

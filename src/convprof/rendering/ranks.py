@@ -35,13 +35,17 @@ def rank_lines(report: Report, machine: Machine | None, *, format: str = "table"
         f"Parallel:     {report.plan} ({world} ranks); the table above is {first}'s step (its local shapes); "
         "per rank class:"
     ]
-    headers = ["Ranks", "Peak memory (when, where)", "MACs", "Train MACs", "Params held", "Sends / step"]
+    recompute = any(rank.recompute_macs for rank in report.ranks)
+    headers = ["Ranks", "Peak memory (when, where)", "MACs", "Train MACs"]
+    headers += ["Recompute"] if recompute else []
+    headers += ["Params held", "Sends / step"]
     cells = [
         [
             rank.name,
             _peak(rank),
             format_quantity(rank.macs),
             format_quantity(rank.train_macs),
+            *([format_quantity(rank.recompute_macs)] if recompute else []),
             f"{format_quantity(rank.params)} ({format_binary_bytes(rank.param_bytes)})",
             format_binary_bytes(rank.sent_bytes),
         ]
@@ -86,10 +90,11 @@ def _collectives(report: Report, format: str) -> str:
 def _bounds(report: Report, machine: Machine, markdown: bool) -> str:
     lines = []
     for rank in report.ranks:
-        compute = rank.train_macs / machine.macs_per_second
-        sending = link_seconds(
-            machine.name, [(c.sent_bytes, span(report.mesh, c.group)) for c in rank.collectives]
-        )
+        # the step's arithmetic includes the recompute; MFU counts the model's FLOPs only
+        model = rank.train_macs / machine.macs_per_second
+        compute = model + rank.recompute_macs / machine.macs_per_second
+        sends = [(c.sent_bytes, span(report.mesh, c.group)) for c in rank.collectives]
+        sending = link_seconds(machine.name, sends)
         if sending is None:
             lines.append(
                 f"Step time:    {rank.name}: at least {seconds(compute)} computing on {machine.name}; "
@@ -100,7 +105,7 @@ def _bounds(report: Report, machine: Machine, markdown: bool) -> str:
         lines.append(
             f"Step time:    {rank.name}: at least {seconds(bound)} on {machine.name} (computing "
             f"{seconds(compute)}, sending {seconds(sending)}, full overlap); MFU at most "
-            f"{100 * compute / bound:.0f}%"
+            f"{100 * model / bound:.0f}%"
         )
     return "\n".join(f"{line}  " if markdown else line for line in lines) + "\n"
 

@@ -39,7 +39,8 @@ class RankClass:
 
     ``ranks`` lists them (``rank``, the first, is the one predicted), ``coordinates`` its
     place on each mesh dimension. ``macs`` are the forward MACs it computes in one step
-    (every micro-step, on its local shapes), ``train_macs`` forward and backward.
+    (every micro-step, on its local shapes), ``train_macs`` forward and backward,
+    ``recompute_macs`` the forwards activation checkpointing runs again, apart.
     ``params`` and ``param_bytes`` are the parameter elements and bytes it holds (its shards).
     ``peak_bytes`` is its predicted peak (``memory`` says when, where and what it holds; 0 and
     None when memory was not asked for)."""
@@ -49,6 +50,7 @@ class RankClass:
     coordinates: tuple[tuple[str, int], ...]
     macs: int
     train_macs: int
+    recompute_macs: int
     params: int
     param_bytes: int
     peak_bytes: int

@@ -116,6 +116,7 @@ class Report:
                     data["total"].get("memory_bytes", 0),
                     data["total"].get("grad_input_macs", 0),
                     data["total"].get("grad_weight_macs", 0),
+                    data["total"].get("recompute_macs", 0),
                 ),
                 unexplained=tuple(
                     Unexplained(u["op"], u["calls"], tuple(u["layers"])) for u in data["unexplained"]
@@ -158,6 +159,7 @@ class Report:
                     if self.backward
                     else {}
                 ),
+                **({"recompute_macs": self.total.recompute_macs} if self.total.recompute_macs else {}),
             },
             **({"backward": True} if self.backward else {}),
             "complete": self.complete,

@@ -120,6 +120,9 @@ class Totals(_Derived):
     memory_bytes: int = 0
     grad_input_macs: int = 0
     grad_weight_macs: int = 0
+    # activation checkpointing: forwards run again in the backward, apart from macs and
+    # train_macs (which count each forward once)
+    recompute_macs: int = 0
 
 
 @dataclass(frozen=True, slots=True)
