@@ -63,6 +63,34 @@ def llama() -> nn.Module:
     return LlamaForCausalLM(config)
 
 
+def llama_wide() -> nn.Module:
+    """A larger Llama for the docs' table: 4 layers of width 512."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(
+        hidden_size=512,
+        intermediate_size=1376,
+        num_hidden_layers=4,
+        num_attention_heads=8,
+        num_key_value_heads=4,
+        vocab_size=2048,
+        max_position_embeddings=512,
+    )
+    return LlamaForCausalLM(config)
+
+
+def vit() -> nn.Module:
+    import timm
+
+    return timm.create_model("vit_tiny_patch16_224", num_classes=10)
+
+
+def resnet() -> nn.Module:
+    import torchvision
+
+    return torchvision.models.resnet18(num_classes=10)
+
+
 def mlp_tensor_plan(model: nn.Module, mesh: Any) -> None:
     """Each block's up projection column-wise, its down projection row-wise (one all-reduce
     per block forward, one per block backward); the head replicated."""
@@ -101,7 +129,12 @@ def llama_tensor_plan(model: nn.Module, mesh: Any) -> None:
 
 
 def fsdp_units(model: nn.Module) -> list[nn.Module]:
-    return list(model.blocks) if isinstance(model, MLP) else list(model.model.layers)  # type: ignore[union-attr, arg-type]
+    """The blocks each sharded as a unit (then the root), written out per family."""
+    if isinstance(model, MLP) or type(model).__name__ == "VisionTransformer":
+        return list(model.blocks)  # type: ignore[arg-type]
+    if type(model).__name__ == "ResNet":
+        return [block for name in ("layer1", "layer2", "layer3", "layer4") for block in getattr(model, name)]
+    return list(model.model.layers)  # type: ignore[union-attr, arg-type]
 
 
 @dataclass(frozen=True)
@@ -136,6 +169,18 @@ def _logits(out: Any) -> torch.Tensor:
     return out.logits.sum()
 
 
+def _wide_ids() -> torch.Tensor:
+    return torch.randint(0, 2048, (2, 256))
+
+
+def _images() -> torch.Tensor:
+    return torch.randn(8, 3, 224, 224)
+
+
+def _small_images() -> torch.Tensor:
+    return torch.randn(8, 3, 64, 64)
+
+
 CASES: dict[str, Case] = {
     "mlp-fsdp": Case(mlp, _mlp_input, {"fsdp": 2}, _sum),
     "mlp-tp": Case(mlp, _mlp_input, {"tp": 2}, _sum, mlp_tensor_plan),
@@ -145,6 +190,22 @@ CASES: dict[str, Case] = {
     "mlp-fsdp-accum": Case(mlp, _mlp_input, {"fsdp": 2, "accum": 2}, _sum),
     "mlp-fsdp-checkpoint": Case(mlp, _mlp_input, {"fsdp": 2, "checkpoint": "blocks"}, _sum),
     "llama-tp-checkpoint": Case(llama, _ids, {"tp": 2, "checkpoint": "blocks"}, _logits, llama_tensor_plan),
+    # larger, for the docs' table (benchmarks/parallel_oracle.py); world 2 and 4
+    "mlp-fsdp4": Case(mlp, _mlp_input, {"fsdp": 4}, _sum),
+    "mlp-tp4": Case(mlp, _mlp_input, {"tp": 4}, _sum, mlp_tensor_plan),
+    "wide-fsdp": Case(llama_wide, _wide_ids, {"fsdp": 2}, _logits),
+    "wide-fsdp4": Case(llama_wide, _wide_ids, {"fsdp": 4}, _logits),
+    "wide-tp": Case(llama_wide, _wide_ids, {"tp": 2}, _logits, llama_tensor_plan),
+    "wide-tp4": Case(llama_wide, _wide_ids, {"tp": 4}, _logits, llama_tensor_plan),
+    "wide-fsdp-tp": Case(llama_wide, _wide_ids, {"fsdp": 2, "tp": 2}, _logits, llama_tensor_plan),
+    "wide-fsdp-checkpoint": Case(llama_wide, _wide_ids, {"fsdp": 2, "checkpoint": "blocks"}, _logits),
+    "wide-fsdp-bf16": Case(
+        llama_wide, _wide_ids, {"fsdp": 2, "param_dtype": "bfloat16", "reduce_dtype": "float32"}, _logits
+    ),
+    "wide-fsdp-accum": Case(llama_wide, _wide_ids, {"fsdp": 2, "accum": 4}, _logits),
+    "vit-fsdp": Case(vit, _images, {"fsdp": 2}, _sum),
+    "vit-fsdp4": Case(vit, _images, {"fsdp": 4}, _sum),
+    "resnet-fsdp": Case(resnet, _small_images, {"fsdp": 2}, _sum),
     "llama-fsdp-bf16": Case(
         llama, _ids, {"fsdp": 2, "param_dtype": "bfloat16", "reduce_dtype": "float32"}, _logits
     ),

@@ -126,6 +126,7 @@ def _peaks(prof: Any, main_thread: int) -> tuple[int, int]:
 def main() -> None:
     name, out = sys.argv[1], Path(sys.argv[2])
     optimizer = sys.argv[3] if len(sys.argv) > 3 else "adamw"
+    anchors = "anchors" in sys.argv[4:]
     dist.init_process_group("gloo")
     rank, world = dist.get_rank(), dist.get_world_size()
     case = parallel_models.CASES[name]
@@ -162,7 +163,9 @@ def main() -> None:
         raw, dispatched = _peaks(prof, main_thread=_main_thread(prof))
         peaks.append(before + raw)
         visible.append(before + dispatched)
+    tracked = _fsdp_tracker(model, opt, x, step) if anchors and case.parallel.get("tp", 1) == 1 else None
     result = {
+        "fsdp_mem_tracker": tracked,
         "rank": rank,
         "world": world,
         "held": before,
@@ -173,6 +176,25 @@ def main() -> None:
     }
     (out / f"rank{rank}.json").write_text(json.dumps(result))
     dist.destroy_process_group()
+
+
+def _fsdp_tracker(model: Any, opt: Any, x: Any, step: Any) -> int | None:
+    """PyTorch's FSDPMemTracker over one more step (after the warm-up ones), real tensors: an
+    anchor the docs compare with (-1: it refused, as it does a module run twice in a step)."""
+    from torch.distributed._tools.fsdp2_mem_tracker import FSDPMemTracker
+    from torch.distributed.fsdp import FSDPModule
+
+    if not isinstance(model, FSDPModule):
+        return None
+    tracker = FSDPMemTracker(model, opt)
+    tracker.track_inputs((x,))
+    try:
+        with tracker:
+            step()
+    except NotImplementedError:
+        return -1
+    peak = tracker.get_tracker_snapshot("peak")
+    return max(snapshot["Total"] for snapshot in peak.values())
 
 
 def _main_thread(prof: Any) -> int:

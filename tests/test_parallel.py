@@ -198,8 +198,13 @@ def test_tensor_parallel_splits_the_blocks_macs_and_all_reduces_their_outputs() 
     per block's input gradient, but the first block's, whose input needs none."""
     report = predicted("mlp-tp")
     (rank,) = report.ranks
-    assert rank.macs == 64 * (4 * 2 * 256 * 512) + 64 * 256 * 16
+    half = 64 * 256 * 512  # one block projection's half: 64 rows x 256 x 512 (or 512 x 256)
+    assert rank.macs == 4 * 2 * half + 64 * 256 * 16
     assert report.total.macs == rank.macs
+    # the gradients at the shard's shapes: every weight's (as its forward), every input's but
+    # the first block's (the input needs none)
+    assert report.total.grad_weight_macs == 4 * 2 * half + 64 * 256 * 16
+    assert report.total.grad_input_macs == 7 * half + 64 * 256 * 16
     found = {(c.kind, c.phase, c.group): (c.count, c.bytes) for c in rank.collectives}
     assert found == {
         ("all_reduce", "forward", "tp"): (4, 4 * 64 * 256 * 4),
@@ -399,6 +404,9 @@ def test_each_rank_class_runs_in_its_own_world() -> None:
         tp_plan=parallel_models.mlp_tensor_plan,
     )
     assert [r.ranks for r in report.ranks] == [(0, 1), (2, 3)]
+    # FSDP2 gathers each rank's tensor-parallel shard: gradients at that shape (8 rows)
+    half = 8 * 256 * 512
+    assert report.total.grad_weight_macs == 4 * 2 * half + 8 * 256 * 7
     for rank in report.ranks:
         found = {(c.kind, c.phase, c.group): c.count for c in rank.collectives}
         assert found[("all_reduce", "forward", "tp")] == 4 and found[("all_reduce", "backward", "tp")] == 3

@@ -81,8 +81,8 @@ class ParamInfo:
     itemsize: int = 4
     trainable: bool = True  # requires_grad (False for buffers and packed quantized weights)
     dtype: str = "float32"
-    # a distributed step: the shape of this rank's shard of a sharded parameter (a DTensor's
-    # local tensor), whose gradient the backward computes at that shape; None when whole
+    # a distributed step: the shape this rank computes with (FSDP2's gathered parameter, a
+    # tensor-parallel shard), at which the backward computes its gradient; None when whole
     local: Shape | None = None
     # derived once (a module's record is kept across profiles): counting reads them per call
     numel: int = field(init=False, repr=False, compare=False)

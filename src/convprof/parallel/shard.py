@@ -17,6 +17,7 @@ Llama (below). FSDP2's units are the user's module names, else the model's repea
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -106,20 +107,29 @@ def _check_divisible(model: nn.Module, tp: int) -> None:
 
 def blocks(model: nn.Module) -> list[nn.Module]:
     """The model's repeated blocks: modules of a class transformers names as not to be split
-    (``_no_split_modules``), else the members of the largest ``ModuleList`` or ``Sequential``
-    whose members share one class (two at least)."""
+    (``_no_split_modules``), else of the class that repeats most among the members of
+    ``ModuleList`` and ``Sequential`` containers (two of a class in one container at least:
+    a transformer's layers, a ResNet's blocks across its stages), outermost ones only."""
     names = set(getattr(model, "_no_split_modules", None) or ())
     if names:
         found = [m for m in model.modules() if type(m).__name__ in names]
         if found:
-            return found
-    best: list[nn.Module] = []
+            return _outermost(found)
+    counts: Counter[type] = Counter()
     for module in model.modules():
         if isinstance(module, (nn.ModuleList, nn.Sequential)):
-            members = list(module.children())
-            if len(members) >= 2 and len({type(m) for m in members}) == 1 and len(members) > len(best):
-                best = members
-    return best
+            kinds = Counter(type(child) for child in module.children())
+            counts.update({kind: n for kind, n in kinds.items() if n >= 2})
+    if not counts:
+        return []
+    kind = max(counts, key=lambda k: counts[k])
+    return _outermost([m for m in model.modules() if type(m) is kind])
+
+
+def _outermost(found: list[nn.Module]) -> list[nn.Module]:
+    """Those of ``found`` that are not inside another of them."""
+    inner = {id(sub) for module in found for sub in module.modules() if sub is not module}
+    return [module for module in found if id(module) not in inner]
 
 
 def shard(

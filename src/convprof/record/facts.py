@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
@@ -19,7 +19,7 @@ from torch import nn
 
 from convprof.count.formulas import module_formula, moves_memory
 from convprof.record.tensors import packed_tensors
-from convprof.records import ConvSpec, ModuleInfo, ParamInfo, Plain
+from convprof.records import ConvSpec, ModuleInfo, ParamInfo, Plain, Shape
 
 _SCALAR_TYPES = (bool, int, float, str)
 _SCALARS = frozenset(_SCALAR_TYPES)
@@ -80,10 +80,21 @@ def _local(tensor: torch.Tensor) -> tuple[int, ...] | None:
     return tuple(local.shape) if isinstance(local, torch.Tensor) else None
 
 
-def _params(module: nn.Module, ident: Callable[[torch.Tensor], int]) -> tuple[ParamInfo, ...]:
-    """The parameters a module owns directly, packed ones (quantized kernels) included."""
+def _params(
+    module: nn.Module, ident: Callable[[torch.Tensor], int], computed: Mapping[tuple[int, str], Shape]
+) -> tuple[ParamInfo, ...]:
+    """The parameters a module owns directly, packed ones (quantized kernels) included;
+    ``computed``: shapes the step computed with, by (id(module), name), for sharded ones."""
     params = [
-        ParamInfo(pname, ident(p), tuple(p.shape), p.element_size(), p.requires_grad, _dtype(p), _local(p))
+        ParamInfo(
+            pname,
+            ident(p),
+            tuple(p.shape),
+            p.element_size(),
+            p.requires_grad,
+            _dtype(p),
+            computed.get((id(module), pname), _local(p)),
+        )
         for pname, p in module._parameters.items()
         if p is not None and not nn.parameter.is_lazy(p)
     ]
@@ -97,10 +108,15 @@ def _params(module: nn.Module, ident: Callable[[torch.Tensor], int]) -> tuple[Pa
     return tuple(params)
 
 
-def _module_info(name: str, module: nn.Module, ident: Callable[[torch.Tensor], int]) -> ModuleInfo:
+def _module_info(
+    name: str,
+    module: nn.Module,
+    ident: Callable[[torch.Tensor], int],
+    computed: Mapping[tuple[int, str], Shape],
+) -> ModuleInfo:
     """What a module is. ``ident``: the key of a parameter or buffer (its id, or in zero
     compute the id of the tensor a stand-in stands for, so that both passes agree)."""
-    params = _params(module, ident)
+    params = _params(module, ident, computed)
     return ModuleInfo(
         name=name,
         type=type(module),
@@ -159,15 +175,23 @@ def _facts(name: str, module: nn.Module, ident: Callable[[torch.Tensor], int]) -
     )
 
 
-def read_info(name: str, module: nn.Module, ident: Callable[[torch.Tensor], int]) -> ModuleInfo:
-    """The module's :class:`ModuleInfo`, from the last profile when nothing it says changed."""
+def read_info(
+    name: str,
+    module: nn.Module,
+    ident: Callable[[torch.Tensor], int],
+    computed: Mapping[tuple[int, str], Shape] | None = None,
+) -> ModuleInfo:
+    """The module's :class:`ModuleInfo`, from the last profile when nothing it says changed
+    (a distributed step's, with ``computed`` shapes of its sharded parameters, is read anew)."""
+    if computed:
+        return _module_info(name, module, ident, computed)
     facts = _facts(name, module, ident)
     key = id(module)
     if facts is not None:
         known = _INFOS.get(key)
         if known is not None and known[0]() is module and known[1] == facts:
             return known[2]
-    info = _module_info(name, module, ident)
+    info = _module_info(name, module, ident, {})
     if facts is not None:
         _INFOS[key] = (weakref.ref(module, functools.partial(_forget, key)), facts, info)
     return info

@@ -36,6 +36,9 @@ class Backward:
         self.weights: set[int] = set()
         self.running = False  # the backward pass is running
         self.index: int | None = None  # the call whose gradient ran last
+        # a distributed step: each parameter's shape as its module computes with it, by
+        # (id(module), name) (FSDP2's gathered shard of tensor parallelism's, say)
+        self.computed: dict[tuple[int, str], tuple[int, ...]] = {}
 
     def owner(self) -> int:
         """The call whose autograd node runs now (-1: none, as for the loss's gradient)."""
@@ -59,13 +62,15 @@ class Backward:
     def note_weights(self, module: nn.Module) -> None:
         """A distributed step: the tensors a module's operators read as its weights are its
         parameters as they are now (FSDP2's gathered ones in its forward) and DTensors' local
-        shards, which no list of parameters made before the step holds."""
-        for param in module._parameters.values():
+        shards, which no list of parameters made before the step holds; their shapes are
+        those of the weights' gradients."""
+        for name, param in module._parameters.items():
             if param is not None:
                 self.weights.add(id(param))
                 local = getattr(param, "_local_tensor", None)
                 if local is not None:
                     self.weights.add(id(local))
+                self.computed[(id(module), name)] = tuple((param if local is None else local).shape)
 
     def _is_weight(self, value: Any) -> bool:
         if not isinstance(value, torch.Tensor):

@@ -86,7 +86,8 @@ def record_step(
     memory_trace = None
     if session.lifetimes is not None:
         memory_trace = session.lifetimes.close([(f.opened, f.closed) for f in session.calls], optimizer_name)
-    infos = {name: read_info(name, module, id) for name, module in named}
+    computed = session.backward.computed
+    infos = {name: read_info(name, module, id, computed) for name, module in named}
     calls = tuple(frame.call(infos[frame.name]) for frame in session.calls)
     return Trace(
         type(model).__name__,  # FSDP2's class for a sharded copy: the caller names it
