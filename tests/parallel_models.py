@@ -150,7 +150,11 @@ class Case:
 
     @property
     def world(self) -> int:
-        return int(self.parallel.get("fsdp", 1)) * int(self.parallel.get("tp", 1))
+        return (
+            int(self.parallel.get("dp", 1))
+            * int(self.parallel.get("fsdp", 1))
+            * int(self.parallel.get("tp", 1))
+        )
 
 
 def _mlp_input() -> torch.Tensor:
@@ -188,6 +192,8 @@ CASES: dict[str, Case] = {
     "llama-tp": Case(llama, _ids, {"tp": 2}, _logits, llama_tensor_plan),
     "llama-fsdp-tp": Case(llama, _ids, {"fsdp": 2, "tp": 2}, _logits, llama_tensor_plan),
     "mlp-fsdp-accum": Case(mlp, _mlp_input, {"fsdp": 2, "accum": 2}, _sum),
+    "mlp-dp": Case(mlp, _mlp_input, {"dp": 2}, _sum),
+    "mlp-hsdp": Case(mlp, _mlp_input, {"dp": 2, "fsdp": 2}, _sum),
     "mlp-fsdp-checkpoint": Case(mlp, _mlp_input, {"fsdp": 2, "checkpoint": "blocks"}, _sum),
     "llama-tp-checkpoint": Case(llama, _ids, {"tp": 2, "checkpoint": "blocks"}, _logits, llama_tensor_plan),
     # larger, for the docs' table (benchmarks/parallel_oracle.py); world 2 and 4
@@ -218,9 +224,11 @@ def apply(case: Case, model: nn.Module, world: int) -> dict[str, str]:
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
-    fsdp, tp = case.parallel.get("fsdp", 1), case.parallel.get("tp", 1)
-    names = tuple(n for n, size in (("dp_shard", fsdp), ("tp", tp)) if size > 1)
-    sizes = tuple(case.parallel[{"dp_shard": "fsdp"}.get(n, n)] for n in names)
+    dp, fsdp, tp = case.parallel.get("dp", 1), case.parallel.get("fsdp", 1), case.parallel.get("tp", 1)
+    # HSDP's replicate dimension, then the shard dimension (of 1 rank for plain replication)
+    layout = (("dp_replicate", dp), ("dp_shard", fsdp), ("tp", tp))
+    names = tuple(n for n, size in layout if size > 1 or (n == "dp_shard" and dp > 1))
+    sizes = tuple(size for n, size in layout if n in names)
     mesh = init_device_mesh("cpu", sizes, mesh_dim_names=names)
     if tp > 1:
         assert case.tensor_plan is not None
@@ -231,7 +239,8 @@ def apply(case: Case, model: nn.Module, world: int) -> dict[str, str]:
         for unit in fsdp_units(model):
             forward = unit.forward
             unit.forward = lambda *a, _f=forward, **k: checkpoint(_f, *a, use_reentrant=False, **k)  # type: ignore[method-assign]
-    if fsdp > 1:
+    if fsdp > 1 or dp > 1:
+        data = mesh["dp_replicate", "dp_shard"] if dp > 1 else mesh["dp_shard"]
         dtypes = {
             key: getattr(torch, case.parallel[key])
             for key in ("param_dtype", "reduce_dtype")
@@ -239,6 +248,6 @@ def apply(case: Case, model: nn.Module, world: int) -> dict[str, str]:
         }
         policy = MixedPrecisionPolicy(**dtypes)
         for unit in fsdp_units(model):
-            fully_shard(unit, mesh=mesh["dp_shard"], mp_policy=policy)
-        fully_shard(model, mesh=mesh["dp_shard"], mp_policy=policy)
+            fully_shard(unit, mesh=data, mp_policy=policy)
+        fully_shard(model, mesh=data, mp_policy=policy)
     return {str(mesh.get_group(name).group_name): name for name in names}

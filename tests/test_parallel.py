@@ -102,6 +102,7 @@ ORACLE_CASES = [
     "llama-fsdp",
     "llama-tp",
     "mlp-fsdp-accum",
+    "mlp-dp",
     "llama-fsdp-bf16",
     "mlp-fsdp-checkpoint",
     "llama-tp-checkpoint",

@@ -56,8 +56,13 @@ class Plan:
     @property
     def mesh(self) -> tuple[tuple[str, int], ...]:
         """The mesh dimensions used (size > 1), outermost first, by PyTorch's names; a plan
-        of one rank has a one-rank ``dp_shard`` dimension (FSDP2 over one rank)."""
-        used = tuple((MESH_NAMES[d], getattr(self, d)) for d in DIMENSIONS if getattr(self, d) > 1)
+        of one rank has a one-rank ``dp_shard`` dimension (FSDP2 over one rank), and so does
+        a replicated one (``dp`` alone: FSDP2's HSDP with shards of one rank each)."""
+        used = tuple(
+            (MESH_NAMES[d], getattr(self, d))
+            for d in DIMENSIONS
+            if getattr(self, d) > 1 or (d == "fsdp" and self.dp > 1)  # HSDP's shard dimension, maybe of 1
+        )
         return used or (("dp_shard", 1),)
 
     def text(self) -> str:
