@@ -1,16 +1,16 @@
 """How long a parallel prediction takes at scale, and what it says.
 
 Usage:
-    python benchmarks/parallel_scale.py [70b | 405b | 8b] [--tokens N]
+    python benchmarks/parallel_scale.py [70b | 70b-pp | 405b | 8b] [--tokens N]
 
 Each configuration is built on the meta device from its known configuration
 (``transformers:llama-3-70b``, ...; nothing downloaded) and predicted as one training step per
-rank class: bf16 compute and all-gathers (FSDP2's ``param_dtype``), fp32 gradient reduction
-and AdamW state, activation checkpointing of every block, one sequence of ``--tokens`` tokens
-per rank, the allocator CUDA's. The table gives the wall time per rank class (the step runs
-twice: a warm-up and the recorded one), the process's peak RSS, and each class's peak memory,
-where it is reached and what it sends. Timings are of this machine, never asserted.
-"""
+rank class: bf16 compute and all-gathers (FSDP2's ``param_dtype``), fp32 gradient reduction and
+AdamW state, activation checkpointing of every block, one sequence of ``--tokens`` tokens per
+rank (per micro-batch of a pipeline, which runs one per stage), the allocator CUDA's. The table
+gives the wall time per rank class (the step runs twice: a warm-up and the recorded one), the
+process's peak RSS, and each class's peak memory, where it is reached and what it sends.
+Timings are of this machine, never asserted. """
 
 from __future__ import annotations
 
@@ -30,6 +30,10 @@ CONFIGS: dict[str, tuple[str, str]] = {
     "70b": (
         "transformers:llama-3-70b",
         "fsdp=64,tp=8,param_dtype=bfloat16,reduce_dtype=float32,checkpoint=blocks",
+    ),
+    "70b-pp": (
+        "transformers:llama-3-70b",
+        "pp=4,fsdp=16,tp=8,param_dtype=bfloat16,reduce_dtype=float32,checkpoint=blocks",
     ),
     "405b": (
         "transformers:llama(hidden_size=16384,intermediate_size=53248,num_hidden_layers=126,"

@@ -128,12 +128,55 @@ def llama_tensor_plan(model: nn.Module, mesh: Any) -> None:
     parallelize_module(model, mesh, layout)
 
 
+def mlp_stage(model: nn.Module, index: int, count: int) -> nn.Module:
+    """Pipeline stage ``index`` of ``count`` of the MLP: its share of the blocks (in order, the
+    first stages one more when they do not divide), the head on the last stage only."""
+    blocks = list(model.blocks)  # type: ignore[arg-type]
+    size, extra = divmod(len(blocks), count)
+    start = index * size + min(index, extra)
+    model.blocks = nn.ModuleList(blocks[start : start + size + (index < extra)])
+    if index < count - 1:
+        model.head = nn.Identity()
+    return model
+
+
+class LlamaStage(nn.Module):
+    """Pipeline stage ``index`` of ``count`` of a transformers Llama, written out as torchtitan
+    writes its stages: the embeddings on the first, a share of the decoder layers (the first
+    stages one more when they do not divide), the final norm and head on the last; the rotary
+    embedding and causal attention (no mask) on every one."""
+
+    def __init__(self, model: nn.Module, index: int, count: int) -> None:
+        super().__init__()
+        inner: Any = model.model
+        layers = list(inner.layers)
+        size, extra = divmod(len(layers), count)
+        start = index * size + min(index, extra)
+        self.layers = nn.ModuleList(layers[start : start + size + (index < extra)])
+        self.embed = inner.embed_tokens if index == 0 else None
+        self.rotary = inner.rotary_emb
+        last = index == count - 1
+        self.norm, self.head = (inner.norm, model.lm_head) if last else (None, None)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        hidden = self.embed(x) if self.embed is not None else x
+        positions = torch.arange(hidden.shape[1], device=hidden.device)[None]
+        rope = self.rotary(hidden, positions)
+        for layer in self.layers:
+            hidden = layer(hidden, position_embeddings=rope, position_ids=positions)
+        if self.head is not None and self.norm is not None:
+            hidden = self.head(self.norm(hidden))
+        return hidden
+
+
 def fsdp_units(model: nn.Module) -> list[nn.Module]:
     """The blocks each sharded as a unit (then the root), written out per family."""
     if isinstance(model, MLP) or type(model).__name__ == "VisionTransformer":
         return list(model.blocks)  # type: ignore[arg-type]
     if type(model).__name__ == "ResNet":
         return [block for name in ("layer1", "layer2", "layer3", "layer4") for block in getattr(model, name)]
+    if isinstance(model, LlamaStage):
+        return list(model.layers)
     return list(model.model.layers)  # type: ignore[union-attr, arg-type]
 
 
@@ -147,6 +190,7 @@ class Case:
     parallel: dict[str, Any]
     loss: Callable[[Any], torch.Tensor]
     tensor_plan: Callable[[nn.Module, Any], None] | None = None
+    pp_split: Callable[[nn.Module, int, int], nn.Module] | None = None
 
     @property
     def world(self) -> int:
@@ -154,6 +198,7 @@ class Case:
             int(self.parallel.get("dp", 1))
             * int(self.parallel.get("fsdp", 1))
             * int(self.parallel.get("tp", 1))
+            * int(self.parallel.get("pp", 1))
         )
 
 
@@ -193,6 +238,12 @@ CASES: dict[str, Case] = {
     "llama-fsdp-tp": Case(llama, _ids, {"fsdp": 2, "tp": 2}, _logits, llama_tensor_plan),
     "mlp-fsdp-accum": Case(mlp, _mlp_input, {"fsdp": 2, "accum": 2}, _sum),
     "mlp-dp": Case(mlp, _mlp_input, {"dp": 2}, _sum),
+    "mlp-pp-1f1b": Case(mlp, _mlp_input, {"pp": 2, "microbatches": 4}, _sum, pp_split=mlp_stage),
+    "mlp-pp-gpipe": Case(
+        mlp, _mlp_input, {"pp": 2, "microbatches": 4, "schedule": "gpipe"}, _sum, pp_split=mlp_stage
+    ),
+    "llama-pp": Case(llama, _ids, {"pp": 2, "microbatches": 2}, _logits, pp_split=LlamaStage),
+    "mlp-pp-fsdp": Case(mlp, _mlp_input, {"pp": 2, "fsdp": 2, "microbatches": 4}, _sum, pp_split=mlp_stage),
     "mlp-hsdp": Case(mlp, _mlp_input, {"dp": 2, "fsdp": 2}, _sum),
     "mlp-fsdp-checkpoint": Case(mlp, _mlp_input, {"fsdp": 2, "checkpoint": "blocks"}, _sum),
     "llama-tp-checkpoint": Case(llama, _ids, {"tp": 2, "checkpoint": "blocks"}, _logits, llama_tensor_plan),
@@ -218,23 +269,32 @@ CASES: dict[str, Case] = {
 }
 
 
-def apply(case: Case, model: nn.Module, world: int) -> dict[str, str]:
-    """Shard ``model`` in the current process group as ``case.parallel`` says; the mesh
-    dimension of each process group, by the group's name."""
+def apply(case: Case, model: nn.Module, rank: int) -> tuple[nn.Module, dict[str, str], Any]:
+    """Shard ``model`` in the current process group as ``case.parallel`` says: the module this
+    rank runs (a pipeline's stage, cut with ``case.pp_split``, or the model), the mesh
+    dimension of each process group by the group's name, and the mesh."""
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
+    pp = case.parallel.get("pp", 1)
     dp, fsdp, tp = case.parallel.get("dp", 1), case.parallel.get("fsdp", 1), case.parallel.get("tp", 1)
-    # HSDP's replicate dimension, then the shard dimension (of 1 rank for plain replication)
-    layout = (("dp_replicate", dp), ("dp_shard", fsdp), ("tp", tp))
+    # the pipeline's stages, HSDP's replicate dimension, then the shard dimension (of 1 rank
+    # for plain replication)
+    layout = (("pp", pp), ("dp_replicate", dp), ("dp_shard", fsdp), ("tp", tp))
     names = tuple(n for n, size in layout if size > 1 or (n == "dp_shard" and dp > 1))
     sizes = tuple(size for n, size in layout if n in names)
     mesh = init_device_mesh("cpu", sizes, mesh_dim_names=names)
+    if pp > 1:
+        assert case.pp_split is not None
+        model = case.pp_split(model, mesh["pp"].get_local_rank(), pp)
     if tp > 1:
         assert case.tensor_plan is not None
         case.tensor_plan(model, mesh["tp"])
     if case.parallel.get("checkpoint") == "blocks":  # each block keeps its input only
         from torch.utils.checkpoint import checkpoint
+
+        if hasattr(model, "config"):  # as transformers' own gradient checkpointing does
+            model.config.use_cache = False
 
         for unit in fsdp_units(model):
             forward = unit.forward
@@ -250,4 +310,4 @@ def apply(case: Case, model: nn.Module, world: int) -> dict[str, str]:
         for unit in fsdp_units(model):
             fully_shard(unit, mesh=data, mp_policy=policy)
         fully_shard(model, mesh=data, mp_policy=policy)
-    return {str(mesh.get_group(name).group_name): name for name in names}
+    return model, {str(mesh.get_group(name).group_name): name for name in names}, mesh

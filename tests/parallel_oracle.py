@@ -23,9 +23,11 @@ payload bytes. Nothing of convprof runs here.
 
 from __future__ import annotations
 
+import gc
 import json
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import torch
@@ -47,6 +49,8 @@ KINDS = {
     "all_reduce": ("all_reduce", 0),
     "all_gather_into_tensor": ("all_gather", -1),
     "reduce_scatter_tensor": ("reduce_scatter", 0),
+    "send": ("send", 0),
+    "recv_": ("recv", 0),
 }
 
 
@@ -60,6 +64,7 @@ class Collectives(TorchDispatchMode):
         super().__init__()
         self.groups = groups
         self.phase = "forward"
+        self.stage = 0  # this rank's pipeline stage: a send to a later one carries activations
         self.seen: list[tuple[str, str, str, int]] = []
 
     def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
@@ -76,7 +81,13 @@ class Collectives(TorchDispatchMode):
                 ([a for a in args if isinstance(a, str)] or [""])[-1],  # after the reduce op's name
             )
             payload = _bytes(out if where < 0 else args[where])
-            self.seen.append((kind, self.phase, self.groups.get(group, "world"), payload))
+            phase = self.phase
+            if phase == "pipeline":  # a schedule's step: autograd says which pass is running
+                phase = "backward" if torch._C._current_graph_task_id() != -1 else "forward"
+            if kind in ("send", "recv"):  # to or from the next stage: activations forward
+                forward = (args[2] > self.stage) == (kind == "send")
+                phase = "forward" if forward else "backward"
+            self.seen.append((kind, phase, self.groups.get(group, "world"), payload))
         return out
 
 
@@ -133,15 +144,22 @@ def main() -> None:
     torch.manual_seed(0)
     model = case.build()
     model.train()
-    groups = parallel_models.apply(case, model, world)
+    model, groups, mesh = parallel_models.apply(case, model, rank)
     x = case.input()
     opt = {"adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}[optimizer](model.parameters(), lr=1e-3)
     watch = Collectives(groups)
+    pp = int(case.parallel.get("pp", 1))
+    if pp > 1:
+        x, pipeline = _pipeline(case, model, mesh, x, watch)
+        watch.stage = mesh["pp"].get_local_rank()
 
     accum = int(case.parallel.get("accum", 1))
 
     def step() -> None:
-        for micro in range(accum):
+        if pp > 1:
+            watch.phase = "pipeline"
+            pipeline()
+        for micro in range(accum if pp == 1 else 0):
             if accum > 1:  # FSDP2 reduces the gradients on the last micro-step only
                 model.set_requires_gradient_sync(micro == accum - 1)  # type: ignore[operator]
             watch.phase = "forward"
@@ -155,6 +173,8 @@ def main() -> None:
 
     step()
     before = held(list(model.parameters()), list(model.buffers()), opt.state, x)
+    if pp > 1:  # and the pipeline's own buffers, between steps: every live tensor
+        before = held([t for t in gc.get_objects() if isinstance(t, torch.Tensor) and t.device.type == "cpu"])
     peaks, visible = [], []
     for _ in range(REPEATS):
         watch.seen = []
@@ -163,7 +183,8 @@ def main() -> None:
         raw, dispatched = _peaks(prof, main_thread=_main_thread(prof))
         peaks.append(before + raw)
         visible.append(before + dispatched)
-    tracked = _fsdp_tracker(model, opt, x, step) if anchors and case.parallel.get("tp", 1) == 1 else None
+    whole = case.parallel.get("tp", 1) == pp == 1  # FSDPMemTracker follows FSDP2 alone
+    tracked = _fsdp_tracker(model, opt, x, step) if anchors and whole else None
     result = {
         "fsdp_mem_tracker": tracked,
         "rank": rank,
@@ -176,6 +197,47 @@ def main() -> None:
     }
     (out / f"rank{rank}.json").write_text(json.dumps(result))
     dist.destroy_process_group()
+
+
+def _pipeline(case: Any, model: Any, mesh: Any, x: torch.Tensor, watch: Collectives) -> tuple[Any, Any]:
+    """This rank's pipeline stage under PyTorch's schedule: the batch of ``microbatches``
+    micro-batches like ``x`` (the first stage's; later stages hold none) and one step's run."""
+    from torch.distributed.pipelining import PipelineStage, Schedule1F1B, ScheduleGPipe
+
+    pp = int(case.parallel["pp"])
+    index = mesh["pp"].get_local_rank()
+    stage = PipelineStage(model, index, pp, torch.device("cpu"), group=mesh.get_group("pp"))
+    chunks = int(case.parallel.get("microbatches", pp))
+    kind = {"1f1b": Schedule1F1B, "gpipe": ScheduleGPipe}[case.parallel.get("schedule", "1f1b")]
+    # a Llama's loss reads the model's output, whose logits the last stage returns
+    read = SimpleNamespace if isinstance(model, parallel_models.LlamaStage) else None
+    schedule = kind(
+        stage,
+        chunks,
+        loss_fn=lambda output, target: case.loss(read(logits=output) if read else output),
+    )
+    reduce = stage.perform_reduce_grad
+
+    def reduce_grad(*args: Any) -> Any:  # the gradients' reduction, after the last backward
+        watch.phase = "backward"
+        try:
+            return reduce(*args)
+        finally:
+            watch.phase = "pipeline"
+
+    stage.perform_reduce_grad = reduce_grad  # type: ignore[method-assign]
+    batch = torch.cat([x] * chunks) if index == 0 else None
+    target = torch.empty(x.shape[0] * chunks) if index == pp - 1 else None  # the schedule wants one
+
+    def run() -> None:
+        if index == 0:
+            schedule.step(batch)
+        elif index == pp - 1:
+            schedule.step(target=target, losses=[])
+        else:
+            schedule.step()
+
+    return batch, run
 
 
 def _fsdp_tracker(model: Any, opt: Any, x: Any, step: Any) -> int | None:

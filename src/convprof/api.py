@@ -41,6 +41,7 @@ def profile(
     parallel: Mapping[str, Any] | str | None = None,
     tp_plan: Callable[[nn.Module, Any], Any] | None = None,
     checkpoint: str | None = None,
+    pp_split: Callable[[nn.Module, int, int], nn.Module] | None = None,
 ) -> Report:
     """Params, MACs and FLOPs of ``model(*args, **kwargs)``, per layer and in total.
 
@@ -89,7 +90,9 @@ def profile(
     for one micro-step. The report's rows and totals are the first rank's (its local shapes),
     and ``Report.ranks`` gives each class of ranks its peak memory, MACs and collectives.
     ``tp_plan`` is ``parallelize(model, mesh)`` for a model without a tensor-parallel plan of
-    its own. See docs/parallel.md.
+    its own, ``pp_split`` is ``stage(model, index, count)`` (stage ``index``'s module of
+    ``model``) for a pipeline of a model that is not a transformers decoder. See
+    docs/parallel.md.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"convprof.profile: model must be a torch.nn.Module, got {type(model).__name__}")
@@ -113,9 +116,14 @@ def profile(
             )
         parallel = {**_plan_dict(parallel), "checkpoint": checkpoint}
     if parallel is not None:
-        return _parallel(
-            model, positional, dict(kwargs), parallel, tp_plan, backward, loss, device, optimizer, autocast
-        )
+        job = {
+            "tp_plan": tp_plan,
+            "pp_split": pp_split,
+            "loss": loss,
+            "memory": device,
+            "optimizer": optimizer,
+        }
+        return _parallel(model, positional, dict(kwargs), parallel, backward, autocast, job)
     if tp_plan is not None:
         raise TypeError(
             "convprof.profile: tp_plan= is the tensor-parallel plan of parallel=; pass parallel too"
@@ -185,14 +193,12 @@ def _parallel(
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
     parallel: Mapping[str, Any] | str,
-    tp_plan: Callable[[nn.Module, Any], Any] | None,
     backward: bool,
-    loss: Callable[[Any], torch.Tensor] | None,
-    memory: str | None,
-    optimizer: str | None,
     autocast: str | torch.dtype | None,
+    job: dict[str, Any],
 ) -> Report:
-    """A distributed training step per rank class (see :mod:`convprof.parallel`)."""
+    """A distributed training step per rank class (see :mod:`convprof.parallel`); ``job``:
+    the step's options (tp_plan, pp_split, loss, memory, optimizer)."""
     from convprof.parallel.plan import parse_plan
     from convprof.parallel.run import Job, profile_parallel
 
@@ -203,18 +209,34 @@ def _parallel(
             "convprof.profile: autocast= does not go with parallel= yet; FSDP2's mixed precision is "
             "the plan's param_dtype and reduce_dtype"
         )
-    if tp_plan is not None and not callable(tp_plan):
-        raise TypeError(
-            f"convprof.profile: tp_plan must be a function parallelize(model, mesh), got {tp_plan!r}"
-        )
+    for name in ("tp_plan", "pp_split"):
+        if job[name] is not None and not callable(job[name]):
+            raise TypeError(f"convprof.profile: {name} must be a function, got {job[name]!r}")
     plan = parse_plan(parallel)
     with collector_paused():
-        return profile_parallel(Job(model, args, kwargs, plan, optimizer, loss, memory, tp_plan))
+        return profile_parallel(
+            Job(
+                model,
+                args,
+                kwargs,
+                plan,
+                job["optimizer"],
+                job["loss"],
+                job["memory"],
+                job["tp_plan"],
+                None,
+                job["pp_split"],
+            )
+        )
 
 
 def _plan_dict(parallel: Mapping[str, Any] | str) -> dict[str, Any]:
-    """A plan as a dict, whichever form it was given in."""
-    from convprof.parallel.plan import parse_plan
+    """A plan as a dict of what it sets, whichever form it was given in."""
+    from convprof.parallel.plan import Plan, parse_plan
 
-    plan = parse_plan(parallel)
-    return {name: getattr(plan, name) for name in plan.__dataclass_fields__}
+    plan, default = parse_plan(parallel), Plan()
+    return {
+        name: getattr(plan, name)
+        for name in plan.__dataclass_fields__
+        if getattr(plan, name) != getattr(default, name)
+    }

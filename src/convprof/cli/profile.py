@@ -207,12 +207,18 @@ def _parallel_options(prof: argparse.ArgumentParser) -> None:
         help="with --parallel tp=N: a function parallelize(model, mesh) for a model without a "
         "tensor-parallel plan of its own (transformers models have one)",
     )
+    prof.add_argument(
+        "--pp-split",
+        metavar="MODULE:FUNCTION",
+        help="with --parallel pp=N: a function stage(model, index, count) returning stage index's "
+        "module, for a model convprof cannot cut itself (it cuts transformers decoders)",
+    )
 
 
 def _parallel_plan(args: argparse.Namespace) -> str | None:
     """The plan text with --accum in it, or None without --parallel."""
     if args.parallel is None:
-        for option in ("accum", "tp_plan", "checkpoint"):
+        for option in ("accum", "tp_plan", "pp_split", "checkpoint"):
             if getattr(args, option) is not None:
                 raise UsageError(f"--{option.replace('_', '-')} goes with --parallel")
         return None
@@ -278,6 +284,7 @@ def run(args: argparse.Namespace) -> int:
         autocast=args.autocast,
         parallel=parallel,
         tp_plan=args.tp_plan,
+        pp_split=args.pp_split,
     )
     fit = None
     if args.fit is not None:

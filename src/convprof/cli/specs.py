@@ -56,6 +56,7 @@ class Options:
     autocast: str | None = None
     parallel: str | None = None  # a plan, "fsdp=8,tp=2": a distributed training step per rank
     tp_plan: str | None = None  # "package.module:function", parallelize(model, mesh)
+    pp_split: str | None = None  # "package.module:function", stage(model, index, count)
 
 
 def profile_spec(
@@ -131,7 +132,8 @@ def _run(
             optimizer=options.optimizer,
             autocast=options.autocast,
             parallel=options.parallel,
-            tp_plan=_tp_plan(options),
+            tp_plan=_function("--tp-plan", options.tp_plan, options),
+            pp_split=_function("--pp-split", options.pp_split, options),
         )
     except PlanError as exc:
         raise UsageError(str(exc)) from None
@@ -143,17 +145,18 @@ def _run(
         raise UsageError(first + hint) from None
 
 
-def _tp_plan(options: Options) -> Any:
-    """The ``--tp-plan`` function, imported as a model spec's module is."""
-    if options.tp_plan is None:
+def _function(option: str, name: str | None, options: Options) -> Any:
+    """The function an option names (``--tp-plan``, ``--pp-split``), imported as a model
+    spec's module is."""
+    if name is None:
         return None
     from convprof.models.build import SpecError
     from convprof.models.load import find_callable
 
     try:
-        return find_callable(options.tp_plan, options.folders or (Path.cwd(),))
+        return find_callable(name, options.folders or (Path.cwd(),))
     except SpecError as exc:
-        raise UsageError(f"--tp-plan: {exc}") from None
+        raise UsageError(f"{option}: {exc}") from None
 
 
 def _memory() -> int:

@@ -3,8 +3,9 @@
 Written as torchtitan names its dimensions: ``dp`` (replicated data parallel, DDP or the
 replicate dimension of HSDP), ``fsdp`` (sharded data parallel, FSDP2's ``fully_shard``),
 ``tp`` (tensor parallel), ``pp`` (pipeline stages) and ``ep`` (expert parallel). The mesh
-orders them outermost first (``dp``, ``fsdp``, ``tp``), so a tensor-parallel group holds
-neighbouring ranks, as it would within a node. Plain values only; nothing here imports torch.
+orders them outermost first (``pp``, ``dp``, ``fsdp``, ``tp``), so a tensor-parallel group
+holds neighbouring ranks, as it would within a node, and pipeline stages are furthest apart.
+Plain values only; nothing here imports torch.
 """
 
 from __future__ import annotations
@@ -14,10 +15,11 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 # the dimensions, outermost first, and the mesh dimension names PyTorch's APIs get
-DIMENSIONS = ("dp", "fsdp", "tp", "pp", "ep")
+DIMENSIONS = ("pp", "dp", "fsdp", "tp", "ep")
 MESH_NAMES = {"dp": "dp_replicate", "fsdp": "dp_shard", "tp": "tp", "pp": "pp", "ep": "ep"}
-SUPPORTED = ("dp", "fsdp", "tp")  # the others are refused with a clear message, for now
+SUPPORTED = ("pp", "dp", "fsdp", "tp")  # the others are refused with a clear message, for now
 CHECKPOINTS = ("blocks",)
+SCHEDULES = ("1f1b", "gpipe")
 
 
 class PlanError(ValueError):
@@ -36,7 +38,13 @@ class Plan:
     ``MixedPrecisionPolicy`` (the all-gathers and the compute in ``param_dtype``, gradients
     reduced in ``reduce_dtype``). ``checkpoint="blocks"``: activation checkpointing of every
     repeated block (non-reentrant, PyTorch's composable ``checkpoint``): a block keeps only its
-    input, and its forward runs again in the backward."""
+    input, and its forward runs again in the backward. ``microbatches`` and ``schedule``
+    (``1f1b``, ``gpipe``) run a pipeline's stages."""
+
+    @property
+    def chunks(self) -> int:
+        """Micro-batches per pipeline step: as many as asked, by default one per stage."""
+        return self.microbatches or self.pp
 
     dp: int = 1
     fsdp: int = 1
@@ -48,6 +56,8 @@ class Plan:
     param_dtype: str | None = None
     reduce_dtype: str | None = None
     checkpoint: str | None = None
+    microbatches: int = 0  # pipeline micro-batches per step (0: one per stage)
+    schedule: str = "1f1b"  # the pipeline's schedule
 
     @property
     def world(self) -> int:
@@ -69,7 +79,15 @@ class Plan:
         """The plan as the command line writes it (what :func:`parse_plan` reads back)."""
         parts = [f"{d}={getattr(self, d)}" for d in DIMENSIONS if getattr(self, d) > 1] or ["fsdp=1"]
         defaults = Plan()
-        for name in ("accum", "reshard", "param_dtype", "reduce_dtype", "checkpoint"):
+        for name in (
+            "accum",
+            "reshard",
+            "param_dtype",
+            "reduce_dtype",
+            "checkpoint",
+            "microbatches",
+            "schedule",
+        ):
             value = getattr(self, name)
             if value != getattr(defaults, name):
                 parts.append(f"{name}={str(value).lower() if isinstance(value, bool) else value}")
@@ -85,6 +103,8 @@ class Plan:
             parts.append("no reshard after forward")
         if self.checkpoint:
             parts.append(f"checkpoint {self.checkpoint}")
+        if self.pp > 1:
+            parts.append(f"{self.chunks} micro-batches, {self.schedule}")
         return ", ".join(parts)
 
 
@@ -93,7 +113,8 @@ _DTYPES = ("float32", "bfloat16", "float16")
 
 def _positive(key: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise PlanError(f"parallel plan: {key} must be a whole number of ranks, 1 or more, got {value!r}")
+        what = "a whole number of ranks" if key in DIMENSIONS else "a whole number"
+        raise PlanError(f"parallel plan: {key} must be {what}, 1 or more, got {value!r}")
     return value
 
 
@@ -109,7 +130,7 @@ def _text(text: str) -> dict[str, Any]:
             if value.lower() not in ("true", "false"):
                 raise PlanError(f"parallel plan {text!r}: reshard is true or false, got {value!r}")
             found[key] = value.lower() == "true"
-        elif key.endswith("_dtype") or key == "checkpoint":
+        elif key.endswith("_dtype") or key in ("checkpoint", "schedule"):
             found[key] = value
         else:
             try:
@@ -140,9 +161,9 @@ def parse_plan(value: Plan | Mapping[str, Any] | str, **options: Any) -> Plan:
     if unknown:
         raise PlanError(
             f"parallel plan: unknown key {unknown[0]!r}; the dimensions are {', '.join(DIMENSIONS)} "
-            "(and accum, reshard, param_dtype, reduce_dtype, checkpoint)"
+            "(and accum, reshard, param_dtype, reduce_dtype, checkpoint, microbatches, schedule)"
         )
-    for key in (*DIMENSIONS, "accum"):
+    for key in (*DIMENSIONS, "accum", "microbatches"):
         if key in given:
             given[key] = _positive(key, given[key])
     for key in ("param_dtype", "reduce_dtype"):
@@ -155,9 +176,19 @@ def parse_plan(value: Plan | Mapping[str, Any] | str, **options: Any) -> Plan:
         raise PlanError(
             f"parallel plan: checkpoint must be one of {', '.join(CHECKPOINTS)}, got {given['checkpoint']!r}"
         )
+    if given.get("schedule", "1f1b") not in SCHEDULES:
+        raise PlanError(
+            f"parallel plan: schedule must be one of {', '.join(SCHEDULES)}, got {given['schedule']!r}"
+        )
     if not isinstance(given.get("reshard", True), bool):
         raise PlanError(f"parallel plan: reshard is True or False, got {given['reshard']!r}")
     plan = Plan(**given)
+    if plan.pp == 1 and ("microbatches" in given or "schedule" in given):
+        raise PlanError("parallel plan: microbatches and schedule are a pipeline's (pp=N)")
+    if plan.pp > 1 and plan.accum > 1:
+        raise PlanError(
+            "parallel plan: with pp, the micro-batches are the pipeline's: give microbatches, not accum"
+        )
     missing = [d for d in DIMENSIONS if getattr(plan, d) > 1 and d not in SUPPORTED]
     if missing:
         raise PlanError(

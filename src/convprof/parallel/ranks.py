@@ -50,7 +50,8 @@ def describe(ranks: tuple[int, ...]) -> str:
 
 
 def classes(model: nn.Module, world: World) -> list[Members]:
-    """The rank classes of a model sharded in ``world`` (any rank's view serves)."""
+    """The rank classes of a model sharded in ``world`` (any rank's view serves; a pipeline's
+    stages are told apart by their place on ``pp``, each its own model)."""
     mesh = world.mesh
     names = mesh.mesh_dim_names or ()
     layout = mesh.mesh.tolist()  # the ranks, arranged in the mesh's shape
@@ -65,18 +66,22 @@ def classes(model: nn.Module, world: World) -> list[Members]:
         for p in model.parameters()
         if isinstance(p, DTensor)
     }
+    sizes = dict(zip(names, mesh.shape, strict=True))
     found: dict[tuple[object, ...], list[int]] = {}
     for rank in sorted(coordinates):
         place = dict(zip(names, coordinates[rank], strict=True))
-        signature = tuple(
-            _compute_local_shape_and_global_offset(
-                shape,
-                tuple(mesh[dims].shape) if dims else (1,),
-                [place[d] for d in dims],
-                list(placements),
-                True,
-            )[0]
-            for shape, placements, dims in sorted(kinds, key=repr)
+        signature = (
+            place.get("pp", 0),
+            *(
+                _compute_local_shape_and_global_offset(
+                    shape,
+                    tuple(sizes[d] for d in dims) or (1,),
+                    [place[d] for d in dims],
+                    list(placements),
+                    True,
+                )[0]
+                for shape, placements, dims in sorted(kinds, key=repr)
+            ),
         )
         found.setdefault(signature, []).append(rank)
     return [

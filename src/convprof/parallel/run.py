@@ -23,13 +23,17 @@ from torch.distributed.tensor import DTensor
 from convprof.count.collectives import summarize
 from convprof.count.counter import count
 from convprof.memory.optimizers import make
+from convprof.parallel import pipeline
 from convprof.parallel import ranks as rank_classes
 from convprof.parallel.copy import meta_copy
+from convprof.parallel.inputs import known_values, unpacked
+from convprof.parallel.pipeline import StageSplit
 from convprof.parallel.plan import Plan
 from convprof.parallel.shard import TensorPlan, shard
 from convprof.parallel.world import World, fake_world
 from convprof.record.fake import fake_tensors
-from convprof.record.step import record_step
+from convprof.record.step import MicroSteps, record_step
+from convprof.record.tensors import named_tensors
 from convprof.records import Trace
 from convprof.report import RankClass, Report
 
@@ -48,6 +52,7 @@ class Job:
     memory: str | None = None
     tensor_plan: TensorPlan | None = None
     units: Sequence[str] | None = None
+    pp_split: StageSplit | None = None
 
 
 def _local(tensor: torch.Tensor) -> torch.Tensor:
@@ -66,17 +71,25 @@ def _sync(model: nn.Module) -> Callable[[bool], None] | None:
     return sync
 
 
-def _step(job: Job, world: World) -> tuple[Trace, tuple[int, int]]:
+def _stage(job: Job, world: World) -> nn.Module:
+    """``world``'s rank's part of the model, sharded on meta: the whole model, or its pipeline
+    stage."""
+    model = meta_copy(job.model)
+    if job.plan.pp > 1:
+        model = pipeline.stage_module(model, job.plan, world.coordinate("pp"), job.pp_split)
+    shard(model, job.plan, world, job.tensor_plan, job.units)
+    return model
+
+
+def _step(job: Job, world: World, stage_shapes: list[torch.Tensor]) -> tuple[Trace, tuple[int, int]]:
     """The recorded step of ``world``'s rank. The copy is sharded before fake tensors are on
     (DTensor's meshes read their ranks as numbers), then materialised as fake tensors."""
-    model = meta_copy(job.model)
-    shard(model, job.plan, world, job.tensor_plan, job.units)
+    module = _stage(job, world)
     with fake_tensors() as fake:
-        fake.materialise(model)
+        fake.materialise(module)
         inputs = fake.inputs((job.args, job.kwargs))
-        micro = [inputs] * job.plan.accum
         device = job.memory or "cpu"
-        params: list[torch.Tensor] = list(model.parameters())
+        params: list[torch.Tensor] = list(module.parameters())
         # foreach cannot take DTensors and plain tensors in one list (a tensor-parallel plan
         # that leaves the norms whole): PyTorch refuses, so such a step updates them one by one
         mixed = len({isinstance(p, DTensor) for p in params}) > 1
@@ -84,36 +97,70 @@ def _step(job: Job, world: World) -> tuple[Trace, tuple[int, int]]:
         options: dict[str, Any] = {
             "optimizer": optimizer,
             "optimizer_name": job.optimizer,
-            "loss": job.loss,
-            "sync": _sync(model),
             "wrapped": (DTensor,),
             "groups": world.groups,
             "local": _local,
+            "inputs": tuple(meta for _, meta in named_tensors("", (job.args, job.kwargs))),
         }
+        driver: Any
+        if job.plan.pp > 1:
+            batch = tuple(
+                torch.cat([a] * job.plan.chunks) if isinstance(a, torch.Tensor) else a for a in inputs[0]
+            )
+            group = world.mesh.get_group("pp")
+            index = world.coordinate("pp")
+            driver = pipeline.Pipeline(
+                module, job.plan, index, group, stage_shapes, batch, job.loss, fake.inputs
+            )
+        else:
+            driver = MicroSteps(module, [inputs] * job.plan.accum, job.loss, _sync(module))
         # one step first, its record dropped: FSDP2's lazy initialisation, DTensor's sharding
-        # caches and the optimizer's state then exist, as in every step after the first (and a
-        # model that fails, fails here, with the module named)
-        record_step(model, micro, memory=None, **options)
-        trace = record_step(model, micro, memory=job.memory, **options)
-        return trace, rank_classes.local_size(model)
+        # caches, a pipeline's buffers and the optimizer's state then exist, as in every step
+        # after the first (and a model that fails, fails here, with the module named)
+        record_step(module, driver, memory=None, **options)
+        trace = record_step(module, driver, memory=job.memory, **options)
+        return trace, rank_classes.local_size(module)
 
 
 def _members(job: Job) -> list[rank_classes.Members]:
-    with fake_world(job.plan, 0) as world:
-        model = meta_copy(job.model)
-        shard(model, job.plan, world, job.tensor_plan, job.units)
-        return rank_classes.classes(model, world)
+    """The rank classes: of the whole world, or stage by stage (each stage its own model)."""
+    found: list[rank_classes.Members] = []
+    for index in range(job.plan.pp):
+        first = index * (job.plan.world // job.plan.pp)  # pp is the outermost mesh dimension
+        with fake_world(job.plan, first) as world:
+            module = _stage(job, world)
+            found += [
+                m for m in rank_classes.classes(module, world) if dict(m.coordinates).get("pp", 0) == index
+            ]
+    return found
+
+
+def _shapes(job: Job) -> list[torch.Tensor]:
+    """A pipeline's stage inputs and last output for one micro-batch (nothing without one)."""
+    if job.plan.pp == 1:
+        return []
+    pipeline.check_inputs(job.args, job.kwargs)
+    return pipeline.shapes(lambda: meta_copy(job.model), job.plan, job.pp_split, job.args)
 
 
 def profile_parallel(job: Job) -> Report:
     """The report of ``job``'s step: the first rank class's rows, and every class."""
+    with unpacked(job.model, job.kwargs):
+        # a pipeline's decoder stages run without a cache of their own accord
+        checkpointed = job.plan.checkpoint is not None and job.plan.pp == 1
+        kwargs = known_values(job.model, job.kwargs, checkpointed)
+        return _profile(replace(job, kwargs=kwargs))
+
+
+def _profile(job: Job) -> Report:
     first: Report | None = None
     found = []
+    stage_shapes = _shapes(job)
     for members in _members(job):
         with fake_world(job.plan, members.ranks[0]) as world, warnings.catch_warnings():
             # about convprof's own copy, not the user's model (FSDP2 on a root returning a view)
             warnings.filterwarnings("ignore", message="FSDP2-wrapped module")
-            trace, (params, param_bytes) = _step(job, world)
+            trace, (params, param_bytes) = _step(job, world, stage_shapes)
         report = count(trace)
         first = first or report
         found.append(
@@ -139,4 +186,5 @@ def profile_parallel(job: Job) -> Report:
         plan=job.plan.describe(),
         ranks=tuple(found),
         mesh=job.plan.mesh,
+        microbatches=job.plan.chunks if job.plan.pp > 1 else 0,
     )

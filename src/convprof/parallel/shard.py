@@ -69,7 +69,8 @@ def _apply_tensor_plan(model: nn.Module, plan: dict[str, str], mesh: Any) -> Non
     from torch.distributed.tensor.parallel import parallelize_module
 
     styles = _styles()
-    names = [name for name, _ in model.named_modules()]
+    # not what another pipeline stage holds (an Identity in its place here)
+    names = [name for name, module in model.named_modules() if not isinstance(module, nn.Identity)]
     layout: dict[str, Any] = {}
     for pattern, style in plan.items():
         if style in _REPLICATED:

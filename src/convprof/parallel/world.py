@@ -32,6 +32,12 @@ class World:
     def submesh(self, *names: str) -> DeviceMesh:
         return self.mesh[names] if len(names) > 1 else self.mesh[names[0]]
 
+    def coordinate(self, name: str) -> int:
+        """This rank's place on the mesh dimension ``name`` (0 where the mesh has none)."""
+        names = list(self.mesh.mesh_dim_names or ())
+        place = self.mesh.get_coordinate()
+        return int(place[names.index(name)]) if name in names and place is not None else 0
+
 
 def _register_fake_backend() -> None:
     """PyTorch registers its fake backend when this testing module is imported (torchtitan's

@@ -101,6 +101,9 @@ class Collectives:
         self.groups = dict(groups)
         self.calls: list[CollectiveCall] = []
         self.phase, self.micro = "forward", 0
+        # tensors a driver will send or receive later, batched with others (a pipeline's):
+        # id -> (phase, micro-step) they belong to, which the moment they run does not say
+        self.tagged: dict[int, tuple[str, int]] = {}
 
     def wraps(self, types: Any) -> bool:
         """Whether an operator's tensor types include a wrapped subclass."""
@@ -109,6 +112,10 @@ class Collectives:
     def record(
         self, func: torch._ops.OpOverload, args: tuple[Any, ...], kwargs: Mapping[str, Any], out: Any
     ) -> None:
-        call = collective_call(func, args, kwargs, out, self.phase, self.micro, self.groups)
+        phase, micro = self.phase, self.micro
+        if self.tagged:
+            first = args[0][0] if args and isinstance(args[0], list) and args[0] else None
+            phase, micro = self.tagged.get(id(first), (phase, micro))
+        call = collective_call(func, args, kwargs, out, phase, micro, self.groups)
         if call is not None:
             self.calls.append(call)

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch import nn
@@ -30,40 +30,135 @@ from torch.utils.hooks import RemovableHandle
 from convprof.memory.lifetimes import Lifetimes, tensors_in
 from convprof.record.collectives import Collectives
 from convprof.record.dataflow import roles
-from convprof.record.errors import ForwardError, ValuesNeeded, gist, where
+from convprof.record.errors import ForwardError, ValuesNeeded, gist, type_label, where
 from convprof.record.facts import read_info
 from convprof.record.frame import Frame
 from convprof.record.gradients import Backward, loss_of
 from convprof.record.modes import Composites
 from convprof.record.session import Session, install, uninstall
-from convprof.record.tensors import named_tensors
-from convprof.records import Trace
+from convprof.records import TensorMeta, Trace
 
 Inputs = tuple[tuple[Any, ...], dict[str, Any]]
 
 
+class Phases:
+    """What a step's driver tells the recording as the step goes: that a micro-step's forward
+    or backward runs (the collectives' phase, the storage lifetimes' marks, autograd's
+    operators as the backward's), and what a forward that raised means."""
+
+    def __init__(
+        self, session: Session, model: nn.Module, local: Callable[[torch.Tensor], torch.Tensor]
+    ) -> None:
+        assert session.backward is not None and session.distributed is not None
+        self.session, self.model, self.local = session, model, local
+        self.backward, self.collectives = session.backward, session.distributed
+
+    @contextlib.contextmanager
+    def forward(self, micro: int) -> Iterator[None]:
+        """A micro-step's forward (its loss included, where the driver computes it)."""
+        self.collectives.phase, self.collectives.micro = "forward", micro
+        try:
+            yield
+        except ForwardError:
+            raise
+        except Exception as exc:
+            session = self.session
+            running = session.failed or (session.stack[-1] if session.stack else None)
+            raise _step_error(self.model, list(self.model.named_modules()), running, exc) from exc
+        if self.session.lifetimes is not None:
+            self.session.lifetimes.mark("forward")
+
+    @contextlib.contextmanager
+    def backward_of(self, micro: int) -> Iterator[None]:
+        """A micro-step's backward: autograd's operators recorded as its gradients, and the
+        parameters' gradients, once it is done, held as gradients."""
+        self.collectives.phase, self.collectives.micro = "backward", micro
+        self.backward.running = True
+        try:
+            yield
+        finally:
+            self.backward.running = False
+        lifetimes = self.session.lifetimes
+        if lifetimes is not None:
+            grads = [self.local(p.grad) for p in self.model.parameters() if p.grad is not None]
+            lifetimes.role(grads, "gradient")
+            lifetimes.mark("backward")
+
+    def returned(self, first: int, value: torch.Tensor) -> None:
+        """The loss of the forward whose first call was ``first``: the root's own autograd
+        nodes, up to where the forward returned, are the root's (the loss's are not)."""
+        if len(self.session.calls) > first:
+            self.backward.claim(
+                self.session.calls[first], value, before=torch._C._autograd._get_sequence_nr()
+            )
+
+
+class Driver(Protocol):
+    """How a step runs its forwards and backwards (the optimizer's update is the recording's)."""
+
+    def held(self) -> Any:
+        """What the step starts with besides the model and the optimizer: inputs, buffers."""
+
+    def run(self, phases: Phases) -> None:
+        """The step's forwards and backwards, announced to ``phases``."""
+
+
+class MicroSteps:
+    """The plain step: per micro-step's inputs, a forward, the loss and ``loss.backward()``;
+    ``sync(last)`` before each (FSDP2 synchronises gradients on the last only)."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        micro_inputs: Sequence[Inputs],
+        loss: Callable[[Any], torch.Tensor] | None = None,
+        sync: Callable[[bool], None] | None = None,
+    ) -> None:
+        self.model, self.micro_inputs, self.loss, self.sync = model, micro_inputs, loss, sync
+
+    def held(self) -> Any:
+        return list(self.micro_inputs)
+
+    def run(self, phases: Phases) -> None:
+        model = self.model
+        for micro, (args, kwargs) in enumerate(self.micro_inputs):
+            if self.sync is not None:
+                self.sync(micro == len(self.micro_inputs) - 1)
+            first = len(phases.session.calls)
+            with phases.forward(micro):
+                output = model(*args, **kwargs)
+                value = loss_of(model, output, self.loss, True)
+                if phases.session.lifetimes is not None:
+                    phases.session.lifetimes.role(output, "output")
+                del output
+            if value is None or not value.requires_grad:
+                raise ForwardError(f"training step of {type_label(model)}: its loss does not require grad")
+            phases.returned(first, value)
+            with phases.backward_of(micro):
+                value.backward()  # type: ignore[no-untyped-call]
+            del value
+
+
 def record_step(
     model: nn.Module,
-    micro_inputs: Sequence[Inputs],
+    driver: Driver,
     *,
     optimizer: torch.optim.Optimizer | None,
     optimizer_name: str | None = None,
-    loss: Callable[[Any], torch.Tensor] | None = None,
     memory: str | None = None,
-    sync: Callable[[bool], None] | None = None,
     wrapped: tuple[type, ...] = (),
     groups: Mapping[str, tuple[str, int]] | None = None,
     local: Callable[[torch.Tensor], torch.Tensor] = lambda t: t,
+    inputs: tuple[TensorMeta, ...] = (),
 ) -> Trace:
-    """Run one training step of ``model`` (one forward and backward per micro-step's inputs,
-    then ``optimizer.step()`` and ``zero_grad(set_to_none=True)``) and record it.
+    """Run one training step of ``model`` (``driver``'s forwards and backwards, then
+    ``optimizer.step()`` and ``zero_grad(set_to_none=True)``) and record it.
 
-    ``sync(last)`` is called before each micro-step (FSDP2 synchronises gradients on the last
-    only); ``wrapped`` are the tensor subclasses seen as their local operators; ``groups``
-    names each process group's mesh dimension and size; ``local`` gives the tensor a
-    parameter's memory is (a DTensor's local shard). ``memory`` (``"cpu"`` or ``"cuda"``)
-    tracks storage lifetimes from what the step starts with: parameters, buffers, the
-    optimizer's state and the inputs of every micro-step.
+    ``wrapped`` are the tensor subclasses seen as their local operators; ``groups`` names each
+    process group's mesh dimension and size; ``local`` gives the tensor a parameter's memory is
+    (a DTensor's local shard). ``memory`` (``"cpu"`` or ``"cuda"``) tracks storage lifetimes
+    from what the step starts with: parameters, buffers, the optimizer's state and what the
+    driver holds (its inputs). ``inputs`` are the trace's inputs as records.
     """
     named = list(model.named_modules())
     session = Session(None, None)
@@ -72,13 +167,19 @@ def record_step(
     session.backward = Backward(session.calls)
     session.distributed = distributed = Collectives(wrapped, groups or {})
     if memory is not None:
-        session.lifetimes = _held(model, optimizer, micro_inputs, memory, local)
+        session.lifetimes = _held(model, optimizer, driver.held(), memory, local)
     handles: list[RemovableHandle] = []
     try:
         install(session, named, handles)
         with torch.enable_grad(), session, Composites(session), _resizes(session):
             try:
-                _run(model, micro_inputs, session, optimizer, loss, sync, local)
+                driver.run(Phases(session, model, local))
+                distributed.phase = "step"
+                if optimizer is not None:
+                    optimizer.step()
+                    optimizer.zero_grad(set_to_none=True)
+                    if session.lifetimes is not None:
+                        session.lifetimes.mark("step")
             finally:
                 session.finish()
     finally:
@@ -91,7 +192,7 @@ def record_step(
     calls = tuple(frame.call(infos[frame.name]) for frame in session.calls)
     return Trace(
         type(model).__name__,  # FSDP2's class for a sharded copy: the caller names it
-        tuple(item for _, item in named_tensors("", micro_inputs[0])),
+        inputs,
         tuple(infos.values()),
         calls,
         True,
@@ -105,75 +206,20 @@ def record_step(
 def _held(
     model: nn.Module,
     optimizer: torch.optim.Optimizer | None,
-    micro_inputs: Sequence[Inputs],
+    held: Any,
     device: str,
     local: Callable[[torch.Tensor], torch.Tensor],
 ) -> Lifetimes:
     """What the step starts from: parameters and buffers (their local shards), the
-    optimizer's state, and every micro-step's inputs (a data loader holds them too)."""
+    optimizer's state, and what the driver holds (every micro-step's inputs)."""
     lifetimes = Lifetimes(device)
     lifetimes.hold([local(p) for p in model.parameters()], "parameter")
     lifetimes.hold([local(b) for b in model.buffers()], "buffer")
-    state = (
-        [local(t) for t in tensors_in(optimizer.state) if isinstance(t, torch.Tensor)] if optimizer else []
-    )
-    lifetimes.hold(state, "optimizer")
-    lifetimes.hold([local(t) for t in tensors_in(list(micro_inputs))], "input")
+    state = tensors_in(optimizer.state) if optimizer is not None else []
+    lifetimes.hold([local(t) for t in state], "optimizer")
+    lifetimes.hold([local(t) for t in tensors_in(held)], "input")
     lifetimes.mark("held")
     return lifetimes
-
-
-def _run(
-    model: nn.Module,
-    micro_inputs: Sequence[Inputs],
-    session: Session,
-    optimizer: torch.optim.Optimizer | None,
-    loss: Callable[[Any], torch.Tensor] | None,
-    sync: Callable[[bool], None] | None,
-    local: Callable[[torch.Tensor], torch.Tensor],
-) -> None:
-    backward, step = session.backward, session.distributed
-    assert backward is not None and step is not None
-    lifetimes = session.lifetimes
-    named = list(model.named_modules())
-    for micro, (args, kwargs) in enumerate(micro_inputs):
-        if sync is not None:
-            sync(micro == len(micro_inputs) - 1)
-        step.phase, step.micro = "forward", micro
-        first = len(session.calls)
-        try:
-            output = model(*args, **kwargs)
-        except Exception as exc:
-            running = session.failed or (session.stack[-1] if session.stack else None)
-            raise _step_error(model, named, running, exc) from exc
-        value = loss_of(model, output, loss, True)
-        if lifetimes is not None:
-            lifetimes.role(output, "output")
-        del output
-        if lifetimes is not None:
-            lifetimes.mark("forward")
-        if value is None or not value.requires_grad:
-            raise ForwardError(f"training step of {type(model).__name__}: its loss does not require grad")
-        if len(session.calls) > first:
-            # the root's own nodes: up to where the forward returned (the loss's are not)
-            backward.claim(session.calls[first], value, before=torch._C._autograd._get_sequence_nr())
-        step.phase = "backward"
-        backward.running = True
-        try:
-            value.backward()  # type: ignore[no-untyped-call]
-        finally:
-            backward.running = False
-        del value
-        if lifetimes is not None:
-            grads = [local(p.grad) for p in model.parameters() if p.grad is not None]
-            lifetimes.role(grads, "gradient")
-            lifetimes.mark("backward")
-    step.phase = "step"
-    if optimizer is not None:
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        if lifetimes is not None:
-            lifetimes.mark("step")
 
 
 def _step_error(

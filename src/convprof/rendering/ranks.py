@@ -4,7 +4,9 @@ The table above is the first rank's step (its local shapes); these lines say wha
 of ranks holds at its peak, computes and sends, and, with a machine (``roofline``), the least
 time the step can take: its training MACs at the machine's peak rate, or what it sends at the
 machine's link bandwidths (NVLink within a node, the network between nodes), whichever is
-longer (full overlap), and the model FLOPs utilisation that bound allows.
+longer (full overlap), and the model FLOPs utilisation that bound allows. A pipeline's ranks
+wait for its slowest stage, and for it to fill and drain: (m + p - 1) of that stage's
+micro-steps for m micro-batches over p stages.
 """
 
 from __future__ import annotations
@@ -89,22 +91,36 @@ def _collectives(report: Report, format: str) -> str:
 
 def _bounds(report: Report, machine: Machine, markdown: bool) -> str:
     lines = []
+    # the step's arithmetic includes the recompute; MFU counts the model's FLOPs only
+    computing = {
+        rank.rank: (rank.train_macs + rank.recompute_macs) / machine.macs_per_second for rank in report.ranks
+    }
+    stages, chunks = dict(report.mesh).get("pp", 1), report.microbatches
+    # a pipeline goes at its slowest stage's pace, and fills and drains: its step is at least
+    # (m + p - 1) of that stage's micro-steps (GPipe and 1F1B alike), whatever a rank computes
+    pipeline = max(computing.values()) * (chunks + stages - 1) / chunks if stages > 1 and chunks else 0.0
     for rank in report.ranks:
-        # the step's arithmetic includes the recompute; MFU counts the model's FLOPs only
         model = rank.train_macs / machine.macs_per_second
-        compute = model + rank.recompute_macs / machine.macs_per_second
+        compute = max(computing[rank.rank], pipeline)
+        waits = (
+            f", the pipeline {seconds(pipeline)}: {chunks + stages - 1} micro-steps of its slowest "
+            f"stage, {stages - 1} of them filling and draining"
+            if pipeline
+            else ""
+        )
         sends = [(c.sent_bytes, span(report.mesh, c.group)) for c in rank.collectives]
         sending = link_seconds(machine.name, sends)
         if sending is None:
             lines.append(
-                f"Step time:    {rank.name}: at least {seconds(compute)} computing on {machine.name}; "
+                f"Step time:    {rank.name}: at least {seconds(compute)} on {machine.name} (computing "
+                f"{seconds(computing[rank.rank])}{waits}); "
                 "no link bandwidths for it, so communication is not bounded"
             )
             continue
         bound = max(compute, sending)
         lines.append(
             f"Step time:    {rank.name}: at least {seconds(bound)} on {machine.name} (computing "
-            f"{seconds(compute)}, sending {seconds(sending)}, full overlap); MFU at most "
+            f"{seconds(computing[rank.rank])}{waits}, sending {seconds(sending)}, full overlap); MFU at most "
             f"{100 * model / bound:.0f}%"
         )
     return "\n".join(f"{line}  " if markdown else line for line in lines) + "\n"

@@ -48,6 +48,7 @@ class Report:
     plan: str | None = None
     ranks: tuple[RankClass, ...] = ()
     mesh: tuple[tuple[str, int], ...] = ()  # the plan's mesh dimensions and sizes, outermost first
+    microbatches: int = 0  # a pipeline's micro-batches per step (0: no pipeline)
 
     @property
     def complete(self) -> bool:
@@ -131,6 +132,7 @@ class Report:
                 else None,
                 plan=data.get("plan"),
                 mesh=tuple((str(name), int(size)) for name, size in data.get("mesh", ())),
+                microbatches=int(data.get("microbatches", 0)),
                 ranks=tuple(RankClass.from_dict(json_object(r, "rank class")) for r in data.get("ranks", ())),
             )
         except (KeyError, TypeError, AttributeError) as exc:
@@ -172,6 +174,7 @@ class Report:
                 {
                     "plan": self.plan,
                     "mesh": [list(d) for d in self.mesh],
+                    **({"microbatches": self.microbatches} if self.microbatches else {}),
                     "ranks": [r.to_dict() for r in self.ranks],
                 }
                 if self.ranks
