@@ -150,8 +150,8 @@ def shard(
             if found is None:
                 raise PlanError(
                     f"tp={plan.tp}: {type(model).__name__} has no tensor-parallel plan of its own (a "
-                    "transformers model's base_model_tp_plan); pass tp_plan=, a function "
-                    "parallelize(model, mesh)"
+                    "transformers model's base_model_tp_plan); pass tp_plan= (--tp-plan on the command "
+                    "line), a function parallelize(model, mesh)"
                 )
             _apply_tensor_plan(model, found, mesh)
         _check_divisible(model, plan.tp)

@@ -11,6 +11,7 @@ tensors (``to_empty``), and the caller's inputs are made fake (real ones copied 
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Iterator
 from typing import Any
 
@@ -48,7 +49,14 @@ class Fake:
 
 @contextlib.contextmanager
 def fake_tensors() -> Iterator[Fake]:
-    """A :class:`Fake` whose mode is on for the block (so the step runs on fake tensors)."""
+    """A :class:`Fake` whose mode is on for the block (so the step runs on fake tensors).
+    ``FakeTensorMode`` logs a traceback for every meta kernel that raises; the error goes on
+    to convprof, which names the module, so the log is kept quiet for the block."""
     fake = Fake()
-    with fake.mode:
-        yield fake
+    logger = logging.getLogger("torch._subclasses.fake_tensor")
+    disabled, logger.disabled = logger.disabled, True
+    try:
+        with fake.mode:
+            yield fake
+    finally:
+        logger.disabled = disabled
