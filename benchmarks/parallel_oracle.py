@@ -35,7 +35,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +44,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
 import parallel_models  # noqa: E402
+import parallel_oracle  # noqa: E402
 
 import convprof  # noqa: E402
 
@@ -93,15 +93,6 @@ def _megatron(model: torch.nn.Module, case: parallel_models.Case, x: torch.Tenso
     return int(16 * sum(p.numel() for p in model.parameters()) // ranks + layers * per_layer)
 
 
-def _logged(collectives: list[list[Any]]) -> dict[tuple[str, str, str], tuple[int, int]]:
-    counts: Counter[tuple[str, str, str]] = Counter()
-    payload: Counter[tuple[str, str, str]] = Counter()
-    for kind, phase, group, size in collectives:
-        counts[(kind, phase, group)] += 1
-        payload[(kind, phase, group)] += size
-    return {key: (counts[key], payload[key]) for key in counts}
-
-
 def _pct(value: float | None, truth: int) -> str:
     if value is not None and value < 0:
         return "refuses (a module runs twice in the step)"
@@ -114,18 +105,7 @@ def row(name: str) -> list[list[str]]:
     torch.manual_seed(0)
     model, x = case.build(), case.input()
     start = time.perf_counter()
-    report = convprof.profile(
-        model,
-        x,
-        backward=True,
-        memory="cpu",
-        optimizer="adamw",
-        parallel=case.parallel,
-        loss=case.loss,
-        tp_plan=case.tensor_plan,
-        # a transformers decoder is cut by convprof itself; the real run cuts it its own way
-        pp_split=None if case.build is parallel_models.llama else case.pp_split,
-    )
+    report = convprof.profile(model, x, **case.profile_options())
     seconds = time.perf_counter() - start
     staged = "pp" in case.parallel  # the closed forms below are of a whole model per rank
     rows = []
@@ -133,7 +113,7 @@ def row(name: str) -> list[list[str]]:
         oracle = real[rank.rank]
         equal = all(
             {(c.kind, c.phase, c.group): (c.count, c.bytes) for c in rank.collectives}
-            == _logged(real[r]["collectives"])
+            == parallel_oracle.logged(real[r]["collectives"])
             for r in rank.ranks
         )
         truth = oracle["dispatched"]

@@ -10,7 +10,7 @@ AdamW state, activation checkpointing of every block, one sequence of ``--tokens
 rank (per micro-batch of a pipeline, which runs one per stage), the allocator CUDA's. The table
 gives the wall time per rank class (the step runs twice: a warm-up and the recorded one), the
 process's peak RSS, and each class's peak memory, where it is reached and what it sends.
-Timings are of this machine, never asserted. """
+Timings are of this machine, never asserted."""
 
 from __future__ import annotations
 

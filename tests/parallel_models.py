@@ -48,35 +48,29 @@ def mlp() -> nn.Module:
     return MLP()
 
 
-def llama() -> nn.Module:
+def _llama(width: int, layers: int, heads: int, vocabulary: int) -> nn.Module:
     from transformers import LlamaConfig, LlamaForCausalLM
 
     config = LlamaConfig(
-        hidden_size=128,
-        intermediate_size=344,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        vocab_size=512,
-        max_position_embeddings=256,
+        hidden_size=width,
+        intermediate_size=width * 43 // 16,  # 344 at 128, 1376 at 512: about 8/3, rounded up
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=heads // 2,
+        vocab_size=vocabulary,
+        max_position_embeddings=max(256, width),
     )
     return LlamaForCausalLM(config)
+
+
+def llama() -> nn.Module:
+    """A tiny Llama: 2 layers of width 128, 4 heads over 2 key/value heads."""
+    return _llama(128, 2, 4, 512)
 
 
 def llama_wide() -> nn.Module:
     """A larger Llama for the docs' table: 4 layers of width 512."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    config = LlamaConfig(
-        hidden_size=512,
-        intermediate_size=1376,
-        num_hidden_layers=4,
-        num_attention_heads=8,
-        num_key_value_heads=4,
-        vocab_size=2048,
-        max_position_embeddings=512,
-    )
-    return LlamaForCausalLM(config)
+    return _llama(512, 4, 8, 2048)
 
 
 def vit() -> nn.Module:
@@ -191,6 +185,21 @@ class Case:
     loss: Callable[[Any], torch.Tensor]
     tensor_plan: Callable[[nn.Module, Any], None] | None = None
     pp_split: Callable[[nn.Module, int, int], nn.Module] | None = None
+
+    def profile_options(self) -> dict[str, Any]:
+        """convprof.profile's options for this case's training step (its caller adds the rest):
+        a transformers decoder is cut into stages by convprof itself, as the real run cuts it
+        its own way (LlamaStage), so ``pp_split`` goes to the other models only."""
+        decoder = self.build is llama
+        return {
+            "backward": True,
+            "memory": "cpu",
+            "optimizer": "adamw",
+            "parallel": self.parallel,
+            "loss": self.loss,
+            "tp_plan": self.tensor_plan,
+            "pp_split": None if decoder else self.pp_split,
+        }
 
     @property
     def world(self) -> int:

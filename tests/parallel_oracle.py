@@ -26,6 +26,7 @@ from __future__ import annotations
 import gc
 import json
 import sys
+from collections import Counter
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -89,6 +90,17 @@ class Collectives(TorchDispatchMode):
                 phase = "forward" if forward else "backward"
             self.seen.append((kind, phase, self.groups.get(group, "world"), payload))
         return out
+
+
+def logged(collectives: list[list[Any]]) -> dict[tuple[str, str, str], tuple[int, int]]:
+    """A rank's collectives log (as written to its JSON) as calls and payload bytes per kind,
+    phase and group: what a prediction's collectives are compared with."""
+    counts: Counter[tuple[str, str, str]] = Counter()
+    payload: Counter[tuple[str, str, str]] = Counter()
+    for kind, phase, group, size in collectives:
+        counts[(kind, phase, group)] += 1
+        payload[(kind, phase, group)] += size
+    return {key: (counts[key], payload[key]) for key in counts}
 
 
 def _local(tensor: torch.Tensor) -> torch.Tensor:

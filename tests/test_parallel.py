@@ -16,7 +16,6 @@ import shutil
 import subprocess
 import sys
 import threading
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +31,7 @@ from convprof.report import Report
 
 sys.path.insert(0, str(Path(__file__).parent))
 import parallel_models
+import parallel_oracle
 
 HERE = Path(__file__).parent
 TORCHRUN = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or shutil.which("torchrun")
@@ -74,28 +74,7 @@ def predicted(case: str, **options: Any) -> Report:
     spec = parallel_models.CASES[case]
     torch.manual_seed(0)
     model = spec.build()
-    return convprof.profile(
-        model,
-        spec.input(),
-        backward=True,
-        memory="cpu",
-        optimizer="adamw",
-        parallel=spec.parallel,
-        loss=spec.loss,
-        tp_plan=spec.tensor_plan,
-        # convprof cuts a transformers decoder itself; the oracle its own way (LlamaStage)
-        pp_split=None if spec.build is parallel_models.llama else spec.pp_split,
-        **options,
-    )
-
-
-def _logged(collectives: list[list[Any]]) -> dict[tuple[str, str, str], tuple[int, int]]:
-    counts: Counter[tuple[str, str, str]] = Counter()
-    payload: Counter[tuple[str, str, str]] = Counter()
-    for kind, phase, group, size in collectives:
-        counts[(kind, phase, group)] += 1
-        payload[(kind, phase, group)] += size
-    return {key: (counts[key], payload[key]) for key in counts}
+    return convprof.profile(model, spec.input(), **{**spec.profile_options(), **options})
 
 
 ORACLE_CASES = [
@@ -124,7 +103,7 @@ def test_each_rank_matches_a_real_gloo_run(case: str, tmp_path_factory: pytest.T
         for rank in rank_class.ranks:
             oracle = real[rank]
             got = {(c.kind, c.phase, c.group): (c.count, c.bytes) for c in rank_class.collectives}
-            assert got == _logged(oracle["collectives"]), rank
+            assert got == parallel_oracle.logged(oracle["collectives"]), rank
         oracle = real[rank_class.rank]
         assert rank_class.memory is not None
         # a pipeline's rank holds a few bytes more, outside its model and schedule: its device
