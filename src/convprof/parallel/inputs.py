@@ -27,7 +27,7 @@ import contextlib
 import inspect
 import sys
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import Any, TypeGuard
 
 import torch
 from torch import nn
@@ -37,7 +37,8 @@ def _transformers(model: nn.Module) -> bool:
     return any(c.__module__.startswith("transformers.") for c in type(model).__mro__)
 
 
-def _real(value: Any) -> bool:
+def _real(value: Any) -> TypeGuard[torch.Tensor]:
+    """A tensor of the caller's with values to read: on a real device, integer or boolean."""
     return isinstance(value, torch.Tensor) and value.device.type != "meta" and not value.is_floating_point()
 
 
@@ -48,7 +49,7 @@ def known_values(model: nn.Module, kwargs: Mapping[str, Any], checkpointed: bool
     if not _transformers(model):
         return given
     mask = given.get("attention_mask")
-    if isinstance(mask, torch.Tensor) and _real(mask) and bool(mask.all()):
+    if _real(mask) and bool(mask.all()):
         del given["attention_mask"]
     if checkpointed and "use_cache" in inspect.signature(model.forward).parameters:
         given.setdefault("use_cache", False)

@@ -111,15 +111,15 @@ def check_inputs(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> None:
 
 
 def shapes(
-    copy: Callable[[], nn.Module], plan: Plan, split: StageSplit | None, micro: tuple[Any, ...]
+    copy: Callable[[], nn.Module], plan: Plan, split: StageSplit | None, micro: torch.Tensor
 ) -> list[torch.Tensor]:
     """Every stage's input of one micro-batch, and the last stage's output, as meta tensors
     (a floating one wants its gradient): the stages run in turn on fake tensors, under
     ``no_grad`` (``copy`` makes a fresh meta copy of the model)."""
-    found = [micro[0].to("meta")]
+    found = [micro.to("meta")]
     modules = [stage_module(copy(), plan, index, split) for index in range(plan.pp)]
     with fake_tensors() as fake, torch.no_grad():
-        value: Any = fake.inputs(micro[0])
+        value: Any = fake.inputs(micro)
         for index, module in enumerate(modules):
             fake.materialise(module)
             value = module(value)
@@ -203,8 +203,8 @@ class Pipeline:
         originals = {name: getattr(stage, name) for name in (*_ANNOUNCED, "perform_reduce_grad")}
         batch_p2p = schedules._batch_p2p
         try:
-            for name, phase in _ANNOUNCED.items():
-                setattr(stage, name, _announced(originals[name], phases, phase))
+            for name in _ANNOUNCED:
+                setattr(stage, name, _announced(name, originals[name], phases))
             setattr(stage, "perform_reduce_grad", self._reduce(originals["perform_reduce_grad"], phases))  # noqa: B010
             schedules._batch_p2p = _holding(batch_p2p)
             if self.first:
@@ -259,30 +259,30 @@ def _loss(
     return value
 
 
-# the stage's methods the schedule calls, and what each one's work is part of
+# the stage's methods the schedule calls with a micro-batch's index, and the phase each one's
+# work is part of: a pass run at once, or sends and receives the schedule runs later
 _ANNOUNCED = {
     "forward_one_chunk": "forward",
     "backward_one_chunk": "backward",
-    "get_fwd_send_ops": "forward send",
-    "get_fwd_recv_ops": "forward send",
-    "get_bwd_send_ops": "backward send",
-    "get_bwd_recv_ops": "backward send",
+    "get_fwd_send_ops": "forward",
+    "get_fwd_recv_ops": "forward",
+    "get_bwd_send_ops": "backward",
+    "get_bwd_recv_ops": "backward",
 }
 
 
-def _announced(method: Callable[..., Any], phases: Phases, phase: str) -> Callable[..., Any]:
+def _announced(name: str, method: Callable[..., Any], phases: Phases) -> Callable[..., Any]:
+    phase, runs = _ANNOUNCED[name], name.endswith("_one_chunk")
+
     def run(chunk: int, *args: Any, **kwargs: Any) -> Any:
-        if phase == "forward":
-            with phases.forward(chunk):
-                return method(chunk, *args, **kwargs)
-        if phase == "backward":
-            with phases.backward_of(chunk):
+        if runs:
+            with phases.forward(chunk) if phase == "forward" else phases.backward_of(chunk):
                 return method(chunk, *args, **kwargs)
         # the sends and receives of this chunk, which the schedule runs later, batched with
         # others: each tensor tagged with its chunk's phase
         ops = method(chunk, *args, **kwargs)
         for op in ops:
-            phases.collectives.tagged[id(op.tensor)] = (phase.split()[0], chunk)
+            phases.collectives.tagged[id(op.tensor)] = (phase, chunk)
         return ops
 
     return run

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import nn
@@ -54,13 +53,9 @@ def classes(model: nn.Module, world: World) -> list[Members]:
     stages are told apart by their place on ``pp``, each its own model)."""
     mesh = world.mesh
     names = mesh.mesh_dim_names or ()
-    layout = mesh.mesh.tolist()  # the ranks, arranged in the mesh's shape
-    coordinates: dict[int, tuple[int, ...]] = {}
-    for index in itertools.product(*(range(n) for n in mesh.shape)):
-        cell: Any = layout
-        for i in index:
-            cell = cell[i]
-        coordinates[int(cell)] = index
+    coordinates = {  # mesh.mesh holds the ranks, arranged in the mesh's shape
+        int(mesh.mesh[index]): index for index in itertools.product(*(range(n) for n in mesh.shape))
+    }
     kinds = {
         (tuple(p.shape), tuple(p.placements), tuple(p.device_mesh.mesh_dim_names or ()))
         for p in model.parameters()

@@ -12,7 +12,7 @@ class is in ``Report.ranks``.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -51,7 +51,6 @@ class Job:
     loss: Callable[[Any], torch.Tensor] | None = None
     memory: str | None = None
     tensor_plan: TensorPlan | None = None
-    units: Sequence[str] | None = None
     pp_split: StageSplit | None = None
 
 
@@ -61,14 +60,8 @@ def _local(tensor: torch.Tensor) -> torch.Tensor:
 
 def _sync(model: nn.Module) -> Callable[[bool], None] | None:
     """FSDP2's gradient synchronisation switch (on for the last micro-step only)."""
-    switch = getattr(model, "set_requires_gradient_sync", None)
-    if switch is None:
-        return None
-
-    def sync(last: bool) -> None:
-        switch(last)
-
-    return sync
+    switch: Callable[[bool], None] | None = getattr(model, "set_requires_gradient_sync", None)
+    return switch
 
 
 def _stage(job: Job, world: World) -> nn.Module:
@@ -77,7 +70,7 @@ def _stage(job: Job, world: World) -> nn.Module:
     model = meta_copy(job.model)
     if job.plan.pp > 1:
         model = pipeline.stage_module(model, job.plan, world.coordinate("pp"), job.pp_split)
-    shard(model, job.plan, world, job.tensor_plan, job.units)
+    shard(model, job.plan, world, job.tensor_plan)
     return model
 
 
@@ -104,9 +97,8 @@ def _step(job: Job, world: World, stage_shapes: list[torch.Tensor]) -> tuple[Tra
         }
         driver: Any
         if job.plan.pp > 1:
-            batch = tuple(
-                torch.cat([a] * job.plan.chunks) if isinstance(a, torch.Tensor) else a for a in inputs[0]
-            )
+            # the batch of every micro-batch: the one tensor a pipeline takes (check_inputs)
+            batch = (torch.cat([inputs[0][0]] * job.plan.chunks),)
             group = world.mesh.get_group("pp")
             index = world.coordinate("pp")
             driver = pipeline.Pipeline(
@@ -140,7 +132,7 @@ def _shapes(job: Job) -> list[torch.Tensor]:
     if job.plan.pp == 1:
         return []
     pipeline.check_inputs(job.args, job.kwargs)
-    return pipeline.shapes(lambda: meta_copy(job.model), job.plan, job.pp_split, job.args)
+    return pipeline.shapes(lambda: meta_copy(job.model), job.plan, job.pp_split, job.args[0])
 
 
 def profile_parallel(job: Job) -> Report:

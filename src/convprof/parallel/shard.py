@@ -9,9 +9,9 @@ and the step materialises it as fake tensors after.
 The tensor-parallel plan is the user's function ``parallelize(model, mesh)`` when given, else
 the model's own: a transformers model's ``_tp_plan`` (its ``base_model_tp_plan`` with the
 head's), whose styles are mapped to PyTorch's DTensor styles as torchtitan writes them for
-Llama (below). FSDP2's units are the user's module names, else the model's repeated blocks
+Llama (below). FSDP2's units, and the checkpointed blocks, are the model's repeated blocks
 (transformers' ``_no_split_modules``, or the members of the largest ``ModuleList`` or
-``Sequential`` of one type), then the root.
+``Sequential`` of one type), then, for FSDP2, the root.
 """
 
 from __future__ import annotations
@@ -133,14 +133,9 @@ def _outermost(found: list[nn.Module]) -> list[nn.Module]:
     return [module for module in found if id(module) not in inner]
 
 
-def shard(
-    model: nn.Module,
-    plan: Plan,
-    world: World,
-    tensor_plan: TensorPlan | None = None,
-    units: Sequence[str] | None = None,
-) -> None:
-    """Apply ``plan`` to ``model`` (on meta) in ``world``: tensor parallel, then FSDP2."""
+def shard(model: nn.Module, plan: Plan, world: World, tensor_plan: TensorPlan | None = None) -> None:
+    """Apply ``plan`` to ``model`` (on meta) in ``world``: tensor parallel, then checkpointing,
+    then FSDP2, the last two on the model's repeated blocks."""
     if plan.tp > 1:
         mesh = world.submesh("tp")
         if tensor_plan is not None:
@@ -155,26 +150,25 @@ def shard(
                 )
             _apply_tensor_plan(model, found, mesh)
         _check_divisible(model, plan.tp)
+    units = blocks(model)
     if plan.checkpoint == "blocks":  # after tensor parallelism, before FSDP2, as torchtitan does
         _checkpoint(model, units)
     if plan.fsdp > 1 or plan.dp > 1:
         _fully_shard(model, plan, world, units)
 
 
-def _checkpoint(model: nn.Module, units: Sequence[str] | None) -> None:
-    """Activation checkpointing of every block (the FSDP units, when named): PyTorch's
-    composable ``checkpoint``, which keeps the module and its name as they are."""
+def _checkpoint(model: nn.Module, units: list[nn.Module]) -> None:
+    """Activation checkpointing of every block: PyTorch's composable ``checkpoint``, which
+    keeps the module and its name as they are."""
     from torch.distributed._composable.checkpoint_activation import checkpoint
 
-    modules = dict(model.named_modules())
-    chosen = [modules[name] for name in units if name in modules] if units is not None else blocks(model)
-    if not chosen:
+    if not units:
         raise PlanError(f"checkpoint=blocks: {type(model).__name__} has no repeated blocks to checkpoint")
-    for module in chosen:
+    for module in units:
         checkpoint(module)
 
 
-def _fully_shard(model: nn.Module, plan: Plan, world: World, units: Sequence[str] | None) -> None:
+def _fully_shard(model: nn.Module, plan: Plan, world: World, units: list[nn.Module]) -> None:
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
     mesh = world.submesh("dp_replicate", "dp_shard") if plan.dp > 1 else world.submesh("dp_shard")
@@ -182,15 +176,7 @@ def _fully_shard(model: nn.Module, plan: Plan, world: World, units: Sequence[str
         param_dtype=getattr(torch, plan.param_dtype) if plan.param_dtype else None,
         reduce_dtype=getattr(torch, plan.reduce_dtype) if plan.reduce_dtype else None,
     )
-    if units is not None:
-        modules = dict(model.named_modules())
-        missing = [name for name in units if name not in modules]
-        if missing:
-            raise PlanError(f"fsdp: {type(model).__name__} has no module {missing[0]!r} to shard as a unit")
-        chosen = [modules[name] for name in units if name]
-    else:
-        chosen = blocks(model)
-    for module in chosen:
+    for module in units:
         fully_shard(module, mesh=mesh, reshard_after_forward=plan.reshard, mp_policy=policy)
     # the root keeps its parameters from the forward to the backward, FSDP2's default for it
     fully_shard(model, mesh=mesh, reshard_after_forward=None if plan.reshard else False, mp_policy=policy)
