@@ -205,6 +205,13 @@ def test_cli_pipeline_of_a_split_of_ones_own(
     assert "MLP is not a transformers decoder" in err and "--pp-split" in err
 
 
+def test_pp_split_goes_with_a_plan() -> None:
+    with pytest.raises(TypeError, match="pp_split= goes with parallel=; pass parallel too"):
+        convprof.profile(
+            parallel_models.mlp(), torch.randn(8, 256), backward=True, pp_split=parallel_models.mlp_stage
+        )
+
+
 def test_a_stage_that_returns_no_tensor_is_refused() -> None:
     class Pair(nn.Module):
         def __init__(self) -> None:

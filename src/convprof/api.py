@@ -115,19 +115,20 @@ def profile(
                 "pass parallel too"
             )
         parallel = {**_plan_dict(parallel), "checkpoint": checkpoint}
+    for name, function in (("tp_plan", tp_plan), ("pp_split", pp_split)):
+        if function is not None and parallel is None:
+            raise TypeError(f"convprof.profile: {name}= goes with parallel=; pass parallel too")
+        if function is not None and not callable(function):
+            raise TypeError(f"convprof.profile: {name} must be a function, got {function!r}")
     if parallel is not None:
         job = {
-            "tp_plan": tp_plan,
+            "tensor_plan": tp_plan,
             "pp_split": pp_split,
             "loss": loss,
             "memory": device,
             "optimizer": optimizer,
         }
         return _parallel(model, positional, dict(kwargs), parallel, backward, autocast, job)
-    if tp_plan is not None:
-        raise TypeError(
-            "convprof.profile: tp_plan= is the tensor-parallel plan of parallel=; pass parallel too"
-        )
     options: dict[str, Any] = {"backward": backward, "loss": loss, "memory": device, "optimizer": optimizer}
     if autocast is not None:
         options["autocast"] = (_autocast_dtype(autocast), device or _memory_device(model, True, None, False))
@@ -198,7 +199,7 @@ def _parallel(
     job: dict[str, Any],
 ) -> Report:
     """A distributed training step per rank class (see :mod:`convprof.parallel`); ``job``:
-    the step's options (tp_plan, pp_split, loss, memory, optimizer)."""
+    the step's options, as :class:`convprof.parallel.run.Job` names them."""
     from convprof.parallel.plan import parse_plan
     from convprof.parallel.run import Job, profile_parallel
 
@@ -209,25 +210,9 @@ def _parallel(
             "convprof.profile: autocast= does not go with parallel= yet; FSDP2's mixed precision is "
             "the plan's param_dtype and reduce_dtype"
         )
-    for name in ("tp_plan", "pp_split"):
-        if job[name] is not None and not callable(job[name]):
-            raise TypeError(f"convprof.profile: {name} must be a function, got {job[name]!r}")
     plan = parse_plan(parallel)
     with collector_paused():
-        return profile_parallel(
-            Job(
-                model,
-                args,
-                kwargs,
-                plan,
-                job["optimizer"],
-                job["loss"],
-                job["memory"],
-                job["tp_plan"],
-                None,
-                job["pp_split"],
-            )
-        )
+        return profile_parallel(Job(model, args, kwargs, plan, **job))
 
 
 def _plan_dict(parallel: Mapping[str, Any] | str) -> dict[str, Any]:
