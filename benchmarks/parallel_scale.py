@@ -1,7 +1,7 @@
 """How long a parallel prediction takes at scale, and what it says.
 
 Usage:
-    python benchmarks/parallel_scale.py [70b | 70b-pp | 405b | 8b] [--tokens N]
+    python benchmarks/parallel_scale.py [70b | 70b-pp | 405b | 8b | 671b-moe] [--tokens N]
 
 Each configuration is built on the meta device from its known configuration
 (``transformers:llama-3-70b``, ...; nothing downloaded) and predicted as one training step per
@@ -39,6 +39,11 @@ CONFIGS: dict[str, tuple[str, str]] = {
         "transformers:llama(hidden_size=16384,intermediate_size=53248,num_hidden_layers=126,"
         "num_attention_heads=128,num_key_value_heads=8,vocab_size=128256)",
         "fsdp=128,tp=8,param_dtype=bfloat16,reduce_dtype=float32,checkpoint=blocks",
+    ),
+    # DeepSeek-V3's shape (transformers' defaults): 61 layers, 256 routed experts, 8 per token
+    "671b-moe": (
+        "transformers:deepseek_v3",
+        "fsdp=256,ep=64,routing=balanced,param_dtype=bfloat16,reduce_dtype=float32,checkpoint=blocks",
     ),
 }
 

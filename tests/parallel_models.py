@@ -79,6 +79,62 @@ def vit() -> nn.Module:
     return timm.create_model("vit_tiny_patch16_224", num_classes=10)
 
 
+def _router(kind: str) -> type:
+    """A Mixtral router whose choices are set, so that a real run routes as a routing
+    assumption says: ``balanced`` sends token t to experts (t k + j) mod E, j < k (each expert
+    the same share); ``worst`` sends every token to experts 0..k-1 (all to rank 0's)."""
+    from transformers.models.mixtral.modeling_mixtral import MixtralTopKRouter
+
+    def forward(self: Any, hidden: torch.Tensor) -> Any:
+        logits, scores, index = MixtralTopKRouter.forward(self, hidden)
+        pairs = torch.arange(index.numel(), device=index.device).view(index.shape)
+        index = pairs % self.num_experts if kind == "balanced" else pairs % self.top_k
+        return logits, scores, index
+
+    return type(f"{kind.title()}Router", (MixtralTopKRouter,), {"forward": forward})
+
+
+_ROUTERS: dict[str, type] = {}
+
+
+def mixtral(kind: str = "balanced") -> nn.Module:
+    """A tiny Mixtral: 2 layers of width 64, 4 experts of width 128, 2 per token, routed as
+    ``kind`` says (:func:`_router`)."""
+    from transformers import MixtralConfig, MixtralForCausalLM
+
+    config = MixtralConfig(
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        num_local_experts=4,
+        num_experts_per_tok=2,
+        vocab_size=512,
+    )
+    model = MixtralForCausalLM(config)
+    router = _ROUTERS.setdefault(kind, _router(kind))
+    for layer in model.model.layers:
+        layer.mlp.gate.__class__ = router
+    return model
+
+
+def mixtral_worst() -> nn.Module:
+    return mixtral("worst")
+
+
+def expert_plan(model: nn.Module) -> dict[str, str]:
+    """transformers' expert-parallel styles for the tiny Mixtral, module by module: each
+    experts module's weights split along the experts, the module reached by its dispatch."""
+    plan = {}
+    for index in range(len(model.model.layers)):  # type: ignore[union-attr, arg-type]
+        experts = f"model.layers.{index}.mlp.experts"
+        plan[f"{experts}.gate_up_proj"] = "grouped_gemm"
+        plan[f"{experts}.down_proj"] = "grouped_gemm"
+        plan[experts] = "ep_dispatch_experts"
+    return plan
+
+
 def resnet() -> nn.Module:
     import torchvision
 
@@ -171,7 +227,71 @@ def fsdp_units(model: nn.Module) -> list[nn.Module]:
         return [block for name in ("layer1", "layer2", "layer3", "layer4") for block in getattr(model, name)]
     if isinstance(model, LlamaStage):
         return list(model.layers)
-    return list(model.model.layers)  # type: ignore[union-attr, arg-type]
+    return list(model.model.layers)
+
+
+def _kept(func: Any) -> bool:
+    """Whether torchtitan's op-level selective checkpointing keeps an operator's output:
+    matrix products and attention kernels (every second ``mm`` aside, counted by the caller)."""
+    aten = torch.ops.aten
+    return func in (
+        aten.mm.default,
+        aten._scaled_dot_product_flash_attention_for_cpu.default,
+        aten._scaled_dot_product_efficient_attention.default,
+        aten._scaled_dot_product_flash_attention.default,
+    )
+
+
+def _checkpointed(model: nn.Module, how: str) -> None:
+    """Non-reentrant checkpointing, as transformers' own turns the cache off: of every block
+    (``blocks``), every block with torchtitan's op policy (``selective``), or the blocks' MLPs
+    (``model.layers.*.mlp``, the one pattern the cases use)."""
+    from functools import partial
+
+    from torch.utils.checkpoint import CheckpointPolicy, checkpoint, create_selective_checkpoint_contexts
+
+    if hasattr(model, "config"):
+        model.config.use_cache = False
+    units = [layer.mlp for layer in model.model.layers] if how.endswith(".mlp") else fsdp_units(model)  # type: ignore[union-attr]
+
+    def contexts() -> Any:
+        counts = {False: 0, True: 0}  # mm calls in this block's forward, and in its recompute
+
+        def policy(ctx: Any, func: Any, *args: Any, **kwargs: Any) -> Any:
+            if func is torch.ops.aten.mm.default:
+                counts[ctx.is_recompute] += 1
+                if counts[ctx.is_recompute] % 2 == 0:
+                    return CheckpointPolicy.PREFER_RECOMPUTE
+            return CheckpointPolicy.MUST_SAVE if _kept(func) else CheckpointPolicy.PREFER_RECOMPUTE
+
+        return create_selective_checkpoint_contexts(policy)
+
+    options: dict[str, Any] = {"use_reentrant": False}
+    if how == "selective":
+        options["context_fn"] = contexts
+    for unit in units:
+        forward = unit.forward
+        unit.forward = partial(checkpoint, forward, **options)  # type: ignore[method-assign]
+
+
+def _expert_parallel(model: nn.Module, case: Case, groups: dict[str, str]) -> tuple[list[nn.Module], Any]:
+    """transformers' own expert parallelism over ``ep`` (its all-to-all dispatch), on a mesh
+    of the same ranks as the dense one (``efsdp`` x ``ep``, ``efsdp = fsdp / ep``): the
+    experts modules and their FSDP2 mesh. A group of the same ranks as a dense one is the
+    same process group, named by both dimensions."""
+    from torch.distributed.device_mesh import init_device_mesh
+    from transformers.distributed.expert_parallel import apply_expert_parallelism
+
+    ep, fsdp = int(case.parallel["ep"]), int(case.parallel["fsdp"])
+    experts_mesh = init_device_mesh("cpu", (fsdp // ep, ep), mesh_dim_names=("efsdp", "ep"))
+    one = init_device_mesh("cpu", (fsdp, 1), mesh_dim_names=("rest", "tp"))["tp"]  # no tensor parallelism
+    plan = expert_plan(model)
+    apply_expert_parallelism(model, experts_mesh["ep"], one, plan, ep_implementation="all_to_all")
+    for name in ("efsdp", "ep"):
+        key = str(experts_mesh.get_group(name).group_name)
+        groups[key] = f"{groups[key]}/{name}" if key in groups and groups[key] != name else name
+    experts = [m for n, m in model.named_modules() if plan.get(n) == "ep_dispatch_experts"]
+    return experts, experts_mesh["efsdp"]
 
 
 @dataclass(frozen=True)
@@ -239,6 +359,8 @@ def _small_images() -> torch.Tensor:
     return torch.randn(8, 3, 64, 64)
 
 
+MIXED_BF16 = {"param_dtype": "bfloat16", "reduce_dtype": "float32"}  # _grouped_mm computes in bf16 on the CPU
+
 CASES: dict[str, Case] = {
     "mlp-fsdp": Case(mlp, _mlp_input, {"fsdp": 2}, _sum),
     "mlp-tp": Case(mlp, _mlp_input, {"tp": 2}, _sum, mlp_tensor_plan),
@@ -255,6 +377,8 @@ CASES: dict[str, Case] = {
     "mlp-pp-fsdp": Case(mlp, _mlp_input, {"pp": 2, "fsdp": 2, "microbatches": 4}, _sum, pp_split=mlp_stage),
     "mlp-hsdp": Case(mlp, _mlp_input, {"dp": 2, "fsdp": 2}, _sum),
     "mlp-fsdp-checkpoint": Case(mlp, _mlp_input, {"fsdp": 2, "checkpoint": "blocks"}, _sum),
+    "llama-fsdp-selective": Case(llama, _ids, {"fsdp": 2, "checkpoint": "selective"}, _logits),
+    "llama-fsdp-checkpoint-mlp": Case(llama, _ids, {"fsdp": 2, "checkpoint": "model.layers.*.mlp"}, _logits),
     "llama-tp-checkpoint": Case(llama, _ids, {"tp": 2, "checkpoint": "blocks"}, _logits, llama_tensor_plan),
     # larger, for the docs' table (benchmarks/parallel_oracle.py); world 2 and 4
     "mlp-fsdp4": Case(mlp, _mlp_input, {"fsdp": 4}, _sum),
@@ -272,6 +396,11 @@ CASES: dict[str, Case] = {
     "vit-fsdp": Case(vit, _images, {"fsdp": 2}, _sum),
     "vit-fsdp4": Case(vit, _images, {"fsdp": 4}, _sum),
     "resnet-fsdp": Case(resnet, _small_images, {"fsdp": 2}, _sum),
+    "mixtral-ep": Case(mixtral, _ids, {"fsdp": 2, "ep": 2, "routing": "balanced", **MIXED_BF16}, _logits),
+    "mixtral-ep4": Case(mixtral, _ids, {"fsdp": 4, "ep": 2, "routing": "balanced", **MIXED_BF16}, _logits),
+    "mixtral-ep-worst": Case(
+        mixtral_worst, _ids, {"fsdp": 2, "ep": 2, "routing": "worst", **MIXED_BF16}, _logits
+    ),
     "llama-fsdp-bf16": Case(
         llama, _ids, {"fsdp": 2, "param_dtype": "bfloat16", "reduce_dtype": "float32"}, _logits
     ),
@@ -299,15 +428,10 @@ def apply(case: Case, model: nn.Module, rank: int) -> tuple[nn.Module, dict[str,
     if tp > 1:
         assert case.tensor_plan is not None
         case.tensor_plan(model, mesh["tp"])
-    if case.parallel.get("checkpoint") == "blocks":  # each block keeps its input only
-        from torch.utils.checkpoint import checkpoint
-
-        if hasattr(model, "config"):  # as transformers' own gradient checkpointing does
-            model.config.use_cache = False
-
-        for unit in fsdp_units(model):
-            forward = unit.forward
-            unit.forward = lambda *a, _f=forward, **k: checkpoint(_f, *a, use_reentrant=False, **k)  # type: ignore[method-assign]
+    if case.parallel.get("checkpoint"):  # each checkpointed module keeps its input only
+        _checkpointed(model, str(case.parallel["checkpoint"]))
+    groups = {str(mesh.get_group(name).group_name): name for name in names}
+    experts, experts_mesh = _expert_parallel(model, case, groups) if "ep" in case.parallel else ([], None)
     if fsdp > 1 or dp > 1:
         data = mesh["dp_replicate", "dp_shard"] if dp > 1 else mesh["dp_shard"]
         dtypes = {
@@ -316,7 +440,12 @@ def apply(case: Case, model: nn.Module, rank: int) -> tuple[nn.Module, dict[str,
             if key in case.parallel
         }
         policy = MixedPrecisionPolicy(**dtypes)
+        for module in experts:  # as transformers shards them: on their own mesh, averaged over fsdp
+            fully_shard(module, mesh=experts_mesh, mp_policy=policy)
+            module.set_gradient_divide_factor(float(fsdp))
+            if fsdp // int(case.parallel["ep"]) > 1:  # gloo has no PREMUL_SUM: sum, then divide
+                module.set_force_sum_reduction_for_comms(True)
         for unit in fsdp_units(model):
             fully_shard(unit, mesh=data, mp_policy=policy)
         fully_shard(model, mesh=data, mp_policy=policy)
-    return model, {str(mesh.get_group(name).group_name): name for name in names}, mesh
+    return model, groups, mesh

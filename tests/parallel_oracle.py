@@ -52,6 +52,8 @@ KINDS = {
     "reduce_scatter_tensor": ("reduce_scatter", 0),
     "send": ("send", 0),
     "recv_": ("recv", 0),
+    "alltoall_base_": ("all_to_all", 1),  # (output, input, ...): the send buffer
+    "all_to_all_single": ("all_to_all", 0),
 }
 
 

@@ -87,6 +87,8 @@ ORACLE_CASES = [
     "llama-fsdp-bf16",
     "mlp-fsdp-checkpoint",
     "llama-tp-checkpoint",
+    "llama-fsdp-selective",
+    "llama-fsdp-checkpoint-mlp",
     "mlp-pp-1f1b",
     "mlp-pp-gpipe",
     "llama-pp",
@@ -285,7 +287,7 @@ def test_a_process_group_of_the_caller_is_left_alone() -> None:
         ({"fsdpp": 2}, "unknown key 'fsdpp'"),
         ("fsdp=2,tp=x", "tp='x' is not a number"),
         ({"fsdp": 0}, "fsdp must be a whole number of ranks"),
-        ({"ep": 2}, "ep=2 is not predicted yet"),
+        ({"ep": 2}, "ep=2 sends each token to its experts. rank"),
         ({"pp": 2}, "MLP is not a transformers decoder convprof can cut into stages"),
         ({"tp": 2}, "has no tensor-parallel plan of its own"),
     ],
@@ -480,3 +482,78 @@ def test_convprof_check_holds_a_parallel_entry(
     )
     assert main(["check"]) == 2
     assert "model 'mlp': parallel plan: unknown key 'zz'" in capsys.readouterr().err
+
+
+class SelfAttention(nn.Module):
+    """Causal self-attention of width 64 (4 heads of 16) with a residual."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.qkv = nn.Linear(64, 192)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        q, k, v = self.qkv(x).view(1, -1, 3, 4, 16).permute(2, 0, 3, 1, 4)
+        y = nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
+        return x + y.transpose(1, 2).reshape(1, -1, 64)
+
+
+class Attending(nn.Module):
+    """Two attention blocks over 1,024 tokens: the math path's attention matrix would be
+    4 x 1,024 x 1,024 values a block."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleList(SelfAttention() for _ in range(2))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for block in self.blocks:
+            x = block(x)
+        return x
+
+
+def test_a_cuda_step_runs_cudas_attention_and_recomputes_with_it() -> None:
+    """On fake CPU tensors, attention for a CUDA prediction runs CUDA's flash kernel (bf16, no
+    mask), which keeps no attention matrix (8 MiB a block in bf16), in the checkpointed
+    blocks' recompute too (the backward runs without the forward's function modes; a recompute
+    on another kernel saves other tensors, which checkpoint refuses)."""
+    report = convprof.profile(
+        Attending(),
+        torch.randn(1, 1024, 64),
+        backward=True,
+        memory="cuda",
+        parallel={"fsdp": 2, "checkpoint": "blocks", "param_dtype": "bfloat16"},
+    )
+    matrix = 4 * 1024 * 1024 * 2
+    (rank,) = report.ranks
+    assert rank.peak_bytes < matrix / 2
+    # each block's forward again: its projection (1,024 x 64 x 192) and QK^T and PV
+    assert rank.recompute_macs == 2 * (1024 * 64 * 192 + 4 * 1024 * 1024 * 32)
+
+
+def test_cuda_attention_with_values_of_another_head_size_is_memory_efficient() -> None:
+    """DeepSeek's attention: queries and keys of 192, values of 128; CUDA's flash kernel wants
+    one head size, its memory-efficient kernel takes both."""
+    from convprof.record.stand_ins.attention import backend
+
+    q = torch.empty(1, 4, 8, 192, dtype=torch.bfloat16, device="meta")
+    v = torch.empty(1, 4, 8, 128, dtype=torch.bfloat16, device="meta")
+    assert backend("cuda", (q, q, v), {}) == "efficient"
+    assert backend("cuda", (q, q, q), {}) == "flash"
+
+
+def test_selective_and_pattern_checkpointing_recompute_what_they_say() -> None:
+    """The tiny Llama (2 layers of width 128, 4 heads of 32 over 2 key/value heads, MLP width
+    344, 128 tokens a rank). A layer's forward runs 7 mm: q, k, v, o, gate, up, down.
+    Selective (torchtitan's op policy) keeps every first and recomputes every second one, k, o
+    and up, and keeps the attention; ``model.layers.*.mlp`` recomputes two of the three MLP
+    products, gate and up: the recompute stops once it has made what the backward needs
+    (checkpoint's early stop), and down's output is not among it."""
+    tokens, width, kv, mlp = 128, 128, 64, 344
+    selective = predicted("llama-fsdp-selective").ranks[0]
+    assert selective.recompute_macs == 2 * tokens * (width * kv + width * width + width * mlp)
+    pattern = predicted("llama-fsdp-checkpoint-mlp").ranks[0]
+    assert pattern.recompute_macs == 2 * 2 * tokens * width * mlp
+    with pytest.raises(PlanError, match=r"checkpoint=model\.decoder: no module of LlamaForCausalLM"):
+        predicted("llama-fsdp", parallel={"fsdp": 2, "checkpoint": "model.decoder"})
+    with pytest.raises(PlanError, match="checkpoint is blocks, selective or a module pattern"):
+        predicted("llama-fsdp", parallel={"fsdp": 2, "checkpoint": "layers[0]"})

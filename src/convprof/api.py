@@ -84,7 +84,9 @@ def profile(
     ``parallel={"fsdp": 8, "tp": 2}`` (or ``"fsdp=8,tp=2"``) predicts one training step per
     rank of that plan (``backward=True`` needed; ``accum``, ``reshard``, ``param_dtype`` and
     ``reduce_dtype`` go in the same dict; ``checkpoint="blocks"`` checkpoints every repeated
-    block, its recompute counted apart in ``Totals.recompute_macs``), through PyTorch's own
+    block, ``"selective"`` every block with torchtitan's op policy, a module pattern such as
+    ``"model.layers.*.mlp"`` or a class name those modules; the recompute is counted apart in
+    ``Totals.recompute_macs``), through PyTorch's own
     FSDP2 and tensor parallelism in a fake process group on fake tensors: nothing is computed
     or sent, and ``model`` is not touched (a copy is sharded). ``args`` are one rank's inputs
     for one micro-step. The report's rows and totals are the first rank's (its local shapes),

@@ -197,9 +197,10 @@ def _parallel_options(prof: argparse.ArgumentParser) -> None:
     )
     prof.add_argument(
         "--checkpoint",
-        choices=("blocks",),
-        help="with --parallel: activation checkpointing of every repeated block (its forward runs "
-        "again in the backward; the recompute's MACs are shown apart)",
+        metavar="blocks|selective|PATTERN",
+        help="with --parallel: activation checkpointing (its forward runs again in the backward; the "
+        "recompute's MACs are shown apart) of every repeated block, every block with torchtitan's op "
+        "policy (selective), or the modules a name pattern (* for one part) or class names",
     )
     prof.add_argument(
         "--tp-plan",

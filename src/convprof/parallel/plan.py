@@ -10,16 +10,17 @@ Plain values only; nothing here imports torch.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
 # the dimensions, outermost first, and the mesh dimension names PyTorch's APIs get
 DIMENSIONS = ("pp", "dp", "fsdp", "tp", "ep")
 MESH_NAMES = {"dp": "dp_replicate", "fsdp": "dp_shard", "tp": "tp", "pp": "pp", "ep": "ep"}
-SUPPORTED = ("pp", "dp", "fsdp", "tp")  # the others are refused with a clear message, for now
-CHECKPOINTS = ("blocks",)
+CHECKPOINTS = ("blocks", "selective")  # or a module pattern
 SCHEDULES = ("1f1b", "gpipe")
+ROUTINGS = ("balanced", "worst")
 
 
 class PlanError(ValueError):
@@ -39,7 +40,10 @@ class Plan:
     reduced in ``reduce_dtype``). ``checkpoint="blocks"``: activation checkpointing of every
     repeated block (non-reentrant, PyTorch's composable ``checkpoint``): a block keeps only its
     input, and its forward runs again in the backward. ``microbatches`` and ``schedule``
-    (``1f1b``, ``gpipe``) run a pipeline's stages."""
+    (``1f1b``, ``gpipe``) run a pipeline's stages. ``ep``: the experts split among groups of
+    ``ep`` ranks of the data-parallel ones (not more ranks: the world is the same, as in
+    torchtitan and transformers), with ``routing`` (``balanced``, ``worst``) the assumption
+    of how many tokens go to each (:mod:`convprof.parallel.experts`)."""
 
     @property
     def chunks(self) -> int:
@@ -58,10 +62,20 @@ class Plan:
     checkpoint: str | None = None
     microbatches: int = 0  # pipeline micro-batches per step (0: one per stage)
     schedule: str = "1f1b"  # the pipeline's schedule
+    routing: str | None = None  # what expert parallelism assumes of the router's choices
 
     @property
     def world(self) -> int:
-        return self.dp * self.fsdp * self.tp * self.pp * self.ep
+        return self.dp * self.fsdp * self.tp * self.pp  # ep splits the data-parallel ranks
+
+    @property
+    def expert_mesh(self) -> tuple[tuple[str, int], ...]:
+        """The experts' mesh (none without ``ep``): the same ranks as the dense mesh, its
+        shard dimension split into ``efsdp`` (FSDP2 of the experts) and ``ep``, innermost."""
+        if self.ep == 1:
+            return ()
+        outer = tuple((MESH_NAMES[d], getattr(self, d)) for d in ("pp", "dp") if getattr(self, d) > 1)
+        return (*outer, ("efsdp", self.fsdp // self.ep), ("ep", self.ep))
 
     @property
     def mesh(self) -> tuple[tuple[str, int], ...]:
@@ -71,7 +85,8 @@ class Plan:
         used = tuple(
             (MESH_NAMES[d], getattr(self, d))
             for d in DIMENSIONS
-            if getattr(self, d) > 1 or (d == "fsdp" and self.dp > 1)  # HSDP's shard dimension, maybe of 1
+            if d != "ep"
+            and (getattr(self, d) > 1 or (d == "fsdp" and self.dp > 1))  # HSDP's shard dimension, maybe of 1
         )
         return used or (("dp_shard", 1),)
 
@@ -87,6 +102,7 @@ class Plan:
             "checkpoint",
             "microbatches",
             "schedule",
+            "routing",
         ):
             value = getattr(self, name)
             if value != getattr(defaults, name):
@@ -105,6 +121,8 @@ class Plan:
             parts.append(f"checkpoint {self.checkpoint}")
         if self.pp > 1:
             parts.append(f"{self.chunks} micro-batches, {self.schedule}")
+        if self.routing:
+            parts.append(f"{self.routing} routing")
         return ", ".join(parts)
 
 
@@ -130,7 +148,7 @@ def _text(text: str) -> dict[str, Any]:
             if value.lower() not in ("true", "false"):
                 raise PlanError(f"parallel plan {text!r}: reshard is true or false, got {value!r}")
             found[key] = value.lower() == "true"
-        elif key.endswith("_dtype") or key in ("checkpoint", "schedule"):
+        elif key.endswith("_dtype") or key in ("checkpoint", "schedule", "routing"):
             found[key] = value
         else:
             try:
@@ -161,7 +179,7 @@ def parse_plan(value: Plan | Mapping[str, Any] | str, **options: Any) -> Plan:
     if unknown:
         raise PlanError(
             f"parallel plan: unknown key {unknown[0]!r}; the dimensions are {', '.join(DIMENSIONS)} "
-            "(and accum, reshard, param_dtype, reduce_dtype, checkpoint, microbatches, schedule)"
+            "(and accum, reshard, param_dtype, reduce_dtype, checkpoint, microbatches, schedule, routing)"
         )
     for key in (*DIMENSIONS, "accum", "microbatches"):
         if key in given:
@@ -172,9 +190,11 @@ def parse_plan(value: Plan | Mapping[str, Any] | str, **options: Any) -> Plan:
             raise PlanError(f"parallel plan: {key} must be one of {', '.join(_DTYPES)}, got {dtype!r}")
         if dtype is not None:
             given[key] = str(dtype).removeprefix("torch.")
-    if given.get("checkpoint") is not None and given["checkpoint"] not in CHECKPOINTS:
+    how = given.get("checkpoint")
+    if how is not None and not (isinstance(how, str) and re.fullmatch(r"[\w.*]+", how)):
         raise PlanError(
-            f"parallel plan: checkpoint must be one of {', '.join(CHECKPOINTS)}, got {given['checkpoint']!r}"
+            f"parallel plan: checkpoint is blocks, selective or a module pattern (a name with * for one "
+            f"part, or a class name), got {how!r}"
         )
     if given.get("schedule", "1f1b") not in SCHEDULES:
         raise PlanError(
@@ -189,10 +209,35 @@ def parse_plan(value: Plan | Mapping[str, Any] | str, **options: Any) -> Plan:
         raise PlanError(
             "parallel plan: with pp, the micro-batches are the pipeline's: give microbatches, not accum"
         )
-    missing = [d for d in DIMENSIONS if getattr(plan, d) > 1 and d not in SUPPORTED]
-    if missing:
-        raise PlanError(
-            f"parallel plan: {missing[0]}={getattr(plan, missing[0])} is not predicted yet (this version "
-            f"predicts {', '.join(SUPPORTED)} and their combinations; see docs/parallel.md)"
-        )
+    _check_experts(plan)
     return plan
+
+
+def _check_experts(plan: Plan) -> None:
+    """``ep`` within the sharded data-parallel ranks, with a routing assumption."""
+    if plan.ep == 1:
+        if plan.routing is not None:
+            raise PlanError("parallel plan: routing is expert parallelism's (ep=N)")
+        return
+    if plan.routing not in ROUTINGS:
+        raise PlanError(
+            f"parallel plan: ep={plan.ep} sends each token to its experts' rank, as many as the router's "
+            f"values say; give the routing to assume: routing={' or routing='.join(ROUTINGS)}"
+            + (f" (got {plan.routing!r})" if plan.routing is not None else "")
+        )
+    for other in ("tp", "pp"):
+        if getattr(plan, other) > 1:
+            raise PlanError(
+                f"parallel plan: ep={plan.ep} with {other} is not predicted yet (see docs/parallel.md)"
+            )
+    if plan.fsdp % plan.ep:
+        raise PlanError(
+            f"parallel plan: ep={plan.ep} splits the experts among the fsdp ranks: "
+            f"it must divide fsdp={plan.fsdp}"
+        )
+
+
+def matching(pattern: str, names: Sequence[str]) -> list[str]:
+    """The names a plan's module pattern matches (transformers' form: ``*`` one name)."""
+    regex = re.compile(re.escape(pattern).replace(r"\*", r"[^.]+"))
+    return [name for name in names if regex.fullmatch(name)]

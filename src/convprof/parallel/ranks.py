@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+from torch.distributed.device_mesh import DeviceMesh
 from torch.distributed.tensor import DTensor
 from torch.distributed.tensor._utils import _compute_local_shape_and_global_offset
 
@@ -48,23 +49,36 @@ def describe(ranks: tuple[int, ...]) -> str:
     return f"{'rank' if len(ranks) == 1 else 'ranks'} {', '.join(spans)}"
 
 
+def _places(mesh: DeviceMesh | None) -> dict[int, dict[str, int]]:
+    """Each rank's place on every dimension of ``mesh`` (``mesh.mesh`` holds the ranks,
+    arranged in the mesh's shape)."""
+    if mesh is None:
+        return {}
+    names = mesh.mesh_dim_names or ()
+    return {
+        int(mesh.mesh[index]): dict(zip(names, index, strict=True))
+        for index in itertools.product(*(range(n) for n in mesh.shape))
+    }
+
+
 def classes(model: nn.Module, world: World) -> list[Members]:
     """The rank classes of a model sharded in ``world`` (any rank's view serves; a pipeline's
     stages are told apart by their place on ``pp``, each its own model)."""
-    mesh = world.mesh
-    names = mesh.mesh_dim_names or ()
-    coordinates = {  # mesh.mesh holds the ranks, arranged in the mesh's shape
-        int(mesh.mesh[index]): index for index in itertools.product(*(range(n) for n in mesh.shape))
+    dense, experts = _places(world.mesh), _places(world.experts)
+    sizes = {
+        name: size
+        for mesh in (world.mesh, world.experts)
+        if mesh is not None
+        for name, size in zip(mesh.mesh_dim_names or (), mesh.shape, strict=True)
     }
     kinds = {
         (tuple(p.shape), tuple(p.placements), tuple(p.device_mesh.mesh_dim_names or ()))
         for p in model.parameters()
         if isinstance(p, DTensor)
     }
-    sizes = dict(zip(names, mesh.shape, strict=True))
     found: dict[tuple[object, ...], list[int]] = {}
-    for rank in sorted(coordinates):
-        place = dict(zip(names, coordinates[rank], strict=True))
+    for rank in sorted(dense):
+        place = {**experts.get(rank, {}), **dense[rank]}
         signature = (
             place.get("pp", 0),
             *(
@@ -79,10 +93,7 @@ def classes(model: nn.Module, world: World) -> list[Members]:
             ),
         )
         found.setdefault(signature, []).append(rank)
-    return [
-        Members(tuple(ranks), tuple(zip(names, coordinates[ranks[0]], strict=True)))
-        for ranks in sorted(found.values())
-    ]
+    return [Members(tuple(ranks), tuple(dense[ranks[0]].items())) for ranks in sorted(found.values())]
 
 
 def local_size(model: nn.Module) -> tuple[int, int]:

@@ -31,6 +31,7 @@ from convprof.parallel.pipeline import StageSplit
 from convprof.parallel.plan import Plan
 from convprof.parallel.shard import TensorPlan, shard
 from convprof.parallel.world import World, fake_world
+from convprof.record.errors import ForwardError
 from convprof.record.fake import fake_tensors
 from convprof.record.step import MicroSteps, record_step
 from convprof.record.tensors import named_tensors
@@ -141,7 +142,15 @@ def profile_parallel(job: Job) -> Report:
         # a pipeline's decoder stages run without a cache of their own accord
         checkpointed = job.plan.checkpoint is not None and job.plan.pp == 1
         kwargs = known_values(job.model, job.kwargs, checkpointed)
-        return _profile(replace(job, kwargs=kwargs))
+        try:
+            return _profile(replace(job, kwargs=kwargs))
+        except ForwardError as exc:
+            if "mat_a to be BFloat16" in str(exc) and job.plan.param_dtype is None:
+                # a mixture of experts' grouped products: the step runs as such models train
+                raise ForwardError(
+                    f"{exc}; PyTorch's fake _grouped_mm takes bf16 only: add param_dtype=bfloat16 to the plan"
+                ) from None
+            raise
 
 
 def _profile(job: Job) -> Report:

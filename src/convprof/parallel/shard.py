@@ -16,15 +16,15 @@ Llama (below). FSDP2's units, and the checkpointed blocks, are the model's repea
 
 from __future__ import annotations
 
-import re
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import nn
 
-from convprof.parallel.plan import Plan, PlanError
+from convprof.parallel.experts import split_experts
+from convprof.parallel.plan import CHECKPOINTS, Plan, PlanError, matching
 from convprof.parallel.world import World
 
 TensorPlan = Callable[[nn.Module, Any], Any]
@@ -60,11 +60,6 @@ def model_tensor_plan(model: nn.Module) -> dict[str, str] | None:
     return dict(plan) if isinstance(plan, dict) and plan else None
 
 
-def _matching(pattern: str, names: Sequence[str]) -> list[str]:
-    regex = re.compile(re.escape(pattern).replace(r"\*", r"[^.]+"))
-    return [name for name in names if regex.fullmatch(name)]
-
-
 def _apply_tensor_plan(model: nn.Module, plan: dict[str, str], mesh: Any) -> None:
     from torch.distributed.tensor.parallel import parallelize_module
 
@@ -80,7 +75,7 @@ def _apply_tensor_plan(model: nn.Module, plan: dict[str, str], mesh: Any) -> Non
                 f"tp: the model's plan gives {pattern!r} the style {style!r}, which convprof does not map to "
                 "PyTorch's tensor parallelism; pass tp_plan= (a function parallelize(model, mesh))"
             )
-        for name in _matching(pattern, names):
+        for name in matching(pattern, names):
             layout[name] = styles[style]
     if not layout:
         raise PlanError("tp: the model's tensor-parallel plan matches none of its modules")
@@ -150,25 +145,41 @@ def shard(model: nn.Module, plan: Plan, world: World, tensor_plan: TensorPlan | 
                 )
             _apply_tensor_plan(model, found, mesh)
         _check_divisible(model, plan.tp)
+    experts = split_experts(model, plan, world) if plan.ep > 1 else []
     units = blocks(model)
-    if plan.checkpoint == "blocks":  # after tensor parallelism, before FSDP2, as torchtitan does
-        _checkpoint(model, units)
+    if plan.checkpoint:  # after tensor parallelism, before FSDP2, as torchtitan does
+        _checkpoint(model, units, plan.checkpoint)
     if plan.fsdp > 1 or plan.dp > 1:
-        _fully_shard(model, plan, world, units)
+        _fully_shard(model, plan, world, units, experts)
 
 
-def _checkpoint(model: nn.Module, units: list[nn.Module]) -> None:
-    """Activation checkpointing of every block: PyTorch's composable ``checkpoint``, which
-    keeps the module and its name as they are."""
+def _checkpoint(model: nn.Module, units: list[nn.Module], how: str) -> None:
+    """Activation checkpointing, PyTorch's composable ``checkpoint`` (which keeps the module
+    and its name as they are): of every block, every block selectively (torchtitan's op
+    policy), or of the modules a pattern names (by name, ``*`` one name, or by class)."""
     from torch.distributed._composable.checkpoint_activation import checkpoint
 
-    if not units:
-        raise PlanError(f"checkpoint=blocks: {type(model).__name__} has no repeated blocks to checkpoint")
+    from convprof.record.recompute import same_modes, selective
+
+    if how not in CHECKPOINTS:
+        names = [name for name, _ in model.named_modules()]
+        named = set(matching(how, names))
+        units = _outermost(
+            [m for name, m in model.named_modules() if name in named or type(m).__name__ == how]
+        )
+        if not units:
+            raise PlanError(f"checkpoint={how}: no module of {type(model).__name__} has that name or class")
+    elif not units:
+        raise PlanError(f"checkpoint={how}: {type(model).__name__} has no repeated blocks to checkpoint")
     for module in units:
-        checkpoint(module)
+        checkpoint(module, context_fn=selective if how == "selective" else same_modes)
 
 
-def _fully_shard(model: nn.Module, plan: Plan, world: World, units: list[nn.Module]) -> None:
+def _fully_shard(
+    model: nn.Module, plan: Plan, world: World, units: list[nn.Module], experts: list[nn.Module]
+) -> None:
+    """FSDP2: the experts on the expert mesh first (each its own unit, as transformers shards
+    them), then the blocks and the root on the data-parallel dimensions."""
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
     mesh = world.submesh("dp_replicate", "dp_shard") if plan.dp > 1 else world.submesh("dp_shard")
@@ -176,6 +187,17 @@ def _fully_shard(model: nn.Module, plan: Plan, world: World, units: list[nn.Modu
         param_dtype=getattr(torch, plan.param_dtype) if plan.param_dtype else None,
         reduce_dtype=getattr(torch, plan.reduce_dtype) if plan.reduce_dtype else None,
     )
+    if experts:
+        expert_mesh = world.submesh("dp_replicate", "efsdp") if plan.dp > 1 else world.submesh("efsdp")
+        for expert in experts:
+            sharded = fully_shard(
+                expert, mesh=expert_mesh, reshard_after_forward=plan.reshard, mp_policy=policy
+            )
+            # an expert's gradient sums the tokens of every data-parallel rank that sent it
+            # some: averaged over all of them, not over its own FSDP group
+            sharded.set_gradient_divide_factor(float(plan.dp * plan.fsdp))
+            if plan.fsdp // plan.ep > 1:  # as transformers does: gloo has no PREMUL_SUM
+                sharded.set_force_sum_reduction_for_comms(True)
     for module in units:
         fully_shard(module, mesh=mesh, reshard_after_forward=plan.reshard, mp_policy=policy)
     # the root keeps its parameters from the forward to the backward, FSDP2's default for it

@@ -28,9 +28,12 @@ class World:
     rank: int
     mesh: DeviceMesh
     groups: dict[str, tuple[str, int]]
+    experts: DeviceMesh | None = None  # expert parallelism's mesh: the same ranks, split otherwise
 
     def submesh(self, *names: str) -> DeviceMesh:
-        return self.mesh[names] if len(names) > 1 else self.mesh[names[0]]
+        """The dimensions ``names`` of the dense mesh, or of the experts' (``ep``, ``efsdp``)."""
+        mesh = self.experts if self.experts is not None and {"ep", "efsdp"} & set(names) else self.mesh
+        return mesh[names] if len(names) > 1 else mesh[names[0]]
 
     def coordinate(self, name: str) -> int:
         """This rank's place on the mesh dimension ``name`` (0 where the mesh has none)."""
@@ -88,7 +91,16 @@ def fake_world(plan: Plan, rank: int) -> Iterator[World]:
         # made outside fake tensors: the mesh reads its ranks' coordinates as Python numbers
         mesh = init_device_mesh("cpu", sizes, mesh_dim_names=names)
         groups = {str(mesh.get_group(name).group_name): (name, size) for name, size in plan.mesh}
-        yield World(rank, mesh, groups)
+        experts = None
+        if plan.expert_mesh:
+            names, sizes = zip(*plan.expert_mesh, strict=True)
+            experts = init_device_mesh("cpu", sizes, mesh_dim_names=names)
+            for name, size in plan.expert_mesh:
+                # a dimension of the same ranks as a dense one has its process group: both names
+                key = str(experts.get_group(name).group_name)
+                known = groups.get(key, (name, size))[0]
+                groups[key] = (name if known == name else f"{known}/{name}", size)
+        yield World(rank, mesh, groups, experts)
     finally:
         dist.destroy_process_group()
         sys.excepthook = hook

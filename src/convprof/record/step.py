@@ -34,7 +34,7 @@ from convprof.record.errors import ForwardError, ValuesNeeded, gist, type_label,
 from convprof.record.facts import read_info
 from convprof.record.frame import Frame
 from convprof.record.gradients import Backward, loss_of
-from convprof.record.modes import Composites
+from convprof.record.modes import Composites, DeviceAttention
 from convprof.record.session import Session, install, uninstall
 from convprof.records import TensorMeta, Trace
 
@@ -171,7 +171,9 @@ def record_step(
     handles: list[RemovableHandle] = []
     try:
         install(session, named, handles)
-        with torch.enable_grad(), session, Composites(session), _resizes(session):
+        # on fake CPU tensors, attention runs the CPU's kernel choice: for CUDA, CUDA's
+        attention = DeviceAttention(memory) if memory == "cuda" else contextlib.nullcontext()
+        with torch.enable_grad(), attention, session, Composites(session), _resizes(session):
             try:
                 driver.run(Phases(session, model, local))
                 distributed.phase = "step"

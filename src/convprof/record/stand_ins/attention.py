@@ -12,7 +12,8 @@ device would choose and runs that kernel's meta implementation instead:
   same dtype, ranks, broadcasting and head sizes (the rules look at nothing else); its flash
   kernel when chosen (no dropout, dense inputs), else the math path.
 - CUDA: for half precision without a mask its flash kernel (grouped-query attention too), else the
-  memory-efficient kernel (float32, masks as a float bias, dropout), which keeps as little;
+  memory-efficient kernel (float32, masks as a float bias, dropout, values of another head size
+  than the queries', as DeepSeek's attention has), which keeps as little;
   the math path beyond head size 256, where neither runs, and for float32 grouped-query
   attention (``enable_gqa``), which the memory-efficient kernel does not take.
 """
@@ -37,6 +38,12 @@ def _small(tensor: torch.Tensor, head: bool = True) -> torch.Tensor:
     return small.requires_grad_() if tensor.requires_grad and small.is_floating_point() else small
 
 
+def _abstract(tensor: torch.Tensor, device: str) -> bool:
+    from torch._subclasses.fake_tensor import FakeTensor
+
+    return tensor.is_meta or (device == "cuda" and isinstance(tensor, FakeTensor))
+
+
 def backend(device: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str | None:
     """``"flash_cpu"``, ``"efficient"`` or None (the math path) for a call of
     ``F.scaled_dot_product_attention(query, key, value, attn_mask, dropout_p, is_causal, scale,
@@ -49,15 +56,17 @@ def backend(device: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str |
     if len(tensors) != 3 or set(given) - set(names):
         return None
     gqa = bool(given.get("enable_gqa", False))
-    if not all(t.is_meta and t.dim() == 4 and not t.is_nested for t in tensors):
+    # meta tensors always; fake tensors (a parallel step's) for CUDA: on the CPU they run
+    # the CPU's own choice already
+    if not all(_abstract(t, device) and t.dim() == 4 and not t.is_nested for t in tensors):
         return None
-    if mask is not None and not (isinstance(mask, torch.Tensor) and mask.is_meta):
+    if mask is not None and not (isinstance(mask, torch.Tensor) and _abstract(mask, device)):
         return None
     assert q is not None and k is not None and v is not None
     if device == "cuda":
         if max(q.shape[-1], v.shape[-1]) > 256:
             return None
-        if q.dtype in (torch.float16, torch.bfloat16) and mask is None:
+        if q.dtype in (torch.float16, torch.bfloat16) and mask is None and q.shape[-1] == v.shape[-1]:
             return "flash"
         return None if gqa else "efficient"
     choice = torch._fused_sdp_choice(
