@@ -124,14 +124,15 @@ def mixtral_worst() -> nn.Module:
 
 
 def expert_plan(model: nn.Module) -> dict[str, str]:
-    """transformers' expert-parallel styles for the tiny Mixtral, module by module: each
-    experts module's weights split along the experts, the module reached by its dispatch."""
+    """transformers' expert-parallel styles for the tiny Mixtral (or a stage of it), module by
+    module: each experts module's weights split along the experts, the module reached by its
+    dispatch."""
     plan = {}
-    for index in range(len(model.model.layers)):  # type: ignore[union-attr, arg-type]
-        experts = f"model.layers.{index}.mlp.experts"
-        plan[f"{experts}.gate_up_proj"] = "grouped_gemm"
-        plan[f"{experts}.down_proj"] = "grouped_gemm"
-        plan[experts] = "ep_dispatch_experts"
+    for name, module in model.named_modules():
+        if type(module).__name__ == "MixtralExperts":
+            plan[f"{name}.gate_up_proj"] = "grouped_gemm"
+            plan[f"{name}.down_proj"] = "grouped_gemm"
+            plan[name] = "ep_dispatch_experts"
     return plan
 
 
@@ -282,9 +283,13 @@ def _expert_parallel(model: nn.Module, case: Case, groups: dict[str, str]) -> tu
     from torch.distributed.device_mesh import init_device_mesh
     from transformers.distributed.expert_parallel import apply_expert_parallelism
 
-    ep, fsdp = int(case.parallel["ep"]), int(case.parallel["fsdp"])
-    experts_mesh = init_device_mesh("cpu", (fsdp // ep, ep), mesh_dim_names=("efsdp", "ep"))
-    one = init_device_mesh("cpu", (fsdp, 1), mesh_dim_names=("rest", "tp"))["tp"]  # no tensor parallelism
+    ep, fsdp, pp = int(case.parallel["ep"]), int(case.parallel["fsdp"]), int(case.parallel.get("pp", 1))
+    layout = (("pp", pp), ("efsdp", fsdp // ep), ("ep", ep))
+    names = tuple(name for name, size in layout if size > 1 or name != "pp")
+    experts_mesh = init_device_mesh("cpu", tuple(dict(layout)[n] for n in names), mesh_dim_names=names)
+    one = init_device_mesh("cpu", (pp * fsdp, 1), mesh_dim_names=("rest", "tp"))[
+        "tp"
+    ]  # no tensor parallelism
     plan = expert_plan(model)
     apply_expert_parallelism(model, experts_mesh["ep"], one, plan, ep_implementation="all_to_all")
     for name in ("efsdp", "ep"):
@@ -310,7 +315,7 @@ class Case:
         """convprof.profile's options for this case's training step (its caller adds the rest):
         a transformers decoder is cut into stages by convprof itself, as the real run cuts it
         its own way (LlamaStage), so ``pp_split`` goes to the other models only."""
-        decoder = self.build is llama
+        decoder = self.build in (llama, mixtral)
         return {
             "backward": True,
             "memory": "cpu",
@@ -396,8 +401,18 @@ CASES: dict[str, Case] = {
     "vit-fsdp": Case(vit, _images, {"fsdp": 2}, _sum),
     "vit-fsdp4": Case(vit, _images, {"fsdp": 4}, _sum),
     "resnet-fsdp": Case(resnet, _small_images, {"fsdp": 2}, _sum),
+    "mlp-pp-fsdp-bf16": Case(
+        mlp, _mlp_input, {"pp": 2, "fsdp": 2, "microbatches": 4, **MIXED_BF16}, _sum, pp_split=mlp_stage
+    ),
     "mixtral-ep": Case(mixtral, _ids, {"fsdp": 2, "ep": 2, "routing": "balanced", **MIXED_BF16}, _logits),
     "mixtral-ep4": Case(mixtral, _ids, {"fsdp": 4, "ep": 2, "routing": "balanced", **MIXED_BF16}, _logits),
+    "mixtral-pp-ep": Case(
+        mixtral,
+        _ids,
+        {"pp": 2, "fsdp": 2, "ep": 2, "routing": "balanced", "microbatches": 2, **MIXED_BF16},
+        _logits,
+        pp_split=LlamaStage,
+    ),
     "mixtral-ep-worst": Case(
         mixtral_worst, _ids, {"fsdp": 2, "ep": 2, "routing": "worst", **MIXED_BF16}, _logits
     ),

@@ -123,7 +123,6 @@ def test_experts_are_sharded_over_what_is_left_of_fsdp() -> None:
         ({"fsdp": 2, "routing": "balanced"}, "routing is expert parallelism's"),
         ({"fsdp": 3, "ep": 2, "routing": "balanced"}, "it must divide fsdp=3"),
         ({"fsdp": 2, "tp": 2, "ep": 2, "routing": "balanced"}, "ep=2 with tp is not predicted yet"),
-        ({"fsdp": 2, "pp": 2, "ep": 2, "routing": "balanced"}, "ep=2 with pp is not predicted yet"),
     ],
 )
 def test_bad_expert_plans_say_what_is_wrong(plan: dict[str, Any], message: str) -> None:
@@ -167,3 +166,29 @@ def test_fp32_experts_are_told_to_compute_in_bf16() -> None:
     """PyTorch's fake ``_grouped_mm`` refuses fp32: the refusal names the remedy."""
     with pytest.raises(convprof.ForwardError, match="add param_dtype=bfloat16 to the plan"):
         predicted("mixtral-ep", parallel={"fsdp": 2, "ep": 2, "routing": "balanced"})
+
+
+def test_a_pipeline_of_experts_dispatches_per_stage_and_micro_batch() -> None:
+    """pp=2 x fsdp=2, ep=2 over the fsdp ranks of each stage, 2 micro-batches of 2 x 64
+    tokens: each stage holds one of the 2 MoE layers, so 3 all-to-alls per micro-batch
+    forward (counts, 32 bytes; the 256 routed rows of 64 bf16 out and back) and 2 backward;
+    the stages send bf16 hidden states (FSDP2 computes in bf16): 128 x 64 x 2 bytes each."""
+    parallel = {
+        "pp": 2,
+        "fsdp": 2,
+        "ep": 2,
+        "routing": "balanced",
+        "microbatches": 2,
+        **parallel_models.MIXED_BF16,
+    }
+    first, last = predicted("mixtral-pp-ep", parallel=parallel).ranks
+    rows = 2 * TOKENS * TOP_K * WIDTH * BF16
+    for rank in (first, last):
+        sent = {(c.kind, c.phase): (c.count, c.bytes) for c in rank.collectives}
+        assert sent[("all_to_all", "forward")] == (2 * 3, 2 * (32 + rows))
+        assert sent[("all_to_all", "backward")] == (2 * 2, 2 * rows)
+    sends = {(c.kind, c.phase): c.bytes for c in first.collectives if c.group == "pp"}
+    assert sends == {
+        ("send", "forward"): 2 * TOKENS * WIDTH * BF16,
+        ("recv", "backward"): 2 * TOKENS * WIDTH * BF16,
+    }

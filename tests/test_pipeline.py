@@ -78,6 +78,22 @@ def test_stages_send_activations_forward_and_gradients_back() -> None:
     }
 
 
+def test_under_fsdp_mixed_precision_stages_send_in_its_dtype() -> None:
+    """FSDP2 computes in param_dtype and casts a unit's inputs to it: a stage sends bf16
+    activations and is sent bf16 gradients, half of fp32's 65,536 bytes a micro-batch (the
+    real run's receive buffers are bf16 too: docs/parallel.md, mlp-pp-fsdp-bf16)."""
+    first, last = pipeline(4, fsdp=2, param_dtype="bfloat16", reduce_dtype="float32").ranks
+    for rank, kinds in ((first, ("send", "recv")), (last, ("recv", "send"))):
+        sent = {(c.kind, c.phase): c.bytes for c in rank.collectives if c.group == "pp"}
+        assert sent == {(kinds[0], "forward"): 4 * HIDDEN // 2, (kinds[1], "backward"): 4 * HIDDEN // 2}
+
+
+def test_mixed_precision_without_fsdp_is_refused() -> None:
+    """param_dtype is FSDP2's: without fsdp or dp nothing would apply it."""
+    with pytest.raises(PlanError, match="param_dtype and reduce_dtype are FSDP2's mixed precision"):
+        pipeline(4, param_dtype="bfloat16")
+
+
 def test_1f1b_keeps_the_stages_in_flight_and_gpipe_every_micro_batch() -> None:
     """From 4 to 8 micro-batches. 1F1B runs a backward as soon as it can: stage 0 keeps the
     activations of 2 micro-batches (as many as there are stages) whatever their number, and

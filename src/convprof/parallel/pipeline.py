@@ -118,9 +118,17 @@ def shapes(
     ``no_grad`` (``copy`` makes a fresh meta copy of the model)."""
     found = [micro.to("meta")]
     modules = [stage_module(copy(), plan, index, split) for index in range(plan.pp)]
+    # FSDP2's mixed precision computes in param_dtype and casts a unit's floating inputs to
+    # it, so a stage sends (and is sent gradients) in that dtype
+    dtype = getattr(torch, plan.param_dtype) if plan.param_dtype and (plan.fsdp > 1 or plan.dp > 1) else None
+    for module in modules:
+        if dtype is not None:
+            _computing_in(module, dtype)
     with fake_tensors() as fake, torch.no_grad():
         value: Any = fake.inputs(micro)
         for index, module in enumerate(modules):
+            if dtype is not None and value.is_floating_point():
+                value = value.to(dtype)
             fake.materialise(module)
             value = module(value)
             if not isinstance(value, torch.Tensor):
@@ -131,6 +139,15 @@ def shapes(
             # what the next stage receives wants its gradient, as the activation it was did
             found.append(sent.requires_grad_(sent.is_floating_point()))
     return found
+
+
+def _computing_in(module: nn.Module, dtype: torch.dtype) -> None:
+    """``module``'s floating parameters in ``dtype`` (its buffers as they are, as FSDP2 leaves
+    them): a stage of the shapes pass, which is thrown away after."""
+    for sub in module.modules():
+        for name, param in sub._parameters.items():
+            if param is not None and param.is_floating_point():
+                sub._parameters[name] = nn.Parameter(param.to(dtype), requires_grad=param.requires_grad)
 
 
 class Pipeline:

@@ -205,6 +205,10 @@ def parse_plan(value: Plan | Mapping[str, Any] | str, **options: Any) -> Plan:
     plan = Plan(**given)
     if plan.pp == 1 and ("microbatches" in given or "schedule" in given):
         raise PlanError("parallel plan: microbatches and schedule are a pipeline's (pp=N)")
+    if (plan.param_dtype or plan.reduce_dtype) and plan.fsdp == plan.dp == 1:
+        raise PlanError(
+            "parallel plan: param_dtype and reduce_dtype are FSDP2's mixed precision: they need fsdp or dp"
+        )
     if plan.pp > 1 and plan.accum > 1:
         raise PlanError(
             "parallel plan: with pp, the micro-batches are the pipeline's: give microbatches, not accum"
@@ -225,7 +229,7 @@ def _check_experts(plan: Plan) -> None:
             f"values say; give the routing to assume: routing={' or routing='.join(ROUTINGS)}"
             + (f" (got {plan.routing!r})" if plan.routing is not None else "")
         )
-    for other in ("tp", "pp"):
+    for other in ("tp",):
         if getattr(plan, other) > 1:
             raise PlanError(
                 f"parallel plan: ep={plan.ep} with {other} is not predicted yet (see docs/parallel.md)"
