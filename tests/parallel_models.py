@@ -384,6 +384,7 @@ CASES: dict[str, Case] = {
     "mlp-fsdp-checkpoint": Case(mlp, _mlp_input, {"fsdp": 2, "checkpoint": "blocks"}, _sum),
     "llama-fsdp-selective": Case(llama, _ids, {"fsdp": 2, "checkpoint": "selective"}, _logits),
     "llama-fsdp-checkpoint-mlp": Case(llama, _ids, {"fsdp": 2, "checkpoint": "model.layers.*.mlp"}, _logits),
+    "llama-fsdp-units-mlp": Case(llama, _ids, {"fsdp": 2, "units": "model.layers.*.mlp"}, _logits),
     "llama-tp-checkpoint": Case(llama, _ids, {"tp": 2, "checkpoint": "blocks"}, _logits, llama_tensor_plan),
     # larger, for the docs' table (benchmarks/parallel_oracle.py); world 2 and 4
     "mlp-fsdp4": Case(mlp, _mlp_input, {"fsdp": 4}, _sum),
@@ -460,7 +461,10 @@ def apply(case: Case, model: nn.Module, rank: int) -> tuple[nn.Module, dict[str,
             module.set_gradient_divide_factor(float(fsdp))
             if fsdp // int(case.parallel["ep"]) > 1:  # gloo has no PREMUL_SUM: sum, then divide
                 module.set_force_sum_reduction_for_comms(True)
-        for unit in fsdp_units(model):
+        units = fsdp_units(model)
+        if case.parallel.get("units") == "model.layers.*.mlp":  # the one pattern the cases use
+            units = [layer.mlp for layer in model.model.layers]  # type: ignore[union-attr]
+        for unit in units:
             fully_shard(unit, mesh=data, mp_policy=policy)
         fully_shard(model, mesh=data, mp_policy=policy)
     return model, groups, mesh

@@ -89,6 +89,7 @@ ORACLE_CASES = [
     "llama-tp-checkpoint",
     "llama-fsdp-selective",
     "llama-fsdp-checkpoint-mlp",
+    "llama-fsdp-units-mlp",
     "mlp-pp-1f1b",
     "mlp-pp-gpipe",
     "llama-pp",
@@ -557,3 +558,17 @@ def test_selective_and_pattern_checkpointing_recompute_what_they_say() -> None:
         predicted("llama-fsdp", parallel={"fsdp": 2, "checkpoint": "model.decoder"})
     with pytest.raises(PlanError, match="checkpoint is blocks, selective or a module pattern"):
         predicted("llama-fsdp", parallel={"fsdp": 2, "checkpoint": "layers[0]"})
+
+
+def test_fsdp_units_a_pattern_names_gather_their_parameters() -> None:
+    """FSDP2 over the MLPs of the tiny Llama alone (then the root): each MLP's 3 x 128 x 344
+    weights are gathered once in the forward and once in the backward (the root keeps the
+    rest, attention and embeddings, gathered from its forward to its backward)."""
+    mlp_params = 3 * 128 * 344
+    report = predicted("llama-fsdp-units-mlp")
+    gathers = {(c.kind, c.phase): (c.count, c.bytes) for c in report.ranks[0].collectives}
+    root = report.ranks[0].params * 2 - 2 * mlp_params  # the root's parameters, all ranks' shards
+    assert gathers[("all_gather", "forward")] == (3, 4 * (2 * mlp_params + root))
+    assert gathers[("all_gather", "backward")] == (2, 4 * 2 * mlp_params)
+    with pytest.raises(PlanError, match="units=attention: no module of LlamaForCausalLM"):
+        predicted("llama-fsdp", parallel={"fsdp": 2, "units": "attention"})

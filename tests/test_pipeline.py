@@ -90,7 +90,7 @@ def test_under_fsdp_mixed_precision_stages_send_in_its_dtype() -> None:
 
 def test_mixed_precision_without_fsdp_is_refused() -> None:
     """param_dtype is FSDP2's: without fsdp or dp nothing would apply it."""
-    with pytest.raises(PlanError, match="param_dtype and reduce_dtype are FSDP2's mixed precision"):
+    with pytest.raises(PlanError, match=r"param_dtype, reduce_dtype and units are FSDP2's"):
         pipeline(4, param_dtype="bfloat16")
 
 

@@ -39,7 +39,9 @@ class Plan:
     ``MixedPrecisionPolicy`` (the all-gathers and the compute in ``param_dtype``, gradients
     reduced in ``reduce_dtype``). ``checkpoint="blocks"``: activation checkpointing of every
     repeated block (non-reentrant, PyTorch's composable ``checkpoint``): a block keeps only its
-    input, and its forward runs again in the backward. ``microbatches`` and ``schedule``
+    input, and its forward runs again in the backward (``selective``: torchtitan's op policy; a
+    module pattern: those modules). ``units``: FSDP2's units, the repeated blocks or the modules
+    a pattern names. ``microbatches`` and ``schedule``
     (``1f1b``, ``gpipe``) run a pipeline's stages. ``ep``: the experts split among groups of
     ``ep`` ranks of the data-parallel ones (not more ranks: the world is the same, as in
     torchtitan and transformers), with ``routing`` (``balanced``, ``worst``) the assumption
@@ -63,6 +65,7 @@ class Plan:
     microbatches: int = 0  # pipeline micro-batches per step (0: one per stage)
     schedule: str = "1f1b"  # the pipeline's schedule
     routing: str | None = None  # what expert parallelism assumes of the router's choices
+    units: str = "blocks"  # FSDP2's units: the repeated blocks, or the modules a pattern names
 
     @property
     def world(self) -> int:
@@ -103,6 +106,7 @@ class Plan:
             "microbatches",
             "schedule",
             "routing",
+            "units",
         ):
             value = getattr(self, name)
             if value != getattr(defaults, name):
@@ -119,6 +123,8 @@ class Plan:
             parts.append("no reshard after forward")
         if self.checkpoint:
             parts.append(f"checkpoint {self.checkpoint}")
+        if self.units != "blocks":
+            parts.append(f"FSDP units {self.units}")
         if self.pp > 1:
             parts.append(f"{self.chunks} micro-batches, {self.schedule}")
         if self.routing:
@@ -148,7 +154,7 @@ def _text(text: str) -> dict[str, Any]:
             if value.lower() not in ("true", "false"):
                 raise PlanError(f"parallel plan {text!r}: reshard is true or false, got {value!r}")
             found[key] = value.lower() == "true"
-        elif key.endswith("_dtype") or key in ("checkpoint", "schedule", "routing"):
+        elif key.endswith("_dtype") or key in ("checkpoint", "schedule", "routing", "units"):
             found[key] = value
         else:
             try:
@@ -179,7 +185,8 @@ def parse_plan(value: Plan | Mapping[str, Any] | str, **options: Any) -> Plan:
     if unknown:
         raise PlanError(
             f"parallel plan: unknown key {unknown[0]!r}; the dimensions are {', '.join(DIMENSIONS)} "
-            "(and accum, reshard, param_dtype, reduce_dtype, checkpoint, microbatches, schedule, routing)"
+            "(and accum, reshard, param_dtype, reduce_dtype, checkpoint, microbatches, schedule, routing, "
+            "units)"
         )
     for key in (*DIMENSIONS, "accum", "microbatches"):
         if key in given:
@@ -190,12 +197,13 @@ def parse_plan(value: Plan | Mapping[str, Any] | str, **options: Any) -> Plan:
             raise PlanError(f"parallel plan: {key} must be one of {', '.join(_DTYPES)}, got {dtype!r}")
         if dtype is not None:
             given[key] = str(dtype).removeprefix("torch.")
-    how = given.get("checkpoint")
-    if how is not None and not (isinstance(how, str) and re.fullmatch(r"[\w.*]+", how)):
-        raise PlanError(
-            f"parallel plan: checkpoint is blocks, selective or a module pattern (a name with * for one "
-            f"part, or a class name), got {how!r}"
-        )
+    for key, words in (("checkpoint", "blocks, selective"), ("units", "blocks")):
+        how = given.get(key)
+        if how is not None and not (isinstance(how, str) and re.fullmatch(r"[\w.*]+", how)):
+            raise PlanError(
+                f"parallel plan: {key} is {words} or a module pattern (a name with * for one part, or a "
+                f"class name), got {how!r}"
+            )
     if given.get("schedule", "1f1b") not in SCHEDULES:
         raise PlanError(
             f"parallel plan: schedule must be one of {', '.join(SCHEDULES)}, got {given['schedule']!r}"
@@ -205,9 +213,9 @@ def parse_plan(value: Plan | Mapping[str, Any] | str, **options: Any) -> Plan:
     plan = Plan(**given)
     if plan.pp == 1 and ("microbatches" in given or "schedule" in given):
         raise PlanError("parallel plan: microbatches and schedule are a pipeline's (pp=N)")
-    if (plan.param_dtype or plan.reduce_dtype) and plan.fsdp == plan.dp == 1:
+    if (plan.param_dtype or plan.reduce_dtype or plan.units != "blocks") and plan.fsdp == plan.dp == 1:
         raise PlanError(
-            "parallel plan: param_dtype and reduce_dtype are FSDP2's mixed precision: they need fsdp or dp"
+            "parallel plan: param_dtype, reduce_dtype and units are FSDP2's: they need fsdp or dp"
         )
     if plan.pp > 1 and plan.accum > 1:
         raise PlanError(

@@ -9,9 +9,9 @@ and the step materialises it as fake tensors after.
 The tensor-parallel plan is the user's function ``parallelize(model, mesh)`` when given, else
 the model's own: a transformers model's ``_tp_plan`` (its ``base_model_tp_plan`` with the
 head's), whose styles are mapped to PyTorch's DTensor styles as torchtitan writes them for
-Llama (below). FSDP2's units, and the checkpointed blocks, are the model's repeated blocks
-(transformers' ``_no_split_modules``, or the members of the largest ``ModuleList`` or
-``Sequential`` of one type), then, for FSDP2, the root.
+Llama (below). FSDP2's units (unless the plan names others) and the checkpointed blocks are
+the model's repeated blocks (transformers' ``_no_split_modules``, or the members of the
+largest ``ModuleList`` or ``Sequential`` of one type), then, for FSDP2, the root.
 """
 
 from __future__ import annotations
@@ -146,11 +146,21 @@ def shard(model: nn.Module, plan: Plan, world: World, tensor_plan: TensorPlan | 
             _apply_tensor_plan(model, found, mesh)
         _check_divisible(model, plan.tp)
     experts = split_experts(model, plan, world) if plan.ep > 1 else []
-    units = blocks(model)
+    repeated = blocks(model)
     if plan.checkpoint:  # after tensor parallelism, before FSDP2, as torchtitan does
-        _checkpoint(model, units, plan.checkpoint)
+        _checkpoint(model, repeated, plan.checkpoint)
     if plan.fsdp > 1 or plan.dp > 1:
+        units = repeated if plan.units == "blocks" else named(model, plan.units, "units")
         _fully_shard(model, plan, world, units, experts)
+
+
+def named(model: nn.Module, pattern: str, key: str) -> list[nn.Module]:
+    """The outermost modules a plan's pattern names: by name (``*`` one part) or by class."""
+    found = set(matching(pattern, [name for name, _ in model.named_modules()]))
+    modules = [m for name, m in model.named_modules() if name in found or type(m).__name__ == pattern]
+    if not modules:
+        raise PlanError(f"{key}={pattern}: no module of {type(model).__name__} has that name or class")
+    return _outermost(modules)
 
 
 def _checkpoint(model: nn.Module, units: list[nn.Module], how: str) -> None:
@@ -162,13 +172,7 @@ def _checkpoint(model: nn.Module, units: list[nn.Module], how: str) -> None:
     from convprof.record.recompute import same_modes, selective
 
     if how not in CHECKPOINTS:
-        names = [name for name, _ in model.named_modules()]
-        named = set(matching(how, names))
-        units = _outermost(
-            [m for name, m in model.named_modules() if name in named or type(m).__name__ == how]
-        )
-        if not units:
-            raise PlanError(f"checkpoint={how}: no module of {type(model).__name__} has that name or class")
+        units = named(model, how, "checkpoint")
     elif not units:
         raise PlanError(f"checkpoint={how}: {type(model).__name__} has no repeated blocks to checkpoint")
     for module in units:
