@@ -10,6 +10,7 @@ oracle must not share what it checks.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -379,6 +380,9 @@ CASES: dict[str, Case] = {
         mlp, _mlp_input, {"pp": 2, "microbatches": 4, "schedule": "gpipe"}, _sum, pp_split=mlp_stage
     ),
     "llama-pp": Case(llama, _ids, {"pp": 2, "microbatches": 2}, _logits, pp_split=LlamaStage),
+    "mlp-pp-interleaved": Case(
+        mlp, _mlp_input, {"pp": 2, "microbatches": 4, "schedule": "interleaved1f1b"}, _sum, pp_split=mlp_stage
+    ),
     "mlp-pp-fsdp": Case(mlp, _mlp_input, {"pp": 2, "fsdp": 2, "microbatches": 4}, _sum, pp_split=mlp_stage),
     "mlp-hsdp": Case(mlp, _mlp_input, {"dp": 2, "fsdp": 2}, _sum),
     "mlp-fsdp-checkpoint": Case(mlp, _mlp_input, {"fsdp": 2, "checkpoint": "blocks"}, _sum),
@@ -440,7 +444,14 @@ def apply(case: Case, model: nn.Module, rank: int) -> tuple[nn.Module, dict[str,
     mesh = init_device_mesh("cpu", sizes, mesh_dim_names=names)
     if pp > 1:
         assert case.pp_split is not None
-        model = case.pp_split(model, mesh["pp"].get_local_rank(), pp)
+        place = mesh["pp"].get_local_rank()
+        if case.parallel.get("schedule") == "interleaved1f1b":  # stages place, place + pp, ...
+            virtual = int(case.parallel.get("stages", 2))
+            model = nn.ModuleList(
+                case.pp_split(copy.deepcopy(model), place + k * pp, pp * virtual) for k in range(virtual)
+            )
+        else:
+            model = case.pp_split(model, place, pp)
     if tp > 1:
         assert case.tensor_plan is not None
         case.tensor_plan(model, mesh["tp"])

@@ -67,7 +67,7 @@ class Collectives(TorchDispatchMode):
         super().__init__()
         self.groups = groups
         self.phase = "forward"
-        self.stage = 0  # this rank's pipeline stage: a send to a later one carries activations
+        self.tagged: dict[int, str] = {}  # a pipeline's send and receive buffers: their phase
         self.seen: list[tuple[str, str, str, int]] = []
 
     def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
@@ -87,9 +87,8 @@ class Collectives(TorchDispatchMode):
             phase = self.phase
             if phase == "pipeline":  # a schedule's step: autograd says which pass is running
                 phase = "backward" if torch._C._current_graph_task_id() != -1 else "forward"
-            if kind in ("send", "recv"):  # to or from the next stage: activations forward
-                forward = (args[2] > self.stage) == (kind == "send")
-                phase = "forward" if forward else "backward"
+            if kind in ("send", "recv"):  # activations forward, their gradients backward
+                phase = self.tagged.get(id(args[0][0]), phase)
             self.seen.append((kind, phase, self.groups.get(group, "world"), payload))
         return out
 
@@ -165,7 +164,6 @@ def main() -> None:
     pp = int(case.parallel.get("pp", 1))
     if pp > 1:
         x, pipeline = _pipeline(case, model, mesh, x, watch)
-        watch.stage = mesh["pp"].get_local_rank()
 
     accum = int(case.parallel.get("accum", 1))
 
@@ -214,22 +212,49 @@ def main() -> None:
 
 
 def _pipeline(case: Any, model: Any, mesh: Any, x: torch.Tensor, watch: Collectives) -> tuple[Any, Any]:
-    """This rank's pipeline stage under PyTorch's schedule: the batch of ``microbatches``
-    micro-batches like ``x`` (the first stage's; later stages hold none) and one step's run."""
-    from torch.distributed.pipelining import PipelineStage, Schedule1F1B, ScheduleGPipe
+    """This rank's pipeline stages under PyTorch's schedule: the batch of ``microbatches``
+    micro-batches like ``x`` (the first stage's; later stages hold none) and one step's run.
+    A looped schedule's rank holds several stages (``model`` a ``ModuleList`` of them)."""
+    from torch.distributed.pipelining import PipelineStage, schedules
 
     pp = int(case.parallel["pp"])
     index = mesh["pp"].get_local_rank()
-    stage = PipelineStage(model, index, pp, torch.device("cpu"), group=mesh.get_group("pp"))
+    modules = list(model) if isinstance(model, torch.nn.ModuleList) else [model]
+    count = pp * len(modules)
+    stages = [
+        PipelineStage(module, index + k * pp, count, torch.device("cpu"), group=mesh.get_group("pp"))
+        for k, module in enumerate(modules)
+    ]
     chunks = int(case.parallel.get("microbatches", pp))
-    kind = {"1f1b": Schedule1F1B, "gpipe": ScheduleGPipe}[case.parallel.get("schedule", "1f1b")]
+    names = {"1f1b": "Schedule1F1B", "gpipe": "ScheduleGPipe", "interleaved1f1b": "ScheduleInterleaved1F1B"}
+    kind = getattr(schedules, names[case.parallel.get("schedule", "1f1b")])
     # a Llama's loss reads the model's output, whose logits the last stage returns
-    read = SimpleNamespace if isinstance(model, parallel_models.LlamaStage) else None
+    read = SimpleNamespace if isinstance(modules[-1], parallel_models.LlamaStage) else None
     schedule = kind(
-        stage,
+        stages if len(stages) > 1 else stages[0],
         chunks,
         loss_fn=lambda output, target: case.loss(read(logits=output) if read else output),
     )
+    for stage in stages:
+        _watched(stage, watch)
+    first, last = index == 0, index == pp - 1
+    batch = torch.cat([x] * chunks) if first else None
+    target = torch.empty(x.shape[0] * chunks) if last else None  # the schedule wants one
+
+    def run() -> None:
+        if first:
+            schedule.step(batch)
+        elif last:
+            schedule.step(target=target, losses=[])
+        else:
+            schedule.step()
+
+    return batch, run
+
+
+def _watched(stage: Any, watch: Collectives) -> None:
+    """The stage's gradient reduction logged as the backward's, and its send and receive
+    buffers tagged with their phase (a looped schedule sends activations both ways)."""
     reduce = stage.perform_reduce_grad
 
     def reduce_grad(*args: Any) -> Any:  # the gradients' reduction, after the last backward
@@ -239,19 +264,19 @@ def _pipeline(case: Any, model: Any, mesh: Any, x: torch.Tensor, watch: Collecti
         finally:
             watch.phase = "pipeline"
 
-    stage.perform_reduce_grad = reduce_grad  # type: ignore[method-assign]
-    batch = torch.cat([x] * chunks) if index == 0 else None
-    target = torch.empty(x.shape[0] * chunks) if index == pp - 1 else None  # the schedule wants one
+    stage.perform_reduce_grad = reduce_grad
+    for name in ("get_fwd_send_ops", "get_fwd_recv_ops", "get_bwd_send_ops", "get_bwd_recv_ops"):
+        method = getattr(stage, name)
 
-    def run() -> None:
-        if index == 0:
-            schedule.step(batch)
-        elif index == pp - 1:
-            schedule.step(target=target, losses=[])
-        else:
-            schedule.step()
+        def tagging(
+            *args: Any, _method: Any = method, _phase: str = "forward" if "fwd" in name else "backward"
+        ) -> Any:
+            ops = _method(*args)
+            for op in ops:
+                watch.tagged[id(op.tensor)] = _phase
+            return ops
 
-    return batch, run
+        setattr(stage, name, tagging)
 
 
 def _fsdp_tracker(model: Any, opt: Any, x: Any, step: Any) -> int | None:

@@ -92,6 +92,7 @@ ORACLE_CASES = [
     "llama-fsdp-units-mlp",
     "mlp-pp-1f1b",
     "mlp-pp-gpipe",
+    "mlp-pp-interleaved",
     "llama-pp",
 ]
 

@@ -123,6 +123,35 @@ def test_the_step_waits_for_the_pipeline() -> None:
     assert f"the pipeline {seconds(slowest * 5 / 4)}: 5 micro-steps of its slowest stage, 1 of them" in text
 
 
+def test_interleaved_1f1b_runs_two_stages_on_each_rank() -> None:
+    """pp=2 with 2 stages a rank: 4 stages of one block each (the head on the last), rank 0
+    holding stages 0 and 2 (blocks 0 and 2), rank 1 stages 1 and 3. Rank 0 sends stage 0's and
+    stage 2's activations and receives stage 1's: 8 sends and 4 receives forward, the reverse
+    backward; the step's bound is (m v + p - 1) = 9 stage steps of the slowest rank's 8."""
+    from convprof.rendering.footer import seconds
+
+    report = pipeline(4, "interleaved1f1b")
+    first, last = report.ranks
+    assert first.macs == 4 * 2 * 2 * UP and last.macs == 4 * (2 * 2 * UP + HEAD)
+    assert (first.params, last.params) == (2 * BLOCK_PARAMS, 2 * BLOCK_PARAMS + HEAD_PARAMS)
+    sent = {(c.kind, c.phase): (c.count, c.bytes) for c in first.collectives}
+    assert sent == {
+        ("send", "forward"): (8, 8 * HIDDEN),
+        ("recv", "forward"): (4, 4 * HIDDEN),
+        ("recv", "backward"): (8, 8 * HIDDEN),
+        ("send", "backward"): (4, 4 * HIDDEN),
+    }
+    assert "stage0.blocks.0" in {layer.name for layer in report.layers}  # a stage's own name first
+    text = convprof.render(report, roofline="h100")
+    slowest = max(r.train_macs for r in report.ranks) / (66.9e12 / 2)
+    assert f"the pipeline {seconds(slowest * 9 / 8)}: 9 stage steps of its slowest rank, 1 of them" in text
+
+
+def test_stages_go_with_a_looped_schedule() -> None:
+    with pytest.raises(PlanError, match="stages=2 per rank needs a looped schedule"):
+        pipeline(4, stages=2)
+
+
 def test_a_transformers_decoder_is_cut_into_stages_under_its_own_names() -> None:
     """Llama with 2 layers over 2 stages: the embeddings and layer 0 on stage 0, layer 1,
     the final norm and the head on stage 1, each module under the name it has in the model;
@@ -149,9 +178,9 @@ def test_a_transformers_decoder_is_cut_into_stages_under_its_own_names() -> None
 @pytest.mark.parametrize(
     ("plan", "inputs", "message"),
     [
-        ({"pp": 4}, {}, "pp=4 is more stages than LlamaForCausalLM's 2 layers"),
+        ({"pp": 4}, {}, "4 pipeline stages are more than LlamaForCausalLM's 2 layers"),
         ({"pp": 2, "accum": 2}, {}, "give microbatches, not accum"),
-        ({"fsdp": 2, "microbatches": 2}, {}, "microbatches and schedule are a pipeline's"),
+        ({"fsdp": 2, "microbatches": 2}, {}, "microbatches, schedule and stages are a pipeline's"),
         ({"pp": 2, "schedule": "zb"}, {}, "schedule must be one of 1f1b, gpipe"),
         ({"pp": 2, "microbatches": 0}, {}, "microbatches must be a whole number, 1 or more"),
         (

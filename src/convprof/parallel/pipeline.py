@@ -80,7 +80,9 @@ def decoder_stage(model: nn.Module, index: int, count: int) -> nn.Module:
             "returning stage index's module"
         )
     if len(layers) < count:
-        raise PlanError(f"pp={count} is more stages than {type(model).__name__}'s {len(layers)} layers")
+        raise PlanError(
+            f"{count} pipeline stages are more than {type(model).__name__}'s {len(layers)} layers"
+        )
     start, end = _bounds(len(layers), index, count)
     inner.layers = _kept(layers, start, end)  # type: ignore[union-attr]
     if index > 0:
@@ -95,8 +97,24 @@ def decoder_stage(model: nn.Module, index: int, count: int) -> nn.Module:
 
 
 def stage_module(model: nn.Module, plan: Plan, index: int, split: StageSplit | None) -> nn.Module:
-    """Stage ``index``'s module of ``model`` (a meta copy, cut in place)."""
-    return (split or decoder_stage)(model, index, plan.pp)
+    """Stage ``index``'s module of ``model`` (a meta copy, cut in place), of the plan's
+    ``stage_count`` stages."""
+    return (split or decoder_stage)(model, index, plan.stage_count)
+
+
+def rank_stages(plan: Plan, place: int) -> list[int]:
+    """The stages the rank at ``place`` on ``pp`` runs: ``place``, ``place + pp``, ..."""
+    return [place + k * plan.pp for k in range(plan.virtual)]
+
+
+class Chunks(nn.Module):
+    """A rank's stages of a looped schedule, each under its stage's name (``stage0``,
+    ``stage2``, ...): what the rank holds and runs; the schedule calls the stages."""
+
+    def __init__(self, stages: Mapping[int, nn.Module]) -> None:
+        super().__init__()
+        for index, module in stages.items():
+            self.add_module(f"stage{index}", module)
 
 
 def check_inputs(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> None:
@@ -117,7 +135,7 @@ def shapes(
     (a floating one wants its gradient): the stages run in turn on fake tensors, under
     ``no_grad`` (``copy`` makes a fresh meta copy of the model)."""
     found = [micro.to("meta")]
-    modules = [stage_module(copy(), plan, index, split) for index in range(plan.pp)]
+    modules = [stage_module(copy(), plan, index, split) for index in range(plan.stage_count)]
     # FSDP2's mixed precision computes in param_dtype and casts a unit's floating inputs to
     # it, so a stage sends (and is sent gradients) in that dtype
     dtype = getattr(torch, plan.param_dtype) if plan.param_dtype and (plan.fsdp > 1 or plan.dp > 1) else None
@@ -151,21 +169,20 @@ def _computing_in(module: nn.Module, dtype: torch.dtype) -> None:
 
 
 class Pipeline:
-    """The step of one pipeline stage: PyTorch's schedule over the micro-batches, its stage's
+    """The step of one pipeline rank: PyTorch's schedule over the micro-batches, its stages'
     forwards and backwards announced to the recording as the schedule runs them."""
 
     def __init__(
         self,
-        module: nn.Module,
+        stages: Mapping[int, nn.Module],
         plan: Plan,
-        index: int,
         group: Any,
         stage_shapes: Sequence[torch.Tensor],
         batch: tuple[Any, ...],
         loss: Callable[[Any], torch.Tensor] | None,
         fake: Callable[[Any], Any],
     ) -> None:
-        from torch.distributed.pipelining import PipelineStage, Schedule1F1B, ScheduleGPipe, schedules
+        from torch.distributed.pipelining import PipelineStage, schedules
 
         missing = [
             name
@@ -177,11 +194,38 @@ class Pipeline:
                 f"pp: this PyTorch's pipelining ({torch.__version__}) has no {missing[0]}, which convprof "
                 "follows a pipeline's step by (torch 2.14 has it)"
             )
+        self.stages = [
+            self._stage(module, index, plan, group, stage_shapes, fake) for index, module in stages.items()
+        ]
+        last = stages[max(stages)]
+        loss_fn = functools.partial(_loss, last, loss, result_of(last))
+        kind = getattr(schedules, _SCHEDULES[plan.schedule])
+        try:
+            self.schedule = kind(
+                self.stages if plan.virtual > 1 else self.stages[0], plan.chunks, loss_fn=loss_fn
+            )
+        except ValueError as exc:  # a looped schedule's rules of micro-batches, in PyTorch's words
+            raise PlanError(f"pp: {plan.schedule} with {plan.chunks} micro-batches: {exc}") from None
+        self.first, self.last, self.chunks = 0 in stages, plan.stage_count - 1 in stages, plan.chunks
+        self.batch = batch
+        self.target = torch.empty(batch[0].shape[0], device=batch[0].device)  # chunked as the input is
+
+    @staticmethod
+    def _stage(
+        module: nn.Module,
+        index: int,
+        plan: Plan,
+        group: Any,
+        stage_shapes: Sequence[torch.Tensor],
+        fake: Callable[[Any], Any],
+    ) -> Any:
+        from torch.distributed.pipelining import PipelineStage
+
         inputs, outputs = fake(stage_shapes[index]), fake(stage_shapes[index + 1])
-        self.stage = PipelineStage(
+        return PipelineStage(
             module,
             index,
-            plan.pp,
+            plan.stage_count,
             torch.device("cpu"),
             input_args=(inputs,),
             output_args=(outputs,),
@@ -189,12 +233,6 @@ class Pipeline:
             input_grads=(torch.empty_like(inputs),),
             group=group,
         )
-        kind = {"gpipe": ScheduleGPipe, "1f1b": Schedule1F1B}[plan.schedule]
-        result = result_of(module)
-        self.schedule = kind(self.stage, plan.chunks, loss_fn=functools.partial(_loss, module, loss, result))
-        self.first, self.last, self.chunks = index == 0, index == plan.pp - 1, plan.chunks
-        self.batch = batch
-        self.target = torch.empty(batch[0].shape[0], device=batch[0].device)  # chunked as the input is
 
     def held(self) -> Any:
         """What a stage keeps between steps: the first stage's batch, the last one's target
@@ -216,13 +254,14 @@ class Pipeline:
     def run(self, phases: Phases) -> None:
         from torch.distributed.pipelining import schedules
 
-        stage = self.stage
-        originals = {name: getattr(stage, name) for name in (*_ANNOUNCED, "perform_reduce_grad")}
+        names = (*_ANNOUNCED, "perform_reduce_grad")
+        originals = [{name: getattr(stage, name) for name in names} for stage in self.stages]
         batch_p2p = schedules._batch_p2p
         try:
-            for name in _ANNOUNCED:
-                setattr(stage, name, _announced(name, originals[name], phases))
-            setattr(stage, "perform_reduce_grad", self._reduce(originals["perform_reduce_grad"], phases))  # noqa: B010
+            for stage, methods in zip(self.stages, originals, strict=True):
+                for name in _ANNOUNCED:
+                    setattr(stage, name, _announced(name, methods[name], phases))
+                setattr(stage, "perform_reduce_grad", self._reduce(methods["perform_reduce_grad"], phases))  # noqa: B010
             schedules._batch_p2p = _holding(batch_p2p)
             if self.first:
                 self.schedule.step(*self.batch)
@@ -232,8 +271,9 @@ class Pipeline:
                 self.schedule.step()
         finally:
             schedules._batch_p2p = batch_p2p
-            for name in originals:
-                vars(stage).pop(name, None)
+            for stage in self.stages:
+                for name in names:
+                    vars(stage).pop(name, None)
 
 
 class _Sending:
@@ -275,6 +315,9 @@ def _loss(
     assert value is not None  # wanted: loss_of raises rather than find nothing
     return value
 
+
+# convprof's schedule names -> PyTorch's classes
+_SCHEDULES = {"gpipe": "ScheduleGPipe", "1f1b": "Schedule1F1B", "interleaved1f1b": "ScheduleInterleaved1F1B"}
 
 # the stage's methods the schedule calls with a micro-batch's index, and the phase each one's
 # work is part of: a pass run at once, or sends and receives the schedule runs later

@@ -19,7 +19,8 @@ from typing import Any
 DIMENSIONS = ("pp", "dp", "fsdp", "tp", "ep")
 MESH_NAMES = {"dp": "dp_replicate", "fsdp": "dp_shard", "tp": "tp", "pp": "pp", "ep": "ep"}
 CHECKPOINTS = ("blocks", "selective")  # or a module pattern
-SCHEDULES = ("1f1b", "gpipe")
+SCHEDULES = ("1f1b", "gpipe", "interleaved1f1b")
+LOOPED = ("interleaved1f1b",)  # schedules that run several stages on each rank
 ROUTINGS = ("balanced", "worst")
 
 
@@ -42,7 +43,8 @@ class Plan:
     input, and its forward runs again in the backward (``selective``: torchtitan's op policy; a
     module pattern: those modules). ``units``: FSDP2's units, the repeated blocks or the modules
     a pattern names. ``microbatches`` and ``schedule``
-    (``1f1b``, ``gpipe``) run a pipeline's stages. ``ep``: the experts split among groups of
+    (``1f1b``, ``gpipe``, ``interleaved1f1b`` with ``stages`` stages a rank) run a pipeline's
+    stages. ``ep``: the experts split among groups of
     ``ep`` ranks of the data-parallel ones (not more ranks: the world is the same, as in
     torchtitan and transformers), with ``routing`` (``balanced``, ``worst``) the assumption
     of how many tokens go to each (:mod:`convprof.parallel.experts`)."""
@@ -51,6 +53,17 @@ class Plan:
     def chunks(self) -> int:
         """Micro-batches per pipeline step: as many as asked, by default one per stage."""
         return self.microbatches or self.pp
+
+    @property
+    def virtual(self) -> int:
+        """Pipeline stages per rank: as many as asked of a looped schedule (2 by default), else 1."""
+        return (self.stages or 2) if self.schedule in LOOPED else 1
+
+    @property
+    def stage_count(self) -> int:
+        """The pipeline's stages: ``pp`` ranks of ``virtual`` stages each (rank r holds stages
+        r, r + pp, ...)."""
+        return self.pp * self.virtual
 
     dp: int = 1
     fsdp: int = 1
@@ -66,6 +79,7 @@ class Plan:
     schedule: str = "1f1b"  # the pipeline's schedule
     routing: str | None = None  # what expert parallelism assumes of the router's choices
     units: str = "blocks"  # FSDP2's units: the repeated blocks, or the modules a pattern names
+    stages: int = 0  # pipeline stages per rank of a looped schedule (0: 2)
 
     @property
     def world(self) -> int:
@@ -107,6 +121,7 @@ class Plan:
             "schedule",
             "routing",
             "units",
+            "stages",
         ):
             value = getattr(self, name)
             if value != getattr(defaults, name):
@@ -127,6 +142,8 @@ class Plan:
             parts.append(f"FSDP units {self.units}")
         if self.pp > 1:
             parts.append(f"{self.chunks} micro-batches, {self.schedule}")
+            if self.virtual > 1:
+                parts.append(f"{self.virtual} stages a rank")
         if self.routing:
             parts.append(f"{self.routing} routing")
         return ", ".join(parts)
@@ -186,9 +203,9 @@ def parse_plan(value: Plan | Mapping[str, Any] | str, **options: Any) -> Plan:
         raise PlanError(
             f"parallel plan: unknown key {unknown[0]!r}; the dimensions are {', '.join(DIMENSIONS)} "
             "(and accum, reshard, param_dtype, reduce_dtype, checkpoint, microbatches, schedule, routing, "
-            "units)"
+            "units, stages)"
         )
-    for key in (*DIMENSIONS, "accum", "microbatches"):
+    for key in (*DIMENSIONS, "accum", "microbatches", "stages"):
         if key in given:
             given[key] = _positive(key, given[key])
     for key in ("param_dtype", "reduce_dtype"):
@@ -211,8 +228,13 @@ def parse_plan(value: Plan | Mapping[str, Any] | str, **options: Any) -> Plan:
     if not isinstance(given.get("reshard", True), bool):
         raise PlanError(f"parallel plan: reshard is True or False, got {given['reshard']!r}")
     plan = Plan(**given)
-    if plan.pp == 1 and ("microbatches" in given or "schedule" in given):
-        raise PlanError("parallel plan: microbatches and schedule are a pipeline's (pp=N)")
+    if plan.pp == 1 and ("microbatches" in given or "schedule" in given or "stages" in given):
+        raise PlanError("parallel plan: microbatches, schedule and stages are a pipeline's (pp=N)")
+    if plan.stages and plan.schedule not in LOOPED:
+        raise PlanError(
+            f"parallel plan: stages={plan.stages} per rank needs a looped schedule ({', '.join(LOOPED)}); "
+            f"{plan.schedule} runs one stage a rank"
+        )
     if (plan.param_dtype or plan.reduce_dtype or plan.units != "blocks") and plan.fsdp == plan.dp == 1:
         raise PlanError(
             "parallel plan: param_dtype, reduce_dtype and units are FSDP2's: they need fsdp or dp"

@@ -66,13 +66,25 @@ def _sync(model: nn.Module) -> Callable[[bool], None] | None:
 
 
 def _stage(job: Job, world: World) -> nn.Module:
-    """``world``'s rank's part of the model, sharded on meta: the whole model, or its pipeline
-    stage."""
-    model = meta_copy(job.model)
-    if job.plan.pp > 1:
-        model = pipeline.stage_module(model, job.plan, world.coordinate("pp"), job.pp_split)
-    shard(model, job.plan, world, job.tensor_plan)
-    return model
+    """``world``'s rank's part of the model, sharded on meta: the whole model, its pipeline
+    stage, or its stages of a looped schedule (:class:`~convprof.parallel.pipeline.Chunks`,
+    each stage sharded as a model of its own, as torchtitan shards its model chunks)."""
+    if job.plan.pp == 1:
+        model = meta_copy(job.model)
+        shard(model, job.plan, world, job.tensor_plan)
+        return model
+    stages = {}
+    for index in pipeline.rank_stages(job.plan, world.coordinate("pp")):
+        stages[index] = pipeline.stage_module(meta_copy(job.model), job.plan, index, job.pp_split)
+        shard(stages[index], job.plan, world, job.tensor_plan)
+    return stages[min(stages)] if len(stages) == 1 else pipeline.Chunks(stages)
+
+
+def _stages(module: nn.Module, plan: Plan, place: int) -> dict[int, nn.Module]:
+    """The pipeline stages ``module`` (what :func:`_stage` made) holds, by index."""
+    if isinstance(module, pipeline.Chunks):
+        return {index: getattr(module, f"stage{index}") for index in pipeline.rank_stages(plan, place)}
+    return {place: module}
 
 
 def _step(job: Job, world: World, stage_shapes: list[torch.Tensor]) -> tuple[Trace, tuple[int, int]]:
@@ -101,10 +113,8 @@ def _step(job: Job, world: World, stage_shapes: list[torch.Tensor]) -> tuple[Tra
             # the batch of every micro-batch: the one tensor a pipeline takes (check_inputs)
             batch = (torch.cat([inputs[0][0]] * job.plan.chunks),)
             group = world.mesh.get_group("pp")
-            index = world.coordinate("pp")
-            driver = pipeline.Pipeline(
-                module, job.plan, index, group, stage_shapes, batch, job.loss, fake.inputs
-            )
+            stages = _stages(module, job.plan, world.coordinate("pp"))
+            driver = pipeline.Pipeline(stages, job.plan, group, stage_shapes, batch, job.loss, fake.inputs)
         else:
             driver = MicroSteps(module, [inputs] * job.plan.accum, job.loss, _sync(module))
         # one step first, its record dropped: FSDP2's lazy initialisation, DTensor's sharding
@@ -188,4 +198,5 @@ def _profile(job: Job) -> Report:
         ranks=tuple(found),
         mesh=job.plan.mesh,
         microbatches=job.plan.chunks if job.plan.pp > 1 else 0,
+        stages_per_rank=job.plan.virtual,
     )

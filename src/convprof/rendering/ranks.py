@@ -95,16 +95,18 @@ def _bounds(report: Report, machine: Machine, markdown: bool) -> str:
     computing = {
         rank.rank: (rank.train_macs + rank.recompute_macs) / machine.macs_per_second for rank in report.ranks
     }
-    stages, chunks = dict(report.mesh).get("pp", 1), report.microbatches
-    # a pipeline goes at its slowest stage's pace, and fills and drains: its step is at least
-    # (m + p - 1) of that stage's micro-steps (GPipe and 1F1B alike), whatever a rank computes
-    pipeline = max(computing.values()) * (chunks + stages - 1) / chunks if stages > 1 and chunks else 0.0
+    stages, chunks, looped = dict(report.mesh).get("pp", 1), report.microbatches, report.stages_per_rank
+    # a pipeline goes at its slowest rank's pace, and fills and drains: its step is at least
+    # (m v + p - 1) of that rank's stage steps (v stages a rank, each 1 / (m v) of its work;
+    # GPipe and 1F1B run v = 1), whatever a rank computes
+    steps = chunks * looped + stages - 1
+    pipeline = max(computing.values()) * steps / (chunks * looped) if stages > 1 and chunks else 0.0
     for rank in report.ranks:
         model = rank.train_macs / machine.macs_per_second
         compute = max(computing[rank.rank], pipeline)
+        unit = "micro-steps of its slowest stage" if looped == 1 else "stage steps of its slowest rank"
         waits = (
-            f", the pipeline {seconds(pipeline)}: {chunks + stages - 1} micro-steps of its slowest "
-            f"stage, {stages - 1} of them filling and draining"
+            f", the pipeline {seconds(pipeline)}: {steps} {unit}, {stages - 1} of them filling and draining"
             if pipeline
             else ""
         )
