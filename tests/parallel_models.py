@@ -124,6 +124,30 @@ def mixtral_worst() -> nn.Module:
     return mixtral("worst")
 
 
+def mixtral_bf16() -> nn.Module:
+    """The tiny Mixtral in bf16 (its grouped products run in bf16 on the CPU), for plans
+    without FSDP2's mixed precision."""
+    return mixtral().to(torch.bfloat16)
+
+
+def mixtral_tensor_plan(model: nn.Module, mesh: Any) -> None:
+    """transformers' plan for Mixtral with PyTorch's styles: the embeddings row-wise, q/k/v
+    column-wise, o row-wise, the head column-wise with its output gathered; the experts are
+    expert parallelism's."""
+    from torch.distributed.tensor import Replicate
+    from torch.distributed.tensor.parallel import ColwiseParallel, RowwiseParallel, parallelize_module
+
+    layout: dict[str, Any] = {
+        "model.embed_tokens": RowwiseParallel(input_layouts=Replicate()),
+        "lm_head": ColwiseParallel(output_layouts=Replicate()),
+    }
+    for index in range(len(model.model.layers)):  # type: ignore[union-attr, arg-type]
+        for name in ("q_proj", "k_proj", "v_proj"):
+            layout[f"model.layers.{index}.self_attn.{name}"] = ColwiseParallel()
+        layout[f"model.layers.{index}.self_attn.o_proj"] = RowwiseParallel()
+    parallelize_module(model, mesh, layout)
+
+
 def expert_plan(model: nn.Module) -> dict[str, str]:
     """transformers' expert-parallel styles for the tiny Mixtral (or a stage of it), module by
     module: each experts module's weights split along the experts, the module reached by its
@@ -276,7 +300,9 @@ def _checkpointed(model: nn.Module, how: str) -> None:
         unit.forward = partial(checkpoint, forward, **options)  # type: ignore[method-assign]
 
 
-def _expert_parallel(model: nn.Module, case: Case, groups: dict[str, str]) -> tuple[list[nn.Module], Any]:
+def _expert_parallel(
+    model: nn.Module, case: Case, groups: dict[str, str], dense: Any
+) -> tuple[list[nn.Module], Any]:
     """transformers' own expert parallelism over ``ep`` (its all-to-all dispatch), on a mesh
     of the same ranks as the dense one (``efsdp`` x ``ep``, ``efsdp = fsdp / ep``): the
     experts modules and their FSDP2 mesh. A group of the same ranks as a dense one is the
@@ -284,13 +310,18 @@ def _expert_parallel(model: nn.Module, case: Case, groups: dict[str, str]) -> tu
     from torch.distributed.device_mesh import init_device_mesh
     from transformers.distributed.expert_parallel import apply_expert_parallelism
 
-    ep, fsdp, pp = int(case.parallel["ep"]), int(case.parallel["fsdp"]), int(case.parallel.get("pp", 1))
-    layout = (("pp", pp), ("efsdp", fsdp // ep), ("ep", ep))
+    ep, fsdp, pp = (
+        int(case.parallel["ep"]),
+        int(case.parallel.get("fsdp", 1)),
+        int(case.parallel.get("pp", 1)),
+    )
+    tp = int(case.parallel.get("tp", 1))
+    layout = (("pp", pp), ("efsdp", fsdp * tp // ep), ("ep", ep))
     names = tuple(name for name, size in layout if size > 1 or name != "pp")
     experts_mesh = init_device_mesh("cpu", tuple(dict(layout)[n] for n in names), mesh_dim_names=names)
-    one = init_device_mesh("cpu", (pp * fsdp, 1), mesh_dim_names=("rest", "tp"))[
-        "tp"
-    ]  # no tensor parallelism
+    # the ranks that share a batch: the tensor-parallel group, or one rank each
+    single = init_device_mesh("cpu", (pp * fsdp, 1), mesh_dim_names=("rest", "tp"))["tp"]
+    one = dense["tp"] if tp > 1 else single
     plan = expert_plan(model)
     apply_expert_parallelism(model, experts_mesh["ep"], one, plan, ep_implementation="all_to_all")
     for name in ("efsdp", "ep"):
@@ -323,7 +354,8 @@ class Case:
             "optimizer": "adamw",
             "parallel": self.parallel,
             "loss": self.loss,
-            "tp_plan": self.tensor_plan,
+            # a Mixtral's own plan, which convprof maps (the real run writes it out)
+            "tp_plan": None if self.build in (mixtral, mixtral_bf16) else self.tensor_plan,
             "pp_split": None if decoder else self.pp_split,
         }
 
@@ -418,6 +450,9 @@ CASES: dict[str, Case] = {
         _logits,
         pp_split=LlamaStage,
     ),
+    "mixtral-tp-ep": Case(
+        mixtral_bf16, _ids, {"tp": 2, "ep": 2, "routing": "balanced"}, _logits, mixtral_tensor_plan
+    ),
     "mixtral-ep-worst": Case(
         mixtral_worst, _ids, {"fsdp": 2, "ep": 2, "routing": "worst", **MIXED_BF16}, _logits
     ),
@@ -458,7 +493,9 @@ def apply(case: Case, model: nn.Module, rank: int) -> tuple[nn.Module, dict[str,
     if case.parallel.get("checkpoint"):  # each checkpointed module keeps its input only
         _checkpointed(model, str(case.parallel["checkpoint"]))
     groups = {str(mesh.get_group(name).group_name): name for name in names}
-    experts, experts_mesh = _expert_parallel(model, case, groups) if "ep" in case.parallel else ([], None)
+    experts, experts_mesh = (
+        _expert_parallel(model, case, groups, mesh) if "ep" in case.parallel else ([], None)
+    )
     if fsdp > 1 or dp > 1:
         data = mesh["dp_replicate", "dp_shard"] if dp > 1 else mesh["dp_shard"]
         dtypes = {
@@ -470,7 +507,7 @@ def apply(case: Case, model: nn.Module, rank: int) -> tuple[nn.Module, dict[str,
         for module in experts:  # as transformers shards them: on their own mesh, averaged over fsdp
             fully_shard(module, mesh=experts_mesh, mp_policy=policy)
             module.set_gradient_divide_factor(float(fsdp))
-            if fsdp // int(case.parallel["ep"]) > 1:  # gloo has no PREMUL_SUM: sum, then divide
+            if fsdp * tp // int(case.parallel["ep"]) > 1:  # gloo has no PREMUL_SUM: sum, then divide
                 module.set_force_sum_reduction_for_comms(True)
         units = fsdp_units(model)
         if case.parallel.get("units") == "model.layers.*.mlp":  # the one pattern the cases use

@@ -54,7 +54,7 @@ def test_split_sizes_follow_the_routing_assumption(
 
 
 @needs_gloo
-@pytest.mark.parametrize("case", ["mixtral-ep", "mixtral-ep-worst"])
+@pytest.mark.parametrize("case", ["mixtral-ep", "mixtral-tp-ep", "mixtral-ep-worst"])
 def test_each_rank_matches_transformers_expert_parallelism(
     case: str, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
@@ -66,7 +66,7 @@ def test_each_rank_matches_transformers_expert_parallelism(
     assert report.complete, report.unexplained
     (rank_class,) = report.ranks
     got = {(c.kind, c.phase, c.group): (c.count, c.bytes) for c in rank_class.collectives}
-    hot = (0, 1) if case == "mixtral-ep" else (0,)
+    hot = (0,) if case == "mixtral-ep-worst" else (0, 1)
     for rank in hot:
         oracle = real[rank]
         assert got == parallel_oracle.logged(oracle["collectives"]), rank
@@ -121,8 +121,8 @@ def test_experts_are_sharded_over_what_is_left_of_fsdp() -> None:
         ({"fsdp": 2, "ep": 2}, "give the routing to assume: routing=balanced or routing=worst"),
         ({"fsdp": 2, "ep": 2, "routing": "even"}, "got 'even'"),
         ({"fsdp": 2, "routing": "balanced"}, "routing is expert parallelism's"),
-        ({"fsdp": 3, "ep": 2, "routing": "balanced"}, "it must divide fsdp=3"),
-        ({"fsdp": 2, "tp": 2, "ep": 2, "routing": "balanced"}, "ep=2 with tp is not predicted yet"),
+        ({"fsdp": 3, "ep": 2, "routing": "balanced"}, "it must divide fsdp x tp = 3"),
+        ({"fsdp": 2, "tp": 2, "ep": 3, "routing": "balanced"}, "it must divide fsdp x tp = 4"),
     ],
 )
 def test_bad_expert_plans_say_what_is_wrong(plan: dict[str, Any], message: str) -> None:
@@ -192,3 +192,13 @@ def test_a_pipeline_of_experts_dispatches_per_stage_and_micro_batch() -> None:
         ("send", "forward"): 2 * TOKENS * WIDTH * BF16,
         ("recv", "backward"): 2 * TOKENS * WIDTH * BF16,
     }
+
+
+def test_tensor_parallel_ranks_send_their_slice_of_the_batch() -> None:
+    """tp=2, ep=2 over the same 2 ranks: both hold the batch of 128 tokens, each dispatches
+    its 64 (128 rows, half of fsdp's), and gathers the combined rows back over tp."""
+    report = predicted("mixtral-tp-ep")
+    sent = {(c.kind, c.phase): (c.count, c.bytes) for c in report.ranks[0].collectives}
+    rows = 2 * (TOKENS // 2) * TOP_K * WIDTH * BF16
+    assert sent[("all_to_all", "forward")] == (3 * LAYERS, LAYERS * (4 * 8 + rows))
+    assert sent[("all_to_all", "backward")] == (2 * LAYERS, LAYERS * rows)

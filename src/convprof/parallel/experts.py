@@ -14,8 +14,9 @@ sizes. The plan's ``routing`` says what to assume instead (:func:`split_sizes`):
   ``min(top_k, local experts)`` choices: the most a rank can receive, so its peak and compute
   bound every routing's.
 
-The experts' FSDP2 runs on the expert mesh (``efsdp`` x ``ep``, ``efsdp = fsdp / ep``), the rest
-of the model's on the dense one, as transformers shards them.
+The experts' FSDP2 runs on the expert mesh (``efsdp`` x ``ep``, ``efsdp = fsdp x tp / ep``), the
+rest of the model's on the dense one, as transformers shards them; the ranks of a tensor-parallel
+group share a batch, and each dispatches its own slice of it.
 """
 
 from __future__ import annotations
@@ -58,30 +59,41 @@ def split_sizes(
     return [hot if r == me else next(others) for r in range(ep)], [hot] * ep
 
 
-def _dispatcher(experts: nn.Module, mesh: Any, routing: str) -> Any:
+def _dispatcher(experts: nn.Module, mesh: Any, tp_mesh: Any, routing: str) -> Any:
     """transformers' all-to-all dispatch of ``experts`` over ``mesh``, its split sizes from
     ``routing`` where the real one reads them from the router's choices (made here: the
-    class comes from transformers)."""
+    class comes from transformers). With tensor parallelism (``tp_mesh``), the ranks of a
+    tensor-parallel group share their batch: each sends its own slice of it, as the real
+    dispatch does, and the results are gathered back over the group."""
     from torch.distributed import all_to_all_single
     from torch.distributed._functional_collectives import all_to_all_single_autograd
+    from torch.distributed.tensor import DTensor, Replicate, Shard
     from transformers.distributed.expert_parallel import AllToAllEP, _AllToAllState
     from transformers.distributed.parallel_utils import _WaitTensor
 
     class _OneRank:
-        """The tensor-parallel group this dispatch has none of (``ep`` with ``tp`` is refused)."""
+        """The tensor-parallel group of a plan without one."""
 
         def size(self) -> int:
             return 1
+
+    def sliced(tensor: torch.Tensor) -> torch.Tensor:
+        """This rank's rows of a batch its tensor-parallel group shares (no communication)."""
+        shared = DTensor.from_local(tensor, tp_mesh, [Replicate()], run_check=False)
+        return shared.redistribute(tp_mesh, [Shard(0)]).to_local()
 
     class AssumedRouting(AllToAllEP):
         def __init__(self) -> None:  # the parent's reads a tensor-parallel mesh this plan has none of
             self.experts_forward = experts.forward
             self.local: int = int(getattr(experts, "num_experts"))  # noqa: B009 (a module's Any)
             self.num_local_experts = cast(Any, self.local)  # what the parent's combine reads
-            self.ep_mesh, self.tp_mesh, self.shares_batch = mesh, cast(Any, _OneRank()), False
+            self.ep_mesh, self.tp_mesh, self.shares_batch = mesh, tp_mesh or cast(Any, _OneRank()), False
 
         def _dispatch_tokens(self, hidden: torch.Tensor, index: torch.Tensor, weights: torch.Tensor) -> Any:
             """The real dispatch's operators and collectives, the split sizes assumed."""
+            tokens = hidden.size(0)  # the batch's, which the combine gathers back to
+            if tp_mesh is not None:
+                hidden, index, weights = sliced(hidden), sliced(index), sliced(weights)
             group, ep, local = mesh.get_group(), mesh.size(), self.local
             top_k = index.size(-1)
             sent, received = split_sizes(routing, hidden.size(0), top_k, local, ep, mesh.get_local_rank())
@@ -98,7 +110,7 @@ def _dispatcher(experts: nn.Module, mesh: Any, routing: str) -> Any:
             expert_ids = expert_ids.repeat_interleave(their_counts.reshape(-1), output_size=sum(received))
             expert_ids = expert_ids.unsqueeze(-1)
             ones = torch.ones_like(expert_ids, dtype=arrived.dtype)
-            return arrived, expert_ids, ones, _AllToAllState(weights, order, sent, received, hidden.size(0))
+            return arrived, expert_ids, ones, _AllToAllState(weights, order, sent, received, tokens)
 
     return AssumedRouting()
 
@@ -111,12 +123,12 @@ def _local_weights(module: nn.Module) -> Iterator[None]:
         yield
 
 
-def _install(experts: nn.Module, mesh: Any, routing: str) -> None:
+def _install(experts: nn.Module, mesh: Any, tp_mesh: Any, routing: str) -> None:
     """``experts`` reached through the dispatch, on its local weights, as transformers'
     ``ep_dispatch_experts`` style installs its own."""
     from torch.distributed.tensor import DTensor
 
-    dispatch = _dispatcher(experts, mesh, routing)
+    dispatch = _dispatcher(experts, mesh, tp_mesh, routing)
 
     def forward(hidden: torch.Tensor, index: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         hidden = hidden.to_local() if isinstance(hidden, DTensor) else hidden
@@ -145,6 +157,7 @@ def split_experts(model: nn.Module, plan: Plan, world: World) -> list[nn.Module]
             "(transformers.distributed.expert_parallel); convprof applies it as transformers does"
         ) from None
     mesh = world.submesh("ep")
+    tp_mesh = world.submesh("tp") if plan.tp > 1 else None
     modules = dict(model.named_modules())
     params = [name for name, _ in model.named_parameters()]
     experts: list[nn.Module] = []
@@ -159,7 +172,7 @@ def split_experts(model: nn.Module, plan: Plan, world: World) -> list[nn.Module]
                 owner, _, weight = name.rpartition(".")
                 ALL_PARALLEL_STYLES[style].shard_param(modules[owner], weight, mesh)
             elif not isinstance(modules[name], nn.Identity):  # another pipeline stage's
-                _install(modules[name], mesh, plan.routing or "balanced")
+                _install(modules[name], mesh, tp_mesh, plan.routing or "balanced")
                 experts.append(modules[name])
     if not experts:
         raise PlanError(f"ep={plan.ep}: the model's expert plan matches none of its modules")

@@ -45,8 +45,8 @@ class Plan:
     a pattern names. ``microbatches`` and ``schedule``
     (``1f1b``, ``gpipe``, ``interleaved1f1b`` with ``stages`` stages a rank) run a pipeline's
     stages. ``ep``: the experts split among groups of
-    ``ep`` ranks of the data-parallel ones (not more ranks: the world is the same, as in
-    torchtitan and transformers), with ``routing`` (``balanced``, ``worst``) the assumption
+    ``ep`` of the fsdp x tp ranks (not more ranks: the world is the same, as in torchtitan
+    and transformers), with ``routing`` (``balanced``, ``worst``) the assumption
     of how many tokens go to each (:mod:`convprof.parallel.experts`)."""
 
     @property
@@ -88,11 +88,12 @@ class Plan:
     @property
     def expert_mesh(self) -> tuple[tuple[str, int], ...]:
         """The experts' mesh (none without ``ep``): the same ranks as the dense mesh, its
-        shard dimension split into ``efsdp`` (FSDP2 of the experts) and ``ep``, innermost."""
+        shard and tensor-parallel dimensions split into ``efsdp`` (FSDP2 of the experts) and
+        ``ep``, innermost, as transformers lays them out."""
         if self.ep == 1:
             return ()
         outer = tuple((MESH_NAMES[d], getattr(self, d)) for d in ("pp", "dp") if getattr(self, d) > 1)
-        return (*outer, ("efsdp", self.fsdp // self.ep), ("ep", self.ep))
+        return (*outer, ("efsdp", self.fsdp * self.tp // self.ep), ("ep", self.ep))
 
     @property
     def mesh(self) -> tuple[tuple[str, int], ...]:
@@ -259,15 +260,10 @@ def _check_experts(plan: Plan) -> None:
             f"values say; give the routing to assume: routing={' or routing='.join(ROUTINGS)}"
             + (f" (got {plan.routing!r})" if plan.routing is not None else "")
         )
-    for other in ("tp",):
-        if getattr(plan, other) > 1:
-            raise PlanError(
-                f"parallel plan: ep={plan.ep} with {other} is not predicted yet (see docs/parallel.md)"
-            )
-    if plan.fsdp % plan.ep:
+    if (plan.fsdp * plan.tp) % plan.ep:
         raise PlanError(
-            f"parallel plan: ep={plan.ep} splits the experts among the fsdp ranks: "
-            f"it must divide fsdp={plan.fsdp}"
+            f"parallel plan: ep={plan.ep} splits the experts among the fsdp x tp ranks: it must divide "
+            f"fsdp x tp = {plan.fsdp * plan.tp}"
         )
 
 

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from convprof.parallel.experts import split_experts
+from convprof.parallel.experts import expert_plan, split_experts
 from convprof.parallel.plan import CHECKPOINTS, Plan, PlanError, matching
 from convprof.parallel.world import World
 
@@ -143,6 +143,11 @@ def shard(model: nn.Module, plan: Plan, world: World, tensor_plan: TensorPlan | 
                     "transformers model's base_model_tp_plan); pass tp_plan= (--tp-plan on the command "
                     "line), a function parallelize(model, mesh)"
                 )
+            if plan.ep > 1:  # the experts are expert parallelism's, as transformers decides
+                kept = expert_plan(model) or {}
+                found = {
+                    k: v for k, v in found.items() if not any(k == e or k.startswith(f"{e}.") for e in kept)
+                }
             _apply_tensor_plan(model, found, mesh)
         _check_divisible(model, plan.tp)
     experts = split_experts(model, plan, world) if plan.ep > 1 else []
@@ -200,7 +205,7 @@ def _fully_shard(
             # an expert's gradient sums the tokens of every data-parallel rank that sent it
             # some: averaged over all of them, not over its own FSDP group
             sharded.set_gradient_divide_factor(float(plan.dp * plan.fsdp))
-            if plan.fsdp // plan.ep > 1:  # as transformers does: gloo has no PREMUL_SUM
+            if plan.fsdp * plan.tp // plan.ep > 1:  # as transformers does: gloo has no PREMUL_SUM
                 sharded.set_force_sum_reduction_for_comms(True)
     for module in units:
         fully_shard(module, mesh=mesh, reshard_after_forward=plan.reshard, mp_policy=policy)
