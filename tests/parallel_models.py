@@ -415,6 +415,12 @@ CASES: dict[str, Case] = {
     "mlp-pp-interleaved": Case(
         mlp, _mlp_input, {"pp": 2, "microbatches": 4, "schedule": "interleaved1f1b"}, _sum, pp_split=mlp_stage
     ),
+    "mlp-pp-loopedbfs": Case(
+        mlp, _mlp_input, {"pp": 2, "microbatches": 4, "schedule": "loopedbfs"}, _sum, pp_split=mlp_stage
+    ),
+    "mlp-pp-zero-bubble": Case(
+        mlp, _mlp_input, {"pp": 2, "microbatches": 4, "schedule": "interleavedzb"}, _sum, pp_split=mlp_stage
+    ),
     "mlp-pp-fsdp": Case(mlp, _mlp_input, {"pp": 2, "fsdp": 2, "microbatches": 4}, _sum, pp_split=mlp_stage),
     "mlp-hsdp": Case(mlp, _mlp_input, {"dp": 2, "fsdp": 2}, _sum),
     "mlp-fsdp-checkpoint": Case(mlp, _mlp_input, {"fsdp": 2, "checkpoint": "blocks"}, _sum),
@@ -480,7 +486,11 @@ def apply(case: Case, model: nn.Module, rank: int) -> tuple[nn.Module, dict[str,
     if pp > 1:
         assert case.pp_split is not None
         place = mesh["pp"].get_local_rank()
-        if case.parallel.get("schedule") == "interleaved1f1b":  # stages place, place + pp, ...
+        if case.parallel.get("schedule") in (
+            "interleaved1f1b",
+            "loopedbfs",
+            "interleavedzb",
+        ):  # stages place, place + pp, ...
             virtual = int(case.parallel.get("stages", 2))
             model = nn.ModuleList(
                 case.pp_split(copy.deepcopy(model), place + k * pp, pp * virtual) for k in range(virtual)

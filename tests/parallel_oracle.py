@@ -229,7 +229,13 @@ def _pipeline(case: Any, model: Any, mesh: Any, x: torch.Tensor, watch: Collecti
         for k, module in enumerate(modules)
     ]
     chunks = int(case.parallel.get("microbatches", pp))
-    names = {"1f1b": "Schedule1F1B", "gpipe": "ScheduleGPipe", "interleaved1f1b": "ScheduleInterleaved1F1B"}
+    names = {
+        "1f1b": "Schedule1F1B",
+        "gpipe": "ScheduleGPipe",
+        "interleaved1f1b": "ScheduleInterleaved1F1B",
+        "loopedbfs": "ScheduleLoopedBFS",
+        "interleavedzb": "ScheduleInterleavedZeroBubble",
+    }
     kind = getattr(schedules, names[case.parallel.get("schedule", "1f1b")])
     # a Llama's loss reads the model's output, whose logits the last stage returns
     read = SimpleNamespace if isinstance(modules[-1], parallel_models.LlamaStage) else None

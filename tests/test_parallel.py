@@ -93,6 +93,7 @@ ORACLE_CASES = [
     "mlp-pp-1f1b",
     "mlp-pp-gpipe",
     "mlp-pp-interleaved",
+    "mlp-pp-loopedbfs",
     "llama-pp",
 ]
 

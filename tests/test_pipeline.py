@@ -147,6 +147,19 @@ def test_interleaved_1f1b_runs_two_stages_on_each_rank() -> None:
     assert f"the pipeline {seconds(slowest * 9 / 8)}: 9 stage steps of its slowest rank, 1 of them" in text
 
 
+@pytest.mark.parametrize("schedule", ["loopedbfs", "interleavedzb"])
+def test_other_looped_schedules_compute_the_same_step(schedule: str) -> None:
+    """Looped BFS and interleaved zero bubble (its backward split into the inputs' gradients
+    and, later, the weights'): the same blocks on the same ranks as interleaved 1F1B, the
+    same forward and backward MACs (rank 0: 4 micro-batches of blocks 0 and 2, 3 x less the
+    first block's input gradient). Zero bubble's least time has no fill and drain to add."""
+    report = pipeline(4, schedule)
+    first, _ = report.ranks
+    assert first.macs == 4 * 2 * 2 * UP and first.train_macs == 3 * first.macs - 4 * UP
+    text = convprof.render(report, roofline="h100")
+    assert ("the pipeline" in text) == (schedule == "loopedbfs")
+
+
 def test_stages_go_with_a_looped_schedule() -> None:
     with pytest.raises(PlanError, match="stages=2 per rank needs a looped schedule"):
         pipeline(4, stages=2)

@@ -317,13 +317,20 @@ def _loss(
 
 
 # convprof's schedule names -> PyTorch's classes
-_SCHEDULES = {"gpipe": "ScheduleGPipe", "1f1b": "Schedule1F1B", "interleaved1f1b": "ScheduleInterleaved1F1B"}
+_SCHEDULES = {
+    "gpipe": "ScheduleGPipe",
+    "1f1b": "Schedule1F1B",
+    "interleaved1f1b": "ScheduleInterleaved1F1B",
+    "loopedbfs": "ScheduleLoopedBFS",
+    "interleavedzb": "ScheduleInterleavedZeroBubble",
+}
 
 # the stage's methods the schedule calls with a micro-batch's index, and the phase each one's
 # work is part of: a pass run at once, or sends and receives the schedule runs later
 _ANNOUNCED = {
     "forward_one_chunk": "forward",
     "backward_one_chunk": "backward",
+    "backward_weight_one_chunk": "backward",  # a zero-bubble schedule's weight gradients, later
     "get_fwd_send_ops": "forward",
     "get_fwd_recv_ops": "forward",
     "get_bwd_send_ops": "backward",

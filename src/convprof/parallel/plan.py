@@ -19,8 +19,9 @@ from typing import Any
 DIMENSIONS = ("pp", "dp", "fsdp", "tp", "ep")
 MESH_NAMES = {"dp": "dp_replicate", "fsdp": "dp_shard", "tp": "tp", "pp": "pp", "ep": "ep"}
 CHECKPOINTS = ("blocks", "selective")  # or a module pattern
-SCHEDULES = ("1f1b", "gpipe", "interleaved1f1b")
-LOOPED = ("interleaved1f1b",)  # schedules that run several stages on each rank
+SCHEDULES = ("1f1b", "gpipe", "interleaved1f1b", "loopedbfs", "interleavedzb")
+LOOPED = ("interleaved1f1b", "loopedbfs", "interleavedzb")  # several stages on each rank
+ZERO_BUBBLE = ("interleavedzb",)  # weight gradients fill the bubble: no fill and drain to bound
 ROUTINGS = ("balanced", "worst")
 
 

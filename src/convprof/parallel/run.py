@@ -28,7 +28,7 @@ from convprof.parallel import ranks as rank_classes
 from convprof.parallel.copy import meta_copy
 from convprof.parallel.inputs import known_values, unpacked
 from convprof.parallel.pipeline import StageSplit
-from convprof.parallel.plan import Plan
+from convprof.parallel.plan import ZERO_BUBBLE, Plan
 from convprof.parallel.shard import TensorPlan, shard
 from convprof.parallel.world import World, fake_world
 from convprof.record.errors import ForwardError
@@ -199,4 +199,5 @@ def _profile(job: Job) -> Report:
         mesh=job.plan.mesh,
         microbatches=job.plan.chunks if job.plan.pp > 1 else 0,
         stages_per_rank=job.plan.virtual,
+        zero_bubble=job.plan.schedule in ZERO_BUBBLE,
     )

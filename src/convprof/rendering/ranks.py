@@ -100,7 +100,9 @@ def _bounds(report: Report, machine: Machine, markdown: bool) -> str:
     # (m v + p - 1) of that rank's stage steps (v stages a rank, each 1 / (m v) of its work;
     # GPipe and 1F1B run v = 1), whatever a rank computes
     steps = chunks * looped + stages - 1
-    pipeline = max(computing.values()) * steps / (chunks * looped) if stages > 1 and chunks else 0.0
+    # (a zero-bubble schedule may fill it with weight gradients: the bound is its computing)
+    filled = stages > 1 and chunks and not report.zero_bubble
+    pipeline = max(computing.values()) * steps / (chunks * looped) if filled else 0.0
     for rank in report.ranks:
         model = rank.train_macs / machine.macs_per_second
         compute = max(computing[rank.rank], pipeline)

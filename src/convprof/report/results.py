@@ -50,6 +50,7 @@ class Report:
     mesh: tuple[tuple[str, int], ...] = ()  # the plan's mesh dimensions and sizes, outermost first
     microbatches: int = 0  # a pipeline's micro-batches per step (0: no pipeline)
     stages_per_rank: int = 1  # a looped pipeline schedule's stages on each rank
+    zero_bubble: bool = False  # the pipeline's schedule fills its bubble with weight gradients
 
     @property
     def complete(self) -> bool:
@@ -135,6 +136,7 @@ class Report:
                 mesh=tuple((str(name), int(size)) for name, size in data.get("mesh", ())),
                 microbatches=int(data.get("microbatches", 0)),
                 stages_per_rank=int(data.get("stages_per_rank", 1)),
+                zero_bubble=bool(data.get("zero_bubble", False)),
                 ranks=tuple(RankClass.from_dict(json_object(r, "rank class")) for r in data.get("ranks", ())),
             )
         except (KeyError, TypeError, AttributeError) as exc:
@@ -178,6 +180,7 @@ class Report:
                     "mesh": [list(d) for d in self.mesh],
                     **({"microbatches": self.microbatches} if self.microbatches else {}),
                     **({"stages_per_rank": self.stages_per_rank} if self.stages_per_rank > 1 else {}),
+                    **({"zero_bubble": True} if self.zero_bubble else {}),
                     "ranks": [r.to_dict() for r in self.ranks],
                 }
                 if self.ranks
