@@ -195,3 +195,17 @@ def test_bad_autocast_is_refused() -> None:
         convprof.profile(mlp(), X, autocast="int8")
     with pytest.raises(ValueError, match="autocast must be a lower-precision dtype"):
         convprof.profile(mlp(), X, autocast=torch.float32)
+
+
+def test_zero_compute_without_memory_keeps_autocast() -> None:
+    """Without a peak, zero compute makes a built-in layer's output directly (a shortcut in
+    its input's dtype); under autocast the layer runs its operators: a conv-BN-ReLU's three
+    1 x 16 x 32 x 32 outputs in bf16, 2 bytes each (the convolution casts to bf16, and the
+    CPU's policy lets the norm and the activation follow its output), as the computing pass
+    finds; without autocast they are fp32, twice as large."""
+    model = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU()).eval()
+    x = torch.randn(1, 3, 32, 32)
+    zero = convprof.profile(model, x, autocast="bfloat16", compute=False).sizes.activation_bytes
+    real = convprof.profile(model, x, autocast="bfloat16", compute=True).sizes.activation_bytes
+    assert zero == real == 3 * 16 * 32 * 32 * 2
+    assert convprof.profile(model, x, compute=False).sizes.activation_bytes == 2 * zero

@@ -90,8 +90,19 @@ def test_spec_imported_from_the_current_directory(
             ("51.5 GB", "--no-compute"),
         ),
         (("check", "--config", "x.toml", "--tolerance", "-2%"), ("tolerance", "-2%")),
+        (("profile", "tests.test_budget:separable", "--device", "banana"), ("unknown device", "banana")),
+        (("profile", "tests.test_budget:separable", "--device", "tpu"), ("unknown device", "tpu")),
+        (("profile", "tests.test_budget:separable", "--fit", "24"), ("with its unit", "24GiB")),
     ],
-    ids=["overflow", "negative", "too big to allocate", "negative tolerance"],
+    ids=[
+        "overflow",
+        "negative",
+        "too big to allocate",
+        "negative tolerance",
+        "banana device",
+        "tpu",
+        "fit unit",
+    ],
 )
 def test_bad_values(
     capsys: pytest.CaptureFixture[str], argv: tuple[str, ...], words: tuple[str, ...]

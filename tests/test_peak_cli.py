@@ -59,7 +59,7 @@ def test_profile_optimizer_is_a_training_step_json(capsys: pytest.CaptureFixture
 
 def test_fit_finds_the_largest_batch(capsys: pytest.CaptureFixture[str]) -> None:
     assert peak_at(5) == 98_840 <= 100_000 < peak_at(6) == 100_840
-    argv = ["profile", "tests.test_peak_cli:mlp", "--input", "1,100", "--fit", "100000", "--format", "json"]
+    argv = ["profile", "tests.test_peak_cli:mlp", "--input", "1,100", "--fit", "100000B", "--format", "json"]
     assert main(argv) == 0
     data = json.loads(capsys.readouterr().out)
     assert (
@@ -71,7 +71,7 @@ def test_fit_finds_the_largest_batch(capsys: pytest.CaptureFixture[str]) -> None
 
 
 def test_fit_that_fails_at_batch_one_exits_1(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["profile", "tests.test_peak_cli:mlp", "--input", "1,100", "--fit", "80000"]) == 1
+    assert main(["profile", "tests.test_peak_cli:mlp", "--input", "1,100", "--fit", "80000B"]) == 1
     assert "Fit:          batch 1 does not fit in 78.12 KiB: its peak is 88.71 KiB" in capsys.readouterr().out
 
 
@@ -79,7 +79,7 @@ def test_fit_that_fails_at_batch_one_exits_1(capsys: pytest.CaptureFixture[str])
     ("argv", "message"),
     [
         (["--fit", "lots"], "cannot read memory size 'lots'"),
-        (["--fit", "0"], "must be more than 0 bytes"),
+        (["--fit", "0B"], "must be more than 0 bytes"),
         (["--columns", "name,peak"], "column 'peak' needs peak memory (--peak-memory)"),
         (["--optimizer", "lion"], "invalid choice: 'lion'"),
         (["--peak-memory", "--time"], "--time does not go with peak memory"),

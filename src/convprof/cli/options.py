@@ -4,6 +4,7 @@ the checks made before any work (a file that cannot be written)."""
 from __future__ import annotations
 
 import argparse
+import re
 import textwrap
 from pathlib import Path
 from typing import Any, NoReturn
@@ -41,6 +42,10 @@ def tolerance(text: str) -> float:
 
 
 def memory_size(text: str) -> int:
+    if re.fullmatch(r"\s*[\d.eE+_]+\s*", text):  # "24": bytes, where 24 GiB was surely meant
+        raise argparse.ArgumentTypeError(
+            f"give a memory size with its unit, e.g. {text.strip()}GiB, got {text!r}"
+        )
     try:
         size = parse_bytes(text)
     except ValueError as exc:
@@ -48,6 +53,14 @@ def memory_size(text: str) -> int:
     if size <= 0:
         raise argparse.ArgumentTypeError(f"a memory size must be more than 0 bytes, got {text!r}")
     return size
+
+
+def device(text: str) -> str:
+    """A device a computing pass can run on: ``cpu``, ``cuda``, ``cuda:N`` (and PyTorch's
+    ``mps``, ``xpu``); anything else would be ignored or fail deep inside PyTorch."""
+    if not re.fullmatch(r"(cpu|cuda|mps|xpu)(:\d+)?", text.strip()):
+        raise argparse.ArgumentTypeError(f"unknown device {text!r}: use cpu, cuda or cuda:N (mps, xpu)")
+    return text.strip()
 
 
 def columns(text: str) -> tuple[str, ...]:

@@ -14,6 +14,7 @@ from convprof.cli.options import (
     UsageError,
     columns,
     compute_options,
+    device,
     machine_spec,
     memory_size,
     parse_input,
@@ -174,6 +175,7 @@ def _cost_options(prof: argparse.ArgumentParser) -> None:
     prof.add_argument(
         "--device",
         default="cpu",
+        type=device,
         help="where a computing pass runs (cpu, cuda, cuda:1), and whose allocator --peak-memory "
         "predicts (CUDA rounds to 512-byte blocks); zero compute needs no device",
     )

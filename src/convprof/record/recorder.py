@@ -207,7 +207,8 @@ class _Pass:
         if meta is not None:
             state.point_at(meta.stand_ins)
             call_args, call_kwargs = meta.copy_inputs((self.args, self.kwargs), {})
-            if not self.backward and self.memory is None:
+            # (a layer's shortcut makes its output in its input's dtype: not under autocast)
+            if not self.backward and self.memory is None and self.autocast is None:
                 modules = session.modules
                 self.skipped = skip_forwards(self.named, lambda m: modules[id(m)][1], session.opened)
         if session.lifetimes is not None:
