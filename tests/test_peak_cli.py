@@ -131,6 +131,21 @@ def test_search_batch_on_a_curve() -> None:
     assert (fit.batch, fit.peak_bytes, fit.next_bytes) == (70, 50_000, 51_410)
 
 
+def test_a_fit_line_is_true_to_the_byte() -> None:
+    """A limit of 24 GiB, batch 1144 at 1,000 bytes under it and batch 1145 at 20,000 over: to
+    two decimals all three read 24.00 GiB, and "1145 would need 24.00 GiB" after "1144 fits in
+    24.00 GiB" contradicts itself, so such a line gives bytes; sizes that read apart keep
+    their units."""
+    limit = 24 * 2**30
+    fit = search_batch(lambda b: limit - 1000 + 21000 * (b - 1144), limit)
+    assert (fit.batch, fit.peak_bytes, fit.next_bytes) == (1144, limit - 1000, limit + 20_000)
+    assert fit.describe().startswith(
+        "batch 1144 fits in 25,769,803,776 bytes (peak 25,769,802,776 bytes); "
+        "batch 1145 would need 25,769,823,776 bytes"
+    )
+    assert search_batch(peak_at, 100_000).describe().startswith("batch 5 fits in 97.66 KiB")
+
+
 @pytest.mark.parametrize(
     ("text", "size"),
     [

@@ -32,12 +32,16 @@ class Fit:
     tried: int
 
     def describe(self) -> str:
-        limit = format_binary_bytes(self.limit_bytes)
+        sizes = [self.limit_bytes, self.peak_bytes, *([self.next_bytes] if self.next_bytes is not None else [])]
+        short = [format_binary_bytes(size) for size in sizes]
+        # where two sizes read the same rounded, the line would not be true: bytes, then
+        shown = short if len(set(short)) == len(set(sizes)) else [f"{size:,} bytes" for size in sizes]
+        limit, peak = shown[0], shown[1]
         if not self.batch:
-            return f"batch 1 does not fit in {limit}: its peak is {format_binary_bytes(self.peak_bytes)}"
-        text = f"batch {self.batch} fits in {limit} (peak {format_binary_bytes(self.peak_bytes)})"
+            return f"batch 1 does not fit in {limit}: its peak is {peak}"
+        text = f"batch {self.batch} fits in {limit} (peak {peak})"
         if self.next_bytes is not None:
-            text += f"; batch {self.batch + 1} would need {format_binary_bytes(self.next_bytes)}"
+            text += f"; batch {self.batch + 1} would need {shown[2]}"
         else:
             text += f"; larger batches were not tried (at most {MOST:,})"
         return text + f" [{self.tried} batch sizes predicted]"
