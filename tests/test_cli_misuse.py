@@ -76,6 +76,9 @@ def test_spec_imported_from_the_current_directory(
     assert json.loads(out)["total"]["macs"] == 9 * 240  # the tutorial's conv
 
 
+_GPT2 = "transformers:gpt2(n_layer=1,n_embd=32,n_head=2,vocab_size=100)"
+
+
 @pytest.mark.parametrize(
     ("argv", "words"),
     [
@@ -93,6 +96,9 @@ def test_spec_imported_from_the_current_directory(
         (("profile", "tests.test_budget:separable", "--device", "banana"), ("unknown device", "banana")),
         (("profile", "tests.test_budget:separable", "--device", "tpu"), ("unknown device", "tpu")),
         (("profile", "tests.test_budget:separable", "--fit", "24"), ("with its unit", "24GiB")),
+        # GPT-2's learned position table holds 1,024 rows: a real forward fails past it
+        (("profile", _GPT2, "--input", "1,2000"), ("learned positions for 1,024", "make 2,000")),
+        (("profile", _GPT2, "--input", "1,1", "--past", "1024"), ("make 1,025",)),
     ],
     ids=[
         "overflow",
@@ -102,6 +108,8 @@ def test_spec_imported_from_the_current_directory(
         "banana device",
         "tpu",
         "fit unit",
+        "prompt past positions",
+        "cache past positions",
     ],
 )
 def test_bad_values(

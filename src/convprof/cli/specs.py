@@ -196,6 +196,30 @@ def _token_ids(loaded: Loaded, args: tuple[Any, ...], kwargs: dict[str, Any]) ->
     return ids
 
 
+def _check_positions(model: Any, length: int) -> None:
+    """Refuse a context longer than a model's learned position table (GPT-2's 1,024, BERT's
+    512): its real forward fails with an IndexError, where a pass without arithmetic would
+    count it. The table is an embedding other than the token one, of as many rows as the
+    configuration's positions (OPT's has 2 more); rotary and relative positions have none."""
+    from torch import nn
+
+    config = getattr(model, "config", None)
+    positions = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+    if not isinstance(positions, int) or length <= positions:
+        return
+    tokens = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+    tables = [
+        m
+        for m in model.modules()
+        if isinstance(m, nn.Embedding) and m is not tokens and positions <= m.num_embeddings <= positions + 2
+    ]
+    if tables:
+        raise UsageError(
+            f"{type(model).__name__} has learned positions for {positions:,} tokens; the input and any "
+            f"--past make {length:,} (its real forward would fail): give at most {positions:,}"
+        )
+
+
 def _note_unknown_keywords(model: Any, chosen: Sequence[Input]) -> None:
     """Say so when a keyword input is not a parameter of the forward but goes to its
     ``**kwargs`` (transformers models take any name there and ignore most): a typo would
@@ -272,6 +296,8 @@ def _profile_once(
     if compute and options.device != "cpu":
         model, args, kwargs = _on_device(model, args, kwargs, options.device)
     ids = _token_ids(loaded, args, kwargs)
+    if ids is not None:
+        _check_positions(model, ids.shape[-1] + (options.past or 0))
     prefill = None
     if options.past is not None:
         prefill = _cached(model, loaded, ids, kwargs, compute, automatic, options)

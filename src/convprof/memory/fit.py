@@ -32,10 +32,15 @@ class Fit:
     tried: int
 
     def describe(self) -> str:
-        sizes = [self.limit_bytes, self.peak_bytes, *([self.next_bytes] if self.next_bytes is not None else [])]
+        sizes = [
+            self.limit_bytes,
+            self.peak_bytes,
+            *([self.next_bytes] if self.next_bytes is not None else []),
+        ]
         short = [format_binary_bytes(size) for size in sizes]
-        # where two sizes read the same rounded, the line would not be true: bytes, then
-        shown = short if len(set(short)) == len(set(sizes)) else [f"{size:,} bytes" for size in sizes]
+        # a next batch that "would need" what reads as the limit it "fits in": bytes, then
+        true = self.next_bytes is None or short[2] != short[0]
+        shown = short if true else [f"{size:,} bytes" for size in sizes]
         limit, peak = shown[0], shown[1]
         if not self.batch:
             return f"batch 1 does not fit in {limit}: its peak is {peak}"
