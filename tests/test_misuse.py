@@ -484,3 +484,28 @@ def test_a_lazy_module_initialises_on_the_first_forward_after_a_profile() -> Non
     assert type(model[0]) is nn.LazyLinear and len(model[0]._forward_pre_hooks) == 1
     model(x)
     assert type(model[0]) is nn.Linear and model[0].weight.shape == (4, 3)
+
+
+@pytest.mark.parametrize("parallel", [None, {"fsdp": 2}], ids=["one device", "parallel"])
+def test_a_profiles_optimizer_does_not_fire_the_users_global_hooks(parallel: Any) -> None:
+    """``register_optimizer_step_pre_hook`` / ``_post_hook`` fire for every optimizer in the
+    process: convprof's own steps (made to predict the update's memory) keep quiet, and the
+    hooks fire again for the user's optimizer after."""
+    from torch.optim.optimizer import register_optimizer_step_post_hook, register_optimizer_step_pre_hook
+
+    fired: list[str] = []
+    handles = [
+        register_optimizer_step_pre_hook(lambda *a: fired.append("pre")),
+        register_optimizer_step_post_hook(lambda *a: fired.append("post")),
+    ]
+    try:
+        model = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 8))
+        convprof.profile(
+            model, torch.randn(4, 8), backward=True, memory=True, optimizer="adam", parallel=parallel
+        )
+        assert fired == []
+        torch.optim.SGD(model.parameters(), lr=0.1).step()
+        assert fired == ["pre", "post"]
+    finally:
+        for handle in handles:
+            handle.remove()

@@ -14,7 +14,9 @@ left no gradients, so the forward starts from parameters, buffers and optimizer 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import torch
 
@@ -37,6 +39,26 @@ def make(
     if name not in _MAKERS:
         raise ValueError(f"unknown optimizer {name!r}: use one of {', '.join(OPTIMIZERS)}")
     return _MAKERS[name](params, device == "cuda" if foreach is None else foreach)
+
+
+@contextlib.contextmanager
+def quiet_optimizers() -> Iterator[None]:
+    """convprof's own optimizer steps without the user's global optimizer hooks
+    (``register_optimizer_step_pre_hook`` / ``_post_hook``, which fire for every optimizer in
+    the process): a profile is not a training step of theirs. Put back after, also on error."""
+    from torch.optim import optimizer as module
+
+    kept: list[tuple[Any, dict[int, Any]]] = [
+        (hooks, dict(hooks))
+        for hooks in (module._global_optimizer_pre_hooks, module._global_optimizer_post_hooks)
+    ]
+    for hooks, _ in kept:
+        hooks.clear()
+    try:
+        yield
+    finally:
+        for hooks, items in kept:
+            hooks.update(items)
 
 
 class Step:
@@ -66,7 +88,7 @@ class Step:
         for param, grad in zip(self.params, grads, strict=True):
             param.grad = grad
         try:
-            with torch.no_grad():
+            with torch.no_grad(), quiet_optimizers():
                 self._optimizer.step()
         finally:
             for param in self.params:

@@ -28,6 +28,7 @@ from torch._subclasses.fake_tensor import DataDependentOutputException, DynamicO
 from torch.utils.hooks import RemovableHandle
 
 from convprof.memory.lifetimes import Lifetimes, tensors_in
+from convprof.memory.optimizers import quiet_optimizers
 from convprof.record.collectives import Collectives
 from convprof.record.dataflow import roles
 from convprof.record.errors import ForwardError, ValuesNeeded, gist, type_label, where
@@ -178,7 +179,8 @@ def record_step(
                 driver.run(Phases(session, model, local))
                 distributed.phase = "step"
                 if optimizer is not None:
-                    optimizer.step()
+                    with quiet_optimizers():
+                        optimizer.step()
                     optimizer.zero_grad(set_to_none=True)
                     if session.lifetimes is not None:
                         session.lifetimes.mark("step")
