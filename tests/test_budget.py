@@ -64,6 +64,15 @@ def test_layer_patterns_hold_each_matching_module_inclusively() -> None:
 def test_pattern_matching_nothing_is_an_error_not_a_pass() -> None:
     with pytest.raises(ValueError, match=r"'features\.\*' matches no module of Sequential"):
         convprof.assert_budget(separable(), X, layers={"features.*": {"max_macs": "1G"}})
+    # it names what the pattern may have meant: close names, else the top-level modules
+    with pytest.raises(
+        ValueError, match=r"'features' matches no module of Sequential; its top-level modules are 0, 1"
+    ):
+        convprof.assert_budget(separable(), X, layers={"features": {"max_macs": "1G"}})
+    model = nn.Sequential()
+    model.add_module("features", separable())
+    with pytest.raises(ValueError, match=r"'featurs\.\*' matches no module .* did you mean .*'features'\?"):
+        convprof.assert_budget(model, X, layers={"featurs.*": {"max_macs": "1G"}})
 
 
 @pytest.mark.parametrize(

@@ -149,7 +149,8 @@ def test_parse_quantity(text: str | int, value: int) -> None:
     assert parse_quantity(text) == value
 
 
-@pytest.mark.parametrize("bad", ["", "3.5X", "M", "1,000", "-5", "1e", True, 1.5])
+# "1e-5" and "2.5" are no whole count: a budget of 1e-5 MACs would be 0 once rounded
+@pytest.mark.parametrize("bad", ["", "3.5X", "M", "1,000", "-5", "1e", True, 1.5, "1e-5", "2.5"])
 def test_parse_quantity_rejects(bad: object) -> None:
     with pytest.raises(ValueError, match=r"quantity|expected"):
         parse_quantity(bad)  # type: ignore[arg-type]

@@ -28,7 +28,10 @@ def parse_quantity(value: int | str) -> int:
     value_float = float(number) * _SCALE[suffix]
     if not math.isfinite(value_float):
         raise ValueError(f"quantity {value!r} is too large")
-    return round(value_float)
+    whole = round(value_float)
+    if abs(value_float - whole) > 1e-9 * max(1.0, value_float):  # 1e-5 MACs: 0 once rounded
+        raise ValueError(f"quantity {value!r} is not a whole number ({value_float:g})")
+    return whole
 
 
 _BYTE_UNITS = {

@@ -24,7 +24,7 @@ class of ranks (one row each: will every GPU fit); ``params`` holds the model's.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from typing import Any
@@ -270,7 +270,9 @@ def checks(report: Report, budget: Budget) -> tuple[Check, ...]:
     for pattern, limits in budget.layers:
         names = [name for name in inclusive if name and matches(pattern, name)]
         if not names:
-            raise ValueError(f"layer pattern {pattern!r} matches no module of {report.model}")
+            raise ValueError(
+                f"layer pattern {pattern!r} matches no module of {report.model}{_near(pattern, inclusive)}"
+            )
         for name in names:
             rows.extend(
                 Check(
@@ -283,6 +285,21 @@ def checks(report: Report, budget: Budget) -> tuple[Check, ...]:
                 for metric, limit in limits.items()
             )
     return tuple(rows)
+
+
+def _near(pattern: str, names: Iterable[str]) -> str:
+    """The modules a pattern that matched none may have meant: close names, else the
+    top-level ones."""
+    import difflib
+
+    every = [name for name in names if name]
+    near = difflib.get_close_matches(pattern, every, n=3, cutoff=0.6)
+    if not near:  # "featurs.*" against "features.0", ...: compare the first parts
+        tops = sorted({name.split(".")[0] for name in every})
+        near = [f"{top}.*" for top in difflib.get_close_matches(pattern.split(".")[0], tops, n=3, cutoff=0.6)]
+        if not near:
+            return f"; its top-level modules are {', '.join(tops[:8])}{', ...' if len(tops) > 8 else ''}"
+    return f"; did you mean {' or '.join(repr(n) for n in near)}?"
 
 
 def violations(report: Report, budget: Budget) -> tuple[Check, ...]:
