@@ -42,7 +42,7 @@ def tolerance(text: str) -> float:
 
 
 def memory_size(text: str) -> int:
-    if re.fullmatch(r"\s*[\d.eE+_]+\s*", text):  # "24": bytes, where 24 GiB was surely meant
+    if re.fullmatch(r"\s*\.?\d[\d.eE+_]*\s*", text):  # "24": bytes, where 24 GiB was surely meant
         raise argparse.ArgumentTypeError(
             f"give a memory size with its unit, e.g. {text.strip()}GiB, got {text!r}"
         )

@@ -21,8 +21,6 @@ group share a batch, and each dispatches its own slice of it.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from typing import Any, cast
 
 import torch
@@ -115,25 +113,18 @@ def _dispatcher(experts: nn.Module, mesh: Any, tp_mesh: Any, routing: str) -> An
     return AssumedRouting()
 
 
-@contextlib.contextmanager
-def _local_weights(module: nn.Module) -> Iterator[None]:
-    from transformers.distributed.parallel_utils import _use_local_dtensor_params
-
-    with _use_local_dtensor_params(module):
-        yield
-
-
 def _install(experts: nn.Module, mesh: Any, tp_mesh: Any, routing: str) -> None:
     """``experts`` reached through the dispatch, on its local weights, as transformers'
     ``ep_dispatch_experts`` style installs its own."""
     from torch.distributed.tensor import DTensor
+    from transformers.distributed.parallel_utils import _use_local_dtensor_params
 
     dispatch = _dispatcher(experts, mesh, tp_mesh, routing)
 
     def forward(hidden: torch.Tensor, index: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         hidden = hidden.to_local() if isinstance(hidden, DTensor) else hidden
         weights = weights.to_local() if isinstance(weights, DTensor) else weights
-        with _local_weights(experts):
+        with _use_local_dtensor_params(experts):
             output: torch.Tensor = dispatch(hidden, index, weights)
         return output.to(hidden.dtype)
 

@@ -139,8 +139,8 @@ def shapes(
     # FSDP2's mixed precision computes in param_dtype and casts a unit's floating inputs to
     # it, so a stage sends (and is sent gradients) in that dtype
     dtype = getattr(torch, plan.param_dtype) if plan.param_dtype and (plan.fsdp > 1 or plan.dp > 1) else None
-    for module in modules:
-        if dtype is not None:
+    if dtype is not None:
+        for module in modules:
             _computing_in(module, dtype)
     with fake_tensors() as fake, torch.no_grad():
         value: Any = fake.inputs(micro)

@@ -43,12 +43,11 @@ class Plan:
     repeated block (non-reentrant, PyTorch's composable ``checkpoint``): a block keeps only its
     input, and its forward runs again in the backward (``selective``: torchtitan's op policy; a
     module pattern: those modules). ``units``: FSDP2's units, the repeated blocks or the modules
-    a pattern names. ``microbatches`` and ``schedule``
-    (``1f1b``, ``gpipe``, ``interleaved1f1b`` with ``stages`` stages a rank) run a pipeline's
-    stages. ``ep``: the experts split among groups of
-    ``ep`` of the fsdp x tp ranks (not more ranks: the world is the same, as in torchtitan
-    and transformers), with ``routing`` (``balanced``, ``worst``) the assumption
-    of how many tokens go to each (:mod:`convprof.parallel.experts`)."""
+    a pattern names. ``microbatches`` and ``schedule`` (:data:`SCHEDULES`; the looped ones,
+    :data:`LOOPED`, with ``stages`` stages a rank) run a pipeline's stages. ``ep``: the experts
+    split among groups of ``ep`` of the fsdp x tp ranks (not more ranks: the world is the same,
+    as in torchtitan and transformers), with ``routing`` (``balanced``, ``worst``) the
+    assumption of how many tokens go to each (:mod:`convprof.parallel.experts`)."""
 
     @property
     def chunks(self) -> int:
@@ -113,18 +112,7 @@ class Plan:
         """The plan as the command line writes it (what :func:`parse_plan` reads back)."""
         parts = [f"{d}={getattr(self, d)}" for d in DIMENSIONS if getattr(self, d) > 1] or ["fsdp=1"]
         defaults = Plan()
-        for name in (
-            "accum",
-            "reshard",
-            "param_dtype",
-            "reduce_dtype",
-            "checkpoint",
-            "microbatches",
-            "schedule",
-            "routing",
-            "units",
-            "stages",
-        ):
+        for name in option_keys():
             value = getattr(self, name)
             if value != getattr(defaults, name):
                 parts.append(f"{name}={str(value).lower() if isinstance(value, bool) else value}")
@@ -152,6 +140,11 @@ class Plan:
 
 
 _DTYPES = ("float32", "bfloat16", "float16")
+
+
+def option_keys() -> list[str]:
+    """A plan's keys other than its dimensions, in the order :class:`Plan` declares them."""
+    return [f.name for f in fields(Plan) if f.name not in DIMENSIONS]
 
 
 def _positive(key: str, value: Any) -> int:
@@ -204,8 +197,7 @@ def parse_plan(value: Plan | Mapping[str, Any] | str, **options: Any) -> Plan:
     if unknown:
         raise PlanError(
             f"parallel plan: unknown key {unknown[0]!r}; the dimensions are {', '.join(DIMENSIONS)} "
-            "(and accum, reshard, param_dtype, reduce_dtype, checkpoint, microbatches, schedule, routing, "
-            "units, stages)"
+            f"(and {', '.join(option_keys())})"
         )
     for key in (*DIMENSIONS, "accum", "microbatches", "stages"):
         if key in given:
