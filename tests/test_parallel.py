@@ -569,7 +569,9 @@ def test_fsdp_units_a_pattern_names_gather_their_parameters() -> None:
     mlp_params = 3 * 128 * 344
     report = predicted("llama-fsdp-units-mlp")
     gathers = {(c.kind, c.phase): (c.count, c.bytes) for c in report.ranks[0].collectives}
-    root = report.ranks[0].params * 2 - 2 * mlp_params  # the root's parameters, all ranks' shards
+    # the root's: embeddings and head (512 x 128 each), the final norm (128), and per layer its
+    # two norms (2 x 128) and attention (q, o 128 x 128; k, v 128 x 64 over 2 key/value heads)
+    root = 2 * 512 * 128 + 128 + 2 * (2 * 128 + 2 * 128 * 128 + 2 * 128 * 64)
     assert gathers[("all_gather", "forward")] == (3, 4 * (2 * mlp_params + root))
     assert gathers[("all_gather", "backward")] == (2, 4 * 2 * mlp_params)
     with pytest.raises(PlanError, match="units=attention: no module of LlamaForCausalLM"):
