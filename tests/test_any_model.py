@@ -310,3 +310,48 @@ def test_in_place_forms_of_untagged_elementwise_ops_are_free(compute: bool) -> N
     report = convprof.profile(InPlace(), torch.randn(2, 3), compute=compute)
     assert report.complete, [u.op for u in report.unexplained]
     assert report.total.macs == 2 * 3 * 5
+
+
+class _Attention(nn.Module):
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: object = None) -> torch.Tensor:
+        return nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+
+
+def _jagged(lengths: list[int], heads: int = 2, dim: int = 8) -> torch.Tensor:
+    parts = [torch.randn(length, heads, dim) for length in lengths]
+    return torch.nested.nested_tensor(parts, layout=torch.jagged).transpose(1, 2)
+
+
+def test_jagged_nested_attention_is_counted_per_sequence() -> None:
+    # two sequences of 30 and 50 positions, 2 heads of 8: Q K^T and P V per sequence, each
+    # length^2 * 8 per head: 2 * (30^2 + 50^2) * (8 + 8) = 108,800 MACs; the sizes asked of
+    # the nested tensor (sym_is_contiguous and kin) are metadata, not uncounted compute
+    q = _jagged([30, 50])
+    report = convprof.profile(_Attention(), (q, q, q))
+    assert (report.total.macs, report.complete) == (108_800, True)
+    with pytest.raises(ValuesNeeded, match="nested tensor of 2 sequences"):
+        convprof.profile(_Attention(), (q, q, q), compute=False)
+    assert convprof.profile(_Attention(), (q, q, q), compute="auto").total.macs == 108_800
+
+
+def test_jagged_nested_times_a_weight() -> None:
+    # 3 + 5 rows of 8 through an 8 x 4 weight: 8 * 8 * 4 = 256 MACs
+    x = torch.nested.nested_tensor([torch.randn(3, 8), torch.randn(5, 8)], layout=torch.jagged)
+    assert convprof.profile(nn.Linear(8, 4, bias=False), x).total.macs == 256
+
+
+@pytest.mark.parametrize("compute", [True, False])
+@pytest.mark.parametrize("variant", ["lower_right", "upper_left"])
+def test_causal_bias_as_an_input(variant: str, compute: bool) -> None:
+    # batch 3, 1 head, 12 queries over 7 keys of 8: 3 * 12 * 7 * (8 + 8) = 4,032 MACs; zero
+    # compute used to turn the bias into a dense mask of another shape (6,048, or a broadcast
+    # error with 2 heads)
+    from torch.nn.attention import bias
+
+    mask = getattr(bias, f"causal_{variant}")(12, 7)
+    q, k = torch.randn(3, 1, 12, 8), torch.randn(3, 1, 7, 8)
+    assert convprof.profile(_Attention(), (q, k, k, mask), compute=compute).total.macs == 4_032
+    q, k = torch.randn(2, 4, 6, 8), torch.randn(2, 4, 10, 8)
+    mask = getattr(bias, f"causal_{variant}")(6, 10)
+    report = convprof.profile(_Attention(), (q, k, k), {"mask": mask}, compute=compute, memory=True)
+    assert report.total.macs == 2 * 4 * 6 * 10 * 16

@@ -280,3 +280,30 @@ def test_html_is_styled_for_this_report_only() -> None:
     assert rules and all(rule.startswith(".convprof ") for rule in rules)  # nothing global
     assert ".convprof pre{white-space:pre-wrap" in style  # the footer wraps in the cell
     assert page.index("<style>") < page.index("<table>")
+
+
+class _Iterated(nn.Module):
+    """ultralytics' habit: a Sequential the model iterates (``for m in self.model``), never calls."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Conv2d(8, 4, 1))
+        self.head = nn.Linear(4, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for module in self.model:
+            x = module(x)
+        return self.head(x.mean((2, 3)))
+
+
+def test_a_container_that_never_ran_rolls_up_under_its_own_type() -> None:
+    # 1x3x8x8: the 3x3 conv makes 8x6x6, 36 positions x 8 x 27 = 7,776 MACs; the 1x1 conv
+    # 36 x 4 x 8 = 1,152; the head 4 x 2 = 8
+    report = convprof.profile(_Iterated(), torch.randn(1, 3, 8, 8))
+    rows = {row.name: row for row in report.rollup(1)}
+    assert (rows["model"].type, rows["model"].calls, rows["model"].macs) == ("Sequential", 0, 7_776 + 1_152)
+    assert rows["model"].input_shape is None and rows["head"].type == "Linear"
+    line = next(line for line in convprof.render(report, depth=1).splitlines() if line.startswith("model "))
+    assert line.split()[:4] == ["model", "Sequential", "(not", "called)"]
+    again = convprof.Report.from_dict(json.loads(json.dumps(report.to_dict())))
+    assert again.rollup(1) == report.rollup(1)

@@ -22,12 +22,18 @@ class TensorMeta:
     A nested tensor (a batch of sequences of different lengths, as ``nn.TransformerEncoder``
     makes from a padding mask) has its components' shapes in ``parts``; ``shape`` is then the
     padded shape they fit in, and ``numel`` counts the real elements only.
+
+    A sparse tensor (COO, CSR, CSC, BSR, BSC) has ``stored``: the scalar values it keeps (a
+    block layout's blocks times their size). A product with it multiplies those only, so
+    counting one as dense would overstate it by the inverse of its density (see
+    formulas.linear); ``numel`` stays the dense count, as PyTorch's is.
     """
 
     shape: Shape
     dtype: str
     itemsize: int
     parts: tuple[Shape, ...] = ()
+    stored: int | None = None  # a sparse tensor's stored values; None for a dense one
     # derived once: counting reads it for every input and output of every call
     numel: int = field(init=False, repr=False, compare=False)
     nbytes: int = field(init=False, repr=False, compare=False)

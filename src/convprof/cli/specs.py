@@ -117,6 +117,7 @@ def _run(
     without ``options``); its errors as usage errors, or, in the automatic mode's zero-compute
     try, as the reason to count for real."""
     from convprof.api import profile
+    from convprof.memory.lifetimes import SparseMemory
     from convprof.parallel.plan import PlanError
     from convprof.record.errors import ForwardError, ValuesNeeded
 
@@ -135,7 +136,7 @@ def _run(
             tp_plan=_function("--tp-plan", options.tp_plan, options),
             pp_split=_function("--pp-split", options.pp_split, options),
         )
-    except PlanError as exc:
+    except (PlanError, SparseMemory) as exc:
         raise UsageError(str(exc)) from None
     except ForwardError as exc:  # ValuesNeeded included
         first = str(exc).splitlines()[0]

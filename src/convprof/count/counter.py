@@ -17,7 +17,7 @@ from collections import Counter
 from dataclasses import dataclass, replace
 
 from convprof.count.blocks import find_blocks
-from convprof.count.formulas import module_formula, op_formula
+from convprof.count.formulas import Uncounted, module_formula, op_formula
 from convprof.count.formulas.backward import shape_key, split
 from convprof.memory.peak import call_peaks, levels, summarize
 from convprof.records import ModuleCall, ModuleInfo, ParamInfo, Shape, Trace
@@ -35,8 +35,11 @@ def call_macs(call: ModuleCall, ops_only: bool = False) -> tuple[int, list[str]]
         op_cost = op_formula(op.op)
         if op_cost is None:
             unexplained.append(op.op)
-        else:
+            continue
+        try:
             macs += op_cost(op)
+        except Uncounted as why:
+            unexplained.append(f"{op.op} ({why})")
     return macs, unexplained
 
 
@@ -51,7 +54,11 @@ def call_gradients(call: ModuleCall, trainable: frozenset[Shape]) -> tuple[int, 
         if op_cost is None:
             unexplained.append(op.op)
             continue
-        to_input, to_weight = split(op, op_cost(op), trainable)
+        try:
+            to_input, to_weight = split(op, op_cost(op), trainable)
+        except Uncounted as why:
+            unexplained.append(f"{op.op} ({why})")
+            continue
         grad_input += to_input
         grad_weight += to_weight
     return grad_input, grad_weight, unexplained
@@ -193,6 +200,11 @@ def count(trace: Trace) -> Report:
                 where.append(call.module.name)
             unexplained[op] = (seen_calls + 1, where)
     idle = [_Row(info, None) for info in trace.modules if info.name not in rows and info.params]
+    containers = tuple(
+        (info.name, info.type_name)
+        for info in trace.modules
+        if info.has_children and info.name not in rows and any(n.startswith(f"{info.name}.") for n in rows)
+    )
     ordered = _place(rows, idle)
     seen: set[int] = set()
     for row in [*rows.values(), *idle]:  # params to the first row *that ran* owning them
@@ -223,6 +235,7 @@ def count(trace: Trace) -> Report:
         dtype=trace.autocast or _dtype(trace),  # under autocast its products run in its dtype
         backward=trace.backward,
         memory=memory,
+        containers=containers,
     )
 
 

@@ -30,6 +30,7 @@ from torch.utils._pytree import tree_leaves
 
 from convprof.memory.scratch import kernel_scratch
 from convprof.records import MemoryTrace
+from convprof.units import format_shape
 
 
 def _tensors(value: Any, depth: int, seen: set[int]) -> Any:
@@ -74,9 +75,26 @@ def _wraps(func: Any) -> bool:
     return known
 
 
+# the layouts whose tensors keep some values only, in values and indices tensors of their own
+SPARSE = frozenset({torch.sparse_coo, torch.sparse_csr, torch.sparse_csc, torch.sparse_bsr, torch.sparse_bsc})
+
+
+class SparseMemory(NotImplementedError):
+    """A sparse tensor met by a pass that predicts memory: its values and indices live in
+    storages the tensor does not show, so the peak would leave them out. Refused instead."""
+
+
 def _storage(tensor: torch.Tensor) -> torch.UntypedStorage | None:
-    """A dense tensor's storage; None for layouts without one (sparse, nested, wrappers)."""
-    if tensor.layout is not torch.strided or tensor.is_nested:
+    """A dense tensor's storage; None for layouts without one (nested, wrappers)."""
+    if tensor.layout is not torch.strided:
+        if tensor.layout in SPARSE:
+            layout = str(tensor.layout).removeprefix("torch.")
+            raise SparseMemory(
+                f"peak memory is not predicted for sparse tensors ({layout} "
+                f"{format_shape(tuple(tensor.shape))}); profile without memory"
+            )
+        return None
+    if tensor.is_nested:
         return None
     try:
         return tensor.untyped_storage()

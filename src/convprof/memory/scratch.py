@@ -43,7 +43,7 @@ def kernel_scratch(func: Any, args: tuple[Any, ...], out: Any) -> tuple[int, int
     rule = _SCRATCH.get(func)
     if rule is not None:
         return rule(args, out)
-    if torch.Tag.pointwise in func.tags:
+    if torch.Tag.pointwise in getattr(func, "tags", ()):  # a higher-order operator has none
         return _promotion_scratch(args, out)
     return None
 
@@ -129,7 +129,7 @@ def _mm_scratch(args: tuple[Any, ...], out: Any) -> tuple[int, int] | None:
     copies = sum(
         m.numel() * m.element_size()
         for m in matrices
-        if isinstance(m, torch.Tensor) and m.dim() == 2 and not _blas_reads(m)
+        if isinstance(m, torch.Tensor) and m.layout is torch.strided and m.dim() == 2 and not _blas_reads(m)
     )
     return (0, copies) if copies else None
 

@@ -31,6 +31,11 @@ class ValuesNeeded(ForwardError):
     """A zero-compute pass reached an operator whose result depends on tensor values."""
 
 
+class StandInUnknown(Exception):
+    """A zero-compute stand-in cannot know what an operator's result holds (a sparse result's
+    stored values): the pass stops with :class:`ValuesNeeded` rather than go on with a guess."""
+
+
 def where(named: list[tuple[str, nn.Module]], running: Frame | None, exc: BaseException) -> str:
     """Where a forward failed: the module running, its class and its input shapes."""
     if running is None:
@@ -50,6 +55,11 @@ def forward_error(
     """The error to raise for ``exc``, raised by the forward while ``running`` (the innermost
     module call open, or the one an exception left) ran and ``op`` was the last operator."""
     where_ = where(named, running, exc)
+    if not computing and isinstance(exc, StandInUnknown):
+        return ValuesNeeded(
+            f"zero-compute pass of {type(model).__name__} stopped {where_}: {exc}; profile with "
+            "compute=True and real inputs"
+        )
     if (
         not computing
         and op is not None

@@ -19,6 +19,7 @@ from torch.utils._pytree import tree_leaves
 from convprof.record.errors import ForwardError, gist
 from convprof.record.frame import Frame
 from convprof.record.tensors import op_call
+from convprof.records import OpCall
 from convprof.units import format_shape
 
 # The sequence number autograd gives the nodes that accumulate into leaves (all of them alike).
@@ -51,13 +52,17 @@ class Backward:
         """An operator of the backward pass, recorded on the call whose autograd node runs it.
         Operators outside any node the model's calls created (the loss's own gradient, the
         engine summing gradients) belong to no layer and are not recorded."""
-        node = torch._C._current_autograd_node()
-        index = self.nodes.get(node._sequence_nr()) if node is not None else None
-        if index is None:
-            return
-        self.calls[index].backward.append(
-            op_call(func, args, kwargs, out, reads_weight=any(self._is_weight(a) for a in args))
-        )
+        index = self.owner()
+        if index >= 0:
+            self.calls[index].backward.append(
+                op_call(func, args, kwargs, out, reads_weight=any(self._is_weight(a) for a in args))
+            )
+
+    def record_call(self, call: OpCall) -> None:
+        """A call recorded whole (a higher-order operator's), on the node's call as above."""
+        index = self.owner()
+        if index >= 0:
+            self.calls[index].backward.append(call)
 
     def note_weights(self, module: nn.Module) -> None:
         """A distributed step: the tensors a module's operators read as its weights are its

@@ -20,6 +20,7 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import _disable_current_modes
 
 from convprof.record import autocast as mixed
+from convprof.record import higher_order
 from convprof.record.session import Session
 from convprof.record.stand_ins import attention
 from convprof.record.stand_ins.values import literal
@@ -103,7 +104,8 @@ class Composites:
     below it. For the pass, ``torch.linalg.vecdot`` is a wrapper that runs the original and
     records the call as the operator ``aten.linalg_vecdot`` on the running module (a formula
     counts it); in a zero-compute pass the two makers keep small integer tables real
-    (:func:`~convprof.record.stand_ins.values.literal`). All are put back after, also when the
+    (:func:`~convprof.record.stand_ins.values.literal`). FlexAttention runs its operator
+    uncompiled (:func:`~convprof.record.higher_order.eager_flex`). All are put back after, also when the
     forward raises. A call from another thread, or while a nested profile runs, only runs the
     original. A model that bound a function before the pass (``from torch.linalg import
     vecdot``) is not seen."""
@@ -112,8 +114,10 @@ class Composites:
         self.session = session
         self.original: Any = None
         self.makers: tuple[Any, Any] | None = None
+        self.flex = higher_order.eager_flex(session.meta is not None)
 
     def __enter__(self) -> None:
+        self.flex.__enter__()
         original = self.original = torch.linalg.vecdot
         session = self.session
         if session.meta is not None:
@@ -133,6 +137,7 @@ class Composites:
         torch.linalg.vecdot = self.original
         if self.makers is not None:
             torch.tensor, torch.as_tensor = self.makers
+        self.flex.__exit__(None, None, None)
 
 
 def _maker(session: Session, make: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:

@@ -36,6 +36,7 @@ from torch.utils.hooks import RemovableHandle
 
 from convprof.count.formulas import OpClass, classify
 from convprof.memory.lifetimes import Lifetimes
+from convprof.record import higher_order
 from convprof.record.collectives import Collectives
 from convprof.record.dataflow import UNTAGGED, Tags
 from convprof.record.frame import Frame
@@ -280,6 +281,24 @@ class Session(TorchDispatchMode):  # type: ignore[no-untyped-call]
         self.tags.after(role, frame.index, args, output)
         if kwargs:
             frame.inputs += tuple(item for k, v in kwargs.items() for item in named_tensors(k, v))
+
+
+higher_order.follow(Session)
+
+
+def _untraced(*functions: Any) -> None:
+    """Code that torch.compile must never trace: a model may compile part of its forward
+    (transformers compiles its FlexAttention call), and the operators there reach this mode
+    with the mode popped, when Dynamo sees no mode on the stack and would trace the
+    session's own code (PyTorch's wrapper for that costs every operator a frame and a 1.3 s
+    import; marking the code objects costs nothing)."""
+    from torch._C._dynamo.eval_frame import _FrameAction, _FrameExecStrategy, set_code_exec_strategy
+
+    for function in functions:
+        set_code_exec_strategy(function.__code__, _FrameExecStrategy(_FrameAction.SKIP, _FrameAction.SKIP))
+
+
+_untraced(Session.__torch_dispatch__, Session.pre_hook, Session.post_hook)
 
 
 def _no_op(module: nn.Module, args: Any) -> None:

@@ -15,6 +15,7 @@ import torch
 from torch.utils._python_dispatch import _disable_current_modes
 from torch.utils._pytree import tree_leaves
 
+from convprof.memory.lifetimes import SPARSE
 from convprof.records import ArgValue, OpCall, TensorMeta
 
 _DTYPES: dict[torch.dtype, tuple[str, int]] = {}
@@ -29,6 +30,8 @@ _MAX_METAS = 4096
 def meta_of(tensor: torch.Tensor) -> TensorMeta:
     if tensor.is_nested:
         return _nested_meta(tensor, _dtype_facts(tensor.dtype))
+    if tensor.layout in SPARSE:
+        return _sparse_meta(tensor, _dtype_facts(tensor.dtype))
     key = (tensor.shape, tensor.dtype)
     try:
         known = _METAS.get(key)
@@ -58,6 +61,15 @@ def _nested_meta(tensor: torch.Tensor, dtype: tuple[str, int]) -> TensorMeta:
         parts = tuple(tuple(part.shape) for part in tensor.unbind())
     padded = tuple(max(sizes) for sizes in zip(*parts, strict=True)) if parts else ()
     return TensorMeta((len(parts), *padded), dtype[0], dtype[1], parts)
+
+
+def _sparse_meta(tensor: torch.Tensor, dtype: tuple[str, int]) -> TensorMeta:
+    """A sparse tensor: its shape, and the scalar values it stores (an uncoalesced COO
+    tensor's duplicates included: its product multiplies each)."""
+    with _disable_current_modes():
+        values = tensor._values() if tensor.layout == torch.sparse_coo else tensor.values()
+        stored = values.numel()
+    return TensorMeta(tuple(tensor.shape), dtype[0], dtype[1], stored=stored)
 
 
 def unpacked(value: Any) -> tuple[torch.Tensor | None, ...] | None:

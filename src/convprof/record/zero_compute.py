@@ -13,14 +13,18 @@ from __future__ import annotations
 
 import copy
 import functools
+import sys
 from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import nn
 
+from convprof.memory.lifetimes import SPARSE
+from convprof.record.errors import ValuesNeeded
 from convprof.record.stand_ins.modules import ModuleShortcut, module_shortcut_for, shadows_its_class
 from convprof.record.stand_ins.shapes import Shortcut
+from convprof.record.stand_ins.sparse import sparse_product, sparse_result, sparse_stand_in
 from convprof.record.stand_ins.values import steers
 
 _META = torch.device("meta")
@@ -32,10 +36,19 @@ def stand_in(tensor: torch.Tensor) -> torch.Tensor:
     and paddings in buffers and computes its padding from them; BatchNorm counts batches)."""
     if not isinstance(tensor, nn.Parameter) and not tensor.dtype.is_floating_point and steers(tensor):
         return tensor.clone()
+    if tensor.layout in SPARSE:
+        return sparse_stand_in(tensor)
     meta = torch.empty_strided(tensor.shape, tensor.stride(), dtype=tensor.dtype, device=_META)
     if isinstance(tensor, nn.Parameter):  # what nn.Parameter(meta) does, without its Python
         return torch.Tensor._make_subclass(nn.Parameter, meta, tensor.requires_grad)
     return meta
+
+
+def _causal_bias(value: Any) -> bool:
+    """A ``torch.nn.attention.bias.CausalBias`` (whose module imports torch._dynamo: looked up,
+    never imported; without it no such bias exists)."""
+    bias: Any = sys.modules.get("torch.nn.attention.bias")
+    return bias is not None and isinstance(value, bias.CausalBias)
 
 
 class MetaPass:
@@ -46,6 +59,8 @@ class MetaPass:
         # id of a parameter or buffer -> its meta stand-in
         self.stand_ins = {id(t): stand_in(t) for t in owned if not t.is_meta}
         self.tracked = tracked
+        # a sparse tensor has a stand-in: products with it need sparse_product
+        self.sparse = any(t.layout in SPARSE for t in owned)
 
     def ident(self) -> Callable[[torch.Tensor], int]:
         """The key of a parameter or buffer as the records know it: the id of the tensor a
@@ -64,6 +79,15 @@ class MetaPass:
         known = self.stand_ins.get(id(tensor))
         if known is not None:
             return known
+        if tensor.layout in SPARSE:
+            self.sparse = True
+            return sparse_stand_in(tensor)
+        if tensor.is_nested:
+            raise ValuesNeeded(
+                f"zero-compute pass stopped: an input is a nested tensor of "
+                f"{tensor.size(0)} sequences, whose lengths are values a meta stand-in does not "
+                "keep; profile with compute=True and real inputs"
+            )
         return torch.empty_strided(tensor.shape, tensor.stride(), dtype=tensor.dtype, device=_META)
 
     def needs(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
@@ -102,9 +126,15 @@ class MetaPass:
             args = tuple(self.metas(a) for a in args)
             if kwargs:
                 kwargs = {k: self.metas(v) for k, v in kwargs.items()}
-            if shortcut is not None and not torch._C._len_torch_dispatch_stack():
+            if self.sparse:  # PyTorch has no meta kernel for these: not a shortcut, the only way
+                out = sparse_product(func, args, kwargs)
+            if out is None and shortcut is not None and not torch._C._len_torch_dispatch_stack():
                 out = shortcut(func, args, kwargs)
-        return (func(*args, **kwargs) if out is None else out), args, kwargs
+        if out is None:
+            out = func(*args, **kwargs)
+        if self.sparse:
+            out = sparse_result(func, args, out)
+        return out, args, kwargs
 
     def copy_inputs(self, value: Any, memo: dict[int, Any], depth: int = 0) -> Any:
         """The caller's inputs for the pass: tensors as meta stand-ins, and every container or
@@ -115,9 +145,13 @@ class MetaPass:
         if known is not None:
             return known
         copied: Any = value
-        if isinstance(value, torch.Tensor):
+        if _causal_bias(value):
+            # holds no data, only its variant and lengths: attention reads those (its own
+            # __torch_function__), where a meta copy would be a dense mask of another shape
+            copied = value
+        elif isinstance(value, torch.Tensor):
             copied = value if steers(value) else self._meta(value)
-            if copied is value and value.is_meta and self.tracked:
+            if copied is value and value.is_meta and self.tracked and value.layout == torch.strided:
                 # peak memory: a storage of the copy's own, which dies when the model replaces it
                 # (a key/value cache's tensors do, step by step), as the caller's reference would
                 # otherwise keep it alive

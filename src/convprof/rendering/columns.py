@@ -58,11 +58,18 @@ def _share(part: float, whole: float) -> str:
 
 Cell = Callable[[Row, Table], str]
 
+
+def _input(layer: Layer) -> str:
+    """A module that never ran itself (a Sequential the model iterates, a layer whose parent
+    uses its weights directly) says so where its input would be."""
+    return _shape(layer.input_shape, layer.shapes_vary) if layer.calls else "(not called)"
+
+
 COLUMNS: dict[str, tuple[str, Cell]] = {
     "name": ("Layer", lambda r, t: r.name),
     "type": ("Type", lambda r, t: r.layer.type),
     "kind": ("Kind", lambda r, t: r.layer.kind or ""),
-    "input": ("Input", lambda r, t: _shape(r.layer.input_shape, r.layer.shapes_vary)),
+    "input": ("Input", lambda r, t: _input(r.layer)),
     "output": ("Output", lambda r, t: _shape(r.layer.output_shape, r.layer.shapes_vary)),
     "conv": ("k / s / g", lambda r, t: _conv(r.layer)),
     "calls": ("Calls", lambda r, t: str(r.layer.calls)),

@@ -51,6 +51,9 @@ class Report:
     microbatches: int = 0  # a pipeline's micro-batches per step (0: no pipeline)
     stages_per_rank: int = 1  # a looped pipeline schedule's stages on each rank
     zero_bubble: bool = False  # the pipeline's schedule fills its bubble with weight gradients
+    # Containers that never ran themselves while modules below them did (a Sequential the
+    # model iterates, a ModuleList): (name, type), so that a rolled-up row names its own type
+    containers: tuple[tuple[str, str], ...] = ()
 
     @property
     def complete(self) -> bool:
@@ -67,8 +70,12 @@ class Report:
             key = ".".join(layer.name.split(".")[:depth]) if layer.name else ""
             groups.setdefault(key, []).append(layer)
         rows = []
+        containers = dict(self.containers)
         for key, members in groups.items():
-            head = next((m for m in members if m.name == key), members[0])
+            head = next((m for m in members if m.name == key), None)
+            if head is None and key in containers:  # iterated, never called: no row of its own
+                head = Layer(key, containers[key], None, None, None, 0, 0, 0, has_children=True)
+            head = head or members[0]
             collapsed = len(members) > 1 or (head.has_children and head.depth == depth)
             rows.append(
                 replace(
@@ -137,6 +144,7 @@ class Report:
                 microbatches=int(data.get("microbatches", 0)),
                 stages_per_rank=int(data.get("stages_per_rank", 1)),
                 zero_bubble=bool(data.get("zero_bubble", False)),
+                containers=tuple((str(name), str(kind)) for name, kind in data.get("containers", ())),
                 ranks=tuple(RankClass.from_dict(json_object(r, "rank class")) for r in data.get("ranks", ())),
             )
         except (KeyError, TypeError, AttributeError) as exc:
@@ -172,6 +180,7 @@ class Report:
             "unexplained": [asdict(u) for u in self.unexplained],
             "layers": [layer.to_dict(self.backward, self.memory is not None) for layer in self.layers],
             "blocks": [block.to_dict() for block in self.blocks],
+            **({"containers": [list(c) for c in self.containers]} if self.containers else {}),
             "sizes": asdict(self.sizes),
             **({"memory": self.memory.to_dict()} if self.memory is not None else {}),
             **(

@@ -2,17 +2,30 @@
 
 A formula is a small pure function of a record (a module call or an operator call) to MACs,
 registered by module type or operator with the same public :func:`register` a user calls; one
-file per family (conv, linear, attention, rnn, fft, linalg, moe, quantized, the backward's
+file per family (conv, linear, attention, rnn, fft, linalg, moe, quantized, sparse, the backward's
 split, and ``free``: what costs nothing under the convention). Imports ``records`` only.
 """
 
 from __future__ import annotations
 
-from convprof.count.formulas import attention, backward, conv, fft, free, linalg, linear, moe, quantized, rnn
+from convprof.count.formulas import (
+    attention,
+    backward,
+    conv,
+    fft,
+    free,
+    linalg,
+    linear,
+    moe,
+    quantized,
+    rnn,
+    sparse,
+)
 from convprof.count.formulas.registry import (
     ModuleFormula,
     OpClass,
     OpFormula,
+    Uncounted,
     classify,
     is_quiet,
     module_formula,
@@ -25,6 +38,7 @@ __all__ = [
     "ModuleFormula",
     "OpClass",
     "OpFormula",
+    "Uncounted",
     "attention",
     "backward",
     "classify",
@@ -41,4 +55,5 @@ __all__ = [
     "quantized",
     "register",
     "rnn",
+    "sparse",
 ]

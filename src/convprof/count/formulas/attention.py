@@ -14,6 +14,9 @@ positions per batch element:
 
 Softmax, scaling, masking and dropout are elementwise and free. A causal mask does not reduce
 the count (dense kernels compute the masked half too), as in ``torch.utils.flop_counter``.
+FlexAttention's block mask does: its kernel skips the blocks the mask drops, so the products
+are counted over the query-key pairs of the blocks it keeps (``torch.utils.flop_counter``
+counts every pair whatever the mask).
 ``nn.MultiheadAttention`` has a module formula because its implementation depends on the mode:
 eval under ``no_grad`` runs one fused ``aten._native_multi_head_attention`` whose internals no
 dispatch mode sees, training runs ``F.linear`` and ``bmm``. The formula gives the same count
@@ -116,3 +119,22 @@ def sdpa_macs(query: tuple[int, ...], key: tuple[int, ...], value: tuple[int, ..
 @register("aten._scaled_dot_product_attention_math")
 def _sdpa(call: OpCall) -> int:
     return sdpa_macs(call.tensor(0).shape, call.tensor(1).shape, call.tensor(2).shape)
+
+
+def kept_pairs(call: OpCall) -> int:
+    """The query-key pairs a FlexAttention call computes, as the recorder read them from its
+    block mask (args: query, key, value, pairs; see record.higher_order)."""
+    pairs = call.args[3]
+    if not isinstance(pairs, int):
+        raise TypeError(f"{call.op}: expected the kept query-key pairs, got {pairs!r}")
+    return pairs
+
+
+@register("higher_order.flex_attention")
+def _flex_attention(call: OpCall) -> int:
+    # FlexAttention: Q K^T and P V over the pairs its block mask keeps, as its kernel skips
+    # the blocks the mask drops (every pair without a mask: the count of
+    # scaled_dot_product_attention). Blocks the mask keeps partly count whole, as the kernel
+    # computes them before the mask; the last block of a sequence counts its real positions.
+    # score_mod's arithmetic is elementwise: free.
+    return kept_pairs(call) * (call.tensor(0).shape[-1] + call.tensor(2).shape[-1])

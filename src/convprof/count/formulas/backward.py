@@ -35,6 +35,7 @@ from __future__ import annotations
 
 from math import prod
 
+from convprof.count.formulas.attention import kept_pairs
 from convprof.count.formulas.conv import conv_macs
 from convprof.count.formulas.registry import register, register_free, register_weight_part, weight_part
 from convprof.records import OpCall, Shape
@@ -80,6 +81,12 @@ def sdpa_backward_macs(query: Shape, key: Shape, value: Shape) -> int:
 def _sdpa_backward(call: OpCall) -> int:
     # (grad_out, query, key, value, ...) in every variant
     return sdpa_backward_macs(call.tensor(1).shape, call.tensor(2).shape, call.tensor(3).shape)
+
+
+@register("higher_order.flex_attention_backward")
+def _flex_attention_backward(call: OpCall) -> int:
+    # (query, key, value, pairs): as sdpa_backward_macs, over the pairs the block mask keeps
+    return kept_pairs(call) * (2 * call.tensor(0).shape[-1] + 2 * call.tensor(2).shape[-1])
 
 
 def shape_key(shape: Shape) -> Shape:

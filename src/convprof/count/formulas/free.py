@@ -395,6 +395,23 @@ _QUANTIZED = (
     "quantized.embedding_bag_byte_rowwise_offsets",
     "quantized.embedding_bag_4bit_rowwise_offsets",
 )
+# Questions about a tensor's layout, asked as operators where a tensor subclass answers them
+# (a jagged nested tensor's sizes are symbolic): metadata, no arithmetic.
+_METADATA = (
+    "sym_is_contiguous",
+    "is_contiguous",
+    "is_strides_like_format",
+    "is_non_overlapping_and_dense",
+    "sym_size",
+    "sym_stride",
+    "sym_numel",
+    "sym_storage_offset",
+    "size",
+    "stride",
+    "numel",
+    "dim",
+    "storage_offset",
+)
 _OTHER = (
     "profiler._record_function_enter",
     "profiler._record_function_enter_new",
@@ -422,6 +439,7 @@ register_free(
         _BITWISE,
         _PLACEMENT,
         _LOSS,
+        _METADATA,
     )
     for name in group
 )
@@ -513,8 +531,10 @@ register_free(
         "fsdp.split_with_sizes_copy",
         "fsdp.chunk_cat",
         "fsdp.copy_",
-        # a tensor's device, asked for as an operator (DTensor's and FSDP2's code asks)
+        # a tensor's device and layout, asked for as operators (DTensor's and FSDP2's code,
+        # a jagged nested tensor)
         "prim.device",
+        "prim.layout",
     ]
 )
 

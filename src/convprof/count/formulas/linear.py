@@ -23,6 +23,7 @@ from math import prod
 from torch import nn
 
 from convprof.count.formulas.registry import register
+from convprof.count.formulas.sparse import sparse_product
 from convprof.records import ModuleCall, OpCall, TensorMeta
 
 
@@ -64,7 +65,41 @@ def matmul_macs(a: tuple[int, ...], b: tuple[int, ...]) -> int:
 @register("aten._int_mm")
 @register("aten._scaled_mm")  # (a, b, scale_a, scale_b, ...): fp8 products, scales are free
 def _mm(call: OpCall) -> int:
-    return matmul_macs(call.tensor(0).shape, call.tensor(1).shape)
+    return _product(call.tensor(0), call.tensor(1))
+
+
+def _product(a: TensorMeta, b: TensorMeta) -> int:
+    """A product whose operands may be sparse (a COO or CSR tensor reaches ``aten.mm``)."""
+    sparse = sparse_product(a, b)
+    return matmul_macs(a.shape, b.shape) if sparse is None else sparse
+
+
+@register("aten.matmul")
+def _matmul(call: OpCall) -> int:
+    # torch.matmul is decomposed into mm / bmm before the dispatcher, except on a tensor
+    # subclass that takes it whole: a jagged nested tensor's attention (its SDPA's math path
+    # multiplies (heads, length, dim) by (heads, dim, length) per sequence). Counted per
+    # member of the batch (a dense operand, a weight, meets each), over the broadcast leading
+    # dimensions.
+    a, b = call.tensor(0), call.tensor(1)
+    lefts, rights = a.sequences, b.sequences
+    if len(lefts) != len(rights):
+        if len(lefts) != 1 and len(rights) != 1:
+            raise ValueError(f"{call.op}: batches of {len(lefts)} and {len(rights)} sequences")
+        lefts, rights = (
+            lefts * (len(rights) if len(lefts) == 1 else 1),
+            rights * (len(lefts) if len(rights) == 1 else 1),
+        )
+    return sum(_broadcast_product(x, y) for x, y in zip(lefts, rights, strict=True))
+
+
+def _broadcast_product(a: tuple[int, ...], b: tuple[int, ...]) -> int:
+    if len(a) == 1 or len(b) == 1:  # a vector on either side: one dot product per other row
+        return prod(a) if len(b) == 1 else prod(b)
+    batch = [max(i, j) for i, j in zip(a[-3::-1], b[-3::-1], strict=False)]
+    longer = a if len(a) > len(b) else b
+    extra = longer[: len(longer) - 2 - len(batch)]
+    return prod(extra) * prod(batch) * a[-2] * a[-1] * b[-1]
 
 
 @register("aten._foreach_mm")
@@ -84,7 +119,7 @@ def _foreach_mm(call: OpCall) -> int:
 @register("aten._addmm_activation")
 def _addmm(call: OpCall) -> int:
     # addmm(bias, mat1, mat2): the bias is excluded.
-    return matmul_macs(call.tensor(1).shape, call.tensor(2).shape)
+    return _product(call.tensor(1), call.tensor(2))
 
 
 @register("aten.addbmm")
@@ -95,12 +130,14 @@ def _addbmm(call: OpCall) -> int:
 
 @register("aten.mv")
 def _mv(call: OpCall) -> int:
-    return prod(call.tensor(0).shape)
+    sparse = sparse_product(call.tensor(0), call.tensor(1))
+    return prod(call.tensor(0).shape) if sparse is None else sparse
 
 
 @register("aten.addmv")
 def _addmv(call: OpCall) -> int:
-    return prod(call.tensor(1).shape)
+    sparse = sparse_product(call.tensor(1), call.tensor(2))
+    return prod(call.tensor(1).shape) if sparse is None else sparse
 
 
 @register("aten.dot")

@@ -44,6 +44,13 @@ _WEIGHT_PARTS: dict[str, OpFormula] = {}
 _FREE_TAGS = (torch.Tag.pointwise, torch.Tag.reduction, torch.Tag.inplace_view)
 
 
+class Uncounted(Exception):
+    """Raised by a formula for a call whose cost its record cannot give (a product of two
+    sparse tensors costs what their patterns make it, and records keep no values). The counter
+    reports the call with the unexplained operators, as ``op (reason)``, so the total says it
+    is incomplete instead of holding a guess."""
+
+
 class OpClass(Enum):
     """How the recorder treats an operator: count it, skip it, report it, or (communication)
     record it as a collective."""
