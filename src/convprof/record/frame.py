@@ -13,6 +13,7 @@ class Frame:
         "closed",
         "index",
         "inputs",
+        "modes",
         "name",
         "opened",
         "ops",
@@ -44,6 +45,7 @@ class Frame:
         self.quiet = quiet  # a childless module whose operators are not recorded (is_quiet)
         self.opened = self.closed = 0  # with peak memory: the lifetime ticks it ran between
         self.recompute = False  # opened in the backward pass: a checkpointed forward run again
+        self.modes = 0  # function modes a recompute pushed back for itself (Session.pre_hook)
 
     def call(self, info: ModuleInfo) -> ModuleCall:
         """The record of this call, of the module ``info`` describes."""

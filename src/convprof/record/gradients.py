@@ -3,13 +3,16 @@
 Each autograd node is claimed by the module call that created it (a walk back from the call's
 outputs when it returns, by autograd sequence number), and each operator of the backward pass
 is recorded on the call whose node runs it. :func:`gradients` runs the backward through
-``torch.autograd.grad``: the operators ``loss.backward()`` would run, and no ``.grad`` written.
+``torch.autograd.grad``: the operators ``loss.backward()`` would run, and no ``.grad`` written
+(with reentrant checkpointing, which refuses it, through ``backward()``, and every ``.grad``
+put back).
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -144,6 +147,51 @@ def loss_of(
     return value
 
 
+def _reentrant_leaves(value: torch.Tensor) -> list[torch.Tensor] | None:
+    """Every leaf of the graph when reentrant checkpointing is in it (``checkpoint(...,
+    use_reentrant=True)``, which refuses ``torch.autograd.grad`` and needs ``.backward()``),
+    else None."""
+    leaves: list[torch.Tensor] = []
+    reentrant = False
+    seen: set[Any] = set()
+    stack = [value.grad_fn]
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        name = type(node).__name__
+        if name == "CheckpointFunctionBackward":
+            reentrant = True
+        elif name == "AccumulateGrad":
+            leaves.append(node.variable)  # type: ignore[attr-defined]  # AccumulateGrad's own
+        stack.extend(child for child, _ in node.next_functions)
+    return leaves if reentrant else None
+
+
+def _accumulated(
+    value: torch.Tensor, wanted: list[torch.Tensor], leaves: list[torch.Tensor]
+) -> list[torch.Tensor | None]:
+    """The gradients of ``wanted`` by ``value.backward()``, as a training step with reentrant
+    checkpointing computes them, and every leaf's ``.grad`` and post-accumulate hooks (an
+    optimizer in the backward) as they were before: the hooks do not fire, nothing stays."""
+    everything = list({id(t): t for t in (*leaves, *wanted)}.values())
+    grads = [t.grad for t in everything]
+    hooks = [t._post_accumulate_grad_hooks for t in everything]
+    try:
+        for tensor in everything:
+            tensor.grad = None
+            if tensor._post_accumulate_grad_hooks is not None:
+                tensor._post_accumulate_grad_hooks = OrderedDict()
+        torch.autograd.backward(value)
+        return [t.grad for t in wanted]
+    finally:
+        for tensor, grad, hook in zip(everything, grads, hooks, strict=True):
+            tensor.grad = grad
+            if hook is not None:
+                tensor._post_accumulate_grad_hooks = hook
+
+
 def gradients(
     model: nn.Module,
     params: list[torch.Tensor],
@@ -172,7 +220,13 @@ def gradients(
         backward.claim(backward.calls[0], value, before=returned)
     backward.running = True
     try:
-        grads = torch.autograd.grad(value, list(wanted.values()), allow_unused=True)
+        leaves = _reentrant_leaves(value)
+        if leaves is None:
+            grads: Sequence[torch.Tensor | None] = torch.autograd.grad(
+                value, list(wanted.values()), allow_unused=True
+            )
+        else:
+            grads = _accumulated(value, list(wanted.values()), leaves)
         return dict(zip(wanted, grads, strict=True))
     except Exception as exc:
         index = backward.index

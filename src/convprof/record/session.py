@@ -74,6 +74,19 @@ def _trains(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
     return training is not False
 
 
+def _function_modes() -> list[Any]:
+    return list(torch.overrides._get_current_function_mode_stack())  # type: ignore[no-untyped-call]
+
+
+def _enter(modes: list[Any]) -> int:
+    """Push those of ``modes`` the function-mode stack lacks; how many were pushed."""
+    present = _function_modes()
+    missing = [mode for mode in modes if not any(mode is other for other in present)]
+    for mode in missing:
+        torch._C._push_on_torch_function_stack(mode)
+    return len(missing)
+
+
 def _refuse(session: Session, name: str) -> None:
     """A module of the model called from another thread while it is profiled."""
     session.intruder = name
@@ -118,6 +131,11 @@ class Session(TorchDispatchMode):  # type: ignore[no-untyped-call]
             torch._ops.OpOverload, tuple[OpClass, bool, Shortcut | None, Shortcut | None]
         ] = {}
         self.distributed: Collectives | None = None  # a distributed step (record.step)
+        # with a backward pass: the function modes the forward ran under (the device's
+        # attention, autocast), which a checkpointed block's recompute runs under again: the
+        # autograd engine runs the backward without them, and the model's own checkpoint
+        # calls take no context of convprof's (record.recompute does that for plans)
+        self.forward_modes: list[Any] = []
 
     def __torch_dispatch__(
         self,
@@ -226,6 +244,10 @@ class Session(TorchDispatchMode):  # type: ignore[no-untyped-call]
         if self.backward is not None:
             frame.start = torch._C._autograd._get_sequence_nr()
             frame.recompute = self.backward.running  # checkpointing runs forwards in the backward
+            if not self.calls:
+                self.forward_modes = _function_modes()
+            elif frame.recompute and self.forward_modes:
+                frame.modes = _enter(self.forward_modes)
             if self.distributed is not None:  # the tensors its operators read as weights
                 self.backward.note_weights(module)
         if self.lifetimes is not None:
@@ -260,6 +282,9 @@ class Session(TorchDispatchMode):  # type: ignore[no-untyped-call]
         # Pop back to this module's frame (frames above it were left by exceptions).
         while self.stack:
             frame = self.stack.pop()
+            for _ in range(frame.modes):
+                torch._C._pop_torch_function_stack()
+            frame.modes = 0
             if frame.name != name:
                 continue
             if self.lifetimes is not None:
