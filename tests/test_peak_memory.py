@@ -203,6 +203,17 @@ def _long_lstm() -> tuple[nn.Module, tuple[Any, ...], dict[str, Any]]:
     return nn.LSTM(128, 256, batch_first=True), (torch.randn(8, 100, 128),), {}
 
 
+def _gru() -> tuple[nn.Module, tuple[Any, ...], dict[str, Any]]:
+    # PyTorch's CPU recurrence projects all 64 steps' inputs at once per layer and direction;
+    # on meta it runs step by step (zero compute was 13% low here)
+    torch.manual_seed(0)
+    return (
+        nn.GRU(128, 192, num_layers=2, batch_first=True, bidirectional=True),
+        (torch.randn(8, 64, 128),),
+        {},
+    )
+
+
 MODELS: dict[str, Callable[[], tuple[nn.Module, tuple[Any, ...], dict[str, Any]]]] = {
     "in-place": lambda: (InPlace(), (torch.randn(32, 64),), {}),
     "conv-bn-dropout": lambda: (Residual(), (torch.randn(4, 8, 16, 16),), {}),
@@ -212,10 +223,12 @@ MODELS: dict[str, Callable[[], tuple[nn.Module, tuple[Any, ...], dict[str, Any]]
     "t5": _t5,
     "lstm": _lstm,
     "long-lstm": _long_lstm,
+    "gru": _gru,
 }
-# on the CPU an LSTM runs oneDNN's kernel, which a pass without arithmetic cannot follow: zero
-# compute refuses (ValuesNeeded) and compute="auto" predicts with the computing pass
-_KERNEL_FOLLOWED_ONLY_COMPUTING = {"lstm", "long-lstm"}
+# on the CPU an LSTM runs oneDNN's kernel, and a GRU its whole-sequence input projections,
+# which a pass without arithmetic cannot follow: zero compute refuses (ValuesNeeded) and
+# compute="auto" predicts with the computing pass
+_KERNEL_FOLLOWED_ONLY_COMPUTING = {"lstm", "long-lstm", "gru"}
 
 
 @pytest.mark.parametrize("compute", [True, False], ids=["computing", "zero-compute"])
@@ -230,7 +243,9 @@ def test_prediction_within_3_percent_of_the_measured_peak(name: str, training: b
     options: dict[str, Any] = {"memory": True, "backward": training}
     options["optimizer"] = "adam" if training else None
     if not compute and name in _KERNEL_FOLLOWED_ONLY_COMPUTING:
-        refusal = r"'(rnn|\(root\))' \(nn.LSTM\) runs on the CPU as oneDNN"
+        refusal = (
+            r"'(rnn|\(root\))' \(nn.(LSTM\) runs on the CPU as oneDNN|GRU\) runs on the CPU with its input)"
+        )
         with pytest.raises(convprof.ValuesNeeded, match=refusal):
             convprof.profile(model, args, kwargs, compute=False, **options)
         compute_mode: bool | str = "auto"
@@ -407,3 +422,28 @@ def test_tensors_a_module_holds_in_attributes_are_held() -> None:
         assert memory is not None
         assert memory.held_bytes == params + (1000 + 50) * F32 + INPUT, compute
     assert convprof.profile(model, x, memory=True).memory.peak_bytes == inference_peak(model, (x,))  # type: ignore[union-attr]
+
+
+class _SelfAttention(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.attention = nn.MultiheadAttention(256, 8, batch_first=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = self.attention(x, x, x, need_weights=False)[0]
+        return out
+
+
+def test_multihead_attention_in_training_runs_the_devices_attention_without_arithmetic() -> None:
+    # nn.MultiheadAttention's training path calls scaled_dot_product_attention from inside
+    # F.multi_head_attention_forward, which hides it from function modes: zero compute ran the
+    # meta math path and saved its 4 x 8 x 256 x 256 attention matrix (+116% in the issue)
+    torch.manual_seed(0)
+    model, x = _SelfAttention(), torch.randn(4, 256, 256)
+    options: dict[str, Any] = {"memory": True, "backward": True, "optimizer": "adam"}
+    computing = convprof.profile(model, x, **options).memory
+    zero = convprof.profile(model, x, compute=False, **options).memory
+    assert computing is not None and zero is not None
+    assert zero.peak_bytes == computing.peak_bytes
+    assert dict(zero.at_peak)["activation"] == 4 * 256 * 256 * 4  # no attention matrix kept
+    assert torch.nn.functional.scaled_dot_product_attention is torch._C._nn.scaled_dot_product_attention

@@ -38,16 +38,34 @@ class DeviceAttention(TorchFunctionMode):
     def __init__(self, device: str) -> None:
         super().__init__()
         self.device = device
+        self.original: Any = None
+
+    def __enter__(self) -> DeviceAttention:
+        # A Python function that hands itself to the modes (F.multi_head_attention_forward,
+        # nn.MultiheadAttention's path in training) calls its attention with this mode
+        # popped: the module's own name for it is replaced for the pass, so it is seen too
+        self.original = torch.nn.functional.scaled_dot_product_attention
+        torch.nn.functional.scaled_dot_product_attention = self._attention
+        super().__enter__()  # type: ignore[no-untyped-call]  # unannotated in torch
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        super().__exit__(*exc)  # type: ignore[no-untyped-call]
+        torch.nn.functional.scaled_dot_product_attention = self.original
+
+    def _attention(self, *args: Any, **kwargs: Any) -> Any:
+        with _disable_current_modes():
+            kind = attention.backend(self.device, args, kwargs)
+        if kind is not None:
+            return attention.run(kind, args, kwargs)
+        return self.original(*args, **kwargs)
 
     def __torch_function__(
         self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None
     ) -> Any:
         kwargs = kwargs or {}
         if func is _SDPA:
-            with _disable_current_modes():
-                kind = attention.backend(self.device, args, kwargs)
-            if kind is not None:
-                return attention.run(kind, args, kwargs)
+            return self._attention(*args, **kwargs)
         return func(*args, **kwargs)
 
 
