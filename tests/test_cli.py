@@ -150,3 +150,25 @@ def test_spec_argument_errors(spec: str, message: str, capsys: pytest.CaptureFix
     assert main(["profile", spec, "--input", "1,6,4,4"]) == 2
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1
+
+
+def test_timm_specs(capsys: pytest.CaptureFixture[str]) -> None:
+    # timm's resnet50 is torchvision's architecture: its weights' published 4.089 GMACs at 224
+    assert main(["profile", "timm:resnet50", "--format", "json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["inputs"] == [[1, 3, 224, 224]] and round(report["total"]["macs"] / 1e9, 3) == 4.089
+    # the pretrained configuration's input size (288 for efficientnet_b3), img_size when given
+    assert main(["profile", "timm:efficientnet_b3", "--no-compute", "--format", "json"]) == 0
+    assert json.loads(capsys.readouterr().out)["inputs"] == [[1, 3, 288, 288]]
+    assert main(["profile", "timm:vit_tiny_patch16_224(img_size=64,num_classes=10)", "--format", "json"]) == 0
+    vit = json.loads(capsys.readouterr().out)
+    # ViT-Tiny: patch embedding 3 x 16 x 16 x 192 + 192 = 147,648; class token 192; positions
+    # (4 x 4 + 1) x 192 = 3,264; 12 blocks of two norms (384 each), qkv 192 x 576 + 576, proj
+    # 192 x 192 + 192, fc1 192 x 768 + 768, fc2 768 x 192 + 192 = 444,864 each; final norm 384;
+    # head 192 x 10 + 10 = 1,930
+    assert vit["inputs"] == [[1, 3, 64, 64]]
+    assert vit["total"]["params"] == 147_648 + 192 + 3_264 + 12 * 444_864 + 384 + 1_930
+    assert main(["profile", "timm:resnt50"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "convprof: error: timm has no model 'resnt50'; did you mean resnet50, resnet50t, resnet50s?"
+    )

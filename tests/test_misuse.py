@@ -509,3 +509,36 @@ def test_a_profiles_optimizer_does_not_fire_the_users_global_hooks(parallel: Any
     finally:
         for handle in handles:
             handle.remove()
+
+
+@pytest.mark.parametrize("compute", [True, False])
+def test_a_training_profile_leaves_the_callers_graph_usable(compute: bool) -> None:
+    # a graph built before the profile saved BatchNorm's weight and bias at their versions;
+    # the training step's memory pass saves and restores them around the legacy kernel, which
+    # used to leave them one version on ("modified by an inplace operation" at backward)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU()).train()
+    x = torch.randn(2, 3, 8, 8)
+    loss = model(x).sum()
+    versions = [t._version for t in (*model.parameters(), *model.buffers())]
+    convprof.profile(model, x, memory=True, backward=True, compute=compute)
+    assert [t._version for t in (*model.parameters(), *model.buffers())] == versions
+    loss.backward()
+    assert model[1].weight.grad is not None
+
+
+@pytest.mark.parametrize("compute", [True, False])
+def test_input_size_as_torchinfo_takes_it(compute: bool) -> None:
+    # resnet18 at 224: torchvision's published 1.814 GMACs; an embedding and a Linear(8, 4) on
+    # 2 x 16 token ids: 32 rows x 8 x 4 = 1,024
+    import torchvision
+
+    report = convprof.profile(torchvision.models.resnet18(), input_size=(1, 3, 224, 224), compute=compute)
+    assert round(report.total.macs / 1e9, 3) == 1.814
+    embedded = nn.Sequential(nn.Embedding(100, 8), nn.Linear(8, 4))
+    assert (
+        convprof.profile(embedded, input_size=[(2, 16)], dtypes=[torch.long], compute=compute).total.macs
+        == 1024
+    )
+    for wrong in ({"input_size": (1, -3)}, {"input_size": [(2, 16)], "dtypes": [torch.long] * 2}, {}):
+        with pytest.raises(TypeError, match=r"input_size|dtypes|one of the two"):
+            convprof.profile(embedded, **wrong)

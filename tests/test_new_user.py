@@ -47,7 +47,8 @@ def test_check_without_an_input_points_at_the_config_key(
 def test_a_shape_given_as_args_gets_a_hint() -> None:
     with pytest.raises(
         convprof.ForwardError,
-        match=r"pass a tensor, e\.g\. convprof\.profile\(model, torch\.randn\(1, 3, 224, 224\)\)",
+        match=r"pass input_size=\(1, 3, 224, 224\) or a tensor, e\.g\. convprof\.profile\(model, "
+        r"torch\.randn\(1, 3, 224, 224\)\)",
     ):
         convprof.profile(torchvision.models.resnet18(), (1, 3, 224, 224))
 

@@ -177,3 +177,22 @@ def test_values_needed_names_the_keyword_inputs() -> None:
         convprof.profile(_Caller(), torch.randn(5, 3), compute=False)
     message = str(caught.value)
     assert "in module 'inner' (_ReadsValues) with inputs (x: 5x3, lengths: 5)" in message
+
+
+def test_large_integer_inputs_cost_nothing_without_arithmetic() -> None:
+    # 250 million token ids were made for real (2 GB) for a pass that makes them meta anyway
+    from convprof.models import inputs
+    from convprof.record.stand_ins import values
+
+    assert inputs._REAL == {False: values.STEERING_NUMEL, True: values.CONSTANT_NUMEL}
+    (ids, small, mask), _ = inputs.make(
+        [
+            inputs.Input((1, 250_000_000), "int64"),
+            inputs.Input((1, 4096), "int64"),
+            inputs.Input((1, 250_000_000), "bool"),
+        ],
+        compute=False,
+    )
+    assert ids.is_meta and mask.is_meta and not small.is_meta
+    (real,), _ = inputs.make([inputs.Input((1, 8192), "int64")], compute=True)
+    assert not real.is_meta

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -27,11 +27,69 @@ def _positional(args: Any) -> tuple[Any, ...]:
     )
 
 
+def _shaped(
+    input_size: Sequence[int] | Sequence[Sequence[int]], dtypes: Sequence[torch.dtype] | None, meta: bool
+) -> tuple[torch.Tensor, ...]:
+    """torchinfo's ``input_size=``: a tensor per shape, of ``dtypes`` (float32 by default):
+    floating ones standard normal, integer ones zeros (token ids), booleans ones; on meta for
+    a pass without arithmetic."""
+    items: list[Any] = list(input_size)
+    if _is_shape(items) and items:
+        shapes = [tuple(int(size) for size in items)]
+    elif items and all(_is_shape(item) for item in items):
+        shapes = [tuple(int(size) for size in item) for item in items]
+    else:
+        raise TypeError(
+            "convprof.profile: input_size must be a shape such as (1, 3, 224, 224) or a list of "
+            f"shapes, got {input_size!r}"
+        )
+    kinds = list(dtypes) if dtypes is not None else [torch.float32] * len(shapes)
+    if len(kinds) != len(shapes) or not all(isinstance(kind, torch.dtype) for kind in kinds):
+        raise TypeError(
+            f"convprof.profile: dtypes must be one torch dtype per input ({len(shapes)}), got {dtypes!r}"
+        )
+    tensors = []
+    for shape, kind in zip(shapes, kinds, strict=True):
+        if meta:
+            tensors.append(torch.empty(shape, dtype=kind, device="meta"))
+        elif kind.is_floating_point:
+            tensors.append(torch.randn(shape, dtype=kind))
+        else:
+            tensors.append(
+                torch.ones(shape, dtype=kind) if kind == torch.bool else torch.zeros(shape, dtype=kind)
+            )
+    return tuple(tensors)
+
+
+def _given(
+    args: Any,
+    input_size: Sequence[int] | Sequence[Sequence[int]] | None,
+    dtypes: Sequence[torch.dtype] | None,
+    compute: bool | str,
+) -> Any:
+    """The inputs: ``args``, or those ``input_size`` makes."""
+    if (args is None) == (input_size is None):
+        raise TypeError(
+            "convprof.profile: give the inputs (args) or their shapes (input_size=), one of the two"
+        )
+    if dtypes is not None and input_size is None:
+        raise TypeError("convprof.profile: dtypes= are those of input_size=; pass input_size too")
+    return args if input_size is None else _shaped(input_size, dtypes, meta=compute is False)
+
+
+def _is_shape(value: Any) -> bool:
+    return isinstance(value, (tuple, list, torch.Size)) and all(
+        type(size) is int and size >= 0 for size in value
+    )
+
+
 def profile(
     model: nn.Module,
-    args: Any,
+    args: Any = None,
     kwargs: Mapping[str, Any] | None = None,
     *,
+    input_size: Sequence[int] | Sequence[Sequence[int]] | None = None,
+    dtypes: Sequence[torch.dtype] | None = None,
     compute: bool | str = True,
     backward: bool = False,
     loss: Callable[[Any], torch.Tensor] | None = None,
@@ -44,6 +102,10 @@ def profile(
     pp_split: Callable[[nn.Module, int, int], nn.Module] | None = None,
 ) -> Report:
     """Params, MACs and FLOPs of ``model(*args, **kwargs)``, per layer and in total.
+
+    ``input_size=(1, 3, 224, 224)`` (or a list of shapes) instead of ``args`` makes the inputs,
+    as torchinfo's ``summary`` does: float32 unless ``dtypes=[torch.long, ...]`` says otherwise,
+    standard normal, integers zeros; on meta with ``compute=False``.
 
     One forward pass in eval mode under ``torch.no_grad()``; the model is left exactly as it
     was. ``args`` is a Tensor or a tuple of positional inputs, ``kwargs`` a dict of keyword
@@ -98,7 +160,7 @@ def profile(
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"convprof.profile: model must be a torch.nn.Module, got {type(model).__name__}")
-    positional = _positional(args)
+    positional = _positional(_given(args, input_size, dtypes, compute))
     if kwargs is None:
         kwargs = {}
     if not isinstance(kwargs, Mapping) or not all(isinstance(k, str) for k in kwargs):
@@ -149,8 +211,8 @@ def profile(
         if positional and all(type(a) is int for a in positional):  # torchinfo's habit: a shape
             shape = ", ".join(map(str, positional))
             raise ForwardError(
-                f"{exc}; args {positional} are ints: to profile at an input shape, pass a tensor, "
-                f"e.g. convprof.profile(model, torch.randn({shape}))"
+                f"{exc}; args {positional} are ints: to profile at an input shape, pass "
+                f"input_size=({shape}) or a tensor, e.g. convprof.profile(model, torch.randn({shape}))"
             ) from exc
         raise
 

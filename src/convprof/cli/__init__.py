@@ -62,6 +62,7 @@ _PACKAGES = {
     "torch": "profiling needs PyTorch, which is not installed: pip install torch (see the README "
     "for a CPU-only build)",
     "torchvision": "torchvision: specs need torchvision, which is not installed: pip install torchvision",
+    "timm": "timm: specs need timm, which is not installed: pip install timm",
 }
 
 

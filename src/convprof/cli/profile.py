@@ -76,7 +76,8 @@ def _model_options(prof: argparse.ArgumentParser) -> None:
     prof.add_argument(
         "spec",
         help="'torchvision:NAME', 'transformers:NAME' (a directory with config.json, a model type "
-        "such as llama, or a hub name; random weights, nothing but the config is downloaded) or "
+        "such as llama, or a hub name; random weights, nothing but the config is downloaded), "
+        "'timm:NAME' (random weights, at its configuration's input size) or "
         "'package.module:callable' (a function or class that returns the model); any of them may "
         "end with keyword arguments as Python literals, e.g. 'torchvision:resnet50(num_classes=10)'",
     )

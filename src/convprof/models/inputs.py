@@ -15,8 +15,9 @@ are matters only where the model reads them, so the rule is simple and stated on
   int64.
 
 Floating inputs of a zero-compute pass are made on meta and cost nothing. Integer and bool
-inputs are made for real even then: they are small, and models read them (token ids index an
-embedding, masks steer control flow); the profiler copies them to meta when it can.
+inputs are made for real up to the sizes a zero-compute pass keeps real (models read them:
+lengths and masks steer control flow), and on meta beyond (250 million token ids would be 2 GB
+the pass never reads).
 """
 
 from __future__ import annotations
@@ -32,6 +33,9 @@ if TYPE_CHECKING:
     import torch
 
 FLOATING = ("float32", "float16", "bfloat16", "float64")
+# the integer and bool tensors a zero-compute pass keeps real (record.stand_ins.values'
+# STEERING_NUMEL and CONSTANT_NUMEL; tests/test_zero_compute_inputs.py holds them equal)
+_REAL = {False: 4096, True: 1 << 22}
 INTEGER = ("int64", "int32", "int16", "int8", "uint8")
 DTYPES = (*FLOATING, *INTEGER, "bool")
 
@@ -98,6 +102,8 @@ def _tensor(item: Input, dtype: str, compute: bool, id_limit: int | None, seed: 
     import torch
 
     kind = getattr(torch, item.dtype or dtype)
+    if not compute and not kind.is_floating_point and math.prod(item.shape) > _REAL[kind == torch.bool]:
+        return torch.empty(item.shape, dtype=kind, device="meta")
     if kind == torch.bool:
         return torch.ones(item.shape, dtype=kind)
     if kind.is_floating_point:

@@ -1,5 +1,6 @@
-"""Model specs: ``torchvision:NAME``, ``transformers:NAME`` or ``package.module:callable``, each
-optionally with keyword arguments, turned into a model and its default inputs."""
+"""Model specs: ``torchvision:NAME``, ``transformers:NAME``, ``timm:NAME`` or
+``package.module:callable``, each optionally with keyword arguments, turned into a model and
+its default inputs."""
 
 from __future__ import annotations
 
@@ -68,8 +69,8 @@ def load(spec: str, *, meta: bool = False, folders: Sequence[Path] = ()) -> Load
     A ``package.module:callable`` spec is imported from ``folders`` first, then from
     ``sys.path``: importing it runs its code, as ``python -c 'import package.module'`` would.
     Any spec may end with keyword arguments, ``NAME(key=value, ...)``: the builder's for
-    ``torchvision:`` (over those the weights imply) and callables, the configuration's for
-    ``transformers:``.
+    ``torchvision:`` (over those the weights imply), ``timm:`` and callables, the
+    configuration's for ``transformers:``.
     """
     spec, kwargs = split_call(spec)
     if spec.startswith("torchvision:"):
@@ -78,10 +79,15 @@ def load(spec: str, *, meta: bool = False, folders: Sequence[Path] = ()) -> Load
         from convprof.models.transformers import transformers_model  # imports transformers
 
         return transformers_model(spec.removeprefix("transformers:"), meta=meta, **kwargs)
+    if spec.startswith("timm:"):
+        from convprof.models.timm import timm_model  # imports timm
+
+        return timm_model(spec.removeprefix("timm:"), meta=meta, **kwargs)
     module_name, sep, attr = spec.partition(":")
     if not sep or not module_name or not attr:
         raise SpecError(
-            f"model spec {spec!r} is not 'package.module:callable', 'torchvision:NAME' or 'transformers:NAME'"
+            f"model spec {spec!r} is not 'package.module:callable', 'torchvision:NAME', "
+            "'transformers:NAME' or 'timm:NAME'"
         )
     target = find_callable(spec, folders)
     try:

@@ -27,6 +27,7 @@ from convprof.record.stand_ins.values import literal
 from convprof.record.tensors import op_call
 
 _SDPA = torch.nn.functional.scaled_dot_product_attention
+_MHA = torch.nn.functional.multi_head_attention_forward
 _VECDOT_OP = torch.ops.aten.linalg_vecdot.default
 
 
@@ -38,27 +39,13 @@ class DeviceAttention(TorchFunctionMode):
     def __init__(self, device: str) -> None:
         super().__init__()
         self.device = device
-        self.original: Any = None
-
-    def __enter__(self) -> DeviceAttention:
-        # A Python function that hands itself to the modes (F.multi_head_attention_forward,
-        # nn.MultiheadAttention's path in training) calls its attention with this mode
-        # popped: the module's own name for it is replaced for the pass, so it is seen too
-        self.original = torch.nn.functional.scaled_dot_product_attention
-        torch.nn.functional.scaled_dot_product_attention = self._attention
-        super().__enter__()  # type: ignore[no-untyped-call]  # unannotated in torch
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        super().__exit__(*exc)  # type: ignore[no-untyped-call]
-        torch.nn.functional.scaled_dot_product_attention = self.original
 
     def _attention(self, *args: Any, **kwargs: Any) -> Any:
         with _disable_current_modes():
             kind = attention.backend(self.device, args, kwargs)
         if kind is not None:
             return attention.run(kind, args, kwargs)
-        return self.original(*args, **kwargs)
+        return _SDPA(*args, **kwargs)
 
     def __torch_function__(
         self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None
@@ -66,6 +53,17 @@ class DeviceAttention(TorchFunctionMode):
         kwargs = kwargs or {}
         if func is _SDPA:
             return self._attention(*args, **kwargs)
+        if func is _MHA:
+            # nn.MultiheadAttention's path in training runs its attention inside a function
+            # that hands itself to the modes, so this mode is popped when the attention runs:
+            # the function's own name for it is this mode's for the call (not for the pass: a
+            # CausalBias checks that name is PyTorch's)
+            original = torch.nn.functional.scaled_dot_product_attention
+            torch.nn.functional.scaled_dot_product_attention = self._attention
+            try:
+                return func(*args, **kwargs)
+            finally:
+                torch.nn.functional.scaled_dot_product_attention = original
         return func(*args, **kwargs)
 
 

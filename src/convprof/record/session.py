@@ -74,6 +74,24 @@ def _trains(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
     return training is not False
 
 
+def _recompute_modes(session: Session, frame: Frame) -> None:
+    """With a backward pass: the function modes the forward ran under (the device's attention,
+    autocast), noted at its first call, pushed again for a checkpointed block's recompute
+    (``frame.modes`` of them, popped by :func:`_leave`): the autograd engine runs the backward
+    without them, and the model's own checkpoint calls take no context of convprof's
+    (record.recompute gives one to a plan's)."""
+    if not session.calls:
+        session.forward_modes = _function_modes()
+    elif frame.recompute and session.forward_modes:
+        frame.modes = _enter(session.forward_modes)
+
+
+def _leave(frame: Frame) -> None:
+    for _ in range(frame.modes):
+        torch._C._pop_torch_function_stack()
+    frame.modes = 0
+
+
 def _function_modes() -> list[Any]:
     return list(torch.overrides._get_current_function_mode_stack())  # type: ignore[no-untyped-call]
 
@@ -131,11 +149,7 @@ class Session(TorchDispatchMode):  # type: ignore[no-untyped-call]
             torch._ops.OpOverload, tuple[OpClass, bool, Shortcut | None, Shortcut | None]
         ] = {}
         self.distributed: Collectives | None = None  # a distributed step (record.step)
-        # with a backward pass: the function modes the forward ran under (the device's
-        # attention, autocast), which a checkpointed block's recompute runs under again: the
-        # autograd engine runs the backward without them, and the model's own checkpoint
-        # calls take no context of convprof's (record.recompute does that for plans)
-        self.forward_modes: list[Any] = []
+        self.forward_modes: list[Any] = []  # see _recompute_modes
 
     def __torch_dispatch__(
         self,
@@ -244,10 +258,7 @@ class Session(TorchDispatchMode):  # type: ignore[no-untyped-call]
         if self.backward is not None:
             frame.start = torch._C._autograd._get_sequence_nr()
             frame.recompute = self.backward.running  # checkpointing runs forwards in the backward
-            if not self.calls:
-                self.forward_modes = _function_modes()
-            elif frame.recompute and self.forward_modes:
-                frame.modes = _enter(self.forward_modes)
+            _recompute_modes(self, frame)
             if self.distributed is not None:  # the tensors its operators read as weights
                 self.backward.note_weights(module)
         if self.lifetimes is not None:
@@ -282,9 +293,7 @@ class Session(TorchDispatchMode):  # type: ignore[no-untyped-call]
         # Pop back to this module's frame (frames above it were left by exceptions).
         while self.stack:
             frame = self.stack.pop()
-            for _ in range(frame.modes):
-                torch._C._pop_torch_function_stack()
-            frame.modes = 0
+            _leave(frame)
             if frame.name != name:
                 continue
             if self.lifetimes is not None:

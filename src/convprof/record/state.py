@@ -254,7 +254,7 @@ class Values:
         # place, and reading every tensor's storage costs 1-2 us each
         self._watched = watched
         self._by_storage: dict[int, list[torch.Tensor]] | None = None
-        self._saved: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._saved: dict[int, tuple[torch.Tensor, torch.Tensor, int]] = {}
 
     def __bool__(self) -> bool:
         return bool(self._watched)
@@ -272,12 +272,26 @@ class Values:
                 continue
             for tensor in self._by_storage.get(_storage(arg), ()):
                 if id(tensor) not in self._saved:
-                    self._saved[id(tensor)] = (tensor, tensor.detach().clone())
+                    self._saved[id(tensor)] = (tensor, tensor.detach().clone(), tensor._version)
 
     def restore(self) -> None:
+        """The values back, and with them each tensor's version counter: a graph the caller
+        built before the pass (``loss = model(x).sum()``, then ``profile(...)``, then
+        ``loss.backward()``) saved these tensors at those versions, and the data is theirs
+        again (BatchNorm's weight and bias are saved here for the legacy kernel, which writes
+        its statistics among its arguments, and would read as modified in place)."""
         with torch.no_grad():
-            for tensor, saved in self._saved.values():
+            for tensor, saved, version in self._saved.values():
                 tensor.copy_(saved)
+                _set_version(tensor, version)
+
+
+def _set_version(tensor: torch.Tensor, version: int) -> None:
+    setter: Any = torch._C._autograd._unsafe_set_version_counter
+    try:
+        setter((tensor,), (version,))
+    except TypeError:  # PyTorch before 2.5 takes one tensor
+        setter(tensor, version)
 
 
 def _storage(value: Any) -> int:
