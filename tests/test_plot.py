@@ -79,7 +79,7 @@ def test_figure_layout() -> None:
         macs, params, roof = drawn.axes
         assert macs.get_shared_x_axes().joined(macs, params)
         assert params.get_yscale() == "log" and macs.get_yscale() == "linear"
-        leaves = [layer for layer in report.layers if not layer.has_children and (layer.macs or layer.params)]
+        leaves = [layer for layer in report.layers if layer.macs or layer.params]
         assert len(macs.patches) == len(params.patches) == len(leaves)  # one bar per layer, same index
         # the costliest layers are named, those that would sit on a name already placed left
         # out; no two names overlap and none is cut at the figure's edge (issue 25)
@@ -133,5 +133,19 @@ def figure_axes(report: convprof.Report) -> list[object]:
     drawn = figure(report, roofline="t4")
     try:
         return list(drawn.axes)
+    finally:
+        plt.close(drawn)
+
+
+def test_the_bars_add_up_to_the_total_on_a_vit() -> None:
+    # ViT-B/16's attention is nn.MultiheadAttention's own compute (a container: out_proj is its
+    # child); leaf bars alone summed to 11.27G of 17.56G (issue 35)
+    import matplotlib.pyplot as plt
+
+    report = convprof.profile(torchvision.models.vit_b_16(), torch.ones(1, 3, 224, 224), compute=False)
+    drawn = figure(report)
+    try:
+        heights = sum(patch.get_height() for patch in drawn.axes[0].patches)
+        assert heights == pytest.approx(report.total.macs, rel=1e-9)
     finally:
         plt.close(drawn)

@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+import torchvision
 from torch import nn
 from torch.nn.modules import module as module_globals
 
@@ -139,3 +140,19 @@ def test_cuda_event_clock_sums_each_module_per_pass(monkeypatch: pytest.MonkeyPa
         clock.after("pw")
         clock.after("never started")  # a post-hook without its pre-hook is ignored
         assert clock.collect() == {"dw": 0.001, "pw": 0.002}  # milliseconds -> seconds
+
+
+def test_rolled_up_rows_carry_their_leaves_time_and_the_kinds_stay_the_leaves() -> None:
+    # a hand-made timing: every leaf 1 ms, so a rolled-up row is its leaf count in ms. By kind
+    # over resnet18's leaves: the three 1x1 downsampling convs are 3 x 6,422,528 = 19,267,584
+    # MACs of 1,814,073,344, 1.1%; the other convs 1,813,561,344 - 19,267,584, 98.9%
+    report = convprof.profile(torchvision.models.resnet18(), torch.ones(1, 3, 224, 224), compute=False)
+    leaves = [layer.name for layer in report.layers if not layer.has_children]
+    timing = convprof.Timing(
+        "cpu", 1, 0.1, 0.1, 0.1, tuple(convprof.LayerTime(n, 1e-3, 1e-3, 1e-3) for n in leaves)
+    )
+    text = convprof.render(report, depth=1, timing=timing)
+    layer1 = next(line for line in text.splitlines() if line.startswith("layer1 "))
+    inside = sum(name.startswith("layer1.") for name in leaves)  # 2 blocks of conv, bn, relu, conv, bn
+    assert f"{inside:.3f}" in layer1.split()  # its leaves' milliseconds added up
+    assert "By kind:      standard 98.9% of the MACs" in text and "pointwise 1.1% of the MACs" in text

@@ -12,10 +12,10 @@ from convprof.roofline import Machine
 from convprof.units import format_binary_bytes, format_bytes, format_quantity
 
 
-def measured_time(timing: Timing, name: str, tree: bool) -> LayerTime | None:
-    """A leaf row's measurement; in the tree, a container's is its leaves' added up."""
+def measured_time(timing: Timing, name: str, rolled: bool) -> LayerTime | None:
+    """A leaf row's measurement; a container's in the tree, or a rolled-up row, its leaves' added up."""
     own = timing.of(name)
-    if own is not None or not tree:
+    if own is not None or not rolled:
         return own
     inside = [layer for layer in timing.layers if within(layer.name, name)]
     if not inside:

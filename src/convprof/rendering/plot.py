@@ -59,7 +59,7 @@ def plot(
 def figure(
     report: Report, *, roofline: Machine | str | float | None = None, timing: Timing | None = None
 ) -> Any:
-    """The matplotlib figure: MACs and params (log scale) per leaf layer on one layer index in
+    """The matplotlib figure: MACs and params (log scale) per layer (its own) on one layer index in
     execution order, coloured by conv kind, the costliest layers named; below, the roofline of
     ``roofline`` (its memory and compute roofs, each layer at its intensity, sized by its MACs),
     or without a machine, intensity against MACs; with ``timing`` and a machine, beside it each
@@ -67,7 +67,9 @@ def figure(
     if roofline is not None and not isinstance(roofline, Machine):
         roofline = machine(str(roofline), report.dtype)
     plt = _pyplot()
-    leaves = [layer for layer in report.layers if not layer.has_children and (layer.macs or layer.params)]
+    # every row with MACs or params of its own: a container's own compute (nn.MultiheadAttention's
+    # attention, a block's own matmuls) is a bar too, so that the bars add up to the total
+    leaves = [layer for layer in report.layers if layer.macs or layer.params]
     drawn = plt.figure(figsize=(WIDTH, HEIGHT), dpi=DPI, layout="constrained")
     compared = timing is not None and roofline is not None and roofline.absolute
     grid = drawn.add_gridspec(3, 2 if compared else 1, height_ratios=(1, 1, 1.3))
@@ -80,7 +82,9 @@ def figure(
         _measured(drawn.add_subplot(grid[2, 1]), every, timing, roofline)
     _bars(macs, leaves, "macs", "MACs per layer")
     _bars(params, leaves, "params", "params per layer (log scale)", log=True)
-    params.set_xlabel(f"layer index: the {len(leaves)} leaf layers with MACs or params, in execution order")
+    params.set_xlabel(
+        f"layer index: the {len(leaves)} layers with MACs or params of their own, in execution order"
+    )
     _roofline(roof, leaves, roofline)
     kinds = [kind for kind in COLOURS if any(layer.kind == kind for layer in leaves)]
     handles = [plt.Rectangle((0, 0), 1, 1, color=COLOURS[kind]) for kind in kinds]

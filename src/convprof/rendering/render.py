@@ -115,8 +115,9 @@ def _layer_table(
         ]
     else:
         shown = [columns_.Row(layer, layer.name or "(root)", seconds.get(layer.name, 0.0)) for layer in flat]
-    if timing is not None:
-        shown = [replace(row, measured=measured_time(timing, row.layer.name, tree)) for row in shown]
+    if timing is not None:  # a rolled-up row's time is its leaves', as the tree's containers'
+        rolled = tree or depth is not None
+        shown = [replace(row, measured=measured_time(timing, row.layer.name, rolled)) for row in shown]
     measured = memory or roofline is not None
     keys = tuple(
         columns
@@ -155,7 +156,9 @@ def _layer_table(
     if tokens is not None:
         text += token_lines(tokens, markdown=markdown)
     if timing is not None:
-        text += timing_lines(timing, [layer for layer in flat if not layer.has_children], markdown=markdown)
+        # the kinds' shares over the leaf layers themselves, whatever the rows were rolled up to
+        leaves = [layer for layer in report.layers if not layer.has_children]
+        text += timing_lines(timing, leaves, markdown=markdown)
     if roofline is not None:
         text += roofline_lines(flat, [seconds[layer.name] for layer in flat], roofline, markdown=markdown)
     if report.ranks:  # tables of their own, in the lines under the layer table (HTML: plain text)
