@@ -5,6 +5,7 @@ Every case here used to print a traceback or pass silently (issue 10)."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -77,6 +78,26 @@ def test_spec_imported_from_the_current_directory(
 
 
 _GPT2 = "transformers:gpt2(n_layer=1,n_embd=32,n_head=2,vocab_size=100)"
+_SEPARABLE = "tests.test_budget:separable"
+_LLAMA = (
+    "transformers:llama(num_hidden_layers=1,hidden_size=32,intermediate_size=64,"
+    "num_attention_heads=2,num_key_value_heads=1,vocab_size=100)"
+)
+
+
+def detached() -> object:
+    """A model whose output leaves the graph: nothing to differentiate."""
+    import torch
+
+    class Detached(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.linear = torch.nn.Linear(4, 4)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.linear(x).detach()
+
+    return Detached()
 
 
 @pytest.mark.parametrize(
@@ -99,6 +120,15 @@ _GPT2 = "transformers:gpt2(n_layer=1,n_embd=32,n_head=2,vocab_size=100)"
         # GPT-2's learned position table holds 1,024 rows: a real forward fails past it
         (("profile", _GPT2, "--input", "1,2000"), ("learned positions for 1,024", "make 2,000")),
         (("profile", _GPT2, "--input", "1,1", "--past", "1024"), ("make 1,025",)),
+        # issue 35 #10: each was exit 3 (a C++ backtrace, a validation error) or ran unbounded
+        (("profile", _LLAMA, "--past", "1" + "0" * 30), ("--past must be 1 to 1,099,511,627,776",)),
+        (
+            ("profile", "tests.test_budget:separable", "--time", "--repeats", "9" * 20),
+            ("--repeats", "10,000"),
+        ),
+        (("profile", "transformers:gpt2(n_embd='big')"), ("n_embd='big' refused", "expected int")),
+        (("profile", "tests.test_cli_misuse:detached", "--input", "2,4", "--backward"), ("requires grad",)),
+        (("diff", "/dev/zero", "/dev/zero"), ("/dev/zero: not a regular file",)),
     ],
     ids=[
         "overflow",
@@ -110,6 +140,11 @@ _GPT2 = "transformers:gpt2(n_layer=1,n_embd=32,n_head=2,vocab_size=100)"
         "fit unit",
         "prompt past positions",
         "cache past positions",
+        "past beyond any context",
+        "unbounded repeats",
+        "a setting of the wrong type",
+        "backward of a detached output",
+        "a device file as a baseline",
     ],
 )
 def test_bad_values(
@@ -420,3 +455,18 @@ def test_console_script_from_a_folder_holding_the_model(tmp_path: Path) -> None:
     total = json.loads(done.stdout)["total"]
     weights = 4 * 6 * 2 * 2  # 96, each applied at 3 x 3 output positions
     assert (total["params"], total["macs"]) == (weights, weights * 3 * 3)
+
+
+def test_a_fifo_as_baseline_is_refused_unread(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # opening a FIFO blocks until someone writes to it: refused before any open
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    assert_usage_error(run(capsys, "diff", str(fifo), str(fifo)), "not a regular file")
+    (tmp_path / "pyproject.toml").write_text(ENTRY)
+    monkeypatch.chdir(tmp_path)
+    assert_usage_error(run(capsys, "check", "--baseline", str(fifo)), "not a regular file")
+    assert_usage_error(
+        run(capsys, "check", "--write-baseline", str(fifo)), "--write-baseline", "not a regular file"
+    )

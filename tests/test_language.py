@@ -259,7 +259,7 @@ def test_model_type_builds_the_default_configuration(capsys: pytest.CaptureFixtu
     "argv,message",
     [
         (["profile", "transformers:bert", "--past", "4"], "--past needs a decoder-only language model"),
-        (["profile", "transformers:llama", "--past", "0"], "--past must be 1 or more"),
+        (["profile", "transformers:llama", "--past", "0"], "--past must be 1 to 1,099,511,627,776 tokens"),
         (["profile", "transformers:./missing"], "not a directory with config.json"),
         (["profile", "transformers:empty"], "has no config.json"),
         (["profile", "transformers:llama", "--input", "1,16:float8"], "unknown dtype 'float8'"),

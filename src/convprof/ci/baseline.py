@@ -24,12 +24,31 @@ def _no_constant(name: str) -> None:
     raise ValueError(f"{name} is not a count")
 
 
+# a baseline of a few hundred models is a few MB; anything far larger is not one (a device
+# file such as /dev/zero would be read forever)
+MAX_BYTES = 256 * 2**20
+
+
+def _text(path: Path) -> str:
+    """A regular file's text, refused unread when it is something else (a FIFO blocks until
+    written to, /dev/zero never ends) or larger than any baseline."""
+    if path.exists() and not path.is_dir() and not path.is_file():
+        raise BaselineError(f"{path}: not a regular file")
+    with path.open("rb") as handle:
+        data = handle.read(MAX_BYTES + 1)
+    if len(data) > MAX_BYTES:
+        raise BaselineError(f"{path}: larger than {MAX_BYTES // 2**20} MiB, not a convprof baseline")
+    return data.decode("utf-8")
+
+
 def read(path: str | Path) -> dict[str, Report]:
     """The reports in a file; anything that is not what convprof wrote is a BaselineError
     (wrong types, NaN or infinite counts, non-UTF-8 text, absurdly deep nesting)."""
     path = Path(path)
     try:
-        data = json.loads(path.read_text(), parse_constant=_no_constant)
+        data = json.loads(_text(path), parse_constant=_no_constant)
+    except BaselineError:
+        raise
     except FileNotFoundError:
         raise BaselineError(f"{path}: no such file") from None
     except IsADirectoryError:

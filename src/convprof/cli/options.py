@@ -134,6 +134,8 @@ def writable(path: Path, option: str) -> None:
     permission), rather than after every model was profiled."""
     if path.is_dir():
         raise UsageError(f"{option} {path}: is a directory")
+    if path.exists() and not path.is_file():  # a FIFO would block the open below until read
+        raise UsageError(f"{option} {path}: not a regular file")
     if not path.parent.is_dir():
         raise UsageError(f"{option} {path}: folder {str(path.parent)!r} does not exist")
     existed = path.exists()

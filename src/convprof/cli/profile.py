@@ -241,8 +241,8 @@ def _check_options(args: argparse.Namespace, peak: bool) -> None:
     """Options that do not go together, or values out of range: one line each."""
     if args.depth is not None and args.depth < 0:
         raise UsageError("--depth must be 0 or more")
-    if args.past is not None and args.past <= 0:
-        raise UsageError("--past must be 1 or more")
+    if args.past is not None and not 1 <= args.past <= MAX_PAST:
+        raise UsageError(f"--past must be 1 to {MAX_PAST:,} tokens")
     if args.plot is not None and args.plot.suffix.lower() != ".png":
         raise UsageError(f"--plot writes PNG files: give a name ending in .png, not {str(args.plot)!r}")
     if args.plot is not None:
@@ -263,11 +263,17 @@ def _check_options(args: argparse.Namespace, peak: bool) -> None:
             )
         except ValueError as exc:
             raise UsageError(f"--columns: {exc}") from None
-    if args.repeats < 1:
-        raise UsageError("--repeats must be 1 or more")
+    if not 1 <= args.repeats <= MAX_REPEATS:
+        raise UsageError(f"--repeats must be 1 to {MAX_REPEATS:,}")
     for option in ("tree", "columns"):
         if args.blocks and getattr(args, option):
             raise UsageError(f"--{option} shapes the layer table; --blocks lists blocks instead")
+
+
+# Beyond these a command only runs forever or overflows PyTorch's sizes: 10,000 timed passes
+# is hours of a large model; 2**40 cached tokens is a thousand times any context there is.
+MAX_REPEATS = 10_000
+MAX_PAST = 2**40
 
 
 def run(args: argparse.Namespace) -> int:

@@ -138,6 +138,10 @@ def _run(
         )
     except (PlanError, SparseMemory) as exc:
         raise UsageError(str(exc)) from None
+    except TypeError as exc:  # profile()'s own refusals of what it was given (a detached output)
+        if not str(exc).startswith("convprof"):
+            raise
+        raise UsageError(str(exc).removeprefix("convprof: ").removeprefix("convprof.profile: ")) from None
     except ForwardError as exc:  # ValuesNeeded included
         first = str(exc).splitlines()[0]
         if automatic:  # whatever stopped the zero-compute pass, a real forward may not stop

@@ -218,7 +218,11 @@ def transformers_model(name: str, *, meta: bool = False, **overrides: Any) -> Lo
     for key, value in overrides.items():
         if not hasattr(config, key):
             raise SpecError(f"transformers:{name}: {type(config).__name__} has no setting {key!r}")
-        setattr(config, key, value)
+        try:
+            setattr(config, key, value)
+        except Exception as exc:  # a typed configuration refuses the value (n_embd='big')
+            reason = " ".join(str(exc).split())
+            raise SpecError(f"transformers:{name}: {key}={value!r} refused: {reason}") from None
     cls = model_class(config)
     builder = cls.from_config if cls.__name__.startswith("Auto") else cls._from_config
     try:
