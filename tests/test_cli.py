@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -172,3 +173,18 @@ def test_timm_specs(capsys: pytest.CaptureFixture[str]) -> None:
     assert capsys.readouterr().err.strip() == (
         "convprof: error: timm has no model 'resnt50'; did you mean resnet50, resnet50t, resnet50s?"
     )
+
+
+def test_a_rolled_up_json_is_marked_and_diff_will_not_mix_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # rows rolled up to --depth 1 are groups: against a full report every one read as changed
+    # or added (issue 35 #14)
+    full, rolled = tmp_path / "full.json", tmp_path / "rolled.json"
+    for path, extra in ((full, []), (rolled, ["--depth", "1"])):
+        assert main(["profile", "torchvision:resnet18", "--no-compute", "--format", "json", *extra]) == 0
+        path.write_text(capsys.readouterr().out)
+    assert json.loads(rolled.read_text())["depth"] == 1 and "depth" not in json.loads(full.read_text())
+    assert main(["diff", str(full), str(rolled)]) == 2
+    assert "write both with the same --depth" in capsys.readouterr().err
+    assert main(["diff", str(rolled), str(rolled)]) == 0

@@ -307,3 +307,52 @@ def test_a_container_that_never_ran_rolls_up_under_its_own_type() -> None:
     assert line.split()[:4] == ["model", "Sequential", "(not", "called)"]
     again = convprof.Report.from_dict(json.loads(json.dumps(report.to_dict())))
     assert again.rollup(1) == report.rollup(1)
+
+
+def test_names_stay_one_cell_of_one_row() -> None:
+    # module names are user text: a ModuleDict key may hold a line break, and a Markdown table
+    # lands in a pull-request comment, where links and emphasis would render (issue 35 #15)
+    names = ["a\nb", "[l](javascript:alert(1))", "**bold**", "`tick`"]
+    model = nn.ModuleDict({name: nn.Linear(2, 2) for name in names})
+
+    class Run(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.layers = model
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            for layer in self.layers.values():
+                x = layer(x)
+            return x
+
+    report = convprof.profile(Run(), torch.ones(1, 2))
+    table = convprof.render(report).split("\n\n")[0].splitlines()
+    assert len(table) == 2 + len(names)  # header, rule, one line per layer
+    assert table[2].startswith("layers.a\\nb ")
+    markdown = convprof.render(report, format="markdown")
+    assert "\\[l\\](javascript:alert(1))" in markdown and "\\*\\*bold\\*\\*" in markdown
+    assert "\\`tick\\`" in markdown and "](javascript" not in markdown.replace("\\](", "")
+
+
+def test_csv_takes_the_columns_and_the_times(report: convprof.Report) -> None:
+    # --format csv ignored --columns and dropped --time's and --roofline's columns (issue 35
+    # #14); a hand-made timing of 2 ms per leaf, rolled up by prefix as the table is
+    leaves = [layer.name for layer in report.layers if not layer.has_children]
+    timing = convprof.Timing(
+        "cpu", 1, 0.1, 0.1, 0.1, tuple(convprof.LayerTime(n, 2e-3, 1e-3, 3e-3) for n in leaves)
+    )
+    text = convprof.render(report, format="csv", columns=["name", "macs", "share", "measured"], timing=timing)
+    lines = list(csv.reader(io.StringIO(text)))
+    assert lines[0] == ["name", "macs", "share", "measured_seconds"]
+    rows = {line[0]: line[1:] for line in lines[1:]}
+    total = sum(layer.macs for layer in report.layers)
+    first = next(layer for layer in report.layers if not layer.has_children and layer.macs)
+    assert rows[first.name] == [str(first.macs), str(first.macs / total), "0.002"]
+    rolled = list(csv.reader(io.StringIO(convprof.render(report, format="csv", depth=0, timing=timing))))
+    header = rolled[0]
+    assert [rolled[1][header.index(f)] for f in ("name", "measured_seconds")] == [
+        "(root)",
+        str(2e-3 * len(leaves)),
+    ]
+    with_roofline = convprof.render(report, format="csv", roofline="a100")
+    assert "roofline_seconds" in with_roofline.splitlines()[0] and "bound" in with_roofline.splitlines()[0]

@@ -45,6 +45,15 @@ def run(args: argparse.Namespace) -> int:
             f"{single} holds one model and {several} several: compare two single reports "
             "(profile --format json) or two baselines (check --write-baseline)"
         )
+    depths = {
+        (r.depth, path) for reports, path in ((old, args.old), (new, args.new)) for r in reports.values()
+    }
+    if len({depth for depth, _ in depths}) > 1:  # rows of a rolled-up report are groups
+        described = ", ".join(
+            f"{path} {'rows rolled up to --depth ' + str(depth) if depth is not None else 'every layer'}"
+            for depth, path in sorted(depths, key=lambda item: str(item[1]))
+        )
+        raise UsageError(f"the reports' rows differ in kind ({described}): write both with the same --depth")
     if len(old) == 1 and len(new) == 1:  # two single reports: compare them whatever their names
         old = {next(iter(new)): next(iter(old.values()))}
     diffs = compare(old, new)

@@ -111,7 +111,13 @@ def _model_options(prof: argparse.ArgumentParser) -> None:
 
 def _table_options(prof: argparse.ArgumentParser) -> None:
     """How to show it: format, roll-up, outline, columns."""
-    prof.add_argument("--format", choices=FORMATS, default="table", help="output format")
+    prof.add_argument(
+        "--format",
+        choices=FORMATS,
+        default="table",
+        help="output format; csv gives plain numbers, of --columns when given, with --time's and "
+        "--roofline's times; json with --depth is marked rolled up (convprof diff compares like with like)",
+    )
     prof.add_argument("--depth", type=int, metavar="N", help="roll rows up to N name components")
     prof.add_argument(
         "--tree",

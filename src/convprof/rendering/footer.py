@@ -12,10 +12,23 @@ from convprof.roofline import Machine
 from convprof.units import format_binary_bytes, format_bytes, format_quantity
 
 
-def measured_time(timing: Timing, name: str, rolled: bool) -> LayerTime | None:
-    """A leaf row's measurement; a container's in the tree, or a rolled-up row, its leaves' added up."""
+def rolled_times(timing: Timing, depth: int) -> dict[str, LayerTime]:
+    """The measured times of rows rolled up to ``depth`` (``Report.rollup``): each group's
+    leaves added up, under the group's name."""
+    groups: dict[str, list[LayerTime]] = {}
+    for layer in timing.layers:
+        key = ".".join(layer.name.split(".")[:depth]) if layer.name else ""
+        groups.setdefault(key, []).append(layer)
+    return {
+        key: LayerTime(key, *(sum(getattr(t, f) for t in members) for f in ("median", "low", "high")))
+        for key, members in groups.items()
+    }
+
+
+def measured_time(timing: Timing, name: str, tree: bool) -> LayerTime | None:
+    """A leaf row's measurement; in the tree, a container's is its leaves' added up."""
     own = timing.of(name)
-    if own is not None or not rolled:
+    if own is not None or not tree:
         return own
     inside = [layer for layer in timing.layers if within(layer.name, name)]
     if not inside:

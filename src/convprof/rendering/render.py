@@ -15,7 +15,15 @@ from dataclasses import asdict, replace
 from convprof.rendering import columns as columns_
 from convprof.rendering.as_csv import layers_csv
 from convprof.rendering.blocks import blocks_csv, blocks_table
-from convprof.rendering.footer import footer, measured_time, roofline_lines, timing_lines, token_lines, within
+from convprof.rendering.footer import (
+    footer,
+    measured_time,
+    rolled_times,
+    roofline_lines,
+    timing_lines,
+    token_lines,
+    within,
+)
 from convprof.rendering.ranks import rank_lines
 from convprof.rendering.tables import joined, rows
 from convprof.report import Layer, Report, Timing, rendered_by
@@ -74,13 +82,39 @@ def render(
         )
     layers = report.rollup(depth) if depth is not None and not tree else report.layers
     if format == "csv":
-        return layers_csv(layers, report.backward, report.memory is not None)
+        return _csv(report, layers, None if tree else depth, roofline, columns, timing)
     return _layer_table(report, layers, depth, format, memory, roofline, tokens, tree, columns, timing)
+
+
+def _csv(
+    report: Report,
+    layers: Sequence[Layer],
+    depth: int | None,
+    roofline: Machine | None,
+    columns: Sequence[str] | None,
+    timing: Timing | None,
+) -> str:
+    """The rows as CSV, with the table's columns when given, and measured and roofline times
+    (a rolled-up row's measured time its leaves')."""
+    peak = report.memory is not None
+    if columns:
+        columns_.check_columns(
+            columns,
+            roofline=roofline is not None,
+            timing=timing is not None,
+            backward=report.backward,
+            peak=peak,
+        )
+    measured = None
+    if timing is not None:
+        measured = rolled_times(timing, depth) if depth is not None else {t.name: t for t in timing.layers}
+    return layers_csv(layers, report.backward, peak, columns=columns, measured=measured, roofline=roofline)
 
 
 def _json(report: Report, depth: int | None, tokens: TokenCost | None, timing: Timing | None) -> str:
     data = report.to_dict()
-    if depth is not None:  # rolled up as the other formats are
+    if depth is not None:  # rolled up as the other formats are, and marked so (convprof diff)
+        data["depth"] = depth
         data["layers"] = [
             layer.to_dict(report.backward, report.memory is not None) for layer in report.rollup(depth)
         ]
@@ -116,8 +150,16 @@ def _layer_table(
     else:
         shown = [columns_.Row(layer, layer.name or "(root)", seconds.get(layer.name, 0.0)) for layer in flat]
     if timing is not None:  # a rolled-up row's time is its leaves', as the tree's containers'
-        rolled = tree or depth is not None
-        shown = [replace(row, measured=measured_time(timing, row.layer.name, rolled)) for row in shown]
+        rolled = rolled_times(timing, depth) if depth is not None and not tree else None
+        shown = [
+            replace(
+                row,
+                measured=rolled.get(row.layer.name)
+                if rolled is not None
+                else measured_time(timing, row.layer.name, tree),
+            )
+            for row in shown
+        ]
     measured = memory or roofline is not None
     keys = tuple(
         columns

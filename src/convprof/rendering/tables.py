@@ -14,11 +14,23 @@ from tabulate import tabulate
 _RIGHT = frozenset({"Actual", "Limit", "Headroom", "Old", "New", "Change", "%"})
 
 
+_MARKDOWN = str.maketrans({c: f"\\{c}" for c in "\\|*`[]"})
+_CONTROL = str.maketrans({"\n": "\\n", "\r": "\\r", "\t": "\\t"})
+
+
 def _markdown_cell(text: str) -> str:
     """A cell that stays one cell of one row, as text: module and model names come from user
-    code and end up in pull-request comments, so ``|``, line breaks and HTML are escaped."""
-    text = text.replace("&", "&amp;").replace("<", "&lt;").replace("\\", "\\\\").replace("|", "\\|")
+    code and end up in pull-request comments, so ``|``, line breaks, HTML and the marks of
+    emphasis, code and links (``**bold**``, ``[l](javascript:...)``) are escaped (not ``_``:
+    GitHub reads no emphasis inside a word, and names are full of them)."""
+    text = text.replace("&", "&amp;").replace("<", "&lt;").translate(_MARKDOWN)
     return " ".join(text.splitlines())
+
+
+def _plain_cell(text: str) -> str:
+    """A cell of a text table on one line: a line break in a module name (a ModuleDict key
+    may hold one) would start a row of its own; shown as ``\\n``."""
+    return text.translate(_CONTROL)
 
 
 def rows(
@@ -34,6 +46,8 @@ def rows(
         raise ValueError(f"unknown format {format!r}; choose table, markdown or html")
     if format == "markdown":
         cells = [[_markdown_cell(c) for c in row] for row in cells]
+    elif format == "table":
+        cells = [[_plain_cell(c) for c in row] for row in cells]
     return (
         tabulate(
             [list(c) for c in cells],

@@ -54,6 +54,9 @@ class Report:
     # Containers that never ran themselves while modules below them did (a Sequential the
     # model iterates, a ModuleList): (name, type), so that a rolled-up row names its own type
     containers: tuple[tuple[str, str], ...] = ()
+    # the rows were rolled up to this depth when the report was written (--depth with JSON):
+    # its rows are groups, not the layers a full report lists
+    depth: int | None = None
 
     @property
     def complete(self) -> bool:
@@ -145,6 +148,7 @@ class Report:
                 stages_per_rank=int(data.get("stages_per_rank", 1)),
                 zero_bubble=bool(data.get("zero_bubble", False)),
                 containers=tuple((str(name), str(kind)) for name, kind in data.get("containers", ())),
+                depth=int(data["depth"]) if data.get("depth") is not None else None,
                 ranks=tuple(RankClass.from_dict(json_object(r, "rank class")) for r in data.get("ranks", ())),
             )
         except (KeyError, TypeError, AttributeError) as exc:
@@ -181,6 +185,7 @@ class Report:
             "layers": [layer.to_dict(self.backward, self.memory is not None) for layer in self.layers],
             "blocks": [block.to_dict() for block in self.blocks],
             **({"containers": [list(c) for c in self.containers]} if self.containers else {}),
+            **({"depth": self.depth} if self.depth is not None else {}),
             "sizes": asdict(self.sizes),
             **({"memory": self.memory.to_dict()} if self.memory is not None else {}),
             **(
