@@ -470,3 +470,24 @@ def test_a_fifo_as_baseline_is_refused_unread(
     assert_usage_error(
         run(capsys, "check", "--write-baseline", str(fifo)), "--write-baseline", "not a regular file"
     )
+
+
+def test_a_file_name_as_spec_and_a_named_main_input(capsys: pytest.CaptureFixture[str]) -> None:
+    # issue 35 #16: 'mymodel.py:build' got no hint; --input x=SHAPE on a torchvision model
+    # (its forward's input is x) was added beside the default input instead of replacing it
+    assert_usage_error(
+        run(capsys, "profile", "tests/test_budget.py:separable"),
+        "drop the .py",
+        "tests.test_budget:separable",
+    )
+    code, out, _ = run(
+        capsys,
+        "profile",
+        "torchvision:resnet18",
+        "--input",
+        "x=1,3,64,64",
+        "--format",
+        "json",
+        "--no-compute",
+    )
+    assert code == 0 and json.loads(out)["inputs"] == [[1, 3, 64, 64]]

@@ -105,6 +105,9 @@ def find_callable(spec: str, folders: Sequence[Path] = ()) -> Any:
     module_name, sep, attr = spec.partition(":")
     if not sep or not module_name or not attr:
         raise SpecError(f"spec {spec!r} is not 'package.module:callable'")
+    if module_name.endswith(".py"):  # a file name where a module name goes
+        dotted = module_name.removesuffix(".py").replace("/", ".")
+        raise SpecError(f"spec {spec!r} names a file: drop the .py and give the module, '{dotted}:{attr}'")
     try:
         with _importable_from(folders):
             module = importlib.import_module(module_name)

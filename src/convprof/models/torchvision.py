@@ -10,6 +10,7 @@ a pair of 1x3x512x512 frames for optical flow.
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from typing import Any
 
@@ -141,4 +142,11 @@ def torchvision_model(name: str, weights: str | None = None, *, meta: bool = Fal
             raise
         reason = f"{type(exc).__name__}: {exc}"
         raise SpecError(f"building torchvision:{name} with {given} failed: {reason}") from exc
-    return Loaded(loaded.model, tuple(Input(shape) for shape in info.inputs), loaded.note)
+    # the forward's first parameter (``x``, ``images``): --input x=SHAPE replaces the default
+    names = list(inspect.signature(loaded.model.forward).parameters)
+    return Loaded(
+        loaded.model,
+        tuple(Input(shape) for shape in info.inputs),
+        loaded.note,
+        main=names[0] if names else None,
+    )
