@@ -447,3 +447,29 @@ def test_multihead_attention_in_training_runs_the_devices_attention_without_arit
     assert zero.peak_bytes == computing.peak_bytes
     assert dict(zero.at_peak)["activation"] == 4 * 256 * 256 * 4  # no attention matrix kept
     assert torch.nn.functional.scaled_dot_product_attention is torch._C._nn.scaled_dot_product_attention
+
+
+class _GroupNormChannelsLast(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(32, 32, 3, padding=1)
+        self.norm = nn.GroupNorm(8, 32)
+        self.act = nn.SiLU()
+        self.conv2 = nn.Conv2d(32, 32, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv2(self.act(self.norm(self.conv(x))))
+
+
+def test_group_norm_keeps_channels_last_without_arithmetic() -> None:
+    # PyTorch's meta GroupNorm returns NCHW where the CPU keeps channels last, and the conv
+    # after it was charged oneDNN's copies of an NCHW input: +32% here (issue 34 #6)
+    torch.manual_seed(0)
+    model = _GroupNormChannelsLast().to(memory_format=torch.channels_last).eval()
+    x = torch.randn(4, 32, 64, 64).to(memory_format=torch.channels_last)
+    measured = inference_peak(model, (x,))
+    computing = convprof.profile(model, x, memory=True).memory
+    zero = convprof.profile(model, x, compute=False, memory=True).memory
+    assert computing is not None and zero is not None
+    assert zero.peak_bytes == computing.peak_bytes
+    assert abs(zero.peak_bytes / measured - 1) <= 0.01, (zero.peak_bytes, measured)
