@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from convprof.report import Layer, LayerTime, Memory, Report, Timing
+from convprof.report import Layer, LayerTime, Memory, Report, Timing, rolled_name
 from convprof.report.tokens import TokenCost
 from convprof.roofline import Machine
 from convprof.units import format_binary_bytes, format_bytes, format_quantity
@@ -17,12 +17,8 @@ def rolled_times(timing: Timing, depth: int) -> dict[str, LayerTime]:
     leaves added up, under the group's name."""
     groups: dict[str, list[LayerTime]] = {}
     for layer in timing.layers:
-        key = ".".join(layer.name.split(".")[:depth]) if layer.name else ""
-        groups.setdefault(key, []).append(layer)
-    return {
-        key: LayerTime(key, *(sum(getattr(t, f) for t in members) for f in ("median", "low", "high")))
-        for key, members in groups.items()
-    }
+        groups.setdefault(rolled_name(layer.name, depth), []).append(layer)
+    return {key: LayerTime.total(key, members) for key, members in groups.items()}
 
 
 def measured_time(timing: Timing, name: str, tree: bool) -> LayerTime | None:
@@ -31,9 +27,7 @@ def measured_time(timing: Timing, name: str, tree: bool) -> LayerTime | None:
     if own is not None or not tree:
         return own
     inside = [layer for layer in timing.layers if within(layer.name, name)]
-    if not inside:
-        return None
-    return LayerTime(name, *(sum(getattr(layer, f) for layer in inside) for f in ("median", "low", "high")))
+    return LayerTime.total(name, inside) if inside else None
 
 
 def timing_lines(timing: Timing, leaves: Sequence[Layer], *, markdown: bool) -> str:

@@ -9,7 +9,7 @@ peak), ``timing`` (measured times), ``ranks`` (a distributed step's rank classes
 
 from convprof.report.memory import CATEGORIES, MEMORY_CONVENTION, OPTIMIZERS, Memory
 from convprof.report.ranks import Collective, RankClass
-from convprof.report.results import Report, rendered_by
+from convprof.report.results import Report, rendered_by, rolled_name
 from convprof.report.rows import Block, Layer, Sizes, Totals, Unexplained, intensity
 from convprof.report.schema import CONVENTION, SCHEMA
 from convprof.report.timing import LayerTime, Timing
@@ -33,4 +33,5 @@ __all__ = [
     "Unexplained",
     "intensity",
     "rendered_by",
+    "rolled_name",
 ]

@@ -30,6 +30,11 @@ def rendered_by(render: Callable[[Report, str], str]) -> None:
     _RENDERERS[:] = [render]
 
 
+def rolled_name(name: str, depth: int) -> str:
+    """The row a layer ``name`` rolls up into at ``depth``: its first ``depth`` components."""
+    return ".".join(name.split(".")[:depth]) if name else ""
+
+
 @dataclass(frozen=True, slots=True)
 class Report:
     model: str
@@ -70,7 +75,7 @@ class Report:
             raise ValueError(f"depth must be 0 or more, got {depth}")
         groups: dict[str, list[Layer]] = {}
         for layer in self.layers:
-            key = ".".join(layer.name.split(".")[:depth]) if layer.name else ""
+            key = rolled_name(layer.name, depth)
             groups.setdefault(key, []).append(layer)
         rows = []
         containers = dict(self.containers)

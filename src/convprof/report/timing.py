@@ -14,6 +14,11 @@ class LayerTime:
     low: float
     high: float
 
+    @staticmethod
+    def total(name: str, parts: list[LayerTime]) -> LayerTime:
+        """Rows rolled together (a container, a group of ``--depth``): their times added up."""
+        return LayerTime(name, *(sum(getattr(part, f) for part in parts) for f in ("median", "low", "high")))
+
 
 @dataclass(frozen=True, slots=True)
 class Timing:

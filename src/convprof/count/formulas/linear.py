@@ -83,13 +83,12 @@ def _matmul(call: OpCall) -> int:
     # dimensions.
     a, b = call.tensor(0), call.tensor(1)
     lefts, rights = a.sequences, b.sequences
-    if len(lefts) != len(rights):
-        if len(lefts) != 1 and len(rights) != 1:
-            raise ValueError(f"{call.op}: batches of {len(lefts)} and {len(rights)} sequences")
-        lefts, rights = (
-            lefts * (len(rights) if len(lefts) == 1 else 1),
-            rights * (len(lefts) if len(rights) == 1 else 1),
-        )
+    if len(lefts) == 1:
+        lefts *= len(rights)
+    elif len(rights) == 1:
+        rights *= len(lefts)
+    elif len(lefts) != len(rights):
+        raise ValueError(f"{call.op}: batches of {len(lefts)} and {len(rights)} sequences")
     return sum(_broadcast_product(x, y) for x, y in zip(lefts, rights, strict=True))
 
 

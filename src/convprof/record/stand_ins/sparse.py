@@ -34,51 +34,28 @@ _KEEPS_PATTERN = frozenset(
 )
 
 
-def _remade(source: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-    """``out`` (of ``source``'s layout, no dense dimensions) storing what ``source`` does."""
-    values = torch.empty(
-        source.values().shape if out.layout != torch.sparse_coo else source._nnz(),
-        dtype=out.dtype,
-        device=META,
-    )
-    if out.layout == torch.sparse_coo:
-        indices = torch.empty((out.sparse_dim(), source._nnz()), dtype=torch.int64, device=META)
-        return torch.sparse_coo_tensor(
-            indices, values, out.shape, is_coalesced=source.is_coalesced(), check_invariants=False
-        )
-    rows = out.layout in (torch.sparse_csr, torch.sparse_bsr)
-    compressed = (source.crow_indices() if rows else source.ccol_indices()).shape
-    plain = (source.col_indices() if rows else source.row_indices()).shape
-    return torch.sparse_compressed_tensor(
-        torch.empty(compressed, dtype=torch.int64, device=META),
-        torch.empty(plain, dtype=torch.int64, device=META),
-        values,
-        out.shape,
-        layout=out.layout,
-        check_invariants=False,
-    )
+def sparse_stand_in(tensor: torch.Tensor, like: torch.Tensor | None = None) -> torch.Tensor:
+    """A meta tensor storing what ``tensor`` stores (its layout and stored values), of
+    ``like``'s shape and dtype (``tensor``'s own without it)."""
+    shaped = tensor if like is None else like
 
+    def meta(part: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
+        return torch.empty(part.shape, dtype=dtype or part.dtype, device=META)
 
-def sparse_stand_in(tensor: torch.Tensor) -> torch.Tensor:
-    """A meta tensor of ``tensor``'s sparse layout, shape, dtype and stored values."""
     if tensor.layout == torch.sparse_coo:
-        indices, values = tensor._indices(), tensor._values()
         return torch.sparse_coo_tensor(
-            torch.empty(indices.shape, dtype=indices.dtype, device=META),
-            torch.empty(values.shape, dtype=values.dtype, device=META),
-            tensor.shape,
+            meta(tensor._indices()),
+            meta(tensor._values(), shaped.dtype),
+            shaped.shape,
             is_coalesced=tensor.is_coalesced(),
             check_invariants=False,  # meta indices have no values to check (and no warning)
         )
     rows = tensor.layout in (torch.sparse_csr, torch.sparse_bsr)
-    compressed = tensor.crow_indices() if rows else tensor.ccol_indices()
-    plain = tensor.col_indices() if rows else tensor.row_indices()
-    values = tensor.values()
     return torch.sparse_compressed_tensor(
-        torch.empty(compressed.shape, dtype=compressed.dtype, device=META),
-        torch.empty(plain.shape, dtype=plain.dtype, device=META),
-        torch.empty(values.shape, dtype=values.dtype, device=META),
-        tensor.shape,
+        meta(tensor.crow_indices() if rows else tensor.ccol_indices()),
+        meta(tensor.col_indices() if rows else tensor.row_indices()),
+        meta(tensor.values(), shaped.dtype),
+        shaped.shape,
         layout=tensor.layout,
         check_invariants=False,
     )
@@ -115,7 +92,7 @@ def sparse_result(func: torch._ops.OpOverload, args: tuple[Any, ...], out: Any) 
         if out._nnz() == source._nnz():
             return out
         if out.layout == source.layout and out.dense_dim() == source.dense_dim() == 0:
-            return _remade(source, out)
+            return sparse_stand_in(source, like=out)
     raise StandInUnknown(
         f"{func} makes a sparse tensor whose stored values depend on the data, which a "
         "zero-compute pass does not have"
