@@ -97,6 +97,14 @@ def models(batch: int) -> dict[str, Callable[[], Built]]:
     found = {name: _torchvision(name, batch) for name in vision}
     found.update({f"{kind} (transformers)": _hf(kind, batch) for kind in ("gpt2", "bert", "t5")})
     found["LSTM 2x256"] = lambda: (Recurrent(), (torch.randn(batch, 100, 64),), {})
+    # PyTorch's own encoder: one fused operator per layer in inference
+    found["TransformerEncoder 4x256"] = lambda: (
+        nn.TransformerEncoder(
+            nn.TransformerEncoderLayer(256, 8, 1024, batch_first=True), 4, enable_nested_tensor=False
+        ),
+        (torch.randn(batch, 256, 256),),
+        {},
+    )
     return found
 
 

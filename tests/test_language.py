@@ -264,6 +264,12 @@ def test_model_type_builds_the_default_configuration(capsys: pytest.CaptureFixtu
         (["profile", "transformers:empty"], "has no config.json"),
         (["profile", "transformers:llama", "--input", "1,16:float8"], "unknown dtype 'float8'"),
         (["profile", "transformers:llama", "--input", "1-mask=1,16"], "is not a keyword argument name"),
+        # issue 35 #10: an architecture that is no model class was called and failed (exit 3)
+        (
+            ["profile", "transformers:pipeline"],
+            "names 'TextGenerationPipeline', which is not a transformers model",
+        ),
+        (["profile", "transformers:trainer"], "names 'Trainer', which is not a transformers model class"),
     ],
 )
 def test_errors_are_one_line(
@@ -272,6 +278,10 @@ def test_errors_are_one_line(
     save(here, "llama")
     save(here, "bert")
     (here / "empty").mkdir()
+    for folder, named in (("pipeline", "TextGenerationPipeline"), ("trainer", "Trainer")):
+        config = save(here, "llama")
+        config.architectures = [named]
+        config.save_pretrained(here / folder)
     try:
         code = main(argv)
     except SystemExit as exc:  # argparse rejects a malformed option itself

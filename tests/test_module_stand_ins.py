@@ -327,3 +327,30 @@ def test_an_interrupt_inside_a_stand_in_leaves_the_model_as_it_was(monkeypatch: 
     assert not any(p.is_meta for p in model.parameters())
     # conv 4 x 4x4 x 27 = 1,728 MACs, linear 64 x 2 = 128
     assert convprof.profile(model, torch.randn(1, 3, 6, 6), compute=False).total.macs == 1728 + 128
+
+
+def test_a_users_mode_around_profile_sees_the_models_operators_only() -> None:
+    # zero compute's own set-up (its meta stand-ins, the copies of the inputs, the look at a
+    # small tensor's values) ran under the user's mode: a FlopCounterMode-like tool saw an
+    # extra aten.view and one empty_strided per parameter (issue 35 #16)
+    from collections import Counter
+
+    class Count(torch.utils._python_dispatch.TorchDispatchMode):  # type: ignore[misc]
+        def __init__(self) -> None:
+            super().__init__()
+            self.ops: Counter[str] = Counter()
+
+        def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+            self.ops[str(func)] += 1
+            return func(*args, **(kwargs or {}))
+
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.Flatten(), nn.Linear(288, 3)
+    ).eval()
+    x = torch.randn(2, 3, 8, 8)
+    with torch.no_grad(), Count() as plain:
+        model(x)
+    for compute in (True, False):
+        with Count() as seen:
+            convprof.profile(model, x, compute=compute)
+        assert seen.ops == plain.ops, compute

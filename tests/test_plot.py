@@ -147,5 +147,15 @@ def test_the_bars_add_up_to_the_total_on_a_vit() -> None:
     try:
         heights = sum(patch.get_height() for patch in drawn.axes[0].patches)
         assert heights == pytest.approx(report.total.macs, rel=1e-9)
+        # its names are four times MobileNetV2's: none overlaps another or runs past its panel
+        # (a fixed spacing between named bars let them overlap; issue 35 #16)
+        drawn.canvas.draw()
+        renderer = drawn.canvas.get_renderer()
+        for panel in drawn.axes[:2]:
+            boxes = [text.get_window_extent(renderer) for text in panel.texts]
+            edges = panel.get_window_extent(renderer)
+            assert len(boxes) >= 3
+            assert all(edges.x0 <= box.x0 and box.x1 <= edges.x1 for box in boxes)
+            assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1 :])
     finally:
         plt.close(drawn)

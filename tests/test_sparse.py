@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 import convprof
-from convprof.memory.lifetimes import SparseMemory
+from convprof.memory.lifetimes import UntrackedLayout
 from convprof.record.errors import ValuesNeeded
 
 pytestmark = pytest.mark.filterwarnings("ignore:Sparse CSR tensor support is in beta")
@@ -215,6 +215,6 @@ def test_sparse_buffer_and_memory_refused(compute: bool | str) -> None:
     # linear: 30 * 6 * 6 = 1,080; the buffer's 30 stored values times 6 columns: 180
     model = Buffered()
     assert convprof.profile(model, torch.randn(30, 6), compute=compute).total.macs == 1080 + 180
-    with pytest.raises(SparseMemory, match=r"not predicted for sparse tensors \(sparse_csr 30x30\)"):
+    with pytest.raises(UntrackedLayout, match=r"not predicted for sparse tensors \(sparse_csr 30x30\)"):
         convprof.profile(model, torch.randn(30, 6), compute=compute, memory=True)
     assert model.adj.layout == torch.sparse_csr and not model._forward_hooks

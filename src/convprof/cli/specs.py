@@ -117,7 +117,7 @@ def _run(
     without ``options``); its errors as usage errors, or, in the automatic mode's zero-compute
     try, as the reason to count for real."""
     from convprof.api import profile
-    from convprof.memory.lifetimes import SparseMemory
+    from convprof.memory.lifetimes import UntrackedLayout
     from convprof.parallel.plan import PlanError
     from convprof.record.errors import ForwardError, ValuesNeeded
 
@@ -136,7 +136,7 @@ def _run(
             tp_plan=_function("--tp-plan", options.tp_plan, options),
             pp_split=_function("--pp-split", options.pp_split, options),
         )
-    except (PlanError, SparseMemory) as exc:
+    except (PlanError, UntrackedLayout) as exc:
         raise UsageError(str(exc)) from None
     except TypeError as exc:  # profile()'s own refusals of what it was given (a detached output)
         if not str(exc).startswith("convprof"):

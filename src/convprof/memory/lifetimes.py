@@ -79,9 +79,11 @@ def _wraps(func: Any) -> bool:
 SPARSE = frozenset({torch.sparse_coo, torch.sparse_csr, torch.sparse_csc, torch.sparse_bsr, torch.sparse_bsc})
 
 
-class SparseMemory(NotImplementedError):
-    """A sparse tensor met by a pass that predicts memory: its values and indices live in
-    storages the tensor does not show, so the peak would leave them out. Refused instead."""
+class UntrackedLayout(NotImplementedError):
+    """A sparse or nested tensor met by a pass that predicts memory: its values, indices or
+    sequences live in storages the tensor does not show, and kernels for nested tensors pad
+    and unpad them inside (PyTorch's fused attention layers), so the peak would leave them
+    out. Refused instead."""
 
 
 def _storage(tensor: torch.Tensor) -> torch.UntypedStorage | None:
@@ -89,13 +91,16 @@ def _storage(tensor: torch.Tensor) -> torch.UntypedStorage | None:
     if tensor.layout is not torch.strided:
         if tensor.layout in SPARSE:
             layout = str(tensor.layout).removeprefix("torch.")
-            raise SparseMemory(
+            raise UntrackedLayout(
                 f"peak memory is not predicted for sparse tensors ({layout} "
                 f"{format_shape(tuple(tensor.shape))}); profile without memory"
             )
         return None
     if tensor.is_nested:
-        return None
+        raise UntrackedLayout(
+            f"peak memory is not predicted for nested tensors (a batch of {tensor.size(0)} "
+            f"sequences of {tensor.dim() - 1}-D tensors); profile without memory"
+        )
     try:
         return tensor.untyped_storage()
     except (RuntimeError, NotImplementedError, TypeError):

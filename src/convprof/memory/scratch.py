@@ -1,15 +1,23 @@
 """Kernels' own scratch on the CPU: memory no operator shows, added where it moves a peak.
 
-Four kinds of scratch, invisible at the operator level, are large enough to move
+Five kinds of scratch, invisible at the operator level, are large enough to move
 a CPU peak, and are added (their sizes measured with ``torch.profiler``'s memory events):
 
 - oneDNN's convolution (PyTorch's CPU path for float convolutions), given NCHW tensors, works
   in a blocked layout whose channels are padded to the vector width (16 floats with AVX-512,
   8 below it). It copies the input into that layout when it has at least one block of
-  channels, and the weight always; computes the output into a padded buffer of its own; frees
-  the copies, and only then makes the output tensor and copies the result in. So for a moment
-  the padded input, weight and output exist beside the input, then the padded output beside
-  the output (:func:`_conv_scratch`). A channels-last convolution works in place.
+  channels or a 1x1 kernel, the weight always (and a bias whose channels are not whole
+  blocks); computes the output into a padded buffer of its own; frees the copies, and only
+  then makes the output tensor and copies the result in. So for a moment the padded input,
+  weight and output exist beside the input, then the padded output beside the output
+  (:func:`_conv_scratch`). A channels-last convolution works in place. PyTorch takes its own
+  path instead (``use_mkldnn`` in ConvUtils.h) for a float32 1x1 convolution without stride
+  or dilation on one thread below a batch of 16, and for one of a single sample with a
+  kernel of at most 3 in one dimension and at most 20,480 input values: it unfolds the input
+  into a columns buffer (none for a 1x1 kernel without stride or padding) beside the output,
+  or, with groups, convolves each group apart (a copy of its input slice) and concatenates
+  (:func:`_native_conv_scratch`). Which path runs depends on this process's thread count:
+  the prediction reads it.
 - A CPU matrix product copies an operand that BLAS cannot read as it is (an expanded tensor,
   such as the gradient of a sum) into a dense temporary (:func:`_mm_scratch`).
 - A CPU elementwise operator whose inputs differ in floating dtype copies the others into
@@ -21,6 +29,9 @@ a CPU peak, and are added (their sizes measured with ``torch.profiler``'s memory
   beside the ones it returns (:func:`_lstm_scratch`, :func:`_lstm_backward_scratch`). Their
   sizes follow oneDNN's layout rules (leading dimensions rounded up to 64 bytes, and off
   multiples of 1 KiB); the scratchpad's small constant part is fitted to measurements.
+- The fused inference kernels of ``nn.MultiheadAttention`` and ``nn.TransformerEncoderLayer``
+  make their projections, attention matrix, norms and feed-forward product inside one operator
+  (:mod:`convprof.memory.fused`).
 
 CUDA libraries' workspaces (cuDNN, cuBLAS) and other kernels' scratch (the CPU flash
 attention's per-thread blocks) are left out, and the convention says so.
@@ -32,10 +43,13 @@ operator; :func:`kernel_scratch` picks the rule for an operator.
 from __future__ import annotations
 
 import functools
+import math
 from typing import Any
 
 import torch
 from torch import nn
+
+from convprof.memory.fused import FUSED
 
 
 def kernel_scratch(func: Any, args: tuple[Any, ...], out: Any) -> tuple[int, int] | None:
@@ -115,18 +129,62 @@ def _conv_scratch(args: tuple[Any, ...], out: Any) -> tuple[int, int] | None:
         or type(groups) is not int
     ):
         return None
+    if not _onednn_runs(x, w, args):
+        return _native_conv_scratch(x, w, out, args)
     size = x.element_size()
     c_in, c_out, spatial_in, spatial_out = x.shape[1], out.shape[1], x[0, 0].numel(), out[0, 0].numel()
-    blocked_input = c_in >= _padded(1)  # at least one block of channels: reordered
-    copy_in = x.shape[0] * _padded(c_in) * spatial_in * size if blocked_input else 0
     kernel = w[0, 0].numel()
+    blocked_input = c_in >= _padded(1) or kernel == 1  # a block of channels, or 1x1: reordered
+    copy_in = x.shape[0] * _padded(c_in) * spatial_in * size if blocked_input else 0
     if groups > 1 and groups == c_in:  # depthwise: one padded block of groups
         copy_w = _padded(groups) * (c_out // groups) * kernel * size
     else:
         per_group = c_in // groups
         copy_w = _padded(c_out) * (_padded(per_group) if blocked_input else per_group) * kernel * size
     padded_out = out.shape[0] * _padded(c_out) * spatial_out * size
-    return copy_in + copy_w + padded_out, padded_out
+    # a bias whose channels are not whole blocks is copied padded, with 128 bytes more
+    # (measured: 192 bytes for 1 to 16 channels, 576 for 100)
+    copy_bias = _padded(c_out) * size + 128 if args[2] is not None and c_out % _padded(1) else 0
+    return copy_bias + copy_in + copy_w + padded_out, padded_out
+
+
+def _onednn_runs(x: torch.Tensor, w: torch.Tensor, args: tuple[Any, ...]) -> bool:
+    """Whether PyTorch gives a CPU convolution to oneDNN (``use_mkldnn`` in ConvUtils.h): a
+    float32 one unless it is 1x1 without stride or dilation on one thread below a batch of 16,
+    or of one sample with a kernel of at most 3 in one dimension and at most 20,480 input
+    values (counted over the first four dimensions, as PyTorch does). Other float types go to
+    oneDNN where the CPU has their instructions: taken as so."""
+    if not (torch._C._has_mkldnn and torch.backends.mkldnn.enabled):
+        return False
+    if x.dtype != torch.float32:
+        return True
+    stride, dilation, groups = args[3], args[5], args[8]
+    batch, one_by_one = x.shape[0], w.shape[-1] == 1 and w.shape[-2] == 1
+    strided = any(s != 1 for s in stride) if isinstance(stride, (list, tuple)) else stride != 1
+    dilated = any(d != 1 for d in dilation) if isinstance(dilation, (list, tuple)) else dilation != 1
+    if not (strided or dilated or batch >= 16 or not one_by_one or torch.get_num_threads() > 1):
+        return False
+    big_kernel = w.shape[-1] > 3 and w.shape[-2] > 3
+    return groups > 1 or big_kernel or batch > 1 or math.prod(x.shape[:4]) > 20_480
+
+
+def _native_conv_scratch(
+    x: torch.Tensor, w: torch.Tensor, out: torch.Tensor, args: tuple[Any, ...]
+) -> tuple[int, int] | None:
+    """PyTorch's own CPU convolution (see the module docstring): the unfolded input, beside
+    the output, unless the kernel is 1x1 without stride or padding; with groups, each
+    group's output and the last group's copy of its input slice (a slice of one sample is
+    already whole) before the outputs are concatenated, then all of them beside it."""
+    size = x.element_size()
+    stride, padding, groups = args[3], args[4], args[8]
+    kernel = w[0, 0].numel()
+    unfolds = kernel != 1 or any(s != 1 for s in stride) or any(p != 0 for p in padding)
+    if groups > 1:
+        out_bytes = out.numel() * size
+        slice_copy = x.numel() * size // groups if x.shape[0] > 1 else 0
+        return out_bytes + slice_copy, out_bytes
+    columns = x.shape[0] * x.shape[1] * kernel * out[0, 0].numel() * size if unfolds else 0
+    return (0, columns) if columns else None
 
 
 def _blas_reads(matrix: torch.Tensor) -> bool:
@@ -249,4 +307,5 @@ _SCRATCH = {
     torch.ops.aten.addmm.default: _mm_scratch,
     torch.ops.aten.mkldnn_rnn_layer.default: _lstm_scratch,
     torch.ops.aten.mkldnn_rnn_layer_backward.default: _lstm_backward_scratch,
+    **FUSED,
 }

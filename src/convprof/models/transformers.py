@@ -119,6 +119,24 @@ def _names(mapping: dict[str, Any], model_type: str) -> tuple[str, ...]:
     return (found,) if isinstance(found, str) else tuple(found)
 
 
+def _model_class(hf: Any, name: str) -> Any:
+    """The class ``architectures`` names, if transformers builds models of it from a
+    configuration: a model class (a PreTrainedModel of its own) or an Auto class."""
+    from transformers.models.auto.auto_factory import _BaseAutoModelClass
+
+    found = getattr(hf, name)
+    if isinstance(found, type) and (
+        (issubclass(found, hf.PreTrainedModel) and found is not hf.PreTrainedModel)
+        or issubclass(found, _BaseAutoModelClass)
+    ):
+        return found
+    raise SpecError(
+        f"the configuration's architectures names {name!r}, which is not a transformers model class "
+        "(a PreTrainedModel subclass such as GPT2LMHeadModel, or an Auto class); name one, or leave "
+        "architectures out to build the model type's usual class"
+    )
+
+
 def model_class(config: Any) -> Any:
     """The class to build: the named architecture, else one chosen by the model type."""
     hf = _transformers()
@@ -126,7 +144,7 @@ def model_class(config: Any) -> Any:
 
     for name in getattr(config, "architectures", None) or ():
         if hasattr(hf, name):
-            return getattr(hf, name)
+            return _model_class(hf, name)
     kind = config.model_type
     causal = _names(auto.MODEL_FOR_CAUSAL_LM_MAPPING_NAMES, kind)
     if causal and not _names(auto.MODEL_FOR_MASKED_LM_MAPPING_NAMES, kind) and not config.is_encoder_decoder:

@@ -38,15 +38,18 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.utils._python_dispatch import _disable_current_modes
 from torch.utils._pytree import tree_leaves
 from torch.utils.hooks import RemovableHandle
 
+from convprof.memory.lifetimes import UntrackedLayout
 from convprof.memory.optimizers import Step
 from convprof.memory.scratch import unfollowed_kernel
 from convprof.record import memory as tracked
 from convprof.record.dataflow import roles
-from convprof.record.errors import ForwardError, ValuesNeeded, forward_error
+from convprof.record.errors import ForwardError, ValuesNeeded, forward_error, where
 from convprof.record.facts import read_info
+from convprof.record.fast_paths import follow_fast_paths
 from convprof.record.gradients import Backward, gradients
 from convprof.record.modes import Composites, DeviceAttention, autocast_region
 from convprof.record.session import Session, install, uninstall
@@ -160,14 +163,15 @@ class _Pass:
         if self.computing:
             session = Session(Values(self.owned), None)
         else:
-            session = Session(None, MetaPass(self.owned, tracked=self.memory is not None))
+            with _disable_current_modes():  # a user's dispatch mode sees the model's operators only
+                session = Session(None, MetaPass(self.owned, tracked=self.memory is not None))
         session.modules = {id(m): roles(name, m) for name, m in named}
         if self.backward:
             session.backward = Backward(session.calls)
         outer = _sessions()
         held = HeldSignals()
         try:
-            install(session, named, self.handles)
+            install(session, named, self.handles, fused=self._fused())
             state.set_eval(training=self.backward and self.memory is not None)
             update, inputs = self._prepare(session, state)
             for running in outer:
@@ -193,6 +197,13 @@ class _Pass:
             self.model, (self.args, self.kwargs), self.backward, session, infos, memory_trace, self.autocast
         )
 
+    def _fused(self) -> bool:
+        """Whether the pass predicts the CPU's memory, for which PyTorch's attention layers run
+        their fused inference kernels as the CPU would (:mod:`convprof.record.fast_paths`); in
+        any other pass they run their layers one by one, so that every pass gives the same
+        rows."""
+        return self.memory == "cpu" and self.autocast is None
+
     def _prepare(
         self, session: Session, state: ModelState
     ) -> tuple[Step | None, tuple[tuple[Any, ...], dict[str, Any]]]:
@@ -206,7 +217,9 @@ class _Pass:
         call_args, call_kwargs = self.args, self.kwargs
         if meta is not None:
             state.point_at(meta.stand_ins)
-            call_args, call_kwargs = meta.copy_inputs((self.args, self.kwargs), {})
+            with _disable_current_modes():
+                call_args, call_kwargs = meta.copy_inputs((self.args, self.kwargs), {})
+            self.skipped += follow_fast_paths(self.named, self._fused())
             # (a layer's shortcut makes its output in its input's dtype: not under autocast)
             if not self.backward and self.memory is None and self.autocast is None:
                 modules = session.modules
@@ -242,6 +255,9 @@ class _Pass:
         try:
             with autocast_region(self.autocast):
                 output = model(*inputs[0], **inputs[1])
+        except UntrackedLayout as exc:  # a refusal of the prediction, not a failure of the model's
+            running = session.failed or (session.stack[-1] if session.stack else None)
+            raise UntrackedLayout(f"{where(self.named, running, exc)}: {exc}") from None
         except Exception as exc:
             running = session.failed or (session.stack[-1] if session.stack else None)
             raise forward_error(model, self.named, running, session.last_op, exc, self.computing) from exc

@@ -339,7 +339,9 @@ def _no_op(module: nn.Module, args: Any) -> None:
     return None
 
 
-def install(session: Session, named: list[tuple[str, nn.Module]], handles: list[RemovableHandle]) -> None:
+def install(
+    session: Session, named: list[tuple[str, nn.Module]], handles: list[RemovableHandle], fused: bool = False
+) -> None:
     """The session's hooks, appended to ``handles`` as they are made (for :func:`uninstall`,
     also when a later one fails). Two global hooks cost less than a pair per module
     (registration, removal); they ignore modules that are not part of the model."""
@@ -347,10 +349,12 @@ def install(session: Session, named: list[tuple[str, nn.Module]], handles: list[
     handles.append(register_module_forward_hook(session.post_hook, with_kwargs=True, always_call=True))
     # nn.TransformerEncoderLayer swaps in one fused kernel in inference unless a hook is
     # attached to it; a no-op hook keeps every pass (computing, zero-compute, meta) on the
-    # same path, so all give the same rows, sub-layers included.
-    handles.extend(
-        m.register_forward_pre_hook(_no_op) for _, m in named if isinstance(m, nn.TransformerEncoderLayer)
-    )
+    # same path, so all give the same rows, sub-layers included. A pass that predicts the
+    # CPU's memory (``fused``) runs the kernel the CPU would, whose memory is another.
+    if not fused:
+        handles.extend(
+            m.register_forward_pre_hook(_no_op) for _, m in named if isinstance(m, nn.TransformerEncoderLayer)
+        )
 
 
 def uninstall(handles: list[RemovableHandle]) -> None:

@@ -66,7 +66,8 @@ def _elementwise(func: torch._ops.OpOverload, args: tuple[Any, ...], kwargs: dic
     if not isinstance(first, torch.Tensor) or not is_float(first) or kwargs.get("out") is not None:
         return None
     tensors = [a for a in args if isinstance(a, torch.Tensor)]
-    if func.__name__.endswith("_"):  # in place: the result is the first argument itself
+    if func._schema.name.endswith("_"):  # in place: the result is the first argument itself
+        # (the schema's name: an overload's own, "silu_.default", ends otherwise)
         return first
     others = [
         t for t in tensors[1:] if not (func.__name__.startswith("masked_fill") and t.dtype == torch.bool)
