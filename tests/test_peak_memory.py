@@ -537,3 +537,66 @@ def test_convolution_path_follows_threads_and_batch(
             assert predicted.peak_bytes == measured, (compute, predicted.peak_bytes / measured)
     finally:
         torch.set_num_threads(before)
+
+
+class _Aspp(nn.Module):
+    """DeepLabV3's atrous branch: a convolution dilated 12 beside a plain one."""
+
+    def __init__(self, dilation: int) -> None:
+        super().__init__()
+        self.plain = nn.Conv2d(64, 64, 3, padding=1)
+        self.atrous = nn.Conv2d(64, 32, 3, dilation=dilation, padding=dilation)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.atrous(torch.relu(self.plain(x)))
+
+
+@pytest.mark.parametrize("compute", [True, False])
+def test_a_widely_dilated_convolution_is_named_not_guessed(compute: bool) -> None:
+    # oneDNN runs a convolution dilated 12 with a GEMM-based kernel whose buffers follow no
+    # rule found (issue 34 #4: DeepLabV3's ASPP step read 0.70x): the report names the layer
+    # and the footer says so; a dilation of 2 runs the kernel whose copies are modelled.
+    x = torch.randn(2, 64, 33, 33)
+    wide = convprof.profile(_Aspp(12), x, compute=compute, memory=True, backward=True, optimizer="adam")
+    assert wide.memory is not None and wide.memory.unmodelled == ("atrous",)
+    assert "Not modelled: the scratch of oneDNN's kernel for convolutions dilated beyond 6 (atrous)" in (
+        convprof.render(wide, memory=True)
+    )
+    assert Report.from_dict(json.loads(json.dumps(wide.to_dict()))).memory == wide.memory
+    torch.manual_seed(0)
+    narrow_model = _Aspp(2).eval()
+    narrow = convprof.profile(narrow_model, x, compute=compute, memory=True).memory
+    assert narrow is not None and narrow.unmodelled == ()
+    assert abs(narrow.peak_bytes / inference_peak(narrow_model, (x,)) - 1) < 1e-3
+
+
+class _TokensBackToImage(nn.Module):
+    """diffusers' VAE attention: tokens (1, HW, C) back to an image by a transposed reshape,
+    a batch of one in channels-last order with strides of its own for the size-1 batch, then
+    a residual, GroupNorm, SiLU and a convolution."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.proj = nn.Linear(64, 64)
+        self.norm = nn.GroupNorm(8, 64)
+        self.conv = nn.Conv2d(64, 64, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch, channels, height, width = x.shape
+        tokens = self.proj(x.view(batch, channels, height * width).transpose(1, 2))
+        image = tokens.transpose(-1, -2).reshape(batch, channels, height, width)
+        return self.conv(torch.nn.functional.silu(self.norm((image + x) / 1.0)))
+
+
+def test_a_batch_of_one_keeps_the_cpus_strides_without_arithmetic() -> None:
+    # The CPU's GroupNorm reads the size-1 batch's stride (suggest_memory_format): here it goes
+    # back to NCHW, and the convolution after it pays oneDNN's copies. Zero compute's
+    # elementwise stand-ins renumbered that stride and its GroupNorm kept channels last: the
+    # copies went uncounted (a diffusers AutoencoderKL read 0.88x, issue 34 #6)
+    torch.manual_seed(0)
+    model, x = _TokensBackToImage().eval(), torch.randn(1, 64, 64, 64)
+    measured = inference_peak(model, (x,))
+    for compute in (True, False):
+        predicted = convprof.profile(model, x, compute=compute, memory=True).memory
+        assert predicted is not None
+        assert abs(predicted.peak_bytes / measured - 1) < 1e-3, (compute, predicted.peak_bytes / measured)

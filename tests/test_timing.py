@@ -74,7 +74,7 @@ def test_render_with_timing() -> None:
         "Measured / roofline",
     ):
         assert column in header
-    assert "Measured:     forward " in text and "leaf layers" in text
+    assert "Measured:     forward " in text and "; layers " in text
     # the depthwise conv's share of MACs: 6 x 9 x 256 x 2 of 6 x 9 x 256 x 2 + 2 x 6 x 6 x 256 x 2
     dw, pw = 6 * 9 * 256 * 2, 2 * 6 * 6 * 256 * 2
     assert f"depthwise {100 * dw / (dw + pw):.1f}% of the MACs" in text
@@ -156,3 +156,52 @@ def test_rolled_up_rows_carry_their_leaves_time_and_the_kinds_stay_the_leaves() 
     inside = sum(name.startswith("layer1.") for name in leaves)  # 2 blocks of conv, bn, relu, conv, bn
     assert f"{inside:.3f}" in layer1.split()  # its leaves' milliseconds added up
     assert "By kind:      standard 98.9% of the MACs" in text and "pointwise 1.1% of the MACs" in text
+
+
+def test_a_container_is_timed_for_its_own_work(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A container named as computing itself (attention's products in its own forward) gets
+    its span less the spans of the timed modules it calls; nesting goes any depth (issue 35
+    #2: ViT-B/16's attention was in no row)."""
+    from convprof.record import timing
+
+    monkeypatch.setattr(torch.cuda, "Event", FakeEvent)
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: None)
+    clock = timing._event_clock(torch.device("cuda"))
+    clock.before("block")  # event 1
+    clock.before("block.attn")  # 2
+    clock.before("block.attn.qkv")  # 3
+    clock.after("block.attn.qkv")  # 4: qkv 1 unit
+    clock.after("block.attn")  # 5: attn 3 units, 2 of its own
+    clock.before("block.mlp")  # 6
+    clock.after("block.mlp")  # 7: mlp 1 unit
+    clock.after("block")  # 8: block 7 units, 7 - 3 - 1 = 3 of its own
+    assert clock.collect() == {
+        "block.attn.qkv": 0.001,
+        "block.attn": 0.002,
+        "block.mlp": 0.001,
+        "block": 0.003,
+    }
+
+
+class Attention(nn.Module):
+    """An attention block of one's own: its products are its own operators, not a child's."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.qkv = nn.Linear(32, 96)
+        self.out = nn.Linear(32, 32)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        q, k, v = self.qkv(x).chunk(3, -1)
+        return self.out(torch.softmax(q @ k.transpose(-1, -2), -1) @ v)
+
+
+def test_cli_times_a_containers_own_compute(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["profile", "tests.test_timing:Attention", "--input", "2,64,32", "--time", "--repeats", "2"]
+    assert main([*argv, "--columns", "name,macs,measured", "--format", "csv"]) == 0
+    rows = {line.split(",")[0]: line.split(",") for line in capsys.readouterr().out.splitlines()[1:]}
+    # the root's own products: 2 x 64 x 64 x 32 x 2 = 524,288 MACs, and a time of their own
+    assert rows["(root)"][1] == "524288" and float(rows["(root)"][2]) > 0
+    assert float(rows["qkv"][2]) > 0 and float(rows["out"][2]) > 0
+    assert main(argv) == 0
+    assert "; layers " in capsys.readouterr().out

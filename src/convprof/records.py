@@ -243,7 +243,8 @@ class MemoryTrace:
     ticks at which the phases ended (``held``: what existed before the pass; ``forward``;
     ``backward``; ``step``), ``calls`` the (open, close) ticks of each module call in
     ``Trace.calls`` order, ``block`` the allocator's rounding in bytes (512 on CUDA, 1 on CPU).
-    ``optimizer`` names the optimizer whose step was simulated, if any.
+    ``optimizer`` names the optimizer whose step was simulated, if any; ``unmodelled`` the
+    calls that ran a kernel whose scratch the prediction leaves out.
     """
 
     sizes: tuple[int, ...]
@@ -257,3 +258,4 @@ class MemoryTrace:
     block: int = 1
     optimizer: str | None = None
     device: str = "cpu"
+    unmodelled: tuple[int, ...] = ()  # calls whose kernels keep scratch not modelled (scratch.unmodelled)

@@ -28,7 +28,7 @@ import torch
 from torch import nn
 from torch.utils._pytree import tree_leaves
 
-from convprof.memory.scratch import kernel_scratch
+from convprof.memory.scratch import kernel_scratch, unmodelled
 from convprof.records import MemoryTrace
 from convprof.units import format_shape
 
@@ -128,6 +128,7 @@ class Lifetimes:
         # storage that died and whose id a new one took reads as unknown
         self._known: dict[int, tuple[weakref.ref[torch.UntypedStorage], int]] = {}
         self._holders: dict[int, int] = {}  # entry -> the storage objects that hold its memory
+        self.unmodelled: list[int] = []  # calls that ran a kernel with scratch not modelled
         self._open = True
 
     def _index(self, storage: torch.UntypedStorage) -> int | None:
@@ -176,6 +177,8 @@ class Lifetimes:
             self._wrapped(out, args)
             return
         scratch = kernel_scratch(func, args, out) if self.device == "cpu" else None
+        if self.device == "cpu" and unmodelled(func, args) and owner >= 0:
+            self.unmodelled.append(owner)
         if scratch is not None:
             self._transient(scratch[0], owner)
         inputs: set[int] | None = None
@@ -263,4 +266,5 @@ class Lifetimes:
             block=512 if self.device == "cuda" else 1,
             optimizer=optimizer,
             device=self.device,
+            unmodelled=tuple(self.unmodelled),
         )

@@ -100,4 +100,5 @@ def summarize(trace: MemoryTrace, level: list[int], names: list[str]) -> Memory:
         optimizer=trace.optimizer,
         device=trace.device,
         block=trace.block,
+        unmodelled=tuple(dict.fromkeys(names[call] for call in trace.unmodelled)),
     )

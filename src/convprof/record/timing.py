@@ -2,10 +2,13 @@
 
 :func:`measure` runs the model for real, ``warmup`` times untimed and ``repeats`` times timed,
 and times every call of every leaf module (a module without children) between its forward
-hooks, summed per module and forward pass; separately, the same number of plain forward
-passes without hooks gives the end-to-end time. The difference between that and the sum of
-the layers is what no leaf module accounts for: the Python between layers, the operators a
-container runs itself (a residual ``x + y``), and the hooks' own cost.
+hooks, summed per module and forward pass, and of each container named as computing
+something itself (``nn.MultiheadAttention``'s products, an attention block's ``q @ k``: the
+command line names those with MACs of their own), less the time of the timed modules it
+calls. Separately, the same number of plain forward passes without hooks gives the
+end-to-end time. The difference between that and the sum of the layers is what no timed
+module accounts for: the Python between layers, the free operators a container runs itself
+(a residual ``x + y``), and the hooks' own cost.
 
 On the CPU each boundary is a ``time.perf_counter`` reading, with the thread count stated. On
 CUDA each boundary records a CUDA event on the current stream and the device is synchronised
@@ -26,7 +29,7 @@ from __future__ import annotations
 import contextlib
 import statistics
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from typing import Any
 
 import torch
@@ -52,8 +55,12 @@ def measure(
     *,
     repeats: int = 10,
     warmup: int = 3,
+    own: Collection[str] = (),
 ) -> Timing:
-    """Time ``model(*args, **kwargs)`` per leaf module and end to end (see the module docstring)."""
+    """Time ``model(*args, **kwargs)`` per leaf module and end to end (see the module
+    docstring); also the modules named in ``own`` (containers that compute something
+    themselves: attention's products in ``nn.MultiheadAttention``), each for its time less
+    that of the timed modules it calls."""
     if repeats < 1 or warmup < 0:
         raise ValueError(f"need repeats >= 1 and warmup >= 0, got {repeats} and {warmup}")
     args = (args,) if isinstance(args, torch.Tensor) else tuple(args)
@@ -81,7 +88,7 @@ def measure(
                 model(*args, **kwargs)
                 sync()
                 forwards.append(time.perf_counter() - start)
-                with leaf_hooks(model, clock.before, clock.after):
+                with leaf_hooks(model, clock.before, clock.after, own):
                     model(*args, **kwargs)
                 sync()
                 per_pass.append(clock.collect())
@@ -101,29 +108,37 @@ def measure(
 
 
 class _Clock:
-    """Time between a leaf module's hooks, summed per module over one pass. ``now`` stamps a
-    boundary and ``seconds`` reads two stamps, only when the pass is collected: a CUDA event's
-    time is known once the device has synchronised."""
+    """Time between a timed module's hooks, less that of the timed modules it calls, summed
+    per module over one pass. ``now`` stamps a boundary and ``seconds`` reads two stamps,
+    only when the pass is collected: a CUDA event's time is known once the device has
+    synchronised."""
 
     def __init__(self, now: Callable[[], Any], seconds: Callable[[Any, Any], float]) -> None:
         self.now = now
         self.seconds = seconds
-        self.started: dict[str, Any] = {}
-        self.pairs: list[tuple[str, Any, Any]] = []
+        self.open: list[tuple[str, Any]] = []  # the timed calls running, outermost first
+        self.calls: list[tuple[str, Any, Any, int]] = []  # (name, start, end, depth), as they end
 
     def before(self, name: str) -> None:
-        self.started[name] = self.now()
+        self.open.append((name, self.now()))
 
     def after(self, name: str) -> None:
-        start = self.started.pop(name, None)
-        if start is not None:
-            self.pairs.append((name, start, self.now()))
+        while self.open and self.open[-1][0] != name:  # a call an exception left open
+            self.open.pop()
+        if self.open:
+            _, start = self.open.pop()
+            self.calls.append((name, start, self.now(), len(self.open)))
 
     def collect(self) -> dict[str, float]:
+        # Calls end inside out: when one at depth d ends, the calls at depth d + 1 that ended
+        # since the last one at depth d are the ones directly inside it.
+        inside: dict[int, float] = {}
         spent: dict[str, float] = {}
-        for name, start, end in self.pairs:
-            spent[name] = spent.get(name, 0.0) + self.seconds(start, end)
-        self.pairs = []
+        for name, start, end, depth in self.calls:
+            span = self.seconds(start, end)
+            spent[name] = spent.get(name, 0.0) + span - inside.pop(depth + 1, 0.0)
+            inside[depth] = inside.get(depth, 0.0) + span
+        self.calls = []
         return spent
 
 
@@ -144,11 +159,12 @@ def _event_clock(device: torch.device) -> _Clock:
 
 @contextlib.contextmanager
 def leaf_hooks(
-    model: nn.Module, before: Callable[[str], None], after: Callable[[str], None]
+    model: nn.Module, before: Callable[[str], None], after: Callable[[str], None], own: Collection[str] = ()
 ) -> Iterator[None]:
     """Call ``before(name)`` and ``after(name)`` around every call of the model's leaf modules
-    (no children); the hooks are removed on the way out, whatever happens."""
-    names = {id(m): name for name, m in model.named_modules() if not has_children(m)}
+    (no children) and of those named in ``own``; the hooks are removed on the way out,
+    whatever happens."""
+    names = {id(m): name for name, m in model.named_modules() if not has_children(m) or name in own}
 
     def pre(module: nn.Module, args: Any) -> None:
         name = names.get(id(module))

@@ -42,7 +42,9 @@ class Memory:
     module). ``training``: a training step (forward in training mode, backward, ``optimizer``'s
     update, if any); else one inference forward under ``no_grad``. ``block``: the allocator's
     rounding applied to every storage (512 bytes for ``device`` cuda, 1 for cpu).
-    ``autocast``: the dtype of a mixed-precision forward (None: none).
+    ``autocast``: the dtype of a mixed-precision forward (None: none). ``unmodelled``: the
+    modules that ran a CPU kernel whose scratch is not modelled (a convolution dilated beyond
+    6, see :mod:`convprof.memory.scratch`): the figure may be low or high there.
     """
 
     peak_bytes: int
@@ -55,6 +57,7 @@ class Memory:
     device: str = "cpu"
     block: int = 1
     autocast: str | None = None
+    unmodelled: tuple[str, ...] = ()  # modules whose kernels keep scratch not modelled
 
     def held_at_peak(self, category: str) -> int:
         """Bytes of one category alive at the peak (0 when there are none)."""
@@ -79,4 +82,5 @@ class Memory:
     def from_dict(cls, data: dict[str, Any]) -> Memory:
         fields = dict(data)
         fields["at_peak"] = tuple(json_object(fields.get("at_peak", {}), "memory split").items())
+        fields["unmodelled"] = tuple(str(name) for name in fields.get("unmodelled", ()))
         return cls(**fields)

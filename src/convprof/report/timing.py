@@ -1,4 +1,4 @@
-"""Measured time in a report: what :func:`convprof.record.timing.measure` found per leaf layer."""
+"""Measured time in a report: what :func:`convprof.record.timing.measure` found per layer."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True, slots=True)
 class LayerTime:
-    """Seconds one forward pass spends in a leaf module (all its calls): median, fastest, slowest."""
+    """Seconds one forward pass spends in a module's own work (all its calls; a container's
+    without the timed modules inside it): median, fastest, slowest."""
 
     name: str
     median: float
@@ -22,7 +23,7 @@ class LayerTime:
 
 @dataclass(frozen=True, slots=True)
 class Timing:
-    """What :func:`convprof.record.timing.measure` measured: per leaf layer and end to end."""
+    """What :func:`convprof.record.timing.measure` measured: per layer and end to end."""
 
     device: str  # e.g. "cpu, 2 threads"
     repeats: int
@@ -33,7 +34,7 @@ class Timing:
 
     @property
     def attributed(self) -> float:
-        """The leaf layers' median times added up."""
+        """The timed layers' median times added up."""
         return sum(layer.median for layer in self.layers)
 
     def of(self, name: str) -> LayerTime | None:

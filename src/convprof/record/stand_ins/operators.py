@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
+from torch._prims_common import suggest_memory_format
 
 from convprof.record.stand_ins.backward import BACKWARD
 from convprof.record.stand_ins.shapes import META, Shortcut, empty, int_sizes, is_float, same_as
@@ -146,10 +147,9 @@ def _group_norm(func: torch._ops.OpOverload, args: tuple[Any, ...], kwargs: dict
         return None
     if any(isinstance(t, torch.Tensor) and tuple(t.shape) != (channels,) for t in args[1:3]):
         return None
-    layout = {4: torch.channels_last, 5: torch.channels_last_3d}.get(x.dim())
-    keeps = layout is not None and not x.is_contiguous() and x.is_contiguous(memory_format=layout)
-    fmt = layout if keeps and layout is not None else torch.contiguous_format
-    out = torch.empty(x.shape, dtype=x.dtype, device=META, memory_format=fmt)
+    # the CPU kernel's layout: PyTorch's suggest_memory_format, which reads the strides of
+    # size-1 dimensions too (a batch of one whose strides are not in order goes back to NCHW)
+    out = torch.empty(x.shape, dtype=x.dtype, device=META, memory_format=suggest_memory_format(x))
     return out, empty((n, groups), x), empty((n, groups), x)
 
 

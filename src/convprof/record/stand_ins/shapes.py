@@ -19,11 +19,30 @@ def is_float(t: Any) -> bool:
 
 
 def same_as(x: torch.Tensor) -> torch.Tensor:
-    """``empty_like`` on meta, the cheap way for a contiguous tensor: PyTorch's own goes through
-    a Python reference that works out the memory format (0.1 ms a call)."""
+    """``empty_like`` on meta as the CPU makes it: the cheap way for a contiguous tensor
+    (PyTorch's own goes through a Python reference that works out the memory format, 0.1 ms a
+    call), and a dense one's strides kept exactly, those of its size-1 dimensions included.
+    Meta's reference renumbers those (a batch of one in channels-last order, (64, 1, 4096, 64)
+    on the CPU, became (262144, 1, 4096, 64)), and a GroupNorm after it then kept channels
+    last where the CPU's goes back to NCHW (PyTorch's suggest_memory_format reads them)."""
     if x.is_contiguous():
         return torch.empty(x.shape, dtype=x.dtype, device=META)
+    if _dense(x):
+        return torch.empty_strided(x.shape, x.stride(), dtype=x.dtype, device=META)
     return torch.empty_like(x)
+
+
+def _dense(x: torch.Tensor) -> bool:
+    """Non-overlapping and dense: the dimensions longer than one, ordered by stride, are
+    packed one after another."""
+    expected = 1
+    for size, stride in sorted(
+        (p for p in zip(x.shape, x.stride(), strict=True) if p[0] != 1), key=lambda p: p[1]
+    ):
+        if stride != expected:
+            return False
+        expected *= size
+    return True
 
 
 def empty(shape: Any, like: torch.Tensor) -> torch.Tensor:
