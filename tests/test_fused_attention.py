@@ -192,3 +192,27 @@ def test_an_encoder_on_nested_tensors_is_refused() -> None:
         convprof.profile(model, (x, padding), memory=True)
     # (the MACs of the tokens kept: tests/test_any_model.py)
     assert "forward" not in model.encoder.__dict__
+
+
+@pytest.mark.parametrize("compute", [True, False], ids=["computing", "zero-compute"])
+@pytest.mark.parametrize("case", ["mha", "layer-post-relu"])
+def test_under_autocast_the_fused_kernels_run_and_are_named(case: str, compute: bool) -> None:
+    # The CPU's autocast does not stop the fused path (torch.is_autocast_enabled() asks about
+    # CUDA): convprof ran the unfused one (0.63x on the attention), without a word. Now the
+    # fused kernel runs in the prediction too, and as its internals under autocast follow no
+    # program here, the layer is named as not modelled.
+    torch.manual_seed(0)
+    model = CASES[case]().eval()
+    x = torch.randn(4, 256, 256) if case == "mha" else torch.randn(2, 200, 256)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16), Ops() as ops:
+        model(x)
+    seen = ops.ops
+    report = convprof.profile(model, x, memory=True, compute=compute, autocast=torch.bfloat16)
+    assert report.memory is not None
+    assert (MHA in seen) if case == "mha" else (LAYER in seen)
+    assert report.memory.unmodelled == (("attn",) if case == "mha" else ("",))
+    assert "Not modelled: the scratch of the CPU kernels in " + ("attn" if case == "mha" else "(root)") in (
+        convprof.render(report, memory=True)
+    )
+    measured = inference_peak(model, (x,), autocast=torch.bfloat16)
+    assert 0.95 < report.memory.peak_bytes / measured < 1.35  # the float32 programs: 0.99x, 1.29x

@@ -559,9 +559,7 @@ def test_a_widely_dilated_convolution_is_named_not_guessed(compute: bool) -> Non
     x = torch.randn(2, 64, 33, 33)
     wide = convprof.profile(_Aspp(12), x, compute=compute, memory=True, backward=True, optimizer="adam")
     assert wide.memory is not None and wide.memory.unmodelled == ("atrous",)
-    assert "Not modelled: the scratch of oneDNN's kernel for convolutions dilated beyond 6 (atrous)" in (
-        convprof.render(wide, memory=True)
-    )
+    assert "Not modelled: the scratch of the CPU kernels in atrous," in (convprof.render(wide, memory=True))
     assert Report.from_dict(json.loads(json.dumps(wide.to_dict()))).memory == wide.memory
     torch.manual_seed(0)
     narrow_model = _Aspp(2).eval()

@@ -129,6 +129,7 @@ class Lifetimes:
         self._known: dict[int, tuple[weakref.ref[torch.UntypedStorage], int]] = {}
         self._holders: dict[int, int] = {}  # entry -> the storage objects that hold its memory
         self.unmodelled: list[int] = []  # calls that ran a kernel with scratch not modelled
+        self.autocast = False  # the pass runs under autocast (see scratch.unmodelled)
         self._open = True
 
     def _index(self, storage: torch.UntypedStorage) -> int | None:
@@ -177,7 +178,7 @@ class Lifetimes:
             self._wrapped(out, args)
             return
         scratch = kernel_scratch(func, args, out) if self.device == "cpu" else None
-        if self.device == "cpu" and unmodelled(func, args) and owner >= 0:
+        if self.device == "cpu" and unmodelled(func, args, self.autocast) and owner >= 0:
             self.unmodelled.append(owner)
         if scratch is not None:
             self._transient(scratch[0], owner)

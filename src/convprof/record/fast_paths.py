@@ -9,7 +9,9 @@ read 0.62x of the measured peak). For a zero-compute pass that predicts the CPU'
 the CPU would see them and, where they hold, calls the fused operator on the stand-ins (its
 meta kernel gives the shapes; :mod:`convprof.memory.fused` its memory). The conditions are
 PyTorch's (``torch/nn/modules/activation.py``, ``transformer.py``), held to the real CPU's
-choice by tests/test_fused_attention.py.
+choice by tests/test_fused_attention.py. A computing pass under convprof's autocast needs the
+same forwards: its autocast is a function mode, which PyTorch's layers take for a reason not
+to fuse, where the CPU's own autocast is none (``torch.is_autocast_enabled()`` asks CUDA's).
 
 ``nn.TransformerEncoder`` given a padding mask in inference makes nested tensors of the
 tokens the mask keeps, a shape only values give: the pass stops with :class:`ValuesNeeded`.
@@ -182,12 +184,13 @@ def _encoder_forward(m: Any) -> Any:
 _FUSED: dict[type, Any] = {nn.MultiheadAttention: _mha_forward, nn.TransformerEncoderLayer: _layer_forward}
 
 
-def follow_fast_paths(named: list[tuple[str, nn.Module]], fused: bool) -> list[nn.Module]:
+def follow_fast_paths(named: list[tuple[str, nn.Module]], fused: bool, nested: bool) -> list[nn.Module]:
     """Give PyTorch's transformer encoders (the exact type, with no forward of the instance's
-    own) a forward that stops where nested tensors would be made and, when ``fused`` (the
-    pass predicts the CPU's memory), its attention layers one that takes the CPU's fused path
-    on meta stand-ins; return those modules (the caller takes the forwards away)."""
-    makers: dict[type, Any] = {nn.TransformerEncoder: _encoder_forward}
+    own), when ``nested``, a forward that stops where nested tensors would be made and, when
+    ``fused`` (the pass predicts the CPU's memory), its attention layers one that takes the
+    CPU's fused path on meta stand-ins; return those modules (the caller takes the forwards
+    away)."""
+    makers: dict[type, Any] = {nn.TransformerEncoder: _encoder_forward} if nested else {}
     if fused:
         makers.update(_FUSED)
     followed = []

@@ -199,10 +199,10 @@ class _Pass:
 
     def _fused(self) -> bool:
         """Whether the pass predicts the CPU's memory, for which PyTorch's attention layers run
-        their fused inference kernels as the CPU would (:mod:`convprof.record.fast_paths`); in
-        any other pass they run their layers one by one, so that every pass gives the same
-        rows."""
-        return self.memory == "cpu" and self.autocast is None
+        their fused inference kernels as the CPU would (:mod:`convprof.record.fast_paths`; under
+        autocast too: the CPU's autocast does not stop them); in any other pass they run their
+        layers one by one, so that every pass gives the same rows."""
+        return self.memory == "cpu"
 
     def _prepare(
         self, session: Session, state: ModelState
@@ -214,16 +214,21 @@ class _Pass:
         if self.memory is not None:
             stand_ins = meta.stand_ins if meta is not None else {}
             session.lifetimes, update = tracked.held(self.named, stand_ins, self.memory, self.optimizer)
+            session.lifetimes.autocast = self.autocast is not None
         call_args, call_kwargs = self.args, self.kwargs
         if meta is not None:
             state.point_at(meta.stand_ins)
             with _disable_current_modes():
                 call_args, call_kwargs = meta.copy_inputs((self.args, self.kwargs), {})
-            self.skipped += follow_fast_paths(self.named, self._fused())
+            self.skipped += follow_fast_paths(self.named, self._fused(), nested=True)
             # (a layer's shortcut makes its output in its input's dtype: not under autocast)
             if not self.backward and self.memory is None and self.autocast is None:
                 modules = session.modules
-                self.skipped = skip_forwards(self.named, lambda m: modules[id(m)][1], session.opened)
+                self.skipped += skip_forwards(self.named, lambda m: modules[id(m)][1], session.opened)
+        elif self._fused() and self.autocast is not None:
+            # convprof's autocast is a function mode, which PyTorch's layers take for a reason
+            # not to fuse (has_torch_function); the CPU's own autocast is none
+            self.skipped += follow_fast_paths(self.named, True, nested=False)
         if session.lifetimes is not None:
             session.lifetimes.hold((call_args, call_kwargs), "input")
             session.lifetimes.mark("held")

@@ -186,13 +186,13 @@ def _peak_lines(memory: Memory | None) -> list[str]:
         f"Memory:       {memory.convention}.",
     ]
     if memory.unmodelled:
-        names = ", ".join(memory.unmodelled[:3]) + (
+        names = ", ".join(name or "(root)" for name in memory.unmodelled[:3]) + (
             f" and {len(memory.unmodelled) - 3} more" if len(memory.unmodelled) > 3 else ""
         )
         lines.append(
-            f"Not modelled: the scratch of oneDNN's kernel for convolutions dilated beyond 6 ({names}), "
-            "which no operator shows and no rule found predicts (measured 0.23x to 4.4x of the copies "
-            "counted for them): expect the peak to differ there."
+            f"Not modelled: the scratch of the CPU kernels in {names}, which no operator shows and no "
+            "rule found predicts (oneDNN's for convolutions dilated beyond 6, the fused attention "
+            "kernels under autocast; see docs/memory.md): expect the peak to differ there."
         )
     return lines
 

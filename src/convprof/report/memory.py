@@ -44,7 +44,8 @@ class Memory:
     rounding applied to every storage (512 bytes for ``device`` cuda, 1 for cpu).
     ``autocast``: the dtype of a mixed-precision forward (None: none). ``unmodelled``: the
     modules that ran a CPU kernel whose scratch is not modelled (a convolution dilated beyond
-    6, see :mod:`convprof.memory.scratch`): the figure may be low or high there.
+    6, a fused attention kernel under autocast; see :mod:`convprof.memory.scratch`): the
+    figure may be low or high there.
     """
 
     peak_bytes: int
