@@ -205,3 +205,20 @@ def test_cli_times_a_containers_own_compute(capsys: pytest.CaptureFixture[str]) 
     assert float(rows["qkv"][2]) > 0 and float(rows["out"][2]) > 0
     assert main(argv) == 0
     assert "; layers " in capsys.readouterr().out
+
+
+def test_a_layer_pytorch_fuses_in_inference_is_timed_itself(capsys: pytest.CaptureFixture[str]) -> None:
+    # In inference nn.TransformerEncoderLayer runs one fused operator: its children never run,
+    # and its time was in no row (94% "in no leaf layer" on a two-layer encoder)
+    layer = nn.TransformerEncoderLayer(32, 4, 64, batch_first=True)
+    timing = measure(nn.Sequential(layer), torch.randn(2, 8, 32), repeats=2, warmup=1)
+    assert [t.name for t in timing.layers] == ["0"]  # the layer, and none of its children
+    assert (
+        main(["profile", "tests.test_timing:encoder", "--input", "2,8,32", "--time", "--repeats", "2"]) == 0
+    )
+    rows = [line.split()[0] for line in capsys.readouterr().out.splitlines()[2:] if line.strip()]
+    assert "0" in rows  # the layer is a row of the table, with its time
+
+
+def encoder() -> nn.Module:
+    return nn.Sequential(nn.TransformerEncoderLayer(32, 4, 64, batch_first=True))

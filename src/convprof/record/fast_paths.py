@@ -39,6 +39,30 @@ def _no_grad_needed(*tensors: Any) -> bool:
     return not torch.is_grad_enabled() or not any(t is not None and t.requires_grad for t in tensors)
 
 
+def _canonical(
+    padding: Any, mask: Any, dtype: torch.dtype, padding_name: str, mask_name: str
+) -> tuple[Any, Any]:
+    """The padding mask and the attention mask as the layers make them before the fused call
+    (PyTorch's ``_canonical_mask``: a boolean mask becomes an additive one of ``dtype``)."""
+    return (
+        F._canonical_mask(
+            mask=padding,
+            mask_name=padding_name,
+            other_type=F._none_or_dtype(mask),
+            other_name=mask_name,
+            target_type=dtype,
+        ),
+        F._canonical_mask(
+            mask=mask,
+            mask_name=mask_name,
+            other_type=None,
+            other_name="",
+            target_type=dtype,
+            check_other=False,
+        ),
+    )
+
+
 def _mha_fused(m: Any, query: Any, key: Any, value: Any, key_padding_mask: Any, attn_mask: Any) -> bool:
     """Whether ``nn.MultiheadAttention.forward`` calls the fused operator (PyTorch's list)."""
     float_mask = any(
@@ -75,21 +99,7 @@ def _mha_forward(m: Any) -> Any:
             return real(
                 query, key, value, key_padding_mask, need_weights, attn_mask, average_attn_weights, is_causal
             )
-        padding = F._canonical_mask(
-            mask=key_padding_mask,
-            mask_name="key_padding_mask",
-            other_type=F._none_or_dtype(attn_mask),
-            other_name="attn_mask",
-            target_type=query.dtype,
-        )
-        mask = F._canonical_mask(
-            mask=attn_mask,
-            mask_name="attn_mask",
-            other_type=None,
-            other_name="",
-            target_type=query.dtype,
-            check_other=False,
-        )
+        padding, mask = _canonical(key_padding_mask, attn_mask, query.dtype, "key_padding_mask", "attn_mask")
         merged, kind = m.merge_masks(mask, padding, query)
         out, weights = torch._native_multi_head_attention(
             query, key, value, m.embed_dim, m.num_heads, m.in_proj_weight, m.in_proj_bias,
@@ -126,20 +136,8 @@ def _layer_forward(m: Any) -> Any:
     def forward(
         src: Any, src_mask: Any = None, src_key_padding_mask: Any = None, is_causal: bool = False
     ) -> Any:
-        padding = F._canonical_mask(
-            mask=src_key_padding_mask,
-            mask_name="src_key_padding_mask",
-            other_type=F._none_or_dtype(src_mask),
-            other_name="src_mask",
-            target_type=src.dtype,
-        )
-        mask = F._canonical_mask(
-            mask=src_mask,
-            mask_name="src_mask",
-            other_type=None,
-            other_name="",
-            target_type=src.dtype,
-            check_other=False,
+        padding, mask = _canonical(
+            src_key_padding_mask, src_mask, src.dtype, "src_key_padding_mask", "src_mask"
         )
         if not _layer_fused(m, src, mask, padding):
             return real(src, src_mask, src_key_padding_mask, is_causal)

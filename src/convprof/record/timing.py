@@ -5,7 +5,9 @@ and times every call of every leaf module (a module without children) between it
 hooks, summed per module and forward pass, and of each container named as computing
 something itself (``nn.MultiheadAttention``'s products, an attention block's ``q @ k``: the
 command line names those with MACs of their own), less the time of the timed modules it
-calls. Separately, the same number of plain forward passes without hooks gives the
+calls; so is each of PyTorch's layers that run one fused operator in inference
+(``nn.MultiheadAttention``, ``nn.TransformerEncoderLayer``, whose children then never run).
+Separately, the same number of plain forward passes without hooks gives the
 end-to-end time. The difference between that and the sum of the layers is what no timed
 module accounts for: the Python between layers, the free operators a container runs itself
 (a residual ``x + y``), and the hooks' own cost.
@@ -157,14 +159,23 @@ def _event_clock(device: torch.device) -> _Clock:
     return _Clock(now, lambda start, end: start.elapsed_time(end) / 1000)
 
 
+# PyTorch's layers that run one fused operator in inference: their work is their own then,
+# not their children's (nn.TransformerEncoderLayer's linear1 is never called)
+_FUSED_IN_INFERENCE = (nn.MultiheadAttention, nn.TransformerEncoderLayer)
+
+
 @contextlib.contextmanager
 def leaf_hooks(
     model: nn.Module, before: Callable[[str], None], after: Callable[[str], None], own: Collection[str] = ()
 ) -> Iterator[None]:
     """Call ``before(name)`` and ``after(name)`` around every call of the model's leaf modules
-    (no children) and of those named in ``own``; the hooks are removed on the way out,
-    whatever happens."""
-    names = {id(m): name for name, m in model.named_modules() if not has_children(m) or name in own}
+    (no children), of those named in ``own`` and of PyTorch's layers that fuse in inference;
+    the hooks are removed on the way out, whatever happens."""
+    names = {
+        id(m): name
+        for name, m in model.named_modules()
+        if not has_children(m) or name in own or isinstance(m, _FUSED_IN_INFERENCE)
+    }
 
     def pre(module: nn.Module, args: Any) -> None:
         name = names.get(id(module))

@@ -125,6 +125,23 @@ def _json(report: Report, depth: int | None, tokens: TokenCost | None, timing: T
     return json.dumps(data, indent=2) + "\n"
 
 
+def _with_times(
+    shown: list[columns_.Row], timing: Timing, depth: int | None, tree: bool
+) -> list[columns_.Row]:
+    """The rows with their measured times: a rolled-up row's is its members' added up, as the
+    tree's containers' are."""
+    rolled = rolled_times(timing, depth) if depth is not None and not tree else None
+    return [
+        replace(
+            row,
+            measured=rolled.get(row.layer.name)
+            if rolled is not None
+            else measured_time(timing, row.layer.name, tree),
+        )
+        for row in shown
+    ]
+
+
 def _layer_table(
     report: Report,
     layers: Sequence[Layer],
@@ -138,7 +155,14 @@ def _layer_table(
     timing: Timing | None,
 ) -> str:
     """The table of layers (a flat one, or the tree) and the lines under it."""
-    flat = [layer for layer in layers if not layer.has_children or layer.params or layer.macs]
+    # a container is a row where it has params or MACs of its own, or a measured time of its own
+    # (a layer PyTorch fuses in inference does the work its children were counted for)
+    timed = {t.name for t in timing.layers} if timing is not None else set()
+    flat = [
+        layer
+        for layer in layers
+        if not layer.has_children or layer.params or layer.macs or layer.name in timed
+    ]
     seconds = {}
     if roofline is not None:
         seconds = {layer.name: roofline.seconds(layer.macs, layer.memory_bytes) for layer in flat}
@@ -149,17 +173,8 @@ def _layer_table(
         ]
     else:
         shown = [columns_.Row(layer, layer.name or "(root)", seconds.get(layer.name, 0.0)) for layer in flat]
-    if timing is not None:  # a rolled-up row's time is its leaves', as the tree's containers'
-        rolled = rolled_times(timing, depth) if depth is not None and not tree else None
-        shown = [
-            replace(
-                row,
-                measured=rolled.get(row.layer.name)
-                if rolled is not None
-                else measured_time(timing, row.layer.name, tree),
-            )
-            for row in shown
-        ]
+    if timing is not None:
+        shown = _with_times(shown, timing, depth, tree)
     measured = memory or roofline is not None
     keys = tuple(
         columns
