@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml constraints.txt
 	@echo "convprof: (4 minutes at 100 Mbit/s) and 5.9 GB in $(VENV). Progress below; see the README"
 	@echo "convprof: for using a torch you already have."
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --disable-pip-version-check --progress-bar on -c constraints.txt -e ".[dev]"
+	$(BIN)/python -m pip install --no-cache-dir --disable-pip-version-check --progress-bar on -c constraints.txt -e ".[dev]"
 	touch $(STAMP)
 
 profile: $(STAMP)

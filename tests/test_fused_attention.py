@@ -216,3 +216,19 @@ def test_under_autocast_the_fused_kernels_run_and_are_named(case: str, compute: 
     )
     measured = inference_peak(model, (x,), autocast=torch.bfloat16)
     assert 0.95 < report.memory.peak_bytes / measured < 1.35  # the float32 programs: 0.99x, 1.29x
+
+
+class Attention(nn.MultiheadAttention):
+    """A subclass that keeps PyTorch's forward, and so its fused path on the CPU."""
+
+
+def test_a_subclass_that_keeps_the_forward_is_followed() -> None:
+    torch.manual_seed(0)
+    model = SelfAttention(256, 8, need_weights=False)
+    model.attn = Attention(256, 8, batch_first=True)
+    model.eval()
+    x = torch.randn(4, 256, 256)
+    measured = inference_peak(model, (x,))
+    predicted = convprof.profile(model, x, memory=True, compute=False).memory
+    assert predicted is not None and predicted.peak_bytes == measured
+    assert "forward" not in model.attn.__dict__

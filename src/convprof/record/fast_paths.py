@@ -20,6 +20,7 @@ tokens the mask keeps, a shape only values give: the pass stops with :class:`Val
 from __future__ import annotations
 
 import functools
+import inspect
 from typing import Any
 
 import torch
@@ -179,21 +180,31 @@ def _encoder_forward(m: Any) -> Any:
     return forward
 
 
-_FUSED: dict[type, Any] = {nn.MultiheadAttention: _mha_forward, nn.TransformerEncoderLayer: _layer_forward}
+_FUSED: dict[type[nn.Module], Any] = {
+    nn.MultiheadAttention: _mha_forward,
+    nn.TransformerEncoderLayer: _layer_forward,
+}
+
+
+def _keeps_forward(module: nn.Module, cls: type[nn.Module]) -> bool:
+    """Whether ``module`` is ``cls`` or a subclass that keeps its forward; read statically, as
+    some classes (TorchScript's) make ``forward`` when it is looked up on the class."""
+    return isinstance(module, cls) and inspect.getattr_static(type(module), "forward") is cls.forward
 
 
 def follow_fast_paths(named: list[tuple[str, nn.Module]], fused: bool, nested: bool) -> list[nn.Module]:
-    """Give PyTorch's transformer encoders (the exact type, with no forward of the instance's
-    own), when ``nested``, a forward that stops where nested tensors would be made and, when
-    ``fused`` (the pass predicts the CPU's memory), its attention layers one that takes the
-    CPU's fused path on meta stand-ins; return those modules (the caller takes the forwards
-    away)."""
-    makers: dict[type, Any] = {nn.TransformerEncoder: _encoder_forward} if nested else {}
+    """Give PyTorch's transformer encoders (of its classes, or subclasses that keep their
+    forward, with no forward of the instance's own), when ``nested``, a forward that stops
+    where nested tensors would be made and, when ``fused`` (the pass predicts the CPU's
+    memory), its attention layers one that takes the CPU's fused path on meta stand-ins;
+    return those modules (the caller takes the forwards away)."""
+    makers: dict[type[nn.Module], Any] = {nn.TransformerEncoder: _encoder_forward} if nested else {}
     if fused:
         makers.update(_FUSED)
     followed = []
     for _, module in named:
-        make = makers.get(type(module))
+        # PyTorch's class, or a subclass that keeps its forward (and so its fused path)
+        make = next((m for cls, m in makers.items() if _keeps_forward(module, cls)), None)
         if make is not None and "forward" not in module.__dict__:
             module.__dict__["forward"] = make(module)
             followed.append(module)
