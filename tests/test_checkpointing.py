@@ -53,6 +53,9 @@ def test_recompute_is_counted_apart(reentrant: bool, compute: bool) -> None:
     # reentrant checkpointing runs each block's forward again (8,192 each); the non-reentrant
     # one stops when the last saved tensor is back, before the block's last product
     assert report.total.recompute_macs == (2 * 8_192 if reentrant else 2 * 4_096)
+    # the forward's outputs once, the recompute's not again: the stem's 4 x 16 and each
+    # block's up (4 x 64) and down (4 x 16) floats
+    assert report.sizes.activation_bytes == 4 * (4 * 16 + 2 * (4 * 64 + 4 * 16))
 
 
 def test_reentrant_step_leaves_grads_and_hooks_as_they_were() -> None:

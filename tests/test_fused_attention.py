@@ -232,3 +232,26 @@ def test_a_subclass_that_keeps_the_forward_is_followed() -> None:
     predicted = convprof.profile(model, x, memory=True, compute=False).memory
     assert predicted is not None and predicted.peak_bytes == measured
     assert "forward" not in model.attn.__dict__
+
+
+def test_a_fused_layer_is_the_leaf_of_what_ran() -> None:
+    # In a CPU memory pass an encoder layer in eval runs one kernel, its children none: its
+    # traffic is its input and output (2 x 4 x 64 x 128 floats, 131,072 bytes each) and every
+    # weight below it (self_attn 3 x 128 x 128 + 384 and out_proj 128 x 128 + 128, linear1
+    # 128 x 512 + 512, linear2 512 x 128 + 128, two norms 2 x 256: 198,272 floats), and its
+    # output is the pass's activation, where its children's were.
+    torch.manual_seed(0)
+    model = nn.TransformerEncoderLayer(128, 4, 512, batch_first=True).eval()
+    x = torch.randn(4, 64, 128)
+    report = convprof.profile(model, x, memory=True, compute=False)
+    layers = {layer.name: layer for layer in report.layers}
+    assert not layers["self_attn.out_proj"].calls  # the fused kernel ran
+    assert layers[""].memory_bytes == report.total.memory_bytes == 2 * 131_072 + 4 * 198_272
+    assert report.sizes.activation_bytes == 131_072
+    # unfused (no memory pass) the children are the leaves; MultiheadAttention's forward uses
+    # out_proj's weights itself, so it reads them: q, k, v and the output (4 x 131,072) and
+    # 3 x 128 x 128 + 384 + 128 x 128 + 128 = 66,048 floats
+    unfused = convprof.profile(model, x, compute=False)
+    layers = {layer.name: layer for layer in unfused.layers}
+    assert layers[""].memory_bytes == 0 and not layers["self_attn.out_proj"].calls
+    assert layers["self_attn"].memory_bytes == 4 * 131_072 + 4 * 66_048

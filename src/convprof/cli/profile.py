@@ -193,10 +193,11 @@ def _parallel_options(prof: argparse.ArgumentParser) -> None:
     prof.add_argument(
         "--parallel",
         metavar="PLAN",
-        help="predict one training step per rank of a parallel plan, e.g. fsdp=8,tp=2 (dimensions dp, "
-        "fsdp, tp), through PyTorch's FSDP2 and tensor parallelism in a fake process group: peak memory, "
-        "MACs and collectives per rank class (implies --backward and --peak-memory; --input is one "
-        "rank's micro-batch)",
+        help="predict one training step per rank of a parallel plan, e.g. fsdp=8,tp=2 or "
+        "pp=2,fsdp=4,schedule=gpipe (dimensions pp, dp, fsdp, tp, ep; options such as microbatches, "
+        "schedule, reshard, param_dtype, routing: docs/parallel.md), through PyTorch's FSDP2, tensor, "
+        "pipeline and expert parallelism in a fake process group: peak memory, MACs and collectives "
+        "per rank class (implies --backward and --peak-memory; --input is one rank's micro-batch)",
     )
     prof.add_argument(
         "--accum",

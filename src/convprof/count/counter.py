@@ -14,7 +14,9 @@ model.parameters())``.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from types import MappingProxyType
 
 from convprof.count.blocks import find_blocks
 from convprof.count.formulas import Uncounted, module_formula, op_formula
@@ -147,18 +149,54 @@ def _place(rows: dict[str, _Row], idle: list[_Row]) -> list[_Row]:
     return placed
 
 
-def call_bytes(call: ModuleCall) -> int:
+def call_bytes(call: ModuleCall, alone: Mapping[str, int] = MappingProxyType({})) -> int:
     """Memory traffic of one call of a leaf module (the ShuffleNet V2 paper's memory access
     cost): its tensor inputs read, its own weights read, its outputs written, at their dtypes.
-    Containers move nothing themselves (their children account for the traffic), nor do
-    modules that return a view of their input."""
-    if call.module.has_children or not call.module.moves_memory:
+    Containers move nothing themselves (their children account for the traffic), but for
+    those in ``alone`` (:func:`ran_alone`: their children's weights, read by the container
+    itself), nor do modules that return a view of their input."""
+    children = alone.get(call.module.name)
+    if (call.module.has_children and children is None) or not call.module.moves_memory:
         return 0
     return (
         sum(meta.nbytes for _, meta in call.inputs)
         + sum(meta.nbytes for meta in call.outputs)
         + sum(p.nbytes for p in call.module.params)
+        + (children or 0)
     )
+
+
+def ran_alone(trace: Trace) -> dict[str, int]:
+    """Containers that ran while none of their children did, with their children's parameter
+    bytes: PyTorch's fused inference layers (``nn.MultiheadAttention``,
+    ``nn.TransformerEncoderLayer`` in eval under no_grad run one kernel with their children's
+    weights), or a module that calls its children's weights itself. They are the leaves of
+    what ran: their outputs are what the pass made, their children's weights what it read."""
+    above: set[str] = set()  # every module with a descendant that ran
+    for call in trace.calls:
+        if call.module.name:
+            parts = call.module.name.split(".")
+            above.update(".".join(parts[:i]) for i in range(len(parts)))
+    alone = {
+        call.module.name: 0
+        for call in trace.calls
+        if call.module.has_children and call.module.name not in above
+    }
+    seen: set[int] = set()
+    for info in trace.modules:
+        owner = next((name for name in alone if _below(info.name, name)), None)
+        if owner is None:
+            continue
+        for param in info.params:
+            if param.key not in seen:
+                seen.add(param.key)
+                alone[owner] += param.nbytes
+    return alone
+
+
+def _below(name: str, owner: str) -> bool:
+    """Whether module ``name`` is a descendant of module ``owner`` (the root is named "")."""
+    return name.startswith(f"{owner}.") if owner else bool(name)
 
 
 def count(trace: Trace) -> Report:
@@ -166,6 +204,7 @@ def count(trace: Trace) -> Report:
     unexplained: dict[str, tuple[int, list[str]]] = {}
     trainable = _trainable(trace.modules) if trace.backward else {}
     memory, peaks = _memory(trace)
+    alone = ran_alone(trace)
     recompute = 0
     for index, call in enumerate(trace.calls):
         row = rows.get(call.module.name)
@@ -187,7 +226,7 @@ def count(trace: Trace) -> Report:
             recompute += macs
         else:
             row.macs += macs
-            row.memory_bytes += call_bytes(call)
+            row.memory_bytes += call_bytes(call, alone)
             row.calls += 1
         if not missing:
             continue
@@ -216,7 +255,7 @@ def count(trace: Trace) -> Report:
     if peaks:  # a container ran while anything below it did (its children's gradients too)
         _inherit_peaks(ordered)
     layers = tuple(row.freeze() for row in ordered if row.calls or row.params)
-    sizes = _sizes(trace)
+    sizes = _sizes(trace, alone)
     return Report(
         model=trace.model,
         inputs=tuple(t.shape for t in trace.inputs),
@@ -275,9 +314,10 @@ def _dtype(trace: Trace) -> str:
     return floating[0] if floating else "float32"
 
 
-def _sizes(trace: Trace) -> Sizes:
+def _sizes(trace: Trace, alone: Mapping[str, int]) -> Sizes:
     """Trainable params, params and buffers in bytes (each tensor once), and the outputs of
-    every leaf-module call that makes new tensors (see :class:`Sizes`)."""
+    every leaf-module call (or container that ran alone) that makes new tensors (see
+    :class:`Sizes`)."""
     params: dict[int, ParamInfo] = {}
     buffers: dict[int, ParamInfo] = {}
     for info in trace.modules:
@@ -288,7 +328,9 @@ def _sizes(trace: Trace) -> Sizes:
     activations = sum(
         meta.nbytes
         for call in trace.calls
-        if not call.module.has_children and call.module.moves_memory
+        if (not call.module.has_children or call.module.name in alone)
+        and call.module.moves_memory
+        and not call.recompute  # checkpointing's second forward: the same tensors again
         for meta in call.outputs
     )
     return Sizes(
