@@ -47,11 +47,11 @@ def around(program: _Program) -> tuple[int, int]:
     return before, max(0, (beside or 0) - outputs)
 
 
-def _alloc(size: int, output: bool = False) -> tuple[int, bool]:
+def alloc(size: int, output: bool = False) -> tuple[int, bool]:
     return size, output
 
 
-def _free(size: int) -> tuple[int, bool]:
+def free(size: int) -> tuple[int, bool]:
     return -size, False
 
 
@@ -70,16 +70,16 @@ def _attention(
     scores = batch * heads * tokens * tokens * size
     kept = need_weights and not average  # the weights returned are the softmax's result
     masked = isinstance(mask, torch.Tensor)
-    steps = [_alloc(3 * btd), _alloc(3 * btd), _free(3 * btd), _alloc(scores, kept and not masked)]
+    steps = [alloc(3 * btd), alloc(3 * btd), free(3 * btd), alloc(scores, kept and not masked)]
     if masked:
         # the mask as booleans (an expanded mask made whole), then the softmax's own result
-        steps += [_alloc(mask.numel()), _alloc(scores, kept), _free(scores), _free(mask.numel())]
+        steps += [alloc(mask.numel()), alloc(scores, kept), free(scores), free(mask.numel())]
     if not need_weights:
-        steps.append(_free(scores))
-    steps += [_alloc(btd), _alloc(btd, not inside_layer), _free(btd)]
+        steps.append(free(scores))
+    steps += [alloc(btd), alloc(btd, not inside_layer), free(btd)]
     if need_weights and average:
-        steps += [_alloc(batch * tokens * tokens * size, True), _free(scores)]
-    steps.append(_free(3 * btd))
+        steps += [alloc(batch * tokens * tokens * size, True), free(scores)]
+    steps.append(free(3 * btd))
     return steps, btd
 
 
@@ -100,11 +100,11 @@ def _norm(x: torch.Tensor, output: bool) -> _Program:
     float, or double for double), freed as it returns."""
     stats = x[..., 0].numel() * max(x.element_size(), 4)
     return [
-        _alloc(x.numel() * x.element_size(), output),
-        _alloc(stats),
-        _alloc(stats),
-        _free(stats),
-        _free(stats),
+        alloc(x.numel() * x.element_size(), output),
+        alloc(stats),
+        alloc(stats),
+        free(stats),
+        free(stats),
     ]
 
 
@@ -126,13 +126,13 @@ def _encoder_layer(args: tuple[Any, ...], out: Any) -> tuple[int, int] | None:
     attention, btd = _attention(x, int(args[2]), _arg(args, 18, None), False, True, True)
     hidden = x.shape[0] * x.shape[1] * w1.shape[0] * x.element_size()
     if bool(args[8]):  # norm first: x + attn(norm1(x)), then that + ffn(norm2(that))
-        steps = _norm(x, False) + attention + [_free(btd)]  # norm1's output goes with the call
-        steps += [*_norm(x, False), _alloc(hidden), _alloc(btd, True), _free(hidden)]
-        steps += [_free(btd), _free(btd)]  # norm2's output, then the attention's sum
+        steps = _norm(x, False) + attention + [free(btd)]  # norm1's output goes with the call
+        steps += [*_norm(x, False), alloc(hidden), alloc(btd, True), free(hidden)]
+        steps += [free(btd), free(btd)]  # norm2's output, then the attention's sum
     else:  # norm2(y + ffn(y)) for y = norm1(x + attn(x))
-        steps = attention + _norm(x, False) + [_free(btd)]
-        steps += [_alloc(hidden), _alloc(btd), _free(hidden)]
-        steps += [*_norm(x, True), _free(btd), _free(btd)]
+        steps = attention + _norm(x, False) + [free(btd)]
+        steps += [alloc(hidden), alloc(btd), free(hidden)]
+        steps += [*_norm(x, True), free(btd), free(btd)]
     return around(steps)
 
 

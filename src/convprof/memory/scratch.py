@@ -1,6 +1,6 @@
 """Kernels' own scratch on the CPU: memory no operator shows, added where it moves a peak.
 
-Five kinds of scratch, invisible at the operator level, are large enough to move
+Six kinds of scratch, invisible at the operator level, are large enough to move
 a CPU peak, and are added (their sizes measured with ``torch.profiler``'s memory events):
 
 - oneDNN's convolution (PyTorch's CPU path for float convolutions), given NCHW tensors, works
@@ -18,6 +18,15 @@ a CPU peak, and are added (their sizes measured with ``torch.profiler``'s memory
   or, with groups, convolves each group apart (a copy of its input slice) and concatenates
   (:func:`_native_conv_scratch`). Which path runs depends on this process's thread count:
   the prediction reads it.
+- Its backward (``convolution_backward``) on oneDNN's path, for an input with whole blocks of
+  channels or a 1x1 kernel, copies the gradient and the weight into the blocked layout and
+  computes the input's gradient blocked, then copies it out; for the weights' gradient it
+  copies the gradient again and the input, and computes it blocked beside the bias's; an
+  expanded gradient (that of a sum) is made dense first, on either path
+  (:func:`_conv_backward_scratch`). Measured exact at one thread, stride 1; left out: a
+  per-thread reduction buffer oneDNN sometimes adds with more threads (up to the weight's
+  size and 21 KB; no rule found), and what a strided one adds (a second input-sized buffer
+  in some cases, none in others): within 0.1% on the CNNs' Adam steps of docs/memory.md.
 - A CPU matrix product copies an operand that BLAS cannot read as it is (an expanded tensor,
   such as the gradient of a sum) into a dense temporary (:func:`_mm_scratch`).
 - A CPU elementwise operator whose inputs differ in floating dtype copies the others into
@@ -56,7 +65,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from convprof.memory.fused import FUSED
+from convprof.memory.fused import FUSED, alloc, around, free
 
 
 def kernel_scratch(func: Any, args: tuple[Any, ...], out: Any) -> tuple[int, int] | None:
@@ -216,6 +225,62 @@ def _native_conv_scratch(
     return (0, columns) if columns else None
 
 
+def _conv_backward_scratch(args: tuple[Any, ...], out: Any) -> tuple[int, int] | None:
+    """oneDNN's copies in a float32 convolution's backward (see the module docstring), for an
+    input in the default layout (the input's gradient of a first layer's few channels,
+    channels-last, other dtypes: none; PyTorch's own path: an expanded gradient's copy)."""
+    if len(args) < 11 or not isinstance(out, (tuple, list)) or len(out) < 3:
+        return None
+    grad, x, w, groups, (dx, dw, db) = args[0], args[1], args[2], args[9], args[10]
+    if (
+        not all(isinstance(t, torch.Tensor) for t in (grad, x, w))
+        or x.dtype != torch.float32
+        or x.dim() != 4
+        or not x.is_contiguous()
+        or args[7] is not False
+        or type(groups) is not int
+        or not (dx or dw)
+        or (db and not dw)
+    ):
+        return None
+    c_in, c_out, kernel, size = x.shape[1], grad.shape[1], w[0, 0].numel(), x.element_size()
+    depthwise = groups > 1 and groups == c_in
+    forward = (x, w, None, args[4], args[5], args[6], False, args[8], groups)
+    few = c_in < 8 and kernel != 1  # a first layer's few channels: its input read as it is
+    if few and dx:
+        return None  # not measured
+    dense = 0 if grad.is_contiguous() else grad.numel() * size  # the gradient of a sum: expanded
+    if not _onednn_runs(x, w, forward):
+        # PyTorch's own path: its results, and a dense copy of an expanded gradient beside them
+        return (0, dense) if dense else None
+    blocked_grad = x.shape[0] * _padded(c_out) * grad[0, 0].numel() * size
+    # below a block, channels go in blocks of 8 (12 -> 16, 8 as they are)
+    inner = c_in if few else _padded(c_in) if c_in >= _padded(1) else -(-c_in // 8) * 8
+    blocked_input = 0 if few else x.shape[0] * inner * x[0, 0].numel() * size
+    if depthwise:
+        blocked_weight = _padded(groups) * kernel * size
+    else:  # grouped: each group's channels as they are (measured with 8, 16 and 48 a group)
+        blocked_weight = _padded(c_out) * (inner if groups == 1 else c_in // groups) * kernel * size
+    steps = [alloc(dense)]
+    if dx:  # the gradient of the input, computed blocked, then copied out
+        steps += [alloc(blocked_grad), alloc(blocked_weight), alloc(blocked_input)]
+        steps += [free(blocked_weight), free(blocked_grad), alloc(x.numel() * size, True)]
+        steps.append(free(blocked_input))
+    bias = c_out * size if db else 0
+    if dw and depthwise and max(w.shape[-2:]) > 3:
+        # oneDNN's depthwise weight gradient beyond 3x3 works unblocked with a per-thread
+        # buffer: one sample's unfolded input and four weight gradients (one thread measured;
+        # with two it is sometimes twice that, as how the work is split is not documented)
+        unfolded = kernel * grad[0, 0].numel() * size + 4 * w.numel() * size + 256
+        steps += [alloc(w.numel() * size), alloc(unfolded), alloc(bias), free(unfolded)]
+        steps += [alloc(bias, True), alloc(w.numel() * size, True), free(w.numel() * size), free(bias)]
+    elif dw:  # the weights' gradient from the blocked gradient and input, then copied out
+        steps += [alloc(blocked_grad), alloc(blocked_input), alloc(blocked_weight), alloc(bias)]
+        steps += [free(blocked_input), free(blocked_grad), alloc(bias, True)]
+        steps += [alloc(w.numel() * size, True), free(blocked_weight), free(bias)]
+    return around([*steps, free(dense)])
+
+
 def _blas_reads(matrix: torch.Tensor) -> bool:
     """Whether BLAS can read a 2-D operand as it is: rows or columns contiguous."""
     rows, cols = matrix.shape
@@ -332,6 +397,7 @@ def _lstm_backward_scratch(args: tuple[Any, ...], out: Any) -> tuple[int, int] |
 _SCRATCH = {
     torch.ops.aten.convolution.default: _conv_scratch,
     torch.ops.aten._convolution.default: _conv_scratch,
+    torch.ops.aten.convolution_backward.default: _conv_backward_scratch,
     torch.ops.aten.mm.default: _mm_scratch,
     torch.ops.aten.addmm.default: _mm_scratch,
     torch.ops.aten.mkldnn_rnn_layer.default: _lstm_scratch,
