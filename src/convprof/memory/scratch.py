@@ -1,6 +1,6 @@
 """Kernels' own scratch on the CPU: memory no operator shows, added where it moves a peak.
 
-Six kinds of scratch, invisible at the operator level, are large enough to move
+Seven kinds of scratch, invisible at the operator level, are large enough to move
 a CPU peak, and are added (their sizes measured with ``torch.profiler``'s memory events):
 
 - oneDNN's convolution (PyTorch's CPU path for float convolutions), given NCHW tensors, works
@@ -27,6 +27,11 @@ a CPU peak, and are added (their sizes measured with ``torch.profiler``'s memory
   per-thread reduction buffer oneDNN sometimes adds with more threads (up to the weight's
   size and 21 KB; no rule found), and what a strided one adds (a second input-sized buffer
   in some cases, none in others): within 0.1% on the CNNs' Adam steps of docs/memory.md.
+  Channels-last, it copies the weight only, but a depthwise kernel beyond 3x3 takes 256
+  floats per channel and tap for the weights' gradient (:func:`_channels_last_backward`).
+- ``native_layer_norm`` and its backward read the input contiguous: a norm over the channels
+  of an NCHW tensor (a permuted view, ConvNeXt's) copies it, and an incoming gradient that
+  is not dense (:func:`_layer_norm_scratch`).
 - A CPU matrix product copies an operand that BLAS cannot read as it is (an expanded tensor,
   such as the gradient of a sum) into a dense temporary (:func:`_mm_scratch`).
 - A CPU elementwise operator whose inputs differ in floating dtype copies the others into
@@ -236,7 +241,6 @@ def _conv_backward_scratch(args: tuple[Any, ...], out: Any) -> tuple[int, int] |
         not all(isinstance(t, torch.Tensor) for t in (grad, x, w))
         or x.dtype != torch.float32
         or x.dim() != 4
-        or not x.is_contiguous()
         or args[7] is not False
         or type(groups) is not int
         or not (dx or dw)
@@ -247,12 +251,17 @@ def _conv_backward_scratch(args: tuple[Any, ...], out: Any) -> tuple[int, int] |
     depthwise = groups > 1 and groups == c_in
     forward = (x, w, None, args[4], args[5], args[6], False, args[8], groups)
     few = c_in < 8 and kernel != 1  # a first layer's few channels: its input read as it is
-    if few and dx:
+    last = not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+    if (few and dx) or not (last or x.is_contiguous()):
         return None  # not measured
-    dense = 0 if grad.is_contiguous() else grad.numel() * size  # the gradient of a sum: expanded
+    # the gradient in the input's layout: a copy of an expanded one (a sum's) or another layout
+    layout = torch.channels_last if last else torch.contiguous_format
+    dense = 0 if grad.is_contiguous(memory_format=layout) else grad.numel() * size
     if not _onednn_runs(x, w, forward):
-        # PyTorch's own path: its results, and a dense copy of an expanded gradient beside them
-        return (0, dense) if dense else None
+        # PyTorch's own path: its results, and the gradient's copy beside them
+        return (dense if dx else 0, dense) if dense else None
+    if last:
+        return around(_channels_last_backward(x, w, depthwise, (dx, dw, db), dense))
     blocked_grad = x.shape[0] * _padded(c_out) * grad[0, 0].numel() * size
     # below a block, channels go in blocks of 8 (12 -> 16, 8 as they are)
     inner = c_in if few else _padded(c_in) if c_in >= _padded(1) else -(-c_in // 8) * 8
@@ -279,6 +288,31 @@ def _conv_backward_scratch(args: tuple[Any, ...], out: Any) -> tuple[int, int] |
         steps += [free(blocked_input), free(blocked_grad), alloc(bias, True)]
         steps += [alloc(w.numel() * size, True), free(blocked_weight), free(bias)]
     return around([*steps, free(dense)])
+
+
+def _channels_last_backward(
+    x: torch.Tensor, w: torch.Tensor, depthwise: bool, mask: tuple[bool, bool, bool], dense: int
+) -> list[tuple[int, bool]]:
+    """oneDNN's channels-last convolution backward, as measured (1 and 2 threads, 64 and 384
+    channels, 1x1, 3x3, depthwise 3x3 and 7x7): no blocked copies, but copies of the weight
+    (one kept through the call by a full 3x3 or larger kernel) and, for a depthwise kernel
+    beyond 3x3, a buffer of 256 floats per channel and tap (ConvNeXt's: 19 MB at 384
+    channels, whatever the batch and size) with 64 bytes per channel beside it."""
+    dx, dw, db = mask
+    size, weight = x.element_size(), w.numel() * w.element_size()
+    kept = weight if not depthwise and w[0, 0].numel() > 1 else 0
+    bias = w.shape[0] * size if db else 0
+    steps = [alloc(kept), alloc(dense)]
+    if dx:
+        steps += [alloc(x.numel() * size, True), alloc(weight), free(weight)]
+    if dw and depthwise and max(w.shape[-2:]) > 3:
+        big, small = w.shape[0] * w[0, 0].numel() * 256 * size, w.shape[0] * 64 + 128
+        steps += [alloc(big), alloc(small), alloc(bias), free(small), alloc(bias, True)]
+        steps += [alloc(weight, True), alloc(weight), free(weight), free(big), free(bias)]
+    elif dw:
+        steps += [alloc(weight), alloc(bias), alloc(bias, True), alloc(weight, True)]
+        steps += [alloc(weight), free(weight), free(weight), free(bias)]
+    return [*steps, free(dense), free(kept)]
 
 
 def _blas_reads(matrix: torch.Tensor) -> bool:
@@ -394,6 +428,29 @@ def _lstm_backward_scratch(args: tuple[Any, ...], out: Any) -> tuple[int, int] |
     return 0, incoming + biases + reordered + gradients + states
 
 
+def _copy(tensor: Any) -> int:
+    """Bytes of the dense copy a kernel makes of a tensor it needs contiguous (0: it is)."""
+    if not isinstance(tensor, torch.Tensor) or tensor.is_contiguous():
+        return 0
+    return tensor.numel() * tensor.element_size()
+
+
+def _layer_norm_scratch(args: tuple[Any, ...], out: Any) -> tuple[int, int] | None:
+    """``native_layer_norm`` on the CPU reads its input contiguous: a permuted input (a
+    channels-first norm, ConvNeXt's LayerNorm2d) is copied first and kept to the end."""
+    copy = _copy(args[0]) if args else 0
+    return (copy, copy) if copy else None
+
+
+def _layer_norm_backward_scratch(args: tuple[Any, ...], out: Any) -> tuple[int, int] | None:
+    """``native_layer_norm_backward``: the input copied as in the forward before the
+    gradients are made, and the incoming gradient copied beside them when it is not dense."""
+    if len(args) < 2:
+        return None
+    before, grad = _copy(args[1]), _copy(args[0])
+    return (before, before + grad) if before or grad else None
+
+
 _SCRATCH = {
     torch.ops.aten.convolution.default: _conv_scratch,
     torch.ops.aten._convolution.default: _conv_scratch,
@@ -402,5 +459,7 @@ _SCRATCH = {
     torch.ops.aten.addmm.default: _mm_scratch,
     torch.ops.aten.mkldnn_rnn_layer.default: _lstm_scratch,
     torch.ops.aten.mkldnn_rnn_layer_backward.default: _lstm_backward_scratch,
+    torch.ops.aten.native_layer_norm.default: _layer_norm_scratch,
+    torch.ops.aten.native_layer_norm_backward.default: _layer_norm_backward_scratch,
     **FUSED,
 }
