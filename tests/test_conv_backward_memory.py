@@ -143,6 +143,23 @@ def test_convnext_adam_step_is_exact(compute: bool) -> None:
     assert memory is not None and memory.peak_bytes == measured, (memory.peak_bytes, measured)
 
 
+def test_zero_compute_keeps_a_broadcast_products_layout() -> None:
+    # ConvNeXt's block ends with layer_scale (C x 1 x 1) times a permuted output: the CPU's
+    # result is channels-last, so the next block's 7x7 depthwise convolution runs channels-last
+    # (its 19 MB weight-gradient buffer); zero compute made the product contiguous and
+    # predicted 13,959,104 B less than the computing pass
+    pytest.importorskip("torchvision")
+    from torchvision.models.convnext import CNBlock
+
+    torch.manual_seed(0)
+    model = nn.Sequential(CNBlock(384, 1e-6, 0.0), CNBlock(384, 1e-6, 0.0))
+    x = torch.randn(2, 384, 14, 14)
+    measured = training_peak(model, (x,), optimizer=None)
+    for compute in (True, False):
+        memory = convprof.profile(model, x, compute=compute, memory=True, backward=True).memory
+        assert memory is not None and memory.peak_bytes == measured, (compute, memory.peak_bytes, measured)
+
+
 @pytest.mark.parametrize("compute", [True, False])
 @pytest.mark.parametrize("training", [False, True])
 def test_a_layer_norm_over_channels_copies_its_input(compute: bool, training: bool) -> None:

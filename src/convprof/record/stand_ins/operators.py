@@ -79,7 +79,11 @@ def _elementwise(func: torch._ops.OpOverload, args: tuple[Any, ...], kwargs: dic
     if all(s == first.shape for s in shapes):
         return same_as(first)
     shape = _broadcast(shapes)
-    return None if shape is None else empty(shape, first)
+    if shape is None or any(t.shape == tuple(shape) and not t.is_contiguous() for t in (first, *others)):
+        # PyTorch lays the result out as its full-size operands are (ConvNeXt's layer scale
+        # times a permuted block output is channels-last): its own meta kernel works that out
+        return None
+    return empty(shape, first)
 
 
 def _broadcast(shapes: list[torch.Size]) -> list[int] | None:
