@@ -27,6 +27,8 @@ a CPU peak, and are added (their sizes measured with ``torch.profiler``'s memory
   per-thread reduction buffer oneDNN sometimes adds with more threads (up to the weight's
   size and 21 KB; no rule found), and what a strided one adds (a second input-sized buffer
   in some cases, none in others): within 0.1% on the CNNs' Adam steps of docs/memory.md.
+  A depthwise kernel beyond 3x3 and a first layer's beyond 8x8 (ViT's patches) compute the
+  weights' gradient with a GEMM and a buffer per thread instead of the blocked copies.
   Channels-last, it copies the weight only, but a depthwise kernel beyond 3x3 takes 256
   floats per channel and tap for the weights' gradient (:func:`_channels_last_backward`).
 - ``native_layer_norm`` and its backward read the input contiguous: a norm over the channels
@@ -276,11 +278,15 @@ def _conv_backward_scratch(args: tuple[Any, ...], out: Any) -> tuple[int, int] |
         steps += [free(blocked_weight), free(blocked_grad), alloc(x.numel() * size, True)]
         steps.append(free(blocked_input))
     bias = c_out * size if db else 0
-    if dw and depthwise and max(w.shape[-2:]) > 3:
-        # oneDNN's depthwise weight gradient beyond 3x3 works unblocked with a per-thread
-        # buffer: one sample's unfolded input and four weight gradients (one thread measured;
-        # with two it is sometimes twice that, as how the work is split is not documented)
-        unfolded = kernel * grad[0, 0].numel() * size + 4 * w.numel() * size + 256
+    if dw and ((depthwise and max(w.shape[-2:]) > 3) or (few and kernel > 64)):
+        # oneDNN's weight gradient of a depthwise kernel beyond 3x3, or of a first layer's
+        # kernel beyond 8x8 (ViT's 16x16 patches), works unblocked (GEMM) with a buffer per
+        # thread: one sample's unfolded input and four weight gradients. A first layer's
+        # splits the batch among the threads (measured); a depthwise one's was measured on one
+        # thread (with two it is sometimes twice that, how the work is split not documented)
+        threads = 1 if depthwise else min(torch.get_num_threads(), x.shape[0])
+        per_thread = (c_in // groups) * kernel * grad[0, 0].numel() * size + 4 * w.numel() * size
+        unfolded = threads * per_thread + 256
         steps += [alloc(w.numel() * size), alloc(unfolded), alloc(bias), free(unfolded)]
         steps += [alloc(bias, True), alloc(w.numel() * size, True), free(w.numel() * size), free(bias)]
     elif dw:  # the weights' gradient from the blocked gradient and input, then copied out
