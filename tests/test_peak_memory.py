@@ -604,19 +604,11 @@ def test_a_batch_of_one_keeps_the_cpus_strides_without_arithmetic() -> None:
 def test_a_rotary_products_layout_follows_its_query(compute: bool) -> None:
     # Llama's rotary embedding multiplies the transposed queries and keys by a broadcast
     # cos/sin: PyTorch lays the product out as the queries are, where zero compute made it
-    # contiguous and charged a copy later (1 MiB over at 512 tokens)
-    from transformers import LlamaConfig, LlamaForCausalLM
+    # contiguous and charged a copy later (256 KiB over at 256 tokens)
+    from parallel_models import llama
 
     torch.manual_seed(0)
-    config = LlamaConfig(
-        hidden_size=256,
-        intermediate_size=688,
-        num_hidden_layers=2,
-        num_attention_heads=8,
-        num_key_value_heads=4,
-        vocab_size=1024,
-    )
-    model, ids = LlamaForCausalLM(config), torch.randint(0, 1024, (1, 512))
+    model, ids = llama(), torch.randint(0, 512, (1, 256))
     measured = training_peak(model, (ids,), optimizer=None)
     memory = convprof.profile(model, ids, compute=compute, memory=True, backward=True).memory
     assert memory is not None and memory.peak_bytes == measured, (memory.peak_bytes, measured)
