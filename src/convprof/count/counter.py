@@ -172,11 +172,7 @@ def ran_alone(trace: Trace) -> dict[str, int]:
     ``nn.TransformerEncoderLayer`` in eval under no_grad run one kernel with their children's
     weights), or a module that calls its children's weights itself. They are the leaves of
     what ran: their outputs are what the pass made, their children's weights what it read."""
-    above: set[str] = set()  # every module with a descendant that ran
-    for call in trace.calls:
-        if call.module.name:
-            parts = call.module.name.split(".")
-            above.update(".".join(parts[:i]) for i in range(len(parts)))
+    above = {name for call in trace.calls for name in _ancestors(call.module.name)}
     alone = {
         call.module.name: 0
         for call in trace.calls
@@ -184,7 +180,7 @@ def ran_alone(trace: Trace) -> dict[str, int]:
     }
     seen: set[int] = set()
     for info in trace.modules:
-        owner = next((name for name in alone if _below(info.name, name)), None)
+        owner = next((name for name in _ancestors(info.name) if name in alone), None)
         if owner is None:
             continue
         for param in info.params:
@@ -194,9 +190,10 @@ def ran_alone(trace: Trace) -> dict[str, int]:
     return alone
 
 
-def _below(name: str, owner: str) -> bool:
-    """Whether module ``name`` is a descendant of module ``owner`` (the root is named "")."""
-    return name.startswith(f"{owner}.") if owner else bool(name)
+def _ancestors(name: str) -> list[str]:
+    """The modules above module ``name``, the root (named "") first."""
+    parts = name.split(".") if name else []
+    return [".".join(parts[:i]) for i in range(len(parts))]
 
 
 def count(trace: Trace) -> Report:

@@ -232,6 +232,14 @@ def _native_conv_scratch(
     return (0, columns) if columns else None
 
 
+def _copy(tensor: Any, layout: torch.memory_format = torch.contiguous_format) -> int:
+    """Bytes of the dense copy a kernel makes of a tensor it needs dense in ``layout`` (0: it
+    is, or it is no tensor)."""
+    if not isinstance(tensor, torch.Tensor) or tensor.is_contiguous(memory_format=layout):
+        return 0
+    return tensor.numel() * tensor.element_size()
+
+
 def _conv_backward_scratch(args: tuple[Any, ...], out: Any) -> tuple[int, int] | None:
     """oneDNN's copies in a float32 convolution's backward (see the module docstring), for an
     input in the default layout (the input's gradient of a first layer's few channels,
@@ -257,8 +265,7 @@ def _conv_backward_scratch(args: tuple[Any, ...], out: Any) -> tuple[int, int] |
     if (few and dx) or not (last or x.is_contiguous()):
         return None  # not measured
     # the gradient in the input's layout: a copy of an expanded one (a sum's) or another layout
-    layout = torch.channels_last if last else torch.contiguous_format
-    dense = 0 if grad.is_contiguous(memory_format=layout) else grad.numel() * size
+    dense = _copy(grad, torch.channels_last if last else torch.contiguous_format)
     if not _onednn_runs(x, w, forward):
         # PyTorch's own path: its results, and the gradient's copy beside them
         return (dense if dx else 0, dense) if dense else None
@@ -277,7 +284,7 @@ def _conv_backward_scratch(args: tuple[Any, ...], out: Any) -> tuple[int, int] |
         steps += [alloc(blocked_grad), alloc(blocked_weight), alloc(blocked_input)]
         steps += [free(blocked_weight), free(blocked_grad), alloc(x.numel() * size, True)]
         steps.append(free(blocked_input))
-    bias = c_out * size if db else 0
+    bias, weight = c_out * size if db else 0, w.numel() * size
     if dw and ((depthwise and max(w.shape[-2:]) > 3) or (few and kernel > 64)):
         # oneDNN's weight gradient of a depthwise kernel beyond 3x3, or of a first layer's
         # kernel beyond 8x8 (ViT's 16x16 patches), works unblocked (GEMM) with a buffer per
@@ -285,14 +292,14 @@ def _conv_backward_scratch(args: tuple[Any, ...], out: Any) -> tuple[int, int] |
         # splits the batch among the threads (measured); a depthwise one's was measured on one
         # thread (with two it is sometimes twice that, how the work is split not documented)
         threads = 1 if depthwise else min(torch.get_num_threads(), x.shape[0])
-        per_thread = (c_in // groups) * kernel * grad[0, 0].numel() * size + 4 * w.numel() * size
+        per_thread = (c_in // groups) * kernel * grad[0, 0].numel() * size + 4 * weight
         unfolded = threads * per_thread + 256
-        steps += [alloc(w.numel() * size), alloc(unfolded), alloc(bias), free(unfolded)]
-        steps += [alloc(bias, True), alloc(w.numel() * size, True), free(w.numel() * size), free(bias)]
+        steps += [alloc(weight), alloc(unfolded), alloc(bias), free(unfolded)]
+        steps += [alloc(bias, True), alloc(weight, True), free(weight), free(bias)]
     elif dw:  # the weights' gradient from the blocked gradient and input, then copied out
         steps += [alloc(blocked_grad), alloc(blocked_input), alloc(blocked_weight), alloc(bias)]
         steps += [free(blocked_input), free(blocked_grad), alloc(bias, True)]
-        steps += [alloc(w.numel() * size, True), free(blocked_weight), free(bias)]
+        steps += [alloc(weight, True), free(blocked_weight), free(bias)]
     return around([*steps, free(dense)])
 
 
@@ -428,17 +435,10 @@ def _lstm_backward_scratch(args: tuple[Any, ...], out: Any) -> tuple[int, int] |
     for grad in args[10:13]:
         if grad is None:
             incoming += batch * hidden * size
-        elif isinstance(grad, torch.Tensor) and not grad.is_contiguous():
-            incoming += grad.numel() * grad.element_size()
+        else:
+            incoming += _copy(grad)
     states = _lstm_states(steps, batch, features, hidden, size, True)
     return 0, incoming + biases + reordered + gradients + states
-
-
-def _copy(tensor: Any) -> int:
-    """Bytes of the dense copy a kernel makes of a tensor it needs contiguous (0: it is)."""
-    if not isinstance(tensor, torch.Tensor) or tensor.is_contiguous():
-        return 0
-    return tensor.numel() * tensor.element_size()
 
 
 def _layer_norm_scratch(args: tuple[Any, ...], out: Any) -> tuple[int, int] | None:
